@@ -1,0 +1,273 @@
+//! The ABI between chaos-bpf's kernel programs and its loader.
+//!
+//! Every type here crosses the user/kernel boundary through a map or the ring buffer, so each is
+//! `#[repr(C)]`, has no implicit padding (asserted below), and is `aya::Pod` under the `user`
+//! feature. Map and program names live here too so neither side spells them twice.
+#![no_std]
+
+/// Map names, as the kernel object defines them (kept at most 15 bytes: the kernel's name limit).
+pub mod maps {
+    /// `Array<FaultConfig>` with one entry: what this fault instance does.
+    pub const CONFIG: &str = "CHAOS_CONFIG";
+    /// `LpmTrie<[u8; 4], u8>`: IPv4 peer CIDRs that match.
+    pub const PEER_V4: &str = "CHAOS_PEER_V4";
+    /// `LpmTrie<[u8; 16], u8>`: IPv6 peer CIDRs that match.
+    pub const PEER_V6: &str = "CHAOS_PEER_V6";
+    /// `Array<PortSet>` with one entry: a 65,536-bit set of peer ports that match.
+    pub const PORTS: &str = "CHAOS_PORTS";
+    /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "CHAOS_COUNTERS";
+    /// `RingBuf` of [`crate::Event`].
+    pub const EVENTS: &str = "CHAOS_EVENTS";
+    /// `PerCpuArray<EventBudget>` with one entry: per-CPU event rate limiting state.
+    pub const EVENT_BUDGET: &str = "CHAOS_EV_BUDGET";
+
+    /// Every map the object must define; a userspace test checks the object against this list.
+    pub const ALL: &[&str] = &[
+        CONFIG,
+        PEER_V4,
+        PEER_V6,
+        PORTS,
+        COUNTERS,
+        EVENTS,
+        EVENT_BUDGET,
+    ];
+}
+
+/// Program (function) names in the kernel object. They all start with `chaos_` so that
+/// `bpftool prog show | grep chaos` finds every one of them.
+pub mod programs {
+    pub const CONNECT4: &str = "chaos_connect4";
+    pub const CONNECT6: &str = "chaos_connect6";
+    pub const SKB_EGRESS: &str = "chaos_skb_out";
+    pub const SKB_INGRESS: &str = "chaos_skb_in";
+    /// Probes for `chaos-bpf doctor`: they never alter anything.
+    pub const TC_PROBE: &str = "chaos_tc_probe";
+    pub const FENTRY_PROBE: &str = "chaos_fentry_pr";
+    pub const LSM_PROBE: &str = "chaos_lsm_probe";
+
+    pub const ALL: &[&str] = &[
+        CONNECT4,
+        CONNECT6,
+        SKB_EGRESS,
+        SKB_INGRESS,
+        TC_PROBE,
+        FENTRY_PROBE,
+        LSM_PROBE,
+    ];
+}
+
+/// Upper bounds that size the maps; userspace rejects input beyond them.
+pub const MAX_CIDRS: u32 = 1024;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+/// Number of `u64` words in a [`PortSet`].
+pub const PORT_SET_WORDS: usize = 65536 / 64;
+
+/// Probability is a threshold against `bpf_get_prandom_u32()`: inject when `rand < threshold`.
+/// `PROBABILITY_ONE` (2^32) therefore always injects and 0 never does, at 1/2^32 resolution.
+pub const PROBABILITY_ONE: u64 = 1 << 32;
+
+/// Indices into the per-CPU counters map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Operations that passed every filter (before the probability draw).
+    Matched = 0,
+    /// Operations the fault was applied to.
+    Injected = 1,
+    /// Injections whose event was not sent because of the per-CPU event budget.
+    EventsSampledOut = 2,
+    /// Injections whose event was lost because the ring buffer was full.
+    EventsLost = 3,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 4;
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Matched,
+        Counter::Injected,
+        Counter::EventsSampledOut,
+        Counter::EventsLost,
+    ];
+}
+
+/// What a fault does to matching traffic.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    ConnectError = 1,
+    Drop = 2,
+}
+
+impl FaultKind {
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::ConnectError),
+            2 => Some(Self::Drop),
+            _ => None,
+        }
+    }
+}
+
+/// `FaultConfig::flags` bits.
+pub mod flags {
+    /// Only peers in the CIDR tries match (an address family with an empty trie never matches).
+    pub const MATCH_PEER: u32 = 1 << 0;
+    /// Only peer ports in the port set match.
+    pub const MATCH_PORT: u32 = 1 << 1;
+    /// Packet faults: act on egress packets.
+    pub const EGRESS: u32 = 1 << 2;
+    /// Packet faults: act on ingress packets.
+    pub const INGRESS: u32 = 1 << 3;
+}
+
+/// IP protocol numbers used by the protocol filter (0 = any).
+pub mod proto {
+    pub const ANY: u32 = 0;
+    pub const TCP: u32 = 6;
+    pub const UDP: u32 = 17;
+}
+
+/// One fault instance's configuration, the single entry of [`maps::CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultConfig {
+    /// Injection threshold, see [`PROBABILITY_ONE`].
+    pub probability: u64,
+    /// Identifies this fault in events and metrics.
+    pub fault_id: u32,
+    /// [`FaultKind`] as a raw value.
+    pub kind: u32,
+    /// Positive errno handed to the process, for syscall faults.
+    pub errno: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// [`proto`] number to match, 0 for any.
+    pub proto: u32,
+    /// Events each CPU may emit per second; the rest are counted in `EventsSampledOut`.
+    pub events_per_sec: u32,
+    /// Set by userspace once every filter map is filled; until then nothing is injected.
+    pub armed: u32,
+    pub _reserved: u32,
+}
+
+/// A 65,536-bit set of ports: bit `p` set means port `p` matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortSet {
+    pub words: [u64; PORT_SET_WORDS],
+}
+
+impl PortSet {
+    pub const fn empty() -> Self {
+        Self {
+            words: [0; PORT_SET_WORDS],
+        }
+    }
+
+    pub fn insert(&mut self, port: u16) {
+        self.words[usize::from(port) / 64] |= 1 << (port % 64);
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.words[usize::from(port) / 64] & (1 << (port % 64)) != 0
+    }
+}
+
+/// Per-CPU state of the event rate limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    /// The one-second window (`ktime / 1e9`) the count belongs to.
+    pub window: u64,
+    /// Events emitted on this CPU in that window.
+    pub emitted: u64,
+}
+
+/// Address family values in [`Event::family`].
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// One injected fault, sent through [`maps::EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at injection.
+    pub ktime_ns: u64,
+    /// cgroup v2 id of the task (syscall faults) or of the socket (packet faults).
+    pub cgroup_id: u64,
+    pub fault_id: u32,
+    /// [`FaultKind`] as a raw value.
+    pub kind: u32,
+    /// Thread group id, 0 where the hook has no task context.
+    pub pid: u32,
+    /// Errno handed to the process (syscall faults), 0 for packet faults.
+    pub errno: u32,
+    /// Peer address: IPv4 in the first 4 bytes, network order.
+    pub peer_addr: [u8; 16],
+    /// Peer port, host order.
+    pub peer_port: u16,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 1 for egress, 2 for ingress, 0 for syscall faults.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+    /// `comm` of the task, NUL padded; empty where the hook has no task context.
+    pub comm: [u8; 16],
+}
+
+pub const DIRECTION_EGRESS: u8 = 1;
+pub const DIRECTION_INGRESS: u8 = 2;
+
+// Padding-free layouts: the sum of the fields equals the size, so no byte is uninitialised.
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 4 * 8);
+const _: () = assert!(core::mem::size_of::<PortSet>() == 8192);
+const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
+const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4 + 16 + 2 + 2 + 1 + 1 + 2 + 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, valid for any bit pattern and have no padding
+    // (asserted above).
+    unsafe impl aya::Pod for super::FaultConfig {}
+    unsafe impl aya::Pod for super::PortSet {}
+    unsafe impl aya::Pod for super::EventBudget {}
+    unsafe impl aya::Pod for super::Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_set_insert_and_contains() {
+        let mut set = PortSet::empty();
+        for port in [0u16, 1, 63, 64, 5432, 65535] {
+            assert!(!set.contains(port));
+            set.insert(port);
+            assert!(set.contains(port));
+        }
+        assert!(!set.contains(2));
+        assert!(!set.contains(65534));
+    }
+
+    #[test]
+    fn map_names_fit_the_kernel_limit() {
+        for name in maps::ALL {
+            assert!(
+                name.len() <= 15,
+                "{name} is longer than BPF_OBJ_NAME_LEN - 1"
+            );
+        }
+    }
+
+    #[test]
+    fn program_names_fit_the_kernel_limit_and_say_chaos() {
+        for name in programs::ALL {
+            assert!(name.len() <= 15 && name.starts_with("chaos_"), "{name}");
+        }
+    }
+}

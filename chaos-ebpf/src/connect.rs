@@ -1,0 +1,94 @@
+//! connect-error through cgroup sock_addr hooks: the program rejects the connect and
+//! `bpf_set_retval` chooses the errno the process sees (kernel 5.18+). The programs run only for
+//! tasks in the target cgroup's subtree, so the scope check is the attachment itself.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::bpf_set_retval,
+    },
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use chaos_common::{AF_INET, AF_INET6, Counter};
+
+use crate::{
+    matching::{Peer, armed_config, draw, peer_matches},
+    telemetry::{Subject, count, emit},
+};
+
+const ALLOW: i32 = 1;
+const REJECT: i32 = 0;
+
+#[cgroup_sock_addr(connect4)]
+pub fn chaos_connect4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the context pointer is valid for the program's run.
+    let sa = unsafe { &*ctx.sock_addr };
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    decide(&Peer {
+        family: AF_INET,
+        addr,
+        port: u16::from_be(sa.user_port as u16),
+        proto: sa.protocol as u8,
+    })
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn chaos_connect6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the context pointer is valid for the program's run.
+    let sa = unsafe { &*ctx.sock_addr };
+    let words = [
+        sa.user_ip6[0],
+        sa.user_ip6[1],
+        sa.user_ip6[2],
+        sa.user_ip6[3],
+    ];
+    let mut addr = [0u8; 16];
+    // An IPv4-mapped address (::ffff:a.b.c.d) is an IPv4 peer: match it against the IPv4 CIDRs.
+    let family = if words[0] == 0 && words[1] == 0 && words[2] == 0xffffu32.to_be() {
+        addr[..4].copy_from_slice(&words[3].to_ne_bytes());
+        AF_INET
+    } else {
+        for (i, word) in words.iter().enumerate() {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        AF_INET6
+    };
+    decide(&Peer {
+        family,
+        addr,
+        port: u16::from_be(sa.user_port as u16),
+        proto: sa.protocol as u8,
+    })
+}
+
+#[inline(always)]
+fn decide(peer: &Peer) -> i32 {
+    let Some(config) = armed_config() else {
+        return ALLOW;
+    };
+    if !peer_matches(config, peer) {
+        return ALLOW;
+    }
+    count(Counter::Matched);
+    if !draw(config.probability) {
+        return ALLOW;
+    }
+    count(Counter::Injected);
+    // SAFETY: the helper only sets the hook's return value; errno is at most 4095 (userspace
+    // checks), so the negation cannot overflow.
+    unsafe { bpf_set_retval(-(config.errno as i32)) };
+    emit(
+        config,
+        peer,
+        &Subject {
+            // SAFETY: helpers without preconditions.
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            errno: config.errno,
+            direction: 0,
+        },
+    );
+    REJECT
+}

@@ -1,0 +1,23 @@
+//! chaos-bpf's kernel programs. Each fault mechanism has its own module; matching, randomness and
+//! telemetry are shared so every mechanism decides and reports the same way.
+#![no_std]
+#![no_main]
+
+mod connect;
+mod maps;
+mod matching;
+mod packet_drop;
+mod probes;
+mod telemetry;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier proves panics unreachable; this only satisfies the compiler.
+    loop {}
+}
+
+// GPL-compatible: bpf_probe_read, bpf_override_return and trampolines require it.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,77 @@
+//! Library errors. Input and environment problems are the user's to fix and exit with code 2;
+//! everything else is a failure of chaos-bpf or the kernel and exits with 1.
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    /// A flag's value is not acceptable. `accepted` says what would be.
+    #[error("{field}: {problem}; accepted: {accepted}")]
+    Input {
+        field: &'static str,
+        problem: String,
+        accepted: String,
+    },
+    #[error(
+        "must run as root: loading and attaching eBPF programs needs CAP_BPF, CAP_NET_ADMIN and \
+         CAP_SYS_ADMIN (try sudo)"
+    )]
+    NotRoot,
+    /// The kernel lacks what the fault needs; `reason` comes from the same probe `doctor` runs.
+    #[error("{fault} needs {mechanism}, which this kernel does not support: {reason}")]
+    Unsupported {
+        fault: &'static str,
+        mechanism: &'static str,
+        reason: String,
+    },
+    #[error("loading the chaos-bpf kernel object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ChaosError {
+    pub fn input(
+        field: &'static str,
+        problem: impl Into<String>,
+        accepted: impl Into<String>,
+    ) -> Self {
+        Self::Input {
+            field,
+            problem: problem.into(),
+            accepted: accepted.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// 2 for what the user can fix (bad input, privileges, kernel support), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Input { .. } | Self::NotRoot | Self::Unsupported { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub type Result<T, E = ChaosError> = std::result::Result<T, E>;

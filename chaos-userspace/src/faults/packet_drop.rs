@@ -1,0 +1,37 @@
+//! drop: packets of the cgroup's sockets are lost, through cgroup_skb hooks. Egress drops are
+//! reported to the stack as congestion, so senders see loss, not errors.
+use chaos_common::flags;
+
+use super::Filters;
+use crate::{
+    filters::Direction,
+    mechanism::Mechanism,
+    programs::{self, ProgramSpec},
+};
+
+pub const MECHANISMS: &[Mechanism] =
+    &[Mechanism::CgroupSkb, Mechanism::BpfLink, Mechanism::Ringbuf];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PacketDrop {
+    pub direction: Direction,
+    pub filters: Filters,
+}
+
+impl PacketDrop {
+    pub fn programs(&self) -> Vec<&'static ProgramSpec> {
+        match self.direction {
+            Direction::Egress => vec![&programs::SKB_EGRESS],
+            Direction::Ingress => vec![&programs::SKB_INGRESS],
+            Direction::Both => vec![&programs::SKB_EGRESS, &programs::SKB_INGRESS],
+        }
+    }
+
+    pub fn direction_flags(&self) -> u32 {
+        match self.direction {
+            Direction::Egress => flags::EGRESS,
+            Direction::Ingress => flags::INGRESS,
+            Direction::Both => flags::EGRESS | flags::INGRESS,
+        }
+    }
+}

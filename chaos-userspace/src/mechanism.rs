@@ -1,0 +1,283 @@
+//! Kernel mechanisms the faults are built on, and probes that find out whether this kernel has
+//! each one by loading (and where harmless, attaching) a real program.
+use std::{fs, io, path::Path};
+
+use aya::{
+    Btf, Ebpf,
+    maps::MapType,
+    programs::{FEntry, Lsm, ProgramType, SchedClassifier, TcAttachType, tc::TcAttachOptions},
+    sys::{BpfHelper, is_helper_supported, is_map_supported},
+    util::KernelVersion,
+};
+use chaos_common::programs as names;
+use serde::Serialize;
+
+use crate::{netlink, object, programs};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mechanism {
+    /// cgroup connect4/connect6 hooks that fail the call with `bpf_set_retval`.
+    CgroupSockAddr,
+    /// cgroup_skb ingress/egress packet hooks.
+    CgroupSkb,
+    /// TC classifier on the clsact qdisc.
+    TcClsact,
+    /// TC programs through tcx links (6.6+).
+    Tcx,
+    /// The fq qdisc, which honours `skb->tstamp` (delay).
+    FqQdisc,
+    /// BPF trampolines: fentry, fexit, fmod_ret.
+    Trampolines,
+    /// BPF LSM programs, active only with `bpf` in the LSM list.
+    BpfLsm,
+    /// kprobe with `bpf_override_return`.
+    KprobeOverride,
+    /// BPF ring buffer for events.
+    Ringbuf,
+    /// Kernel BTF at /sys/kernel/btf/vmlinux.
+    Btf,
+    /// bpf_link attachment for cgroups, which the kernel undoes when the holder exits.
+    BpfLink,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 11] = [
+        Mechanism::CgroupSockAddr,
+        Mechanism::CgroupSkb,
+        Mechanism::TcClsact,
+        Mechanism::Tcx,
+        Mechanism::FqQdisc,
+        Mechanism::Trampolines,
+        Mechanism::BpfLsm,
+        Mechanism::KprobeOverride,
+        Mechanism::Ringbuf,
+        Mechanism::Btf,
+        Mechanism::BpfLink,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::CgroupSockAddr => "cgroup sock_addr + bpf_set_retval",
+            Mechanism::CgroupSkb => "cgroup_skb",
+            Mechanism::TcClsact => "TC clsact",
+            Mechanism::Tcx => "TC tcx",
+            Mechanism::FqQdisc => "fq qdisc",
+            Mechanism::Trampolines => "fentry/fmod_ret (trampolines)",
+            Mechanism::BpfLsm => "BPF LSM",
+            Mechanism::KprobeOverride => "kprobe + bpf_override_return",
+            Mechanism::Ringbuf => "ring buffer",
+            Mechanism::Btf => "BTF",
+            Mechanism::BpfLink => "bpf_link for cgroups",
+        }
+    }
+
+    /// What would enable the mechanism where it is missing.
+    pub fn enable_hint(self) -> &'static str {
+        match self {
+            Mechanism::CgroupSockAddr => "kernel 5.18+ with CONFIG_CGROUP_BPF",
+            Mechanism::CgroupSkb => "CONFIG_CGROUP_BPF and cgroup v2",
+            Mechanism::TcClsact => "CONFIG_NET_CLS_ACT and CONFIG_NET_SCH_INGRESS",
+            Mechanism::Tcx => "kernel 6.6+",
+            Mechanism::FqQdisc => "CONFIG_NET_SCH_FQ (module sch_fq)",
+            Mechanism::Trampolines => {
+                "CONFIG_DEBUG_INFO_BTF and CONFIG_BPF_JIT with trampoline support, and no lockdown \
+                 or sandbox refusing tracing programs"
+            }
+            Mechanism::BpfLsm => "CONFIG_BPF_LSM and `bpf` in the lsm= boot parameter",
+            Mechanism::KprobeOverride => {
+                "CONFIG_KPROBES, CONFIG_BPF_KPROBE_OVERRIDE and CONFIG_FUNCTION_ERROR_INJECTION"
+            }
+            Mechanism::Ringbuf => "kernel 5.8+",
+            Mechanism::Btf => "CONFIG_DEBUG_INFO_BTF",
+            Mechanism::BpfLink => "kernel 5.7+",
+        }
+    }
+}
+
+/// The outcome of one probe.
+#[derive(Clone, Debug, Serialize)]
+pub struct Probe {
+    pub mechanism: Mechanism,
+    pub supported: bool,
+    /// How it was found out, or why it failed.
+    pub detail: String,
+}
+
+pub fn probe(mechanism: Mechanism) -> Probe {
+    let outcome = match mechanism {
+        Mechanism::CgroupSockAddr => load_from_object(&programs::CONNECT4),
+        Mechanism::CgroupSkb => load_from_object(&programs::SKB_EGRESS),
+        Mechanism::TcClsact => {
+            in_scratch_netns(|| attach_tc_probe(TcAttachOptions::Netlink(Default::default())))
+        }
+        Mechanism::Tcx => {
+            in_scratch_netns(|| attach_tc_probe(TcAttachOptions::TcxOrder(Default::default())))
+        }
+        Mechanism::FqQdisc => in_scratch_netns(|| {
+            netlink::add_root_qdisc(1, "fq")
+                .map(|()| "created an fq root qdisc in a scratch network namespace".to_string())
+                .map_err(|err| match err.raw_os_error() {
+                    Some(libc::ENOENT) => {
+                        "the kernel has no fq qdisc (creating one: ENOENT)".to_string()
+                    }
+                    _ => format!("creating an fq qdisc failed: {err}"),
+                })
+        }),
+        Mechanism::Trampolines => probe_trampolines(),
+        Mechanism::BpfLsm => probe_lsm(),
+        Mechanism::KprobeOverride => probe_kprobe_override(),
+        Mechanism::Ringbuf => match is_map_supported(MapType::RingBuf) {
+            Ok(true) => Ok("created a BPF_MAP_TYPE_RINGBUF map".into()),
+            Ok(false) => Err("the kernel refused BPF_MAP_TYPE_RINGBUF".into()),
+            Err(err) => Err(format!("probe failed: {err}")),
+        },
+        Mechanism::Btf => Btf::from_sys_fs()
+            .map(|_| "parsed /sys/kernel/btf/vmlinux".to_string())
+            .map_err(|err| format!("/sys/kernel/btf/vmlinux: {err}")),
+        Mechanism::BpfLink => probe_bpf_link(),
+    };
+    match outcome {
+        Ok(detail) => Probe {
+            mechanism,
+            supported: true,
+            detail,
+        },
+        Err(detail) => Probe {
+            mechanism,
+            supported: false,
+            detail,
+        },
+    }
+}
+
+fn load_object() -> Result<Ebpf, String> {
+    object::load().map_err(|err| format!("loading the object: {err}"))
+}
+
+fn load_from_object(spec: &programs::ProgramSpec) -> Result<String, String> {
+    let mut ebpf = load_object()?;
+    programs::load(&mut ebpf, spec)
+        .map(|()| format!("loaded {}", spec.name))
+        .map_err(|err| first_line(&format!("{err:#}")))
+}
+
+/// Runs `probe` on a thread that has its own, empty network namespace: nothing it creates there
+/// can touch the host's interfaces, and everything goes away with the thread.
+fn in_scratch_netns(probe: fn() -> Result<String, String>) -> Result<String, String> {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|err| format!("unshare(CLONE_NEWNET): {err}"))?;
+        probe()
+    })
+    .join()
+    .unwrap_or_else(|_| Err("probe thread panicked".into()))
+}
+
+fn attach_tc_probe(options: TcAttachOptions) -> Result<String, String> {
+    let netlink = matches!(options, TcAttachOptions::Netlink(_));
+    if netlink {
+        aya::programs::tc::qdisc_add_clsact("lo").map_err(|err| format!("adding clsact: {err}"))?;
+    }
+    let mut ebpf = load_object()?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(names::TC_PROBE)
+        .ok_or("probe program missing from the object")?
+        .try_into()
+        .map_err(|err| format!("{err}"))?;
+    program
+        .load()
+        .map_err(|err| first_line(&format!("loading {}: {err:#}", names::TC_PROBE)))?;
+    program
+        .attach_with_options("lo", TcAttachType::Egress, options)
+        .map_err(|err| first_line(&format!("attaching: {err:#}")))?;
+    Ok(if netlink {
+        "attached a classifier to clsact in a scratch network namespace".into()
+    } else {
+        "attached a classifier through a tcx link in a scratch network namespace".into()
+    })
+}
+
+fn probe_trampolines() -> Result<String, String> {
+    let btf = Btf::from_sys_fs().map_err(|err| format!("no kernel BTF: {err}"))?;
+    let mut ebpf = load_object()?;
+    let program: &mut FEntry = ebpf
+        .program_mut(names::FENTRY_PROBE)
+        .ok_or("probe program missing from the object")?
+        .try_into()
+        .map_err(|err| format!("{err}"))?;
+    program
+        .load("security_socket_connect", &btf)
+        .map_err(|err| {
+            first_line(&format!(
+                "loading fentry on security_socket_connect: {err:#}"
+            ))
+        })?;
+    // Attaching proves the trampoline itself; the probe does nothing and is detached on drop.
+    program
+        .attach()
+        .map_err(|err| first_line(&format!("attaching fentry: {err:#}")))?;
+    Ok("loaded and attached fentry on security_socket_connect".into())
+}
+
+fn probe_lsm() -> Result<String, String> {
+    let btf = Btf::from_sys_fs().map_err(|err| format!("no kernel BTF: {err}"))?;
+    let mut ebpf = load_object()?;
+    let program: &mut Lsm = ebpf
+        .program_mut(names::LSM_PROBE)
+        .ok_or("probe program missing from the object")?
+        .try_into()
+        .map_err(|err| format!("{err}"))?;
+    program
+        .load("socket_connect", &btf)
+        .map_err(|err| first_line(&format!("loading lsm/socket_connect: {err:#}")))?;
+    match active_lsms() {
+        Ok(list) if list.split(',').any(|lsm| lsm == "bpf") => {
+            Ok(format!("loaded lsm/socket_connect; active LSMs: {list}"))
+        }
+        Ok(list) => Err(format!(
+            "programs load, but `bpf` is not an active LSM ({list})"
+        )),
+        Err(err) => Err(format!(
+            "programs load, but the active LSM list is unreadable: {err}"
+        )),
+    }
+}
+
+fn active_lsms() -> io::Result<String> {
+    fs::read_to_string("/sys/kernel/security/lsm").map(|list| list.trim().to_string())
+}
+
+fn probe_kprobe_override() -> Result<String, String> {
+    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return Err("no kprobe PMU (CONFIG_KPROBES is off)".into());
+    }
+    match is_helper_supported(ProgramType::KProbe, BpfHelper::BPF_FUNC_override_return) {
+        Ok(true) => Ok("a kprobe program calling bpf_override_return loaded".into()),
+        Ok(false) => Err(
+            "the verifier rejects bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE is off)".into(),
+        ),
+        Err(err) => Err(first_line(&format!("probe failed: {err:#}"))),
+    }
+}
+
+fn probe_bpf_link() -> Result<String, String> {
+    // aya attaches cgroup programs through bpf_link from 5.7 on and falls back to the legacy
+    // attach below; a legacy attachment would outlive chaos-bpf, so it is treated as missing.
+    let version = KernelVersion::current().map_err(|err| format!("kernel version: {err}"))?;
+    if version >= KernelVersion::new(5, 7, 0) {
+        Ok(format!("kernel {version} has cgroup bpf_link"))
+    } else {
+        Err(format!("kernel {version} predates cgroup bpf_link"))
+    }
+}
+
+/// The first line of an error, without aya's empty "Verifier output:" tail.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.trim_end()
+        .trim_end_matches("Verifier output:")
+        .trim_end()
+        .trim_end_matches('.')
+        .to_string()
+}
