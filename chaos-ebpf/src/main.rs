@@ -1,7 +1,8 @@
 //! chaos-bpf's kernel programs. Each fault mechanism has its own module; matching, randomness and
 //! telemetry are shared so every mechanism decides and reports the same way.
 #![no_std]
-#![no_main]
+// On the host (`cargo build --workspace`) this is an empty program, so workspace-wide builds link.
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 mod connect;
 mod maps;
@@ -10,12 +11,16 @@ mod packet_drop;
 mod probes;
 mod telemetry;
 
-#[cfg(not(test))]
+// On the host (`cargo clippy --workspace`) a dependency links std, which brings its own.
+#[cfg(all(not(test), target_arch = "bpf"))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     // The verifier proves panics unreachable; this only satisfies the compiler.
     loop {}
 }
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
 
 // GPL-compatible: bpf_probe_read, bpf_override_return and trampolines require it.
 #[unsafe(link_section = "license")]

@@ -1,1 +1,301 @@
+//! Helpers for the root integration tests. Everything a test creates is owned by a guard whose
+//! `Drop` removes it, so a failing (panicking) test still cleans up.
+use std::{
+    io::{BufRead, BufReader, Read},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+/// The chaos-bpf binary under test: `$CHAOS_BPF`, or the one built beside the test binary.
+pub fn chaos_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHAOS_BPF") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/chaos-bpf
+    exe.parent().and_then(Path::parent).expect("target dir").join("chaos-bpf")
+}
+
+/// The testkit helper: `$CHAOS_TESTKIT`, or the one built beside the test binary.
+pub fn testkit_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHAOS_TESTKIT") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target dir").join("chaos-testkit")
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests load eBPF programs and must run as root: use `cargo xtask test`"
+    );
+}
+
+/// The cgroup2 mount point (on hybrid hosts /sys/fs/cgroup/unified).
+pub fn cgroup2_root() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (fields, tail) = line.split_once(" - ")?;
+            let mount = fields.split_whitespace().nth(4)?;
+            tail.starts_with("cgroup2 ").then(|| PathBuf::from(mount))
+        })
+        .expect("no cgroup2 mount")
+}
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// A cgroup v2 directory made for one test; killed and removed on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let path = cgroup2_root().join(format!("chaos-test-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        Self { path }
+    }
+
+    /// A command that moves itself into this cgroup before exec.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let procs = self.path.join("cgroup.procs");
+        let mut command = Command::new(program);
+        // SAFETY: only async-signal-safe work (open/write/close) between fork and exec.
+        unsafe {
+            command.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+        command
+    }
+
+    /// Runs the testkit inside the cgroup and parses its last stdout line as JSON.
+    pub fn testkit(&self, args: &[&str]) -> serde_json::Value {
+        let output = self.command(testkit_bin()).args(args).output().expect("run testkit");
+        assert!(output.status.success(), "testkit {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        last_json_line(&output.stdout)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), b"1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in {text:?}"));
+    serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}"))
+}
+
+/// A running `chaos-bpf inject ...`; SIGKILLed on drop if still running.
+pub struct ChaosRun {
+    child: Child,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+/// What a finished run printed.
+pub struct ChaosOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ChaosOutput {
+    pub fn summary(&self) -> serde_json::Value {
+        last_json_line(self.stdout.as_bytes())
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == "injection")
+            .collect()
+    }
+}
+
+impl ChaosRun {
+    /// Starts chaos-bpf and waits until it says the fault is armed.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(chaos_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chaos-bpf");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut run = Self { child, stderr_lines: rx, stderr_seen: Vec::new() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match run.stderr_lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let armed = line.contains(" armed ");
+                    run.stderr_seen.push(line);
+                    if armed {
+                        return run;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let output = run.wait();
+                    panic!("chaos-bpf {args:?} exited before arming: {:?}\n{}", output.code, output.stderr);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    assert!(Instant::now() < deadline, "chaos-bpf {args:?} did not arm: {:?}", run.stderr_seen);
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// SIGTERM, then the output.
+    pub fn stop(mut self) -> ChaosOutput {
+        let _ = kill(self.pid(), Signal::SIGTERM);
+        self.wait()
+    }
+
+    /// SIGKILL, as an OOM killer or `kubectl delete --force` would.
+    pub fn kill_hard(mut self) {
+        let _ = kill(self.pid(), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    pub fn wait(&mut self) -> ChaosOutput {
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        let status = self.child.wait().expect("wait chaos-bpf");
+        let mut stderr = std::mem::take(&mut self.stderr_seen);
+        while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_millis(200)) {
+            stderr.push(line);
+        }
+        ChaosOutput { code: status.code(), stdout, stderr: stderr.join("\n") }
+    }
+}
+
+impl Drop for ChaosRun {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs chaos-bpf to completion (for commands that fail fast or have a --duration).
+pub fn chaos(args: &[&str]) -> ChaosOutput {
+    let output = Command::new(chaos_bin()).args(args).output().expect("run chaos-bpf");
+    ChaosOutput {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// IDs of the BPF programs attached to a cgroup, from the kernel (bpftool).
+pub fn attached_program_ids(cgroup: &Path) -> Vec<u64> {
+    let output = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(cgroup)
+        .output()
+        .expect("bpftool (installed by cargo xtask setup)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    let list: serde_json::Value = serde_json::from_str(text.trim()).expect("bpftool JSON");
+    list.as_array().into_iter().flatten().filter_map(|p| p["id"].as_u64()).collect()
+}
+
+/// Whether a program with this id is still loaded anywhere in the kernel.
+pub fn program_loaded(id: u64) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Polls `condition` for up to `timeout` (the kernel frees programs asynchronously).
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Half-width of the 99.9% two-sided normal approximation to a binomial count.
+pub fn binomial_bound(trials: u64, p: f64) -> f64 {
+    3.291 * (trials as f64 * p * (1.0 - p)).sqrt()
+}
+
+/// A TCP listener outside every test cgroup, accepting and dropping connections forever.
+pub fn tcp_sink(addr: &str) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind(addr).expect("bind");
+    let local = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    local
+}
+
+/// A TCP server outside every test cgroup that counts the bytes of each connection and replies
+/// with the count.
+pub fn tcp_counter(addr: &str) -> std::net::SocketAddr {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind(addr).expect("bind");
+    let local = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut total = 0usize;
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                }
+                let _ = write!(stream, "{total}");
+            });
+        }
+    });
+    local
+}

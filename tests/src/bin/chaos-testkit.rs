@@ -1,0 +1,171 @@
+//! The processes the tests and the demo put inside a target cgroup: clients and servers that
+//! report what the kernel did to them as one JSON line.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    match arg(0) {
+        "connect" => connect(arg(1).parse()?, arg(2).parse()?),
+        "udp-send" => udp_send(arg(1).parse()?, arg(2).parse()?),
+        "udp-recv" => udp_recv(arg(1).parse()?, arg(2).parse()?, Duration::from_millis(arg(3).parse()?)),
+        "tcp-send" => tcp_send(arg(1).parse()?, arg(2).parse()?),
+        "http-serve" => http_serve(arg(1).parse()?),
+        "http-load" => http_load(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
+        other => bail!(
+            "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
+             udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS"
+        ),
+    }
+}
+
+/// N connect() calls; prints how many succeeded and the errno of each failure.
+fn connect(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
+    let mut ok = 0;
+    let mut errnos: BTreeMap<i32, u32> = BTreeMap::new();
+    for _ in 0..count {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(_) => ok += 1,
+            Err(err) => *errnos.entry(err.raw_os_error().unwrap_or(-1)).or_default() += 1,
+        }
+    }
+    println!("{}", json!({ "ok": ok, "errnos": errnos }));
+    Ok(())
+}
+
+/// N numbered datagrams, paced so the receiver's buffer never overflows: every loss is chaos's.
+fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
+    let bind: SocketAddr = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse()?;
+    let socket = UdpSocket::bind(bind)?;
+    let mut failed = 0;
+    for seq in 0..count {
+        let mut payload = [0u8; 64];
+        payload[..4].copy_from_slice(&seq.to_be_bytes());
+        if socket.send_to(&payload, addr).is_err() {
+            failed += 1;
+        }
+        if seq % 64 == 63 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    println!("{}", json!({ "sent": count, "send_errors": failed }));
+    Ok(())
+}
+
+/// Receives numbered datagrams until `idle` passes without one; prints the distinct count.
+/// Prints "ready" first, so the caller knows when to start sending.
+fn udp_recv(addr: SocketAddr, expected: u32, idle: Duration) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(addr)?;
+    force_receive_buffer(&socket, 32 << 20);
+    socket.set_read_timeout(Some(idle))?;
+    println!("ready {}", socket.local_addr()?);
+    std::io::stdout().flush()?;
+    let mut seen = BTreeSet::new();
+    let mut buf = [0u8; 128];
+    while let Ok(n) = socket.recv(&mut buf) {
+        if n >= 4 {
+            seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        }
+        if seen.len() as u32 == expected {
+            break;
+        }
+    }
+    println!("{}", json!({ "received": seen.len() }));
+    Ok(())
+}
+
+fn force_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    // SAFETY: setsockopt with a valid fd and an int option value.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Sends BYTES over TCP and waits for the server's byte count; prints it and the time taken.
+fn tcp_send(addr: SocketAddr, bytes: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).context("connect")?;
+    let chunk = vec![0x5au8; 16 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    println!(
+        "{}",
+        json!({ "sent": bytes, "acknowledged": reply.trim().parse::<usize>().unwrap_or(0),
+                "ms": started.elapsed().as_millis() as u64 })
+    );
+    Ok(())
+}
+
+/// A tiny HTTP server: every request gets "200 OK". Prints "ready ADDR" once listening.
+fn http_serve(addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    println!("ready {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 1024];
+            if stream.read(&mut buf).is_ok() {
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// GET / in a loop for MS milliseconds, each with a 1 s timeout; prints successes and failures.
+fn http_load(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + duration;
+    let (mut ok, mut failed) = (0u32, 0u32);
+    let mut errors: BTreeMap<String, u32> = BTreeMap::new();
+    while Instant::now() < deadline {
+        match http_get(addr) {
+            Ok(()) => ok += 1,
+            Err(err) => {
+                failed += 1;
+                *errors.entry(err.to_string()).or_default() += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("{}", json!({ "ok": ok, "failed": failed, "errors": errors }));
+    Ok(())
+}
+
+fn http_get(addr: SocketAddr) -> std::io::Result<()> {
+    let timeout = Duration::from_secs(1);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    if response.starts_with(b"HTTP/1.0 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("bad response"))
+    }
+}

@@ -1,0 +1,74 @@
+//! Bad input: one line on stderr naming the field and what is accepted, exit code 2, and nothing
+//! attached.
+use std::{os::unix::process::CommandExt as _, process::Command};
+
+use chaos_tests::{TestCgroup, attached_program_ids, chaos, chaos_bin, require_root};
+
+fn assert_rejected(args: &[&str], expected: &[&str], cgroup: &TestCgroup) {
+    let output = chaos(args);
+    let stderr = output.stderr.trim_end();
+    assert_eq!(output.code, Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: one line expected, got {stderr:?}");
+    for needle in expected {
+        assert!(stderr.contains(needle), "{args:?}: {stderr:?} lacks {needle:?}");
+    }
+    assert!(output.stdout.is_empty(), "{args:?}: {}", output.stdout);
+    assert!(attached_program_ids(&cgroup.path).is_empty(), "{args:?} attached something");
+}
+
+#[test]
+fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
+    require_root();
+    let cgroup = TestCgroup::new("bad-input");
+    let path = cgroup.path.to_str().unwrap();
+    let connect = |extra: &[&'static str]| {
+        let mut args = vec!["inject", "connect-error", "--cgroup", path];
+        args.extend_from_slice(extra);
+        args
+    };
+    let drop = |extra: &[&'static str]| {
+        let mut args = vec!["inject", "drop", "--cgroup", path];
+        args.extend_from_slice(extra);
+        args
+    };
+    assert_rejected(&connect(&["--errno", "EFOO"]), &["--errno", "ECONNREFUSED (111)"], &cgroup);
+    assert_rejected(&connect(&["--errno", "EIO"]), &["--errno", "accepted"], &cgroup);
+    assert_rejected(&connect(&["--probability", "1.5"]), &["--probability", "outside [0, 1]"], &cgroup);
+    assert_rejected(&drop(&["--probability", "-0.1"]), &["--probability"], &cgroup);
+    assert_rejected(&connect(&["--dst", "10.1.0.0/33"]), &["--dst", "CIDR"], &cgroup);
+    assert_rejected(&drop(&["--dst", "not-an-ip"]), &["--dst", "CIDR"], &cgroup);
+    assert_rejected(&connect(&["--port", "70000"]), &["--port", "1 to 65535"], &cgroup);
+    assert_rejected(&drop(&["--port", "90-80"]), &["--port", "reversed"], &cgroup);
+    assert_rejected(&drop(&["--direction", "sideways"]), &["--direction", "egress"], &cgroup);
+    assert_rejected(&connect(&["--duration", "soon"]), &["--duration", "30s"], &cgroup);
+}
+
+#[test]
+fn bad_cgroups_are_rejected_with_what_is_accepted() {
+    require_root();
+    let cgroup = TestCgroup::new("bad-cgroup");
+    assert_rejected(
+        &["inject", "connect-error", "--cgroup", "/sys/fs/cgroup/unified/chaos-no-such-cgroup"],
+        &["--cgroup", "No such file", "cgroup v2"],
+        &cgroup,
+    );
+    assert_rejected(&["inject", "drop", "--cgroup", "/tmp"], &["--cgroup", "not on cgroup v2"], &cgroup);
+    assert_rejected(&["inject", "drop"], &["--cgroup"], &cgroup);
+}
+
+#[test]
+fn not_root_is_refused_before_anything_is_loaded() {
+    require_root();
+    let cgroup = TestCgroup::new("not-root");
+    let output = Command::new(chaos_bin())
+        .args(["inject", "connect-error", "--cgroup", cgroup.path.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("must run as root"), "{stderr}");
+    assert!(attached_program_ids(&cgroup.path).is_empty());
+}
