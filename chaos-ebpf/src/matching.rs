@@ -51,9 +51,9 @@ fn peer_in_cidrs(peer: &Peer) -> bool {
     match peer.family {
         AF_INET => {
             let addr = [peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]];
-            PEER_V4.get(&Key::new(32, addr)).is_some()
+            PEER_V4.get(Key::new(32, addr)).is_some()
         }
-        AF_INET6 => PEER_V6.get(&Key::new(128, peer.addr)).is_some(),
+        AF_INET6 => PEER_V6.get(Key::new(128, peer.addr)).is_some(),
         _ => false,
     }
 }

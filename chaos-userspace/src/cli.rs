@@ -52,7 +52,12 @@ pub struct CommonArgs {
     #[arg(long, value_name = "PATH")]
     pub cgroup: PathBuf,
     /// Fraction of matching operations to fail, 0 to 1.
-    #[arg(long, value_name = "P", default_value = "1", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value = "1",
+        allow_negative_numbers = true
+    )]
     pub probability: Probability,
     /// Only peers in these CIDRs (repeat or comma-separate; IPv4 and IPv6).
     #[arg(long = "dst", value_name = "CIDR", value_delimiter = ',')]

@@ -21,7 +21,10 @@ pub fn chaos_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/chaos-bpf
-    exe.parent().and_then(Path::parent).expect("target dir").join("chaos-bpf")
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("chaos-bpf")
 }
 
 /// The testkit helper: `$CHAOS_TESTKIT`, or the one built beside the test binary.
@@ -30,7 +33,10 @@ pub fn testkit_bin() -> PathBuf {
         return path.into();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target dir").join("chaos-testkit")
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("chaos-testkit")
 }
 
 pub fn require_root() {
@@ -81,8 +87,16 @@ impl TestCgroup {
 
     /// Runs the testkit inside the cgroup and parses its last stdout line as JSON.
     pub fn testkit(&self, args: &[&str]) -> serde_json::Value {
-        let output = self.command(testkit_bin()).args(args).output().expect("run testkit");
-        assert!(output.status.success(), "testkit {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = self
+            .command(testkit_bin())
+            .args(args)
+            .output()
+            .expect("run testkit");
+        assert!(
+            output.status.success(),
+            "testkit {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         last_json_line(&output.stdout)
     }
 }
@@ -99,7 +113,11 @@ impl Drop for TestCgroup {
 
 pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in {text:?}"));
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in {text:?}"));
     serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}"))
 }
 
@@ -149,7 +167,11 @@ impl ChaosRun {
                 }
             }
         });
-        let mut run = Self { child, stderr_lines: rx, stderr_seen: Vec::new() };
+        let mut run = Self {
+            child,
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             match run.stderr_lines.recv_timeout(Duration::from_millis(100)) {
@@ -162,10 +184,17 @@ impl ChaosRun {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     let output = run.wait();
-                    panic!("chaos-bpf {args:?} exited before arming: {:?}\n{}", output.code, output.stderr);
+                    panic!(
+                        "chaos-bpf {args:?} exited before arming: {:?}\n{}",
+                        output.code, output.stderr
+                    );
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    assert!(Instant::now() < deadline, "chaos-bpf {args:?} did not arm: {:?}", run.stderr_seen);
+                    assert!(
+                        Instant::now() < deadline,
+                        "chaos-bpf {args:?} did not arm: {:?}",
+                        run.stderr_seen
+                    );
                 }
             }
         }
@@ -197,7 +226,11 @@ impl ChaosRun {
         while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_millis(200)) {
             stderr.push(line);
         }
-        ChaosOutput { code: status.code(), stdout, stderr: stderr.join("\n") }
+        ChaosOutput {
+            code: status.code(),
+            stdout,
+            stderr: stderr.join("\n"),
+        }
     }
 }
 
@@ -212,7 +245,10 @@ impl Drop for ChaosRun {
 
 /// Runs chaos-bpf to completion (for commands that fail fast or have a --duration).
 pub fn chaos(args: &[&str]) -> ChaosOutput {
-    let output = Command::new(chaos_bin()).args(args).output().expect("run chaos-bpf");
+    let output = Command::new(chaos_bin())
+        .args(args)
+        .output()
+        .expect("run chaos-bpf");
     ChaosOutput {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -232,7 +268,11 @@ pub fn attached_program_ids(cgroup: &Path) -> Vec<u64> {
         return Vec::new();
     }
     let list: serde_json::Value = serde_json::from_str(text.trim()).expect("bpftool JSON");
-    list.as_array().into_iter().flatten().filter_map(|p| p["id"].as_u64()).collect()
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
 }
 
 /// Whether a program with this id is still loaded anywhere in the kernel.

@@ -8,12 +8,22 @@ fn assert_rejected(args: &[&str], expected: &[&str], cgroup: &TestCgroup) {
     let output = chaos(args);
     let stderr = output.stderr.trim_end();
     assert_eq!(output.code, Some(2), "{args:?}: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: one line expected, got {stderr:?}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: one line expected, got {stderr:?}"
+    );
     for needle in expected {
-        assert!(stderr.contains(needle), "{args:?}: {stderr:?} lacks {needle:?}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} lacks {needle:?}"
+        );
     }
     assert!(output.stdout.is_empty(), "{args:?}: {}", output.stdout);
-    assert!(attached_program_ids(&cgroup.path).is_empty(), "{args:?} attached something");
+    assert!(
+        attached_program_ids(&cgroup.path).is_empty(),
+        "{args:?} attached something"
+    );
 }
 
 #[test]
@@ -31,16 +41,52 @@ fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
         args.extend_from_slice(extra);
         args
     };
-    assert_rejected(&connect(&["--errno", "EFOO"]), &["--errno", "ECONNREFUSED (111)"], &cgroup);
-    assert_rejected(&connect(&["--errno", "EIO"]), &["--errno", "accepted"], &cgroup);
-    assert_rejected(&connect(&["--probability", "1.5"]), &["--probability", "outside [0, 1]"], &cgroup);
-    assert_rejected(&drop(&["--probability", "-0.1"]), &["--probability"], &cgroup);
-    assert_rejected(&connect(&["--dst", "10.1.0.0/33"]), &["--dst", "CIDR"], &cgroup);
+    assert_rejected(
+        &connect(&["--errno", "EFOO"]),
+        &["--errno", "ECONNREFUSED (111)"],
+        &cgroup,
+    );
+    assert_rejected(
+        &connect(&["--errno", "EIO"]),
+        &["--errno", "accepted"],
+        &cgroup,
+    );
+    assert_rejected(
+        &connect(&["--probability", "1.5"]),
+        &["--probability", "outside [0, 1]"],
+        &cgroup,
+    );
+    assert_rejected(
+        &drop(&["--probability", "-0.1"]),
+        &["--probability"],
+        &cgroup,
+    );
+    assert_rejected(
+        &connect(&["--dst", "10.1.0.0/33"]),
+        &["--dst", "CIDR"],
+        &cgroup,
+    );
     assert_rejected(&drop(&["--dst", "not-an-ip"]), &["--dst", "CIDR"], &cgroup);
-    assert_rejected(&connect(&["--port", "70000"]), &["--port", "1 to 65535"], &cgroup);
-    assert_rejected(&drop(&["--port", "90-80"]), &["--port", "reversed"], &cgroup);
-    assert_rejected(&drop(&["--direction", "sideways"]), &["--direction", "egress"], &cgroup);
-    assert_rejected(&connect(&["--duration", "soon"]), &["--duration", "30s"], &cgroup);
+    assert_rejected(
+        &connect(&["--port", "70000"]),
+        &["--port", "1 to 65535"],
+        &cgroup,
+    );
+    assert_rejected(
+        &drop(&["--port", "90-80"]),
+        &["--port", "reversed"],
+        &cgroup,
+    );
+    assert_rejected(
+        &drop(&["--direction", "sideways"]),
+        &["--direction", "egress"],
+        &cgroup,
+    );
+    assert_rejected(
+        &connect(&["--duration", "soon"]),
+        &["--duration", "30s"],
+        &cgroup,
+    );
 }
 
 #[test]
@@ -48,11 +94,20 @@ fn bad_cgroups_are_rejected_with_what_is_accepted() {
     require_root();
     let cgroup = TestCgroup::new("bad-cgroup");
     assert_rejected(
-        &["inject", "connect-error", "--cgroup", "/sys/fs/cgroup/unified/chaos-no-such-cgroup"],
+        &[
+            "inject",
+            "connect-error",
+            "--cgroup",
+            "/sys/fs/cgroup/unified/chaos-no-such-cgroup",
+        ],
         &["--cgroup", "No such file", "cgroup v2"],
         &cgroup,
     );
-    assert_rejected(&["inject", "drop", "--cgroup", "/tmp"], &["--cgroup", "not on cgroup v2"], &cgroup);
+    assert_rejected(
+        &["inject", "drop", "--cgroup", "/tmp"],
+        &["--cgroup", "not on cgroup v2"],
+        &cgroup,
+    );
     assert_rejected(&["inject", "drop"], &["--cgroup"], &cgroup);
 }
 
@@ -61,7 +116,12 @@ fn not_root_is_refused_before_anything_is_loaded() {
     require_root();
     let cgroup = TestCgroup::new("not-root");
     let output = Command::new(chaos_bin())
-        .args(["inject", "connect-error", "--cgroup", cgroup.path.to_str().unwrap()])
+        .args([
+            "inject",
+            "connect-error",
+            "--cgroup",
+            cgroup.path.to_str().unwrap(),
+        ])
         .uid(65534)
         .gid(65534)
         .output()

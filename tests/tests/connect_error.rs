@@ -12,14 +12,28 @@ fn each_errno_reaches_the_process_over_ipv4_and_ipv6() {
     let v4 = tcp_sink("127.0.0.1:0");
     let v6 = tcp_sink("[::1]:0");
     let cgroup = TestCgroup::new("errno");
-    for (name, number) in [("ECONNREFUSED", 111), ("ETIMEDOUT", 110), ("ENETUNREACH", 101), ("13", 13)] {
+    for (name, number) in [
+        ("ECONNREFUSED", 111),
+        ("ETIMEDOUT", 110),
+        ("ENETUNREACH", 101),
+        ("13", 13),
+    ] {
         let run = ChaosRun::start(&[
-            "inject", "connect-error", "--cgroup", cgroup_arg(&cgroup), "--errno", name,
+            "inject",
+            "connect-error",
+            "--cgroup",
+            cgroup_arg(&cgroup),
+            "--errno",
+            name,
         ]);
         for addr in [v4, v6] {
             let result = cgroup.testkit(&["connect", &addr.to_string(), "5"]);
             assert_eq!(result["ok"], 0, "{name} {addr}: {result}");
-            assert_eq!(result["errnos"][number.to_string()], 5, "{name} {addr}: {result}");
+            assert_eq!(
+                result["errnos"][number.to_string()],
+                5,
+                "{name} {addr}: {result}"
+            );
         }
         let summary = run.stop().summary();
         assert_eq!(summary["injected"], 10, "{summary}");
@@ -34,14 +48,23 @@ fn processes_outside_the_cgroup_are_untouched() {
     let target = TestCgroup::new("target");
     let sibling = TestCgroup::new("sibling");
     let run = ChaosRun::start(&["inject", "connect-error", "--cgroup", cgroup_arg(&target)]);
-    assert_eq!(target.testkit(&["connect", &addr.to_string(), "3"])["ok"], 0);
-    assert_eq!(sibling.testkit(&["connect", &addr.to_string(), "3"])["ok"], 3);
+    assert_eq!(
+        target.testkit(&["connect", &addr.to_string(), "3"])["ok"],
+        0
+    );
+    assert_eq!(
+        sibling.testkit(&["connect", &addr.to_string(), "3"])["ok"],
+        3
+    );
     // The test process itself is outside too.
     for _ in 0..3 {
         std::net::TcpStream::connect(addr).expect("connect from outside the cgroup");
     }
     let summary = run.stop().summary();
-    assert_eq!(summary["injected"], 3, "only the target's connects count: {summary}");
+    assert_eq!(
+        summary["injected"], 3,
+        "only the target's connects count: {summary}"
+    );
 }
 
 #[test]
@@ -53,19 +76,44 @@ fn dst_and_port_filters_let_other_connects_through() {
     let cgroup = TestCgroup::new("filters");
 
     let run = ChaosRun::start(&[
-        "inject", "connect-error", "--cgroup", cgroup_arg(&cgroup), "--port", &first.port().to_string(),
+        "inject",
+        "connect-error",
+        "--cgroup",
+        cgroup_arg(&cgroup),
+        "--port",
+        &first.port().to_string(),
     ]);
-    assert_eq!(cgroup.testkit(&["connect", &first.to_string(), "3"])["ok"], 0);
-    assert_eq!(cgroup.testkit(&["connect", &second.to_string(), "3"])["ok"], 3);
+    assert_eq!(
+        cgroup.testkit(&["connect", &first.to_string(), "3"])["ok"],
+        0
+    );
+    assert_eq!(
+        cgroup.testkit(&["connect", &second.to_string(), "3"])["ok"],
+        3
+    );
     run.stop();
 
     let run = ChaosRun::start(&[
-        "inject", "connect-error", "--cgroup", cgroup_arg(&cgroup), "--dst", "127.0.0.2/32,fd00::/8",
+        "inject",
+        "connect-error",
+        "--cgroup",
+        cgroup_arg(&cgroup),
+        "--dst",
+        "127.0.0.2/32,fd00::/8",
     ]);
-    assert_eq!(cgroup.testkit(&["connect", &on_other_address.to_string(), "3"])["ok"], 0);
-    assert_eq!(cgroup.testkit(&["connect", &first.to_string(), "3"])["ok"], 3);
+    assert_eq!(
+        cgroup.testkit(&["connect", &on_other_address.to_string(), "3"])["ok"],
+        0
+    );
+    assert_eq!(
+        cgroup.testkit(&["connect", &first.to_string(), "3"])["ok"],
+        3
+    );
     let summary = run.stop().summary();
-    assert_eq!(summary["matched"], 3, "non-matching connects are not even counted as matched: {summary}");
+    assert_eq!(
+        summary["matched"], 3,
+        "non-matching connects are not even counted as matched: {summary}"
+    );
 }
 
 #[test]
@@ -74,7 +122,12 @@ fn probability_half_over_1000_connects_is_within_the_binomial_bound() {
     let addr = tcp_sink("127.0.0.1:0");
     let cgroup = TestCgroup::new("probability");
     let run = ChaosRun::start(&[
-        "inject", "connect-error", "--cgroup", cgroup_arg(&cgroup), "--probability", "0.5",
+        "inject",
+        "connect-error",
+        "--cgroup",
+        cgroup_arg(&cgroup),
+        "--probability",
+        "0.5",
     ]);
     let result = cgroup.testkit(&["connect", &addr.to_string(), "1000"]);
     let failed = 1000 - result["ok"].as_u64().unwrap();
@@ -83,7 +136,11 @@ fn probability_half_over_1000_connects_is_within_the_binomial_bound() {
     assert!((failed as f64 - 500.0).abs() <= bound, "{failed} failures");
     assert_eq!(result["errnos"]["111"].as_u64().unwrap_or(0), failed);
     let summary = run.stop().summary();
-    assert_eq!(summary["injected"].as_u64(), Some(failed), "counters equal what the process saw: {summary}");
+    assert_eq!(
+        summary["injected"].as_u64(),
+        Some(failed),
+        "counters equal what the process saw: {summary}"
+    );
     assert_eq!(summary["matched"], 1000);
 }
 
@@ -93,14 +150,22 @@ fn events_name_the_process_peer_and_errno() {
     let addr = tcp_sink("127.0.0.1:0");
     let cgroup = TestCgroup::new("events");
     let run = ChaosRun::start(&[
-        "inject", "connect-error", "--cgroup", cgroup_arg(&cgroup), "--errno", "EHOSTUNREACH",
-        "--events", "json",
+        "inject",
+        "connect-error",
+        "--cgroup",
+        cgroup_arg(&cgroup),
+        "--errno",
+        "EHOSTUNREACH",
+        "--events",
+        "json",
     ]);
     cgroup.testkit(&["connect", &addr.to_string(), "2"]);
     let output = run.stop();
     let events = output.events();
     assert_eq!(events.len(), 2, "{}", output.stdout);
-    let cgroup_id = std::fs::metadata(&cgroup.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let cgroup_id = std::fs::metadata(&cgroup.path)
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
     for event in events {
         assert_eq!(event["fault"], "connect-error");
         assert_eq!(event["errno"], "EHOSTUNREACH");
@@ -122,8 +187,14 @@ fn events_are_sampled_but_counters_stay_exact() {
     let addr = tcp_sink("127.0.0.1:0");
     let cgroup = TestCgroup::new("sampling");
     let run = ChaosRun::start(&[
-        "inject", "connect-error", "--cgroup", cgroup_arg(&cgroup), "--events", "json",
-        "--events-per-cpu-per-sec", "5",
+        "inject",
+        "connect-error",
+        "--cgroup",
+        cgroup_arg(&cgroup),
+        "--events",
+        "json",
+        "--events-per-cpu-per-sec",
+        "5",
     ]);
     cgroup.testkit(&["connect", &addr.to_string(), "200"]);
     let output = run.stop();
@@ -132,5 +203,9 @@ fn events_are_sampled_but_counters_stay_exact() {
     let sampled_out = summary["events_sampled_out"].as_u64().unwrap();
     assert_eq!(summary["injected"], 200, "{summary}");
     assert!(emitted < 200, "events were limited: {emitted}");
-    assert_eq!(emitted + sampled_out + summary["events_lost"].as_u64().unwrap(), 200, "{summary}");
+    assert_eq!(
+        emitted + sampled_out + summary["events_lost"].as_u64().unwrap(),
+        200,
+        "{summary}"
+    );
 }

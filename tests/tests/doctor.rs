@@ -7,18 +7,39 @@ fn doctor_json_covers_every_mechanism_and_fault() {
     let output = chaos(&["doctor", "--json"]);
     assert_eq!(output.code, Some(0), "{}", output.stderr);
     let report: serde_json::Value = serde_json::from_str(&output.stdout).expect("JSON");
-    let mechanisms: Vec<&str> =
-        report["mechanisms"].as_array().unwrap().iter().map(|m| m["mechanism"].as_str().unwrap()).collect();
+    let mechanisms: Vec<&str> = report["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mechanism"].as_str().unwrap())
+        .collect();
     for expected in [
-        "cgroup-sock-addr", "cgroup-skb", "tc-clsact", "tcx", "fq-qdisc", "trampolines", "bpf-lsm",
-        "kprobe-override", "ringbuf", "btf", "bpf-link",
+        "cgroup-sock-addr",
+        "cgroup-skb",
+        "tc-clsact",
+        "tcx",
+        "fq-qdisc",
+        "trampolines",
+        "bpf-lsm",
+        "kprobe-override",
+        "ringbuf",
+        "btf",
+        "bpf-link",
     ] {
-        assert!(mechanisms.contains(&expected), "{expected} missing from {mechanisms:?}");
+        assert!(
+            mechanisms.contains(&expected),
+            "{expected} missing from {mechanisms:?}"
+        );
     }
     for probe in report["mechanisms"].as_array().unwrap() {
         assert!(!probe["detail"].as_str().unwrap().is_empty(), "{probe}");
     }
-    let faults: Vec<&str> = report["faults"].as_array().unwrap().iter().map(|f| f["fault"].as_str().unwrap()).collect();
+    let faults: Vec<&str> = report["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["fault"].as_str().unwrap())
+        .collect();
     assert_eq!(faults, ["connect-error", "drop"]);
     println!("{}", chaos(&["doctor"]).stdout);
 }

@@ -1,1 +1,65 @@
-fn main() {}
+//! `cargo xtask setup | test | demo`: everything a fresh machine needs, in one place.
+mod demo;
+mod setup;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "chaos-bpf project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks (idempotent; says what it installs).
+    Setup,
+    /// Setup, then formatting, clippy, unit tests, root integration tests and the demo.
+    Test {
+        /// Extra arguments for `cargo test` (a test name filter, for example).
+        #[arg(trailing_var_arg = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Setup, then run connect-error and drop against a demo service in its own cgroup.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Test { cargo_test_args } => {
+            setup::run()?;
+            test(&cargo_test_args)
+        }
+        Task::Demo => {
+            setup::run()?;
+            util::cargo(&["build", "--quiet"])?;
+            demo::run()
+        }
+    }
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    util::cargo(&["fmt", "--all", "--", "--check"])?;
+    util::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The root tests run the chaos-bpf and chaos-testkit binaries: build them first.
+    util::cargo(&["build", "--quiet"])?;
+    let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+    args.extend(extra.iter().map(String::as_str));
+    util::cargo_as_root(&args)?;
+    if extra.is_empty() {
+        println!("\n== demo (tested: it fails unless the faults visibly hit the demo service)");
+        demo::run()?;
+    }
+    Ok(())
+}

@@ -17,7 +17,11 @@ fn main() -> anyhow::Result<()> {
     match arg(0) {
         "connect" => connect(arg(1).parse()?, arg(2).parse()?),
         "udp-send" => udp_send(arg(1).parse()?, arg(2).parse()?),
-        "udp-recv" => udp_recv(arg(1).parse()?, arg(2).parse()?, Duration::from_millis(arg(3).parse()?)),
+        "udp-recv" => udp_recv(
+            arg(1).parse()?,
+            arg(2).parse()?,
+            Duration::from_millis(arg(3).parse()?),
+        ),
         "tcp-send" => tcp_send(arg(1).parse()?, arg(2).parse()?),
         "http-serve" => http_serve(arg(1).parse()?),
         "http-load" => http_load(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
@@ -44,7 +48,12 @@ fn connect(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
 
 /// N numbered datagrams, paced so the receiver's buffer never overflows: every loss is chaos's.
 fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
-    let bind: SocketAddr = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse()?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    }
+    .parse()?;
     let socket = UdpSocket::bind(bind)?;
     let mut failed = 0;
     for seq in 0..count {
@@ -151,7 +160,10 @@ fn http_load(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    println!("{}", json!({ "ok": ok, "failed": failed, "errors": errors }));
+    println!(
+        "{}",
+        json!({ "ok": ok, "failed": failed, "errors": errors })
+    );
     Ok(())
 }
 
