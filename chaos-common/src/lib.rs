@@ -41,19 +41,30 @@ pub mod programs {
     pub const CONNECT6: &str = "chaos_connect6";
     pub const SKB_EGRESS: &str = "chaos_skb_out";
     pub const SKB_INGRESS: &str = "chaos_skb_in";
-    /// Probes for `chaos-bpf doctor`: they never alter anything.
+    /// fmod_ret on `security_socket_*`. Their ELF sections say `fexit/` because aya 0.14 cannot
+    /// parse `fmod_ret/`; chaos-bpf loads them itself as BPF_MODIFY_RETURN.
+    pub const FMOD_RET_RECV: &str = "chaos_fmr_recv";
+    pub const FMOD_RET_SEND: &str = "chaos_fmr_send";
+    pub const FMOD_RET_CONNECT: &str = "chaos_fmr_conn";
+    /// BPF LSM on `socket_*`.
+    pub const LSM_RECV: &str = "chaos_lsm_recv";
+    pub const LSM_SEND: &str = "chaos_lsm_send";
+    pub const LSM_CONNECT: &str = "chaos_lsm_conn";
+    /// Probe for `chaos-bpf doctor`: never alters anything.
     pub const TC_PROBE: &str = "chaos_tc_probe";
-    pub const FENTRY_PROBE: &str = "chaos_fentry_pr";
-    pub const LSM_PROBE: &str = "chaos_lsm_probe";
 
     pub const ALL: &[&str] = &[
         CONNECT4,
         CONNECT6,
         SKB_EGRESS,
         SKB_INGRESS,
+        FMOD_RET_RECV,
+        FMOD_RET_SEND,
+        FMOD_RET_CONNECT,
+        LSM_RECV,
+        LSM_SEND,
+        LSM_CONNECT,
         TC_PROBE,
-        FENTRY_PROBE,
-        LSM_PROBE,
     ];
 }
 
@@ -98,6 +109,8 @@ impl Counter {
 pub enum FaultKind {
     ConnectError = 1,
     Drop = 2,
+    RecvError = 3,
+    SendError = 4,
 }
 
 impl FaultKind {
@@ -105,6 +118,8 @@ impl FaultKind {
         match raw {
             1 => Some(Self::ConnectError),
             2 => Some(Self::Drop),
+            3 => Some(Self::RecvError),
+            4 => Some(Self::SendError),
             _ => None,
         }
     }
@@ -120,6 +135,9 @@ pub mod flags {
     pub const EGRESS: u32 = 1 << 2;
     /// Packet faults: act on ingress packets.
     pub const INGRESS: u32 = 1 << 3;
+    /// Hooks that run for every task (fmod_ret, LSM): act only when the current task's cgroup
+    /// ancestor at `scope_cgroup_level` is `scope_cgroup_id`. cgroup-attached hooks need no check.
+    pub const SCOPE_CGROUP: u32 = 1 << 4;
 }
 
 /// IP protocol numbers used by the protocol filter (0 = any).
@@ -129,12 +147,30 @@ pub mod proto {
     pub const UDP: u32 = 17;
 }
 
+/// Byte offsets of the socket fields the syscall-fault programs read, resolved by userspace from
+/// the running kernel's BTF (Rust eBPF has no CO-RE relocations). All fit in 16 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `struct socket`: `sk` (pointer) and `type` (short).
+    pub socket_sk: u16,
+    pub socket_type: u16,
+    /// `struct sock` (its `__sk_common`): family, IPv4 peer, peer port, IPv6 peer.
+    pub skc_family: u16,
+    pub skc_daddr: u16,
+    pub skc_dport: u16,
+    pub skc_v6_daddr: u16,
+    pub _pad: [u16; 2],
+}
+
 /// One fault instance's configuration, the single entry of [`maps::CONFIG`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultConfig {
     /// Injection threshold, see [`PROBABILITY_ONE`].
     pub probability: u64,
+    /// With [`flags::SCOPE_CGROUP`]: the target cgroup's id ...
+    pub scope_cgroup_id: u64,
     /// Identifies this fault in events and metrics.
     pub fault_id: u32,
     /// [`FaultKind`] as a raw value.
@@ -149,7 +185,9 @@ pub struct FaultConfig {
     pub events_per_sec: u32,
     /// Set by userspace once every filter map is filled; until then nothing is injected.
     pub armed: u32,
-    pub _reserved: u32,
+    /// ... and its depth below the cgroup2 root (the root is level 0).
+    pub scope_cgroup_level: u32,
+    pub sock_offsets: SockOffsets,
 }
 
 /// A 65,536-bit set of ports: bit `p` set means port `p` matches.
@@ -223,7 +261,8 @@ pub const DIRECTION_EGRESS: u8 = 1;
 pub const DIRECTION_INGRESS: u8 = 2;
 
 // Padding-free layouts: the sum of the fields equals the size, so no byte is uninitialised.
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 4 * 8);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 8 + 16);
 const _: () = assert!(core::mem::size_of::<PortSet>() == 8192);
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4 + 16 + 2 + 2 + 1 + 1 + 2 + 16);
@@ -233,6 +272,7 @@ mod pod {
     // SAFETY: all of these are `#[repr(C)]`, `Copy`, valid for any bit pattern and have no padding
     // (asserted above).
     unsafe impl aya::Pod for super::FaultConfig {}
+    unsafe impl aya::Pod for super::SockOffsets {}
     unsafe impl aya::Pod for super::PortSet {}
     unsafe impl aya::Pod for super::EventBudget {}
     unsafe impl aya::Pod for super::Event {}

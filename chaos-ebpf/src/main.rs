@@ -3,12 +3,17 @@
 #![no_std]
 // On the host (`cargo build --workspace`) this is an empty program, so workspace-wide builds link.
 #![cfg_attr(target_arch = "bpf", no_main)]
+// For `socket_ops::negative_errno`: the one place that needs exact instructions.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod connect;
+mod fmod_ret;
+mod lsm;
 mod maps;
 mod matching;
 mod packet_drop;
 mod probes;
+mod socket_ops;
 mod telemetry;
 
 // On the host (`cargo clippy --workspace`) a dependency links std, which brings its own.

@@ -6,8 +6,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     errno::Errno,
-    faults::{FaultSpec, Filters, connect_error, packet_drop},
+    faults::{
+        FaultSpec, Filters, packet_drop,
+        socket_call::{self, SocketCall, SocketCallError},
+    },
     filters::{Cidr, Direction, PortRange, Probability, Protocol},
+    mechanism::Mechanism,
     runner::EventFormat,
 };
 
@@ -41,8 +45,40 @@ pub enum Command {
 pub enum InjectCommand {
     /// Fail connect() with an errno.
     ConnectError(ConnectErrorArgs),
+    /// Fail read(), recv(), recvfrom() and recvmsg() on IPv4/IPv6 sockets with an errno.
+    RecvError(SocketErrorArgs),
+    /// Fail write(), send(), sendto() and sendmsg() on IPv4/IPv6 sockets with an errno.
+    SendError(SocketErrorArgs),
     /// Drop packets of the scope's sockets.
     Drop(DropArgs),
+}
+
+/// `--mechanism`: which kernel mechanism fails the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MechanismArg {
+    /// The best one this kernel supports.
+    Auto,
+    /// cgroup connect hooks + bpf_set_retval (connect-error only).
+    #[value(name = "cgroup-sockaddr")]
+    CgroupSockaddr,
+    /// fmod_ret on security_socket_* (BPF trampolines).
+    FmodRet,
+    /// BPF LSM socket_* hooks.
+    Lsm,
+    /// kprobe + bpf_override_return.
+    KprobeOverride,
+}
+
+impl MechanismArg {
+    fn mechanism(self) -> Option<Mechanism> {
+        match self {
+            MechanismArg::Auto => None,
+            MechanismArg::CgroupSockaddr => Some(Mechanism::CgroupSockAddr),
+            MechanismArg::FmodRet => Some(Mechanism::FmodRet),
+            MechanismArg::Lsm => Some(Mechanism::BpfLsm),
+            MechanismArg::KprobeOverride => Some(Mechanism::KprobeOverride),
+        }
+    }
 }
 
 /// Options every fault takes.
@@ -60,7 +96,12 @@ pub struct CommonArgs {
     )]
     pub probability: Probability,
     /// Only peers in these CIDRs (repeat or comma-separate; IPv4 and IPv6).
-    #[arg(long = "dst", value_name = "CIDR", value_delimiter = ',')]
+    #[arg(
+        long = "dst",
+        visible_alias = "peer",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
     pub dst: Vec<Cidr>,
     /// Only these peer ports or ranges (repeat or comma-separate).
     #[arg(long, value_name = "N[-M]", value_delimiter = ',')]
@@ -84,8 +125,23 @@ pub struct ConnectErrorArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Errno connect() fails with, by name or number.
-    #[arg(long, value_name = "ERRNO", default_value = "ECONNREFUSED", value_parser = connect_error::parse_errno)]
+    #[arg(long, value_name = "ERRNO", default_value = "ECONNREFUSED", value_parser = socket_call::parse_connect_errno)]
     pub errno: Errno,
+    /// Kernel mechanism; auto picks the best this kernel supports.
+    #[arg(long, value_enum, default_value_t = MechanismArg::Auto)]
+    pub mechanism: MechanismArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SocketErrorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Errno the call fails with, by name (ECONNRESET, ETIMEDOUT, EIO, EPIPE, ...) or number.
+    #[arg(long, value_name = "ERRNO", value_parser = socket_call::parse_any_errno)]
+    pub errno: Errno,
+    /// Kernel mechanism; auto picks the best this kernel supports.
+    #[arg(long, value_enum, default_value_t = MechanismArg::Auto)]
+    pub mechanism: MechanismArg,
 }
 
 #[derive(Debug, Args)]
@@ -119,24 +175,57 @@ impl InjectCommand {
     pub fn common(&self) -> &CommonArgs {
         match self {
             InjectCommand::ConnectError(args) => &args.common,
+            InjectCommand::RecvError(args) | InjectCommand::SendError(args) => &args.common,
             InjectCommand::Drop(args) => &args.common,
         }
     }
 
-    pub fn spec(&self) -> FaultSpec {
+    /// The fault, or a one-line input error for combinations clap cannot check.
+    pub fn spec(&self) -> Result<FaultSpec, crate::error::ChaosError> {
         match self {
-            InjectCommand::ConnectError(args) => {
-                FaultSpec::ConnectError(connect_error::ConnectError {
-                    errno: args.errno,
-                    filters: args.common.filters(),
-                })
+            InjectCommand::ConnectError(args) => socket_call_spec(
+                SocketCall::Connect,
+                args.errno,
+                args.mechanism,
+                &args.common,
+            ),
+            InjectCommand::RecvError(args) => {
+                socket_call_spec(SocketCall::Recv, args.errno, args.mechanism, &args.common)
             }
-            InjectCommand::Drop(args) => FaultSpec::Drop(packet_drop::PacketDrop {
+            InjectCommand::SendError(args) => {
+                socket_call_spec(SocketCall::Send, args.errno, args.mechanism, &args.common)
+            }
+            InjectCommand::Drop(args) => Ok(FaultSpec::Drop(packet_drop::PacketDrop {
                 direction: args.direction,
                 filters: args.common.filters(),
-            }),
+            })),
         }
     }
+}
+
+fn socket_call_spec(
+    call: SocketCall,
+    errno: Errno,
+    mechanism: MechanismArg,
+    common: &CommonArgs,
+) -> Result<FaultSpec, crate::error::ChaosError> {
+    let mechanism = mechanism.mechanism();
+    if let Some(forced) = mechanism
+        && !call.mechanisms().contains(&forced)
+    {
+        let accepted: Vec<&str> = call.mechanisms().iter().map(|m| m.id()).collect();
+        return Err(crate::error::ChaosError::input(
+            "--mechanism",
+            format!("{} cannot fail this call", forced.id()),
+            format!("auto, {}", accepted.join(", ")),
+        ));
+    }
+    Ok(FaultSpec::SocketCall(SocketCallError {
+        call,
+        errno,
+        filters: common.filters(),
+        mechanism,
+    }))
 }
 
 /// clap's error as one line: "invalid value 'x' for '--probability <P>': ...".
@@ -190,10 +279,11 @@ mod tests {
         let common = fault.common();
         assert_eq!(common.duration, Some(Duration::from_secs(30)));
         assert_eq!(common.dst.len(), 2);
-        let FaultSpec::ConnectError(spec) = fault.spec() else {
+        let FaultSpec::SocketCall(spec) = fault.spec().unwrap() else {
             panic!()
         };
         assert_eq!(spec.errno, Errno(110));
+        assert_eq!(spec.mechanism, None);
     }
 
     #[test]
@@ -215,6 +305,48 @@ mod tests {
             assert!(!line.contains('\n'));
             assert_eq!(err.exit_code(), 2);
         }
+    }
+
+    #[test]
+    fn recv_error_takes_any_errno_and_rejects_cgroup_sockaddr() {
+        let cli = parse(&[
+            "inject",
+            "recv-error",
+            "--cgroup",
+            "x",
+            "--errno",
+            "EIO",
+            "--peer",
+            "10.0.0.0/8",
+        ])
+        .unwrap();
+        let Command::Inject { fault } = cli.command else {
+            panic!()
+        };
+        assert!(fault.spec().is_ok());
+        let cli = parse(&[
+            "inject",
+            "send-error",
+            "--cgroup",
+            "x",
+            "--errno",
+            "EPIPE",
+            "--mechanism",
+            "cgroup-sockaddr",
+        ])
+        .unwrap();
+        let Command::Inject { fault } = cli.command else {
+            panic!()
+        };
+        let err = fault.spec().unwrap_err().to_string();
+        assert!(
+            err.starts_with("--mechanism: cgroup-sockaddr cannot fail this call"),
+            "{err}"
+        );
+        assert!(
+            parse(&["inject", "recv-error", "--cgroup", "x"]).is_err(),
+            "--errno is required"
+        );
     }
 
     #[test]

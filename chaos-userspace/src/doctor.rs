@@ -5,22 +5,28 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::{
-    faults::{connect_error, packet_drop},
+    faults::{KINDS, kind_name},
     mechanism::{Mechanism, Probe, probe},
 };
 
-/// The faults and the mechanisms each needs, all of them.
-pub const FAULTS: &[(&str, &[Mechanism])] = &[
-    ("connect-error", connect_error::MECHANISMS),
-    ("drop", packet_drop::MECHANISMS),
-];
+/// One fault × mechanism pair.
+#[derive(Debug, Serialize)]
+pub struct PairReadiness {
+    pub mechanism: Mechanism,
+    pub ready: bool,
+    /// Mechanisms (the pair's own or its prerequisites) this kernel lacks.
+    pub missing: Vec<Mechanism>,
+    /// False where chaos-bpf has no programs for the pair.
+    pub implemented: bool,
+}
 
 #[derive(Debug, Serialize)]
 pub struct FaultReadiness {
     pub fault: &'static str,
     pub ready: bool,
-    pub needs: Vec<Mechanism>,
-    pub missing: Vec<Mechanism>,
+    /// What `--mechanism auto` would use.
+    pub auto: Option<Mechanism>,
+    pub mechanisms: Vec<PairReadiness>,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,15 +39,33 @@ pub struct Report {
 pub fn run() -> Report {
     let mechanisms: Vec<Probe> = Mechanism::ALL.into_iter().map(probe).collect();
     let supported = |m: &Mechanism| mechanisms.iter().any(|p| p.mechanism == *m && p.supported);
-    let faults = FAULTS
+    let faults = KINDS
         .iter()
-        .map(|(fault, needs)| {
-            let missing: Vec<Mechanism> = needs.iter().copied().filter(|m| !supported(m)).collect();
+        .map(|(kind, candidates)| {
+            let pairs: Vec<PairReadiness> = candidates
+                .iter()
+                .map(|mechanism| {
+                    let missing: Vec<Mechanism> = std::iter::once(mechanism)
+                        .chain(mechanism.prerequisites())
+                        .chain(&[Mechanism::Ringbuf])
+                        .copied()
+                        .filter(|m| !supported(m))
+                        .collect();
+                    let implemented = crate::faults::programs_for(*kind, *mechanism);
+                    PairReadiness {
+                        mechanism: *mechanism,
+                        ready: missing.is_empty() && implemented,
+                        missing,
+                        implemented,
+                    }
+                })
+                .collect();
+            let auto = pairs.iter().find(|p| p.ready).map(|p| p.mechanism);
             FaultReadiness {
-                fault,
-                ready: missing.is_empty(),
-                needs: needs.to_vec(),
-                missing,
+                fault: kind_name(*kind),
+                ready: auto.is_some(),
+                auto,
+                mechanisms: pairs,
             }
         })
         .collect();
@@ -71,22 +95,33 @@ impl Report {
             let mark = if probe.supported { "yes" } else { "no" };
             let _ = writeln!(out, "{:width$}  {mark:3}  {detail}", probe.mechanism.name());
         }
-        let _ = writeln!(out, "\n{:14}  {:5}  needs", "fault", "ready");
+        let _ = writeln!(
+            out,
+            "\n{:14}  {:16}  {:5}  why not",
+            "fault", "mechanism", "ready"
+        );
         for fault in &self.faults {
-            let needs: Vec<String> = fault
-                .needs
-                .iter()
-                .map(|m| {
-                    let mark = if fault.missing.contains(m) {
-                        " (missing)"
+            for pair in &fault.mechanisms {
+                let why = if pair.ready {
+                    if fault.auto == Some(pair.mechanism) {
+                        "used by --mechanism auto".to_string()
                     } else {
-                        ""
-                    };
-                    format!("{}{mark}", m.name())
-                })
-                .collect();
-            let mark = if fault.ready { "yes" } else { "no" };
-            let _ = writeln!(out, "{:14}  {mark:5}  {}", fault.fault, needs.join(", "));
+                        String::new()
+                    }
+                } else if !pair.missing.is_empty() {
+                    let missing: Vec<&str> = pair.missing.iter().map(|m| m.name()).collect();
+                    format!("kernel lacks {}", missing.join(", "))
+                } else {
+                    "no chaos-bpf programs for this pair yet".to_string()
+                };
+                let mark = if pair.ready { "yes" } else { "no" };
+                let _ = writeln!(
+                    out,
+                    "{:14}  {:16}  {mark:5}  {why}",
+                    fault.fault,
+                    pair.mechanism.id()
+                );
+            }
         }
         out
     }

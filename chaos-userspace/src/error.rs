@@ -31,6 +31,8 @@ pub enum ChaosError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("program {name}: {reason}")]
+    Attach { name: &'static str, reason: String },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,

@@ -3,16 +3,19 @@
 use std::time::Instant;
 
 use aya::{
-    Ebpf,
+    Btf, Ebpf,
     maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
 };
-use chaos_common::{Counter, FaultConfig, maps};
+use chaos_common::{Counter, FaultConfig, flags, maps};
 
 use crate::{
     error::{ChaosError, Result},
     faults::FaultSpec,
     filters::port_set,
-    object, programs,
+    kernel_btf,
+    mechanism::Mechanism,
+    object,
+    programs::{self, AttachTarget, Attachment},
     scope::CgroupScope,
     telemetry::Counters,
 };
@@ -20,9 +23,12 @@ use crate::{
 pub struct ActiveFault {
     pub id: u32,
     pub spec: FaultSpec,
+    pub mechanism: Mechanism,
     pub scope: CgroupScope,
     pub armed_at: Instant,
     config: FaultConfig,
+    /// Declared before `ebpf` so they are dropped (detached) first.
+    attachments: Vec<Attachment>,
     ebpf: Ebpf,
 }
 
@@ -40,25 +46,59 @@ fn missing_map(name: &'static str) -> ChaosError {
 impl ActiveFault {
     /// Loads the programs, fills the filter maps, arms the configuration and only then attaches,
     /// so the first packet or call the programs see is already judged by the full rule.
-    pub fn arm(id: u32, spec: FaultSpec, scope: CgroupScope, events_per_sec: u32) -> Result<Self> {
+    pub fn arm(
+        id: u32,
+        spec: FaultSpec,
+        mechanism: Mechanism,
+        scope: CgroupScope,
+        events_per_sec: u32,
+    ) -> Result<Self> {
+        let programs = spec.programs(mechanism).ok_or(ChaosError::Unsupported {
+            fault: spec.name(),
+            mechanism: mechanism.name(),
+            reason: "chaos-bpf has no programs for this pair".into(),
+        })?;
+        let mut config = spec.config(id, events_per_sec);
+        let btf = if mechanism.is_global_hook() {
+            // These hooks run for every task: the programs check the scope and read sockets.
+            config.flags |= flags::SCOPE_CGROUP;
+            config.scope_cgroup_id = scope.id;
+            config.scope_cgroup_level = scope.level;
+            config.sock_offsets =
+                kernel_btf::sock_offsets().map_err(|reason| ChaosError::Unsupported {
+                    fault: spec.name(),
+                    mechanism: Mechanism::Btf.name(),
+                    reason,
+                })?;
+            Some(Btf::from_sys_fs().map_err(|err| ChaosError::Unsupported {
+                fault: spec.name(),
+                mechanism: Mechanism::Btf.name(),
+                reason: err.to_string(),
+            })?)
+        } else {
+            None
+        };
+
         let mut ebpf = object::load()?;
         fill_filters(&mut ebpf, &spec)?;
-        let programs = spec.programs();
-        for program in &programs {
-            programs::load(&mut ebpf, program)?;
-        }
-        let mut config = spec.config(id, events_per_sec);
         config.armed = 1;
         write_config(&mut ebpf, &config)?;
-        for program in &programs {
-            programs::attach_to_cgroup(&mut ebpf, program, &scope)?;
+        let target = AttachTarget {
+            cgroup: Some(&scope),
+            btf: btf.as_ref(),
+        };
+        let mut attachments = Vec::new();
+        for program in programs {
+            attachments.push(programs::load_and_attach(&mut ebpf, program, &target)?);
         }
         Ok(Self {
             id,
             spec,
+            mechanism,
             scope,
             armed_at: Instant::now(),
             config,
+            attachments,
             ebpf,
         })
     }
@@ -96,6 +136,7 @@ impl ActiveFault {
         self.config.armed = 0;
         let disarmed = write_config(&mut self.ebpf, &self.config);
         let counters = self.counters();
+        drop(self.attachments);
         drop(self.ebpf);
         disarmed?;
         counters

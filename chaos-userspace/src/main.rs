@@ -49,9 +49,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inject { fault } => {
-            let spec = fault.spec();
+            let spec = fault.spec()?;
             let common = fault.common();
-            let scope = inject::preflight(&spec, &common.cgroup)?;
+            let (scope, choice) = inject::preflight(&spec, &common.cgroup)?;
             let options = RunOptions {
                 duration: common.duration,
                 events: common.events,
@@ -63,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = runtime.block_on(inject::inject(
                 spec,
                 scope,
+                choice,
                 if common.events.is_some() {
                     common.events_per_cpu_per_sec
                 } else {

@@ -5,7 +5,7 @@ use std::{fs, io, path::Path};
 use aya::{
     Btf, Ebpf,
     maps::MapType,
-    programs::{FEntry, Lsm, ProgramType, SchedClassifier, TcAttachType, tc::TcAttachOptions},
+    programs::{Lsm, ProgramType, SchedClassifier, TcAttachType, tc::TcAttachOptions},
     sys::{BpfHelper, is_helper_supported, is_map_supported},
     util::KernelVersion,
 };
@@ -14,10 +14,11 @@ use serde::Serialize;
 
 use crate::{netlink, object, programs};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mechanism {
     /// cgroup connect4/connect6 hooks that fail the call with `bpf_set_retval`.
+    #[serde(rename = "cgroup-sockaddr")]
     CgroupSockAddr,
     /// cgroup_skb ingress/egress packet hooks.
     CgroupSkb,
@@ -27,8 +28,8 @@ pub enum Mechanism {
     Tcx,
     /// The fq qdisc, which honours `skb->tstamp` (delay).
     FqQdisc,
-    /// BPF trampolines: fentry, fexit, fmod_ret.
-    Trampolines,
+    /// fmod_ret on `security_*` functions (BPF trampolines).
+    FmodRet,
     /// BPF LSM programs, active only with `bpf` in the LSM list.
     BpfLsm,
     /// kprobe with `bpf_override_return`.
@@ -48,7 +49,7 @@ impl Mechanism {
         Mechanism::TcClsact,
         Mechanism::Tcx,
         Mechanism::FqQdisc,
-        Mechanism::Trampolines,
+        Mechanism::FmodRet,
         Mechanism::BpfLsm,
         Mechanism::KprobeOverride,
         Mechanism::Ringbuf,
@@ -63,13 +64,48 @@ impl Mechanism {
             Mechanism::TcClsact => "TC clsact",
             Mechanism::Tcx => "TC tcx",
             Mechanism::FqQdisc => "fq qdisc",
-            Mechanism::Trampolines => "fentry/fmod_ret (trampolines)",
+            Mechanism::FmodRet => "fmod_ret (BPF trampolines)",
             Mechanism::BpfLsm => "BPF LSM",
             Mechanism::KprobeOverride => "kprobe + bpf_override_return",
             Mechanism::Ringbuf => "ring buffer",
             Mechanism::Btf => "BTF",
             Mechanism::BpfLink => "bpf_link for cgroups",
         }
+    }
+
+    /// The short name used by `--mechanism` and in JSON.
+    pub fn id(self) -> &'static str {
+        match self {
+            Mechanism::CgroupSockAddr => "cgroup-sockaddr",
+            Mechanism::CgroupSkb => "cgroup-skb",
+            Mechanism::TcClsact => "tc-clsact",
+            Mechanism::Tcx => "tcx",
+            Mechanism::FqQdisc => "fq-qdisc",
+            Mechanism::FmodRet => "fmod-ret",
+            Mechanism::BpfLsm => "bpf-lsm",
+            Mechanism::KprobeOverride => "kprobe-override",
+            Mechanism::Ringbuf => "ringbuf",
+            Mechanism::Btf => "btf",
+            Mechanism::BpfLink => "bpf-link",
+        }
+    }
+
+    /// Mechanisms this one cannot work without.
+    pub fn prerequisites(self) -> &'static [Mechanism] {
+        match self {
+            Mechanism::CgroupSockAddr | Mechanism::CgroupSkb => &[Mechanism::BpfLink],
+            Mechanism::FmodRet | Mechanism::BpfLsm => &[Mechanism::Btf],
+            _ => &[],
+        }
+    }
+
+    /// Hooks that run for every task on the host and so check the scope themselves, as opposed
+    /// to cgroup hooks, which the kernel only runs for the target subtree.
+    pub fn is_global_hook(self) -> bool {
+        matches!(
+            self,
+            Mechanism::FmodRet | Mechanism::BpfLsm | Mechanism::KprobeOverride
+        )
     }
 
     /// What would enable the mechanism where it is missing.
@@ -80,7 +116,7 @@ impl Mechanism {
             Mechanism::TcClsact => "CONFIG_NET_CLS_ACT and CONFIG_NET_SCH_INGRESS",
             Mechanism::Tcx => "kernel 6.6+",
             Mechanism::FqQdisc => "CONFIG_NET_SCH_FQ (module sch_fq)",
-            Mechanism::Trampolines => {
+            Mechanism::FmodRet => {
                 "CONFIG_DEBUG_INFO_BTF and CONFIG_BPF_JIT with trampoline support, and no lockdown \
                  or sandbox refusing tracing programs"
             }
@@ -124,7 +160,7 @@ pub fn probe(mechanism: Mechanism) -> Probe {
                     _ => format!("creating an fq qdisc failed: {err}"),
                 })
         }),
-        Mechanism::Trampolines => probe_trampolines(),
+        Mechanism::FmodRet => probe_fmod_ret(),
         Mechanism::BpfLsm => probe_lsm(),
         Mechanism::KprobeOverride => probe_kprobe_override(),
         Mechanism::Ringbuf => match is_map_supported(MapType::RingBuf) {
@@ -155,11 +191,35 @@ fn load_object() -> Result<Ebpf, String> {
     object::load().map_err(|err| format!("loading the object: {err}"))
 }
 
+/// Loads a cgroup program without attaching it: the verifier's verdict is the answer.
 fn load_from_object(spec: &programs::ProgramSpec) -> Result<String, String> {
     let mut ebpf = load_object()?;
-    programs::load(&mut ebpf, spec)
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or("program missing from the object")?;
+    let loaded = match program {
+        aya::programs::Program::CgroupSockAddr(p) => p.load(),
+        aya::programs::Program::CgroupSkb(p) => p.load(),
+        _ => return Err(format!("{} is not a cgroup program", spec.name)),
+    };
+    loaded
         .map(|()| format!("loaded {}", spec.name))
         .map_err(|err| first_line(&format!("{err:#}")))
+}
+
+/// Whether a mechanism and everything it rests on work here; the first failure explains why not.
+pub fn probe_with_prerequisites(mechanism: Mechanism) -> Probe {
+    for prerequisite in mechanism.prerequisites() {
+        let probe = probe(*prerequisite);
+        if !probe.supported {
+            return Probe {
+                mechanism,
+                supported: false,
+                detail: format!("{} missing: {}", prerequisite.name(), probe.detail),
+            };
+        }
+    }
+    probe(mechanism)
 }
 
 /// Runs `probe` on a thread that has its own, empty network namespace: nothing it creates there
@@ -198,34 +258,29 @@ fn attach_tc_probe(options: TcAttachOptions) -> Result<String, String> {
     })
 }
 
-fn probe_trampolines() -> Result<String, String> {
+/// Loads and attaches the real connect fmod_ret program, unarmed (it returns what it is given),
+/// and detaches it again: proof that trampolines and BPF_MODIFY_RETURN work here.
+fn probe_fmod_ret() -> Result<String, String> {
     let btf = Btf::from_sys_fs().map_err(|err| format!("no kernel BTF: {err}"))?;
-    let mut ebpf = load_object()?;
-    let program: &mut FEntry = ebpf
-        .program_mut(names::FENTRY_PROBE)
-        .ok_or("probe program missing from the object")?
-        .try_into()
-        .map_err(|err| format!("{err}"))?;
-    program
-        .load("security_socket_connect", &btf)
-        .map_err(|err| {
-            first_line(&format!(
-                "loading fentry on security_socket_connect: {err:#}"
-            ))
-        })?;
-    // Attaching proves the trampoline itself; the probe does nothing and is detached on drop.
-    program
-        .attach()
-        .map_err(|err| first_line(&format!("attaching fentry: {err:#}")))?;
-    Ok("loaded and attached fentry on security_socket_connect".into())
+    let ebpf = load_object()?;
+    crate::fmod_ret::load_and_attach(
+        &ebpf,
+        names::FMOD_RET_CONNECT,
+        "security_socket_connect",
+        &btf,
+    )
+    .map_err(|err| first_line(&err))?;
+    Ok("loaded and attached fmod_ret on security_socket_connect".into())
 }
 
+/// Loads the real connect LSM program (never attached here), then checks that the bpf LSM is
+/// active: without it the program loads and attaches but never runs.
 fn probe_lsm() -> Result<String, String> {
     let btf = Btf::from_sys_fs().map_err(|err| format!("no kernel BTF: {err}"))?;
     let mut ebpf = load_object()?;
     let program: &mut Lsm = ebpf
-        .program_mut(names::LSM_PROBE)
-        .ok_or("probe program missing from the object")?
+        .program_mut(names::LSM_CONNECT)
+        .ok_or("program missing from the object")?
         .try_into()
         .map_err(|err| format!("{err}"))?;
     program
@@ -272,12 +327,29 @@ fn probe_bpf_link() -> Result<String, String> {
     }
 }
 
-/// The first line of an error, without aya's empty "Verifier output:" tail.
+/// An error as one line: its first line, and where aya appended the verifier's log, the log's
+/// last line (the verifier's actual complaint) instead of the whole log.
 fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    line.trim_end()
-        .trim_end_matches("Verifier output:")
+    let (head, log) = text.split_once("Verifier output:").unwrap_or((text, ""));
+    let head = head
+        .lines()
+        .next()
+        .unwrap_or_default()
         .trim_end()
-        .trim_end_matches('.')
-        .to_string()
+        .trim_end_matches('.');
+    // The verifier ends with statistics ("processed N insns ..."); the complaint comes before.
+    let is_statistics = |l: &str| {
+        ["processed ", "verification time", "stack depth"]
+            .iter()
+            .any(|p| l.starts_with(p))
+    };
+    match log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !is_statistics(l))
+    {
+        Some(last) => format!("{head}; verifier: {last}"),
+        None => head.to_string(),
+    }
 }

@@ -1,13 +1,16 @@
 //! The registry of kernel programs: which hook each attaches to and which mechanism it needs.
 //! Loading and attaching goes through one function per hook kind instead of per-fault copies.
 use aya::{
-    Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError},
+    Btf, Ebpf,
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, ProgramError,
+    },
 };
 use chaos_common::programs as names;
 
 use crate::{
     error::{ChaosError, Result},
+    fmod_ret::{self, FmodRetAttachment},
     mechanism::Mechanism,
     scope::CgroupScope,
 };
@@ -17,6 +20,10 @@ pub enum Hook {
     /// `cgroup/connect4` or `cgroup/connect6`; the attach type comes from the object's section.
     CgroupSockAddr,
     CgroupSkb(CgroupSkbAttachType),
+    /// fmod_ret on this kernel function.
+    FmodRet(&'static str),
+    /// This BPF LSM hook.
+    Lsm(&'static str),
 }
 
 #[derive(Debug)]
@@ -26,32 +33,115 @@ pub struct ProgramSpec {
     pub mechanism: Mechanism,
 }
 
-pub const CONNECT4: ProgramSpec = ProgramSpec {
-    name: names::CONNECT4,
-    hook: Hook::CgroupSockAddr,
-    mechanism: Mechanism::CgroupSockAddr,
-};
-pub const CONNECT6: ProgramSpec = ProgramSpec {
-    name: names::CONNECT6,
-    hook: Hook::CgroupSockAddr,
-    mechanism: Mechanism::CgroupSockAddr,
-};
-pub const SKB_EGRESS: ProgramSpec = ProgramSpec {
-    name: names::SKB_EGRESS,
-    hook: Hook::CgroupSkb(CgroupSkbAttachType::Egress),
-    mechanism: Mechanism::CgroupSkb,
-};
-pub const SKB_INGRESS: ProgramSpec = ProgramSpec {
-    name: names::SKB_INGRESS,
-    hook: Hook::CgroupSkb(CgroupSkbAttachType::Ingress),
-    mechanism: Mechanism::CgroupSkb,
-};
+macro_rules! program {
+    ($const:ident, $name:expr, $hook:expr, $mechanism:ident) => {
+        pub const $const: ProgramSpec = ProgramSpec {
+            name: $name,
+            hook: $hook,
+            mechanism: Mechanism::$mechanism,
+        };
+    };
+}
 
-/// Every fault program, for listings and for the test that checks the object against this table.
-pub const REGISTRY: &[&ProgramSpec] = &[&CONNECT4, &CONNECT6, &SKB_EGRESS, &SKB_INGRESS];
+program!(
+    CONNECT4,
+    names::CONNECT4,
+    Hook::CgroupSockAddr,
+    CgroupSockAddr
+);
+program!(
+    CONNECT6,
+    names::CONNECT6,
+    Hook::CgroupSockAddr,
+    CgroupSockAddr
+);
+program!(
+    SKB_EGRESS,
+    names::SKB_EGRESS,
+    Hook::CgroupSkb(CgroupSkbAttachType::Egress),
+    CgroupSkb
+);
+program!(
+    SKB_INGRESS,
+    names::SKB_INGRESS,
+    Hook::CgroupSkb(CgroupSkbAttachType::Ingress),
+    CgroupSkb
+);
+program!(
+    FMOD_RET_CONNECT,
+    names::FMOD_RET_CONNECT,
+    Hook::FmodRet("security_socket_connect"),
+    FmodRet
+);
+program!(
+    FMOD_RET_RECV,
+    names::FMOD_RET_RECV,
+    Hook::FmodRet("security_socket_recvmsg"),
+    FmodRet
+);
+program!(
+    FMOD_RET_SEND,
+    names::FMOD_RET_SEND,
+    Hook::FmodRet("security_socket_sendmsg"),
+    FmodRet
+);
+program!(
+    LSM_CONNECT,
+    names::LSM_CONNECT,
+    Hook::Lsm("socket_connect"),
+    BpfLsm
+);
+program!(
+    LSM_RECV,
+    names::LSM_RECV,
+    Hook::Lsm("socket_recvmsg"),
+    BpfLsm
+);
+program!(
+    LSM_SEND,
+    names::LSM_SEND,
+    Hook::Lsm("socket_sendmsg"),
+    BpfLsm
+);
+
+/// Every fault program, for the test that checks the object against this table.
+pub const REGISTRY: &[&ProgramSpec] = &[
+    &CONNECT4,
+    &CONNECT6,
+    &SKB_EGRESS,
+    &SKB_INGRESS,
+    &FMOD_RET_CONNECT,
+    &FMOD_RET_RECV,
+    &FMOD_RET_SEND,
+    &LSM_CONNECT,
+    &LSM_RECV,
+    &LSM_SEND,
+];
+
+/// What attaching needs beyond the program: the cgroup for cgroup hooks, kernel BTF for
+/// trampolines and LSM hooks.
+pub struct AttachTarget<'a> {
+    pub cgroup: Option<&'a CgroupScope>,
+    pub btf: Option<&'a Btf>,
+}
+
+/// Attachment state aya does not own; dropping it detaches.
+#[derive(Debug)]
+pub enum Attachment {
+    /// The link lives inside the `Ebpf` instance and goes with it.
+    HeldByAya,
+    FmodRet(FmodRetAttachment),
+}
 
 fn program_error(name: &'static str) -> impl FnOnce(ProgramError) -> ChaosError {
     move |source| ChaosError::Program { name, source }
+}
+
+fn attach_failed(name: &'static str, reason: impl Into<String>) -> ChaosError {
+    ChaosError::Attach {
+        name,
+        reason: reason.into(),
+    }
 }
 
 fn program_mut<'a>(
@@ -64,46 +154,91 @@ fn program_mut<'a>(
     })
 }
 
-/// Loads the program into the kernel (the verifier runs here).
-pub fn load(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<()> {
-    let program = program_mut(ebpf, spec.name)?;
-    let result = match spec.hook {
-        Hook::CgroupSockAddr => {
-            let program: &mut CgroupSockAddr =
-                program.try_into().map_err(program_error(spec.name))?;
-            program.load()
-        }
-        Hook::CgroupSkb(_) => {
-            let program: &mut CgroupSkb = program.try_into().map_err(program_error(spec.name))?;
-            program.load()
-        }
-    };
-    result.map_err(program_error(spec.name))
-}
-
-/// Attaches a loaded program to the cgroup through a bpf_link held only by this process: when
-/// the process exits, however it exits, the kernel detaches it.
-///
-/// The kernel always adds cgroup links in multi-attach mode, so other tools' programs on the same
-/// cgroup keep running; it rejects an explicit BPF_F_ALLOW_MULTI flag on links with EINVAL, hence
-/// `Single` here (the flag value 0). Kernels without cgroup links are refused earlier, by the
-/// `BpfLink` mechanism check, because a legacy attachment would outlive chaos-bpf.
+/// cgroup links are always multi-attach in the kernel, which rejects an explicit
+/// BPF_F_ALLOW_MULTI on links with EINVAL; `Single` is the flag value 0. Other tools' programs on
+/// the same cgroup keep running. Kernels without cgroup links are refused before this (the
+/// `BpfLink` mechanism), because a legacy attachment would outlive chaos-bpf.
 const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
-pub fn attach_to_cgroup(ebpf: &mut Ebpf, spec: &ProgramSpec, cgroup: &CgroupScope) -> Result<()> {
-    let program = program_mut(ebpf, spec.name)?;
-    let result = match spec.hook {
+/// Loads the program (the verifier runs here) and attaches it. Every attachment is a link held
+/// only by this process, so the kernel detaches it when the process exits, however it exits.
+pub fn load_and_attach(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    target: &AttachTarget<'_>,
+) -> Result<Attachment> {
+    let name = spec.name;
+    let cgroup = || {
+        target
+            .cgroup
+            .ok_or_else(|| attach_failed(name, "needs a cgroup"))
+    };
+    let btf = || {
+        target
+            .btf
+            .ok_or_else(|| attach_failed(name, "needs kernel BTF"))
+    };
+    match spec.hook {
         Hook::CgroupSockAddr => {
-            let program: &mut CgroupSockAddr =
-                program.try_into().map_err(program_error(spec.name))?;
-            program.attach(&cgroup.dir, LINK_MODE).map(drop)
+            let program: &mut CgroupSockAddr = program_mut(ebpf, name)?
+                .try_into()
+                .map_err(program_error(name))?;
+            program.load().map_err(program_error(name))?;
+            program
+                .attach(&cgroup()?.dir, LINK_MODE)
+                .map_err(program_error(name))?;
         }
         Hook::CgroupSkb(attach_type) => {
-            let program: &mut CgroupSkb = program.try_into().map_err(program_error(spec.name))?;
+            let program: &mut CgroupSkb = program_mut(ebpf, name)?
+                .try_into()
+                .map_err(program_error(name))?;
+            program.load().map_err(program_error(name))?;
             program
-                .attach(&cgroup.dir, attach_type, LINK_MODE)
-                .map(drop)
+                .attach(&cgroup()?.dir, attach_type, LINK_MODE)
+                .map_err(program_error(name))?;
         }
-    };
-    result.map_err(program_error(spec.name))
+        Hook::Lsm(hook) => {
+            let btf = btf()?;
+            let program: &mut Lsm = program_mut(ebpf, name)?
+                .try_into()
+                .map_err(program_error(name))?;
+            program.load(hook, btf).map_err(program_error(name))?;
+            program.attach().map_err(program_error(name))?;
+        }
+        Hook::FmodRet(function) => {
+            let attachment = fmod_ret::load_and_attach(ebpf, name, function, btf()?)
+                .map_err(|reason| attach_failed(name, reason))?;
+            return Ok(Attachment::FmodRet(attachment));
+        }
+    }
+    Ok(Attachment::HeldByAya)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_program_is_in_the_object_and_every_map_too() {
+        let ebpf = aya_obj::Object::parse(crate::object::CHAOS_OBJECT).expect("object parses");
+        for spec in REGISTRY {
+            assert!(
+                ebpf.programs.contains_key(spec.name),
+                "{} missing from the object",
+                spec.name
+            );
+        }
+        for name in chaos_common::maps::ALL {
+            assert!(
+                ebpf.maps.contains_key(*name),
+                "map {name} missing from the object"
+            );
+        }
+        for name in chaos_common::programs::ALL {
+            assert!(
+                ebpf.programs.contains_key(*name),
+                "{name} missing from the object"
+            );
+        }
+    }
 }

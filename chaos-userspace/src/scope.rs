@@ -17,6 +17,8 @@ pub struct CgroupScope {
     pub path: PathBuf,
     /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`): the directory's inode.
     pub id: u64,
+    /// Depth below the hierarchy's root (level 0), for `bpf_get_current_ancestor_cgroup_id`.
+    pub level: u32,
     /// Held open so the programs attach to exactly the directory that was checked.
     pub dir: File,
 }
@@ -27,11 +29,14 @@ impl CgroupScope {
         let mount = cgroup2_mount();
         let resolved = match (&mount, path.is_absolute()) {
             (_, true) => path.to_path_buf(),
-            (Some(mount), false) => mount.join(path),
+            (Some(mount), false) => mount.point.join(path),
             (None, false) => path.to_path_buf(),
         };
         let accepted = match &mount {
-            Some(mount) => format!("a directory on cgroup v2 (mounted at {})", mount.display()),
+            Some(mount) => format!(
+                "a directory on cgroup v2 (mounted at {})",
+                mount.point.display()
+            ),
             None => "a directory on cgroup v2 (none is mounted on this host)".into(),
         };
         let metadata = std::fs::metadata(&resolved).map_err(|err| {
@@ -59,22 +64,91 @@ impl CgroupScope {
         }
         let dir = File::open(&resolved)
             .map_err(|err| ChaosError::io(format!("open {}", resolved.display()), err))?;
+        let canonical = resolved
+            .canonicalize()
+            .map_err(|err| ChaosError::io(format!("resolving {}", resolved.display()), err))?;
+        let level = mount
+            .as_ref()
+            .and_then(|mount| mount.level_of(&canonical))
+            .ok_or_else(|| {
+                ChaosError::input(
+                    "--cgroup",
+                    format!(
+                        "{} is not below this host's cgroup2 mount",
+                        canonical.display()
+                    ),
+                    accepted,
+                )
+            })?;
         Ok(Self {
             id: metadata.ino(),
+            level,
             path: resolved,
             dir,
         })
     }
 }
 
-/// The cgroup2 mount point, from /proc/self/mountinfo (unified or hybrid hierarchies alike).
-pub fn cgroup2_mount() -> Option<PathBuf> {
+/// Where cgroup2 is mounted, and which directory of the hierarchy that mount shows (`/` on a
+/// host, a sub-tree inside some containers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup2Mount {
+    pub point: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Cgroup2Mount {
+    /// The kernel's level of a directory under this mount: the hierarchy root is 0.
+    pub fn level_of(&self, dir: &Path) -> Option<u32> {
+        let below_mount = dir.strip_prefix(&self.point).ok()?;
+        let depth = |p: &Path| {
+            p.components()
+                .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                .count()
+        };
+        u32::try_from(depth(&self.root) + depth(below_mount)).ok()
+    }
+}
+
+/// The cgroup2 mount, from /proc/self/mountinfo (unified or hybrid hierarchies alike).
+pub fn cgroup2_mount() -> Option<Cgroup2Mount> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        // "<id> <parent> <maj:min> <root> <mount point> <options> ... - <fstype> <source> ..."
-        let (fields, tail) = line.split_once(" - ")?;
-        let fstype = tail.split_whitespace().next()?;
-        let mount_point = fields.split_whitespace().nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(mount_point))
-    })
+    mountinfo.lines().find_map(parse_mountinfo_line)
+}
+
+fn parse_mountinfo_line(line: &str) -> Option<Cgroup2Mount> {
+    // "<id> <parent> <maj:min> <root> <mount point> <options> ... - <fstype> <source> ..."
+    let (fields, tail) = line.split_once(" - ")?;
+    if tail.split_whitespace().next()? != "cgroup2" {
+        return None;
+    }
+    let mut fields = fields.split_whitespace().skip(3);
+    let root = PathBuf::from(fields.next()?);
+    let point = PathBuf::from(fields.next()?);
+    Some(Cgroup2Mount { point, root })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_and_levels() {
+        let host = "35 25 0:30 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw";
+        let mount = parse_mountinfo_line(host).unwrap();
+        assert_eq!(mount.point, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(mount.level_of(Path::new("/sys/fs/cgroup/unified")), Some(0));
+        assert_eq!(
+            mount.level_of(Path::new("/sys/fs/cgroup/unified/a/b")),
+            Some(2)
+        );
+        assert_eq!(mount.level_of(Path::new("/tmp/a")), None);
+        let container = "1 0 0:30 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw";
+        let mount = parse_mountinfo_line(container).unwrap();
+        assert_eq!(mount.level_of(Path::new("/sys/fs/cgroup/app")), Some(3));
+        assert!(
+            parse_mountinfo_line("36 25 0:31 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu")
+                .is_none()
+        );
+    }
 }

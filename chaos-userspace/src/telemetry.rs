@@ -136,7 +136,9 @@ impl EventRecord {
             errno: errno.map(|e| e.name().map_or_else(|| e.0.to_string(), str::to_string)),
             errno_value: errno.map(|e| e.0),
             verdict: match kind {
-                Some(FaultKind::ConnectError) => "rejected",
+                Some(FaultKind::ConnectError | FaultKind::RecvError | FaultKind::SendError) => {
+                    "failed"
+                }
                 Some(FaultKind::Drop) => "dropped",
                 None => "unknown",
             },
@@ -209,7 +211,7 @@ mod tests {
         assert_eq!(json["comm"], "curl");
         assert_eq!(json["pid"], 1234);
         assert_eq!(json["fault"], "connect-error");
-        assert_eq!(json["verdict"], "rejected");
+        assert_eq!(json["verdict"], "failed");
         assert_eq!(json["time"], "1970-01-01T00:00:01.000000Z");
         assert!(json.get("direction").is_none());
     }

@@ -1,5 +1,7 @@
 //! Helpers for the root integration tests. Everything a test creates is owned by a guard whose
 //! `Drop` removes it, so a failing (panicking) test still cleans up.
+pub mod cases;
+
 use std::{
     io::{BufRead, BufReader, Read},
     os::unix::process::CommandExt as _,
@@ -200,6 +202,11 @@ impl ChaosRun {
         }
     }
 
+    /// The first stderr line: which mechanism, and why not a better one.
+    pub fn first_line(&self) -> &str {
+        self.stderr_seen.first().map_or("", String::as_str)
+    }
+
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.id() as i32)
     }
@@ -338,4 +345,66 @@ pub fn tcp_counter(addr: &str) -> std::net::SocketAddr {
         }
     });
     local
+}
+
+/// A TCP server outside every test cgroup that greets each connection with "hello\n", then reads
+/// until the peer closes: recv calls have data to read and send calls have a reader.
+pub fn tcp_talker(addr: &str) -> std::net::SocketAddr {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind(addr).expect("bind");
+    let local = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.write_all(b"hello\n");
+                let mut buf = [0u8; 1024];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    local
+}
+
+/// What `chaos-bpf doctor --json` says about one fault × mechanism pair: `Ok(())` when ready,
+/// otherwise the reason it is not.
+pub fn pair_readiness(
+    report: &serde_json::Value,
+    fault: &str,
+    mechanism: &str,
+) -> Result<(), String> {
+    let fault_entry = report["faults"]
+        .as_array()
+        .and_then(|faults| faults.iter().find(|f| f["fault"] == fault))
+        .ok_or_else(|| format!("doctor does not list {fault}"))?;
+    let pair = fault_entry["mechanisms"]
+        .as_array()
+        .and_then(|pairs| pairs.iter().find(|p| p["mechanism"] == mechanism))
+        .ok_or_else(|| format!("doctor does not list {fault} via {mechanism}"))?;
+    if pair["ready"] == true {
+        return Ok(());
+    }
+    if pair["missing"].as_array().is_none_or(|m| m.is_empty()) {
+        return Err(format!("chaos-bpf has no {mechanism} programs"));
+    }
+    let missing: Vec<String> = pair["missing"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .map(|m| {
+            let detail = report["mechanisms"]
+                .as_array()
+                .and_then(|all| all.iter().find(|p| p["mechanism"] == m))
+                .and_then(|p| p["detail"].as_str())
+                .unwrap_or_default();
+            format!("{m}: {detail}")
+        })
+        .collect();
+    Err(format!("kernel lacks {}", missing.join("; ")))
+}
+
+pub fn doctor_report() -> serde_json::Value {
+    let output = chaos(&["doctor", "--json"]);
+    assert_eq!(output.code, Some(0), "doctor failed: {}", output.stderr);
+    serde_json::from_str(&output.stdout).expect("doctor JSON")
 }

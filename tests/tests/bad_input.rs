@@ -2,7 +2,10 @@
 //! attached.
 use std::{os::unix::process::CommandExt as _, process::Command};
 
-use chaos_tests::{TestCgroup, attached_program_ids, chaos, chaos_bin, require_root};
+use chaos_tests::{
+    TestCgroup, attached_program_ids, cases::refused_cleanly, chaos, chaos_bin, doctor_report,
+    pair_readiness, require_root,
+};
 
 fn assert_rejected(args: &[&str], expected: &[&str], cgroup: &TestCgroup) {
     let output = chaos(args);
@@ -131,4 +134,47 @@ fn not_root_is_refused_before_anything_is_loaded() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("must run as root"), "{stderr}");
     assert!(attached_program_ids(&cgroup.path).is_empty());
+}
+
+#[test]
+fn a_mechanism_the_kernel_lacks_is_refused_naming_it() {
+    require_root();
+    let doctor = doctor_report();
+    let lacking = chaos_tests::cases::SOCKET_FAULTS
+        .iter()
+        .find_map(|(fault, mechanisms)| {
+            mechanisms
+                .iter()
+                .find_map(|m| match pair_readiness(&doctor, fault, m) {
+                    Err(reason) if reason.starts_with("kernel lacks") => Some((*fault, *m)),
+                    _ => None,
+                })
+        });
+    let Some((fault, mechanism)) = lacking else {
+        println!(
+            "skipped: this kernel has every mechanism; the VM boots without the bpf LSM cover this"
+        );
+        return;
+    };
+    refused_cleanly(fault, mechanism)
+        .unwrap_or_else(|err| panic!("{fault} via {mechanism}: {err:#}"));
+    // And with --mechanism auto on a fault that has no mechanism at all here, if there is one.
+    let cgroup = TestCgroup::new("no-mechanism");
+    let output = chaos(&[
+        "inject",
+        "recv-error",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+        "--errno",
+        "EIO",
+    ]);
+    if output.code == Some(2) {
+        let stderr = output.stderr.trim_end();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("recv-error needs") && stderr.contains("needs CONFIG_"),
+            "names what would enable one: {stderr}"
+        );
+        assert!(attached_program_ids(&cgroup.path).is_empty());
+    }
 }

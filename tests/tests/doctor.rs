@@ -14,12 +14,12 @@ fn doctor_json_covers_every_mechanism_and_fault() {
         .map(|m| m["mechanism"].as_str().unwrap())
         .collect();
     for expected in [
-        "cgroup-sock-addr",
+        "cgroup-sockaddr",
         "cgroup-skb",
         "tc-clsact",
         "tcx",
         "fq-qdisc",
-        "trampolines",
+        "fmod-ret",
         "bpf-lsm",
         "kprobe-override",
         "ringbuf",
@@ -40,7 +40,19 @@ fn doctor_json_covers_every_mechanism_and_fault() {
         .iter()
         .map(|f| f["fault"].as_str().unwrap())
         .collect();
-    assert_eq!(faults, ["connect-error", "drop"]);
+    assert_eq!(
+        faults,
+        ["connect-error", "recv-error", "send-error", "drop"]
+    );
+    // Every fault lists each mechanism it can use, with a verdict.
+    for fault in report["faults"].as_array().unwrap() {
+        for pair in fault["mechanisms"].as_array().unwrap() {
+            assert!(
+                pair["ready"].is_boolean() && pair["mechanism"].is_string(),
+                "{pair}"
+            );
+        }
+    }
     println!("{}", chaos(&["doctor"]).stdout);
 }
 

@@ -2,6 +2,7 @@
 mod demo;
 mod setup;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -16,8 +17,15 @@ struct Cli {
 enum Task {
     /// Install what a fresh machine lacks (idempotent; says what it installs).
     Setup,
-    /// Setup, then formatting, clippy, unit tests, root integration tests and the demo.
+    /// Setup, then formatting, clippy, unit tests, root integration tests, the demo and the VM
+    /// suite.
     Test {
+        /// Only the VM suite.
+        #[arg(long)]
+        vm: bool,
+        /// Everything but the VM suite.
+        #[arg(long, conflicts_with = "vm")]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (a test name filter, for example).
         #[arg(trailing_var_arg = true)]
         cargo_test_args: Vec<String>,
@@ -29,9 +37,20 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Test { cargo_test_args } => {
+        Task::Test {
+            vm,
+            no_vm,
+            cargo_test_args,
+        } => {
             setup::run()?;
-            test(&cargo_test_args)
+            if !vm {
+                test(&cargo_test_args)?;
+            }
+            if !no_vm && cargo_test_args.is_empty() {
+                println!("\n== VM suite: real Debian kernels under qemu");
+                vm::run()?;
+            }
+            Ok(())
         }
         Task::Demo => {
             setup::run()?;

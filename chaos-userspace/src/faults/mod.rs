@@ -1,7 +1,7 @@
-//! Fault kinds. Each module says which programs realise its fault, which kernel mechanisms those
-//! need, and how its options become the kernel's `FaultConfig`.
-pub mod connect_error;
+//! Fault kinds. Each module says which programs realise its fault with which mechanism, and how
+//! its options become the kernel's `FaultConfig`.
 pub mod packet_drop;
+pub mod socket_call;
 
 use std::fmt::Write as _;
 
@@ -25,14 +25,31 @@ pub struct Filters {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
-    ConnectError(connect_error::ConnectError),
+    SocketCall(socket_call::SocketCallError),
     Drop(packet_drop::PacketDrop),
 }
+
+/// Every fault kind with the mechanisms that can realise it, best first (for doctor).
+pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
+    (
+        FaultKind::ConnectError,
+        socket_call::SocketCall::Connect.mechanisms(),
+    ),
+    (
+        FaultKind::RecvError,
+        socket_call::SocketCall::Recv.mechanisms(),
+    ),
+    (
+        FaultKind::SendError,
+        socket_call::SocketCall::Send.mechanisms(),
+    ),
+    (FaultKind::Drop, &[Mechanism::CgroupSkb]),
+];
 
 impl FaultSpec {
     pub fn kind(&self) -> FaultKind {
         match self {
-            FaultSpec::ConnectError(_) => FaultKind::ConnectError,
+            FaultSpec::SocketCall(fault) => fault.call.kind(),
             FaultSpec::Drop(_) => FaultKind::Drop,
         }
     }
@@ -43,38 +60,47 @@ impl FaultSpec {
 
     pub fn filters(&self) -> &Filters {
         match self {
-            FaultSpec::ConnectError(fault) => &fault.filters,
+            FaultSpec::SocketCall(fault) => &fault.filters,
             FaultSpec::Drop(fault) => &fault.filters,
         }
     }
 
-    pub fn programs(&self) -> Vec<&'static ProgramSpec> {
+    /// The mechanisms to try, best first: the forced one alone, or every one the kind can use.
+    pub fn candidate_mechanisms(&self) -> Vec<Mechanism> {
         match self {
-            FaultSpec::ConnectError(_) => connect_error::PROGRAMS.to_vec(),
-            FaultSpec::Drop(fault) => fault.programs(),
+            FaultSpec::SocketCall(fault) => match fault.mechanism {
+                Some(forced) => vec![forced],
+                None => fault.call.mechanisms().to_vec(),
+            },
+            FaultSpec::Drop(_) => vec![Mechanism::CgroupSkb],
         }
     }
 
-    /// Everything the fault needs from the kernel, checked before anything is attached.
-    pub fn required_mechanisms(&self) -> &'static [Mechanism] {
+    /// Whether `--mechanism` was given.
+    pub fn mechanism_forced(&self) -> bool {
+        matches!(self, FaultSpec::SocketCall(fault) if fault.mechanism.is_some())
+    }
+
+    /// The programs realising this fault with `mechanism`, `None` where there are none.
+    pub fn programs(&self, mechanism: Mechanism) -> Option<&'static [&'static ProgramSpec]> {
         match self {
-            FaultSpec::ConnectError(_) => connect_error::MECHANISMS,
-            FaultSpec::Drop(_) => packet_drop::MECHANISMS,
+            FaultSpec::SocketCall(fault) => fault.call.programs(mechanism),
+            FaultSpec::Drop(fault) => (mechanism == Mechanism::CgroupSkb).then(|| fault.programs()),
         }
     }
 
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            FaultSpec::ConnectError(fault) => Some(fault.errno),
+            FaultSpec::SocketCall(fault) => Some(fault.errno),
             FaultSpec::Drop(_) => None,
         }
     }
 
-    /// The kernel configuration; `armed` stays 0 until every filter map is filled.
+    /// The kernel configuration without scope; `armed` stays 0 until every filter map is filled.
     pub fn config(&self, fault_id: u32, events_per_sec: u32) -> FaultConfig {
         let filters = self.filters();
         let mut flag_bits = match self {
-            FaultSpec::ConnectError(_) => 0,
+            FaultSpec::SocketCall(_) => 0,
             FaultSpec::Drop(fault) => fault.direction_flags(),
         };
         if !filters.peers.is_empty() {
@@ -91,8 +117,7 @@ impl FaultSpec {
             flags: flag_bits,
             proto: Protocol::number(filters.protocol),
             events_per_sec,
-            armed: 0,
-            _reserved: 0,
+            ..FaultConfig::default()
         }
     }
 
@@ -101,7 +126,7 @@ impl FaultSpec {
         let filters = self.filters();
         let mut text = self.name().to_string();
         match self {
-            FaultSpec::ConnectError(fault) => {
+            FaultSpec::SocketCall(fault) => {
                 let _ = write!(text, " errno {}", fault.errno);
             }
             FaultSpec::Drop(fault) => {
@@ -124,10 +149,24 @@ impl FaultSpec {
     }
 }
 
+/// Whether chaos-bpf has programs for this fault kind with this mechanism.
+pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
+    match kind {
+        FaultKind::ConnectError => socket_call::SocketCall::Connect
+            .programs(mechanism)
+            .is_some(),
+        FaultKind::RecvError => socket_call::SocketCall::Recv.programs(mechanism).is_some(),
+        FaultKind::SendError => socket_call::SocketCall::Send.programs(mechanism).is_some(),
+        FaultKind::Drop => mechanism == Mechanism::CgroupSkb,
+    }
+}
+
 pub fn kind_name(kind: FaultKind) -> &'static str {
     match kind {
         FaultKind::ConnectError => "connect-error",
         FaultKind::Drop => "drop",
+        FaultKind::RecvError => "recv-error",
+        FaultKind::SendError => "send-error",
     }
 }
 
@@ -135,6 +174,7 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
 mod tests {
     use super::*;
     use crate::filters::Direction;
+    use socket_call::{SocketCall, SocketCallError};
 
     fn filters() -> Filters {
         Filters {
@@ -147,9 +187,11 @@ mod tests {
 
     #[test]
     fn connect_error_config_carries_errno_and_filters() {
-        let spec = FaultSpec::ConnectError(connect_error::ConnectError {
+        let spec = FaultSpec::SocketCall(SocketCallError {
+            call: SocketCall::Connect,
             errno: Errno(110),
             filters: filters(),
+            mechanism: None,
         });
         let config = spec.config(7, 100);
         assert_eq!(config.errno, 110);
@@ -162,6 +204,20 @@ mod tests {
             spec.describe(),
             "connect-error errno ETIMEDOUT (110), probability 0.5, proto tcp, peers 10.1.0.0/16"
         );
+        assert_eq!(spec.candidate_mechanisms()[0], Mechanism::CgroupSockAddr);
+    }
+
+    #[test]
+    fn forced_mechanism_is_the_only_candidate() {
+        let spec = FaultSpec::SocketCall(SocketCallError {
+            call: SocketCall::Recv,
+            errno: Errno(104),
+            filters: filters(),
+            mechanism: Some(Mechanism::BpfLsm),
+        });
+        assert_eq!(spec.candidate_mechanisms(), vec![Mechanism::BpfLsm]);
+        assert!(spec.mechanism_forced());
+        assert_eq!(spec.name(), "recv-error");
     }
 
     #[test]
@@ -170,7 +226,8 @@ mod tests {
             direction: Direction::Both,
             filters: filters(),
         });
-        assert_eq!(spec.programs().len(), 2);
+        assert_eq!(spec.programs(Mechanism::CgroupSkb).unwrap().len(), 2);
+        assert!(spec.programs(Mechanism::FmodRet).is_none());
         let config = spec.config(1, 0);
         assert_eq!(
             config.flags & (flags::EGRESS | flags::INGRESS),
@@ -180,7 +237,7 @@ mod tests {
             direction: Direction::Egress,
             filters: filters(),
         });
-        assert_eq!(egress.programs().len(), 1);
+        assert_eq!(egress.programs(Mechanism::CgroupSkb).unwrap().len(), 1);
         assert_eq!(egress.config(1, 0).flags & flags::INGRESS, 0);
     }
 }

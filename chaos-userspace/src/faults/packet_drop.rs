@@ -5,12 +5,8 @@ use chaos_common::flags;
 use super::Filters;
 use crate::{
     filters::Direction,
-    mechanism::Mechanism,
     programs::{self, ProgramSpec},
 };
-
-pub const MECHANISMS: &[Mechanism] =
-    &[Mechanism::CgroupSkb, Mechanism::BpfLink, Mechanism::Ringbuf];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct PacketDrop {
@@ -19,11 +15,11 @@ pub struct PacketDrop {
 }
 
 impl PacketDrop {
-    pub fn programs(&self) -> Vec<&'static ProgramSpec> {
+    pub fn programs(&self) -> &'static [&'static ProgramSpec] {
         match self.direction {
-            Direction::Egress => vec![&programs::SKB_EGRESS],
-            Direction::Ingress => vec![&programs::SKB_INGRESS],
-            Direction::Both => vec![&programs::SKB_EGRESS, &programs::SKB_INGRESS],
+            Direction::Egress => &[&programs::SKB_EGRESS],
+            Direction::Ingress => &[&programs::SKB_INGRESS],
+            Direction::Both => &[&programs::SKB_EGRESS, &programs::SKB_INGRESS],
         }
     }
 

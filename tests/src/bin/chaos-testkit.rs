@@ -25,9 +25,11 @@ fn main() -> anyhow::Result<()> {
         "tcp-send" => tcp_send(arg(1).parse()?, arg(2).parse()?),
         "http-serve" => http_serve(arg(1).parse()?),
         "http-load" => http_load(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
+        "socket-call" => socket_call(arg(1), arg(2).parse()?, arg(3).parse()?),
         other => bail!(
             "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
-             udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS"
+             udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS | \
+             socket-call read|recv|recvfrom|recvmsg|write|send|sendto|sendmsg ADDR N"
         ),
     }
 }
@@ -40,6 +42,78 @@ fn connect(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             Ok(_) => ok += 1,
             Err(err) => *errnos.entry(err.raw_os_error().unwrap_or(-1)).or_default() += 1,
+        }
+    }
+    println!("{}", json!({ "ok": ok, "errnos": errnos }));
+    Ok(())
+}
+
+/// N times: connect to ADDR (a `talk` server), then make one socket call of the given kind on
+/// the connection. Prints how many calls succeeded and the errno of each failure.
+fn socket_call(kind: &str, addr: SocketAddr, count: u32) -> anyhow::Result<()> {
+    let mut ok = 0;
+    let mut errnos: BTreeMap<i32, u32> = BTreeMap::new();
+    for _ in 0..count {
+        let stream = TcpStream::connect(addr).context("connect")?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let fd = stream.as_raw_fd();
+        let mut buf = [0u8; 64];
+        let payload = b"ping";
+        // SAFETY: plain syscalls on a connected socket with valid buffers.
+        let result = unsafe {
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            let mut out_iov = libc::iovec {
+                iov_base: payload.as_ptr() as *mut _,
+                iov_len: payload.len(),
+            };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            match kind {
+                "read" => libc::read(fd, buf.as_mut_ptr().cast(), buf.len()),
+                "recv" => libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0),
+                "recvfrom" => libc::recvfrom(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                ),
+                "recvmsg" => {
+                    msg.msg_iov = &mut iov;
+                    msg.msg_iovlen = 1;
+                    libc::recvmsg(fd, &mut msg, 0)
+                }
+                "write" => libc::write(fd, payload.as_ptr().cast(), payload.len()),
+                "send" => libc::send(
+                    fd,
+                    payload.as_ptr().cast(),
+                    payload.len(),
+                    libc::MSG_NOSIGNAL,
+                ),
+                "sendto" => libc::sendto(
+                    fd,
+                    payload.as_ptr().cast(),
+                    payload.len(),
+                    libc::MSG_NOSIGNAL,
+                    std::ptr::null(),
+                    0,
+                ),
+                "sendmsg" => {
+                    msg.msg_iov = &mut out_iov;
+                    msg.msg_iovlen = 1;
+                    libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+                }
+                other => bail!("unknown socket call {other}"),
+            }
+        };
+        if result >= 0 {
+            ok += 1;
+        } else {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+            *errnos.entry(errno).or_default() += 1;
         }
     }
     println!("{}", json!({ "ok": ok, "errnos": errnos }));

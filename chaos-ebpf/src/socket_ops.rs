@@ -1,0 +1,190 @@
+//! The decision for syscall faults on hooks that run for every task (fmod_ret and LSM on
+//! `security_socket_*`): scope by cgroup ancestry, read the peer from the socket or the connect
+//! address, filter, draw, and return the errno to inject (0 = let the call proceed).
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+    bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+};
+use chaos_common::{AF_INET, AF_INET6, Counter, FaultConfig, flags};
+
+use crate::{
+    matching::{Peer, armed_config, draw, peer_matches},
+    telemetry::{Subject, count, emit},
+};
+
+const SOCK_STREAM: i16 = 1;
+const SOCK_DGRAM: i16 = 2;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// Where the hook finds the peer.
+pub enum Target {
+    /// recvmsg/sendmsg: the socket's connected peer (`struct socket *`).
+    Socket(*const c_void),
+    /// connect: the address being connected to (`struct sockaddr *`, already in the kernel).
+    ConnectAddress(*const c_void, *const c_void),
+}
+
+/// The largest errno the kernel accepts as an error return.
+const MAX_ERRNO: u32 = 4095;
+
+/// Returns the errno to fail the call with, 0 to let it proceed. Bounded by `MAX_ERRNO` so the
+/// verifier can prove LSM return values lie in [-MAX_ERRNO, 0] (6.x kernels check).
+///
+/// There is no "previous return value" to honour: BPF trampolines stop running fmod_ret and LSM
+/// programs at the first one that returns non-zero, so this one only runs while it is still 0.
+#[inline(always)]
+pub fn decide(target: Target) -> u32 {
+    let Some(config) = armed_config() else {
+        return 0;
+    };
+    // The cheap scope check first: tasks outside the cgroup pay one helper call and a compare.
+    if config.flags & flags::SCOPE_CGROUP != 0
+        // SAFETY: helper without preconditions.
+        && unsafe { bpf_get_current_ancestor_cgroup_id(config.scope_cgroup_level as i32) }
+            != config.scope_cgroup_id
+    {
+        return 0;
+    }
+    let peer = match target {
+        Target::Socket(sock) => socket_peer(config, sock),
+        Target::ConnectAddress(sock, address) => connect_peer(sock, config, address),
+    };
+    // Only IPv4/IPv6 sockets: unix sockets, netlink and friends are never failed.
+    let Some(peer) = peer else {
+        return 0;
+    };
+    if !peer_matches(config, &peer) {
+        return 0;
+    }
+    count(Counter::Matched);
+    if !draw(config.probability) {
+        return 0;
+    }
+    count(Counter::Injected);
+    emit(
+        config,
+        &peer,
+        &Subject {
+            // SAFETY: helpers without preconditions.
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            errno: config.errno,
+            direction: 0,
+        },
+    );
+    config.errno & MAX_ERRNO
+}
+
+/// `-errno` as "r = 0; r -= errno". LLVM would emit BPF_NEG for a plain negation, and verifiers
+/// before 6.13 forget all bounds across NEG, so they could not prove an LSM program's return lies
+/// in [-MAX_ERRNO, 0]. A subtraction from zero keeps the bounds of the masked errno.
+#[inline(always)]
+pub fn negative_errno(errno: u32) -> i64 {
+    let errno = u64::from(errno & MAX_ERRNO);
+    #[cfg(target_arch = "bpf")]
+    {
+        let negative: i64;
+        // SAFETY: two ALU instructions on registers, no memory access.
+        unsafe {
+            core::arch::asm!(
+                "{r} = 0",
+                "{r} -= {e}",
+                r = out(reg) negative,
+                e = in(reg) errno,
+                options(pure, nomem, nostack),
+            );
+        }
+        negative
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        -(errno as i64)
+    }
+}
+
+#[inline(always)]
+fn read<T>(base: *const c_void, offset: u16) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one only fails the read.
+    unsafe { bpf_probe_read_kernel(base.cast::<u8>().add(usize::from(offset)).cast::<T>()) }.ok()
+}
+
+#[inline(always)]
+fn protocol_of(config: &FaultConfig, sock: *const c_void) -> u8 {
+    match read::<i16>(sock, config.sock_offsets.socket_type) {
+        Some(SOCK_STREAM) => IPPROTO_TCP,
+        Some(SOCK_DGRAM) => IPPROTO_UDP,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn socket_peer(config: &FaultConfig, sock: *const c_void) -> Option<Peer> {
+    let offsets = &config.sock_offsets;
+    let sk: *const c_void = read(sock, offsets.socket_sk)?;
+    if sk.is_null() {
+        return None;
+    }
+    let family: u16 = read(sk, offsets.skc_family)?;
+    let port = u16::from_be(read(sk, offsets.skc_dport)?);
+    let mut addr = [0u8; 16];
+    let family = match family {
+        AF_INET => {
+            let v4: [u8; 4] = read(sk, offsets.skc_daddr)?;
+            addr[..4].copy_from_slice(&v4);
+            AF_INET
+        }
+        AF_INET6 => {
+            let v6: [u8; 16] = read(sk, offsets.skc_v6_daddr)?;
+            unmap_v4(&v6, &mut addr)
+        }
+        _ => return None,
+    };
+    Some(Peer {
+        family,
+        addr,
+        port,
+        proto: protocol_of(config, sock),
+    })
+}
+
+#[inline(always)]
+fn connect_peer(sock: *const c_void, config: &FaultConfig, address: *const c_void) -> Option<Peer> {
+    // struct sockaddr_in / sockaddr_in6: family at 0, port at 2, IPv4 at 4, IPv6 at 8.
+    let family: u16 = read(address, 0)?;
+    let port = u16::from_be(read(address, 2)?);
+    let mut addr = [0u8; 16];
+    let family = match family {
+        AF_INET => {
+            let v4: [u8; 4] = read(address, 4)?;
+            addr[..4].copy_from_slice(&v4);
+            AF_INET
+        }
+        AF_INET6 => {
+            let v6: [u8; 16] = read(address, 8)?;
+            unmap_v4(&v6, &mut addr)
+        }
+        _ => return None,
+    };
+    Some(Peer {
+        family,
+        addr,
+        port,
+        proto: protocol_of(config, sock),
+    })
+}
+
+/// IPv4-mapped IPv6 (::ffff:a.b.c.d) is an IPv4 peer, matched against the IPv4 CIDRs.
+#[inline(always)]
+fn unmap_v4(v6: &[u8; 16], out: &mut [u8; 16]) -> u16 {
+    if v6[..10].iter().all(|&b| b == 0) && v6[10] == 0xff && v6[11] == 0xff {
+        out[..4].copy_from_slice(&v6[12..16]);
+        AF_INET
+    } else {
+        *out = *v6;
+        AF_INET6
+    }
+}

@@ -1,0 +1,146 @@
+//! connect-error, recv-error and send-error: a socket call fails with a chosen errno.
+//!
+//! Each call can be failed by several kernel mechanisms, in order of preference; `--mechanism`
+//! forces one, otherwise the first one this kernel supports is used:
+//! 1. cgroup sock_addr + `bpf_set_retval` (connect only): the kernel runs it only for the cgroup.
+//! 2. fmod_ret on `security_socket_*`: needs BTF and BPF trampolines, no special config.
+//! 3. BPF LSM `socket_*` hooks: needs `bpf` in the active LSM list.
+//! 4. kprobe + `bpf_override_return`: needs CONFIG_FUNCTION_ERROR_INJECTION (no programs yet).
+use chaos_common::FaultKind;
+
+use super::Filters;
+use crate::{
+    errno::Errno,
+    mechanism::Mechanism,
+    programs::{self, ProgramSpec},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketCall {
+    Connect,
+    /// read(), recv(), recvfrom(), recvmsg(): all reach `security_socket_recvmsg`.
+    Recv,
+    /// write(), send(), sendto(), sendmsg(): all reach `security_socket_sendmsg`.
+    Send,
+}
+
+/// Errnos `connect(2)` can really return, so applications meet failures they must handle.
+pub const CONNECT_ERRNOS: &[Errno] = &[
+    Errno(111), // ECONNREFUSED
+    Errno(110), // ETIMEDOUT
+    Errno(101), // ENETUNREACH
+    Errno(113), // EHOSTUNREACH
+    Errno(13),  // EACCES
+    Errno(1),   // EPERM
+    Errno(104), // ECONNRESET
+    Errno(99),  // EADDRNOTAVAIL
+];
+
+impl SocketCall {
+    pub fn kind(self) -> FaultKind {
+        match self {
+            SocketCall::Connect => FaultKind::ConnectError,
+            SocketCall::Recv => FaultKind::RecvError,
+            SocketCall::Send => FaultKind::SendError,
+        }
+    }
+
+    /// The mechanisms that can fail this call, best first.
+    pub const fn mechanisms(self) -> &'static [Mechanism] {
+        match self {
+            SocketCall::Connect => &[
+                Mechanism::CgroupSockAddr,
+                Mechanism::FmodRet,
+                Mechanism::BpfLsm,
+                Mechanism::KprobeOverride,
+            ],
+            SocketCall::Recv | SocketCall::Send => &[
+                Mechanism::FmodRet,
+                Mechanism::BpfLsm,
+                Mechanism::KprobeOverride,
+            ],
+        }
+    }
+
+    /// The programs that realise this call's fault with `mechanism`; `None` where chaos-bpf has
+    /// none (kprobe-override: no kernel available to the project can prove such programs).
+    pub fn programs(self, mechanism: Mechanism) -> Option<&'static [&'static ProgramSpec]> {
+        Some(match (self, mechanism) {
+            (SocketCall::Connect, Mechanism::CgroupSockAddr) => {
+                &[&programs::CONNECT4, &programs::CONNECT6]
+            }
+            (SocketCall::Connect, Mechanism::FmodRet) => &[&programs::FMOD_RET_CONNECT],
+            (SocketCall::Recv, Mechanism::FmodRet) => &[&programs::FMOD_RET_RECV],
+            (SocketCall::Send, Mechanism::FmodRet) => &[&programs::FMOD_RET_SEND],
+            (SocketCall::Connect, Mechanism::BpfLsm) => &[&programs::LSM_CONNECT],
+            (SocketCall::Recv, Mechanism::BpfLsm) => &[&programs::LSM_RECV],
+            (SocketCall::Send, Mechanism::BpfLsm) => &[&programs::LSM_SEND],
+            _ => return None,
+        })
+    }
+
+    /// Errnos accepted for this call; empty means any errno by name or number.
+    pub fn allowed_errnos(self) -> &'static [Errno] {
+        match self {
+            SocketCall::Connect => CONNECT_ERRNOS,
+            SocketCall::Recv | SocketCall::Send => &[],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SocketCallError {
+    pub call: SocketCall,
+    pub errno: Errno,
+    pub filters: Filters,
+    /// Forced by `--mechanism`; `None` lets chaos-bpf choose.
+    pub mechanism: Option<Mechanism>,
+}
+
+/// clap value parsers for `--errno`, one per call because the accepted sets differ.
+pub fn parse_connect_errno(text: &str) -> Result<Errno, String> {
+    parse_errno(SocketCall::Connect, text)
+}
+
+pub fn parse_any_errno(text: &str) -> Result<Errno, String> {
+    parse_errno(SocketCall::Recv, text)
+}
+
+fn parse_errno(call: SocketCall, text: &str) -> Result<Errno, String> {
+    Errno::parse_one_of(text, call.allowed_errnos())
+        .map_err(|accepted| format!("accepted: {accepted}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_has_programs_for_each_implemented_mechanism() {
+        for call in [SocketCall::Connect, SocketCall::Recv, SocketCall::Send] {
+            for mechanism in call.mechanisms() {
+                let programs = call.programs(*mechanism);
+                if *mechanism == Mechanism::KprobeOverride {
+                    assert!(programs.is_none());
+                } else {
+                    let programs = programs.expect("programs");
+                    assert!(programs.iter().all(|p| p.mechanism == *mechanism));
+                }
+            }
+        }
+        assert!(
+            SocketCall::Recv
+                .programs(Mechanism::CgroupSockAddr)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn connect_errnos_are_restricted_and_recv_errnos_are_not() {
+        assert!(parse_connect_errno("EIO").is_err());
+        assert_eq!(parse_connect_errno("ECONNREFUSED"), Ok(Errno(111)));
+        assert_eq!(parse_any_errno("EIO"), Ok(Errno(5)));
+        assert_eq!(parse_any_errno("4000"), Ok(Errno(4000)));
+        assert!(parse_any_errno("ENOPE").unwrap_err().contains("errno name"));
+    }
+}

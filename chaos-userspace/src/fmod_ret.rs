@@ -1,0 +1,163 @@
+//! Loads fmod_ret programs, which aya 0.14 cannot: its object parser has no `fmod_ret/` section.
+//!
+//! The kernel crate puts these programs in `fexit/<function>` sections so aya-obj parses them.
+//! Here the same embedded object is parsed again, its map references are relocated to the maps
+//! aya already created for this fault (so config, counters and events are shared), and the
+//! program is loaded with BPF_MODIFY_RETURN and attached through a raw tracepoint link. Both
+//! file descriptors belong to the returned value: dropping it, or the process dying, detaches.
+use std::{
+    collections::HashSet,
+    ffi::CStr,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+};
+
+use aya::{Btf, Ebpf, maps::Map};
+use aya_obj::{
+    btf::BtfKind,
+    generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type},
+};
+
+use crate::object::CHAOS_OBJECT;
+
+/// A loaded and attached fmod_ret program.
+#[derive(Debug)]
+pub struct FmodRetAttachment {
+    _link: OwnedFd,
+    _program: OwnedFd,
+}
+
+/// Loads `program` as fmod_ret on kernel function `function`, using `ebpf`'s maps.
+pub fn load_and_attach(
+    ebpf: &Ebpf,
+    program: &str,
+    function: &str,
+    btf: &Btf,
+) -> Result<FmodRetAttachment, String> {
+    let instructions = relocated_instructions(ebpf, program)?;
+    let attach_btf_id = btf
+        .id_by_type_name_kind(function, BtfKind::Func)
+        .map_err(|err| format!("kernel function {function} not in BTF: {err}"))?;
+    let program_fd = prog_load(program, &instructions, attach_btf_id)?;
+    let link = raw_tracepoint_open(program_fd.as_fd())?;
+    Ok(FmodRetAttachment {
+        _link: link,
+        _program: program_fd,
+    })
+}
+
+fn relocated_instructions(
+    ebpf: &Ebpf,
+    program: &str,
+) -> Result<Vec<aya_obj::generated::bpf_insn>, String> {
+    let mut object =
+        aya_obj::Object::parse(CHAOS_OBJECT).map_err(|err| format!("parsing the object: {err}"))?;
+    let text_sections: HashSet<usize> = object
+        .functions
+        .keys()
+        .map(|(section, _)| *section)
+        .collect();
+    let object_maps = std::mem::take(&mut object.maps);
+    let fds: Vec<(&str, RawFd, &aya_obj::Map)> = object_maps
+        .iter()
+        .filter_map(|(name, map)| {
+            let fd = ebpf.map(name).and_then(map_fd)?;
+            Some((name.as_str(), fd.as_raw_fd(), map))
+        })
+        .collect();
+    object
+        .relocate_maps(fds.into_iter(), &text_sections)
+        .map_err(|err| format!("relocating maps: {err}"))?;
+    object
+        .relocate_calls(&text_sections)
+        .map_err(|err| format!("relocating calls: {err}"))?;
+    let key = object
+        .programs
+        .get(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
+        .function_key();
+    let function = object
+        .functions
+        .get(&key)
+        .ok_or_else(|| format!("no code for {program}"))?;
+    Ok(function.instructions.clone())
+}
+
+/// The map's file descriptor, for the map kinds the kernel object declares.
+fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
+    match map {
+        Map::Array(data)
+        | Map::PerCpuArray(data)
+        | Map::LpmTrie(data)
+        | Map::RingBuf(data)
+        | Map::HashMap(data) => Some(data.fd().as_fd()),
+        _ => None,
+    }
+}
+
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
+    // SAFETY: attr is a fully initialised bpf_attr of the size passed; the kernel returns a new
+    // file descriptor on success, which is owned from here on.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            size_of::<bpf_attr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn prog_load(
+    name: &str,
+    instructions: &[aya_obj::generated::bpf_insn],
+    attach_btf_id: u32,
+) -> Result<OwnedFd, String> {
+    let mut log = vec![0u8; 64 * 1024];
+    // SAFETY: bpf_attr is plain data; all-zero is its documented "unset" state.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the BPF_PROG_LOAD member of the union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+    load.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
+    load.attach_btf_id = attach_btf_id;
+    load.insns = instructions.as_ptr() as u64;
+    load.insn_cnt = instructions.len() as u32;
+    load.license = c"GPL".as_ptr() as u64;
+    for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *dst = src as libc::c_char;
+    }
+    load.log_level = 1;
+    load.log_buf = log.as_mut_ptr() as u64;
+    load.log_size = log.len() as u32;
+    bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|err| {
+        let verifier = CStr::from_bytes_until_nul(&log)
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default();
+        let last = verifier
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .to_string();
+        if last.is_empty() {
+            format!("loading {name} as fmod_ret: {err}")
+        } else {
+            format!("loading {name} as fmod_ret: {err}: {last}")
+        }
+    })
+}
+
+fn raw_tracepoint_open(program: BorrowedFd<'_>) -> Result<OwnedFd, String> {
+    // SAFETY: as in prog_load.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // The BPF_RAW_TRACEPOINT_OPEN member; a NULL name attaches a tracing program to the target it
+    // was loaded for.
+    attr.raw_tracepoint.prog_fd = program.as_raw_fd() as u32;
+    bpf(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut attr)
+        .map_err(|err| format!("attaching fmod_ret: {err}"))
+}

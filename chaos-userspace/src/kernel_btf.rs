@@ -1,0 +1,77 @@
+//! Reads struct layouts from the running kernel's BTF. Rust eBPF has no CO-RE relocations, so
+//! programs that read kernel structs get the offsets through their configuration instead.
+use btf_rs::{Btf, Struct, Type};
+use chaos_common::SockOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Offsets of the socket fields the syscall-fault programs read.
+pub fn sock_offsets() -> Result<SockOffsets, String> {
+    let btf = Btf::from_file(VMLINUX_BTF).map_err(|err| format!("{VMLINUX_BTF}: {err}"))?;
+    // `struct sock` starts with `struct sock_common __sk_common`; check rather than assume.
+    let common = member_offset(&btf, "sock", "__sk_common")?;
+    let in_sock = |member: &str| member_offset(&btf, "sock_common", member).map(|o| o + common);
+    Ok(SockOffsets {
+        socket_sk: member_offset(&btf, "socket", "sk")?,
+        socket_type: member_offset(&btf, "socket", "type")?,
+        skc_family: in_sock("skc_family")?,
+        skc_daddr: in_sock("skc_daddr")?,
+        skc_dport: in_sock("skc_dport")?,
+        skc_v6_daddr: in_sock("skc_v6_daddr")?,
+        _pad: [0; 2],
+    })
+}
+
+/// Byte offset of `member` in `struct struct_name`, looking inside anonymous structs and unions.
+fn member_offset(btf: &Btf, struct_name: &str, member: &str) -> Result<u16, String> {
+    let types = btf
+        .resolve_types_by_name(struct_name)
+        .map_err(|err| format!("struct {struct_name} not in BTF: {err}"))?;
+    let found = types.iter().find_map(|ty| match ty {
+        Type::Struct(s) => find_member(btf, s, member, 0),
+        _ => None,
+    });
+    let bits = found.ok_or_else(|| format!("struct {struct_name} has no member {member}"))?;
+    if bits % 8 != 0 {
+        return Err(format!("{struct_name}.{member} is a bitfield"));
+    }
+    u16::try_from(bits / 8).map_err(|_| format!("{struct_name}.{member} is beyond 64 KiB"))
+}
+
+fn find_member(btf: &Btf, parent: &Struct, name: &str, base_bits: u32) -> Option<u32> {
+    for member in &parent.members {
+        let offset = base_bits + member.bit_offset();
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        if member_name == name {
+            return Some(offset);
+        }
+        if member_name.is_empty()
+            && let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(member)
+            && let Some(found) = find_member(btf, &inner, name, offset)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against this machine's kernel BTF; the layout of `sock_common` is stable ABI-wise
+    /// for the first fields, which this pins.
+    #[test]
+    fn sock_offsets_resolve_on_this_kernel() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            println!("skipped: {VMLINUX_BTF} absent (CONFIG_DEBUG_INFO_BTF off)");
+            return;
+        }
+        let offsets = sock_offsets().expect("offsets");
+        assert_eq!(offsets.skc_daddr, 0, "skc_daddr opens sock_common");
+        assert_eq!(offsets.skc_dport, 12);
+        assert_eq!(offsets.skc_family, 16);
+        assert!(offsets.skc_v6_daddr > offsets.skc_family);
+        assert!(offsets.socket_sk > offsets.socket_type);
+    }
+}

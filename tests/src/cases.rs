@@ -1,0 +1,281 @@
+//! Fault × mechanism cases shared by the host tests and the VM runner (`chaos-vmtest`): each
+//! loads the real programs and watches real processes get the errno, or lose packets.
+use std::process::Command;
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::{
+    ChaosRun, TestCgroup, binomial_bound, chaos, last_json_line, pair_readiness, tcp_talker,
+    testkit_bin,
+};
+
+/// What a case concluded.
+#[derive(Debug)]
+pub enum Outcome {
+    Pass(String),
+    /// The kernel lacks the mechanism: the reason, and proof that chaos-bpf refused it cleanly.
+    Skip(String),
+    Fail(String),
+}
+
+/// The socket-call faults and the mechanisms each can use, as doctor lists them.
+pub const SOCKET_FAULTS: &[(&str, &[&str])] = &[
+    (
+        "connect-error",
+        &["cgroup-sockaddr", "fmod-ret", "bpf-lsm", "kprobe-override"],
+    ),
+    ("recv-error", &["fmod-ret", "bpf-lsm", "kprobe-override"]),
+    ("send-error", &["fmod-ret", "bpf-lsm", "kprobe-override"]),
+];
+
+/// `--mechanism` values for doctor's mechanism ids.
+fn mechanism_arg(mechanism: &str) -> &str {
+    if mechanism == "bpf-lsm" {
+        "lsm"
+    } else {
+        mechanism
+    }
+}
+
+struct Plan {
+    errno: &'static str,
+    number: u64,
+    calls: &'static [&'static str],
+}
+
+fn plan(fault: &str) -> Plan {
+    match fault {
+        "connect-error" => Plan {
+            errno: "EHOSTUNREACH",
+            number: 113,
+            calls: &["connect"],
+        },
+        "recv-error" => Plan {
+            errno: "ECONNRESET",
+            number: 104,
+            calls: &["read", "recv", "recvfrom", "recvmsg"],
+        },
+        _ => Plan {
+            errno: "EPIPE",
+            number: 32,
+            calls: &["write", "send", "sendto", "sendmsg"],
+        },
+    }
+}
+
+/// Runs one socket call `count` times against `addr`, from inside `cgroup` or from outside.
+fn call(
+    cgroup: Option<&TestCgroup>,
+    kind: &str,
+    addr: &str,
+    count: u32,
+) -> anyhow::Result<serde_json::Value> {
+    let mut command = match cgroup {
+        Some(cgroup) => cgroup.command(testkit_bin()),
+        None => Command::new(testkit_bin()),
+    };
+    let count = count.to_string();
+    if kind == "connect" {
+        command.args(["connect", addr, &count]);
+    } else {
+        command.args(["socket-call", kind, addr, &count]);
+    }
+    let output = command.output().context("running chaos-testkit")?;
+    ensure!(
+        output.status.success(),
+        "testkit {kind}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(last_json_line(&output.stdout))
+}
+
+fn expect_all_fail(
+    result: &serde_json::Value,
+    errno: u64,
+    count: u64,
+    what: &str,
+) -> anyhow::Result<()> {
+    ensure!(
+        result["ok"] == 0 && result["errnos"][errno.to_string()] == count,
+        "{what}: expected {count}× errno {errno}, got {result}"
+    );
+    Ok(())
+}
+
+fn expect_all_succeed(result: &serde_json::Value, count: u64, what: &str) -> anyhow::Result<()> {
+    ensure!(
+        result["ok"] == count,
+        "{what}: expected {count} successes, got {result}"
+    );
+    Ok(())
+}
+
+/// One socket-call fault through one mechanism, or a skip with the reason and a verified refusal.
+pub fn socket_fault_case(report: &serde_json::Value, fault: &str, mechanism: &str) -> Outcome {
+    match pair_readiness(report, fault, mechanism) {
+        Err(reason) => match refused_cleanly(fault, mechanism) {
+            Ok(()) => Outcome::Skip(format!("{reason}; chaos-bpf refuses it with exit 2")),
+            Err(err) => Outcome::Fail(format!("{reason}, but the refusal was wrong: {err:#}")),
+        },
+        Ok(()) => match run_socket_fault(fault, mechanism) {
+            Ok(detail) => Outcome::Pass(detail),
+            Err(err) => Outcome::Fail(format!("{err:#}")),
+        },
+    }
+}
+
+/// Forcing a mechanism the kernel lacks: exit 2, one line naming it, nothing printed on stdout.
+pub fn refused_cleanly(fault: &str, mechanism: &str) -> anyhow::Result<()> {
+    let cgroup = TestCgroup::new("refusal");
+    let plan = plan(fault);
+    let output = chaos(&[
+        "inject",
+        fault,
+        "--cgroup",
+        cgroup.path.to_str().context("path")?,
+        "--errno",
+        plan.errno,
+        "--mechanism",
+        mechanism_arg(mechanism),
+    ]);
+    let stderr = output.stderr.trim_end();
+    ensure!(output.code == Some(2), "exit {:?}: {stderr}", output.code);
+    ensure!(stderr.lines().count() == 1, "not one line: {stderr:?}");
+    ensure!(
+        stderr.contains("does not support"),
+        "does not say the kernel lacks it: {stderr}"
+    );
+    ensure!(output.stdout.is_empty(), "printed {:?}", output.stdout);
+    Ok(())
+}
+
+fn run_socket_fault(fault: &str, mechanism: &str) -> anyhow::Result<String> {
+    let plan = plan(fault);
+    let v4 = tcp_talker("127.0.0.1:0").to_string();
+    let v6 = tcp_talker("[::1]:0").to_string();
+    let cgroup = TestCgroup::new(fault);
+    let path = cgroup.path.to_str().context("path")?;
+    let base = [
+        "inject",
+        fault,
+        "--cgroup",
+        path,
+        "--errno",
+        plan.errno,
+        "--mechanism",
+        mechanism_arg(mechanism),
+    ];
+
+    // Every call, both address families: the exact errno in scope, success outside it.
+    let run = ChaosRun::start(&base);
+    let first = run.first_line();
+    ensure!(
+        first.contains(&format!("via {mechanism}")) && first.contains("forced by --mechanism"),
+        "the first line names the mechanism: {first}"
+    );
+    let mut expected = 0;
+    for kind in plan.calls {
+        for addr in [&v4, &v6] {
+            expect_all_fail(
+                &call(Some(&cgroup), kind, addr, 3)?,
+                plan.number,
+                3,
+                &format!("{kind} {addr} in scope"),
+            )?;
+            expected += 3;
+            expect_all_succeed(
+                &call(None, kind, addr, 2)?,
+                2,
+                &format!("{kind} {addr} outside the scope"),
+            )?;
+        }
+    }
+    let summary = run.stop().summary();
+    ensure!(
+        summary["injected"] == expected,
+        "counters {summary} != {expected} failures seen"
+    );
+
+    // Peer filters read the socket (or connect address): only the IPv4 server's port matches.
+    let port = v4.rsplit(':').next().context("port")?;
+    let mut filtered = base.to_vec();
+    filtered.extend(["--dst", "127.0.0.1/32", "--port", port]);
+    let run = ChaosRun::start(&filtered);
+    for kind in plan.calls {
+        expect_all_fail(
+            &call(Some(&cgroup), kind, &v4, 1)?,
+            plan.number,
+            1,
+            &format!("{kind} to the filtered peer"),
+        )?;
+        expect_all_succeed(
+            &call(Some(&cgroup), kind, &v6, 1)?,
+            1,
+            &format!("{kind} to another peer"),
+        )?;
+    }
+    run.stop();
+
+    // After the fault: the same calls work again.
+    for kind in plan.calls {
+        expect_all_succeed(
+            &call(Some(&cgroup), kind, &v4, 1)?,
+            1,
+            &format!("{kind} after the fault"),
+        )?;
+    }
+    Ok(format!(
+        "{} calls × 2 families failed with {}; outside and after: ok; peer filter ok",
+        plan.calls.len(),
+        plan.errno
+    ))
+}
+
+/// drop through cgroup_skb: UDP loss within the 99.9% bound and equal to the counters.
+pub fn drop_case() -> Outcome {
+    match run_drop() {
+        Ok(detail) => Outcome::Pass(detail),
+        Err(err) => Outcome::Fail(format!("{err:#}")),
+    }
+}
+
+fn run_drop() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, BufReader};
+    const SENT: u64 = 1000;
+    let cgroup = TestCgroup::new("vm-drop");
+    let mut receiver = Command::new(testkit_bin())
+        .args(["udp-recv", "127.0.0.1:0", &SENT.to_string(), "1500"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut ready = String::new();
+    BufReader::new(receiver.stdout.as_mut().context("stdout")?).read_line(&mut ready)?;
+    let addr = ready
+        .trim()
+        .strip_prefix("ready ")
+        .context("receiver")?
+        .to_string();
+    let run = ChaosRun::start(&[
+        "inject",
+        "drop",
+        "--cgroup",
+        cgroup.path.to_str().context("path")?,
+        "--probability",
+        "0.5",
+    ]);
+    let sent = cgroup.testkit(&["udp-send", &addr, &SENT.to_string()]);
+    ensure!(sent["send_errors"] == 0, "{sent}");
+    let received = last_json_line(&receiver.wait_with_output()?.stdout)["received"]
+        .as_u64()
+        .context("received")?;
+    let injected = run.stop().summary()["injected"]
+        .as_u64()
+        .context("injected")?;
+    let lost = SENT - received;
+    let bound = binomial_bound(SENT, 0.5);
+    if (lost as f64 - 500.0).abs() > bound || injected != lost {
+        bail!("lost {lost}/{SENT}, injected {injected}, bound 500 ± {bound:.0}");
+    }
+    Ok(format!(
+        "lost {lost}/{SENT} at p=0.5 (bound ±{bound:.0}), counters equal"
+    ))
+}

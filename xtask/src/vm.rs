@@ -1,0 +1,421 @@
+//! The VM suite: boots real Debian kernels under qemu (software emulation: KVM fails on these
+//! machines), with and without the bpf LSM, runs `chaos-vmtest` from a busybox initramfs and
+//! collects a kernel × fault × mechanism matrix from the console.
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::{setup, util};
+
+/// Debian kernels: a 6.1-era production kernel and the current 6.12 (with modules).
+const KERNELS: &[(&str, &str)] = &[
+    (
+        "debian-6.1-cloud",
+        r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
+    ),
+    (
+        "debian-6.12",
+        r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$",
+    ),
+];
+
+/// Both kernels list `bpf` in CONFIG_LSM, so "without" needs an explicit list that omits it.
+const LSM_MODES: &[(&str, &str)] = &[
+    ("bpf-lsm", "lsm=lockdown,capability,bpf"),
+    ("no-bpf-lsm", "lsm=lockdown,capability"),
+];
+
+const MUSL: &str = "x86_64-unknown-linux-musl";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "cpio", "busybox-static"];
+/// Pairs no kernel available to the project can run: the reason goes into the matrix.
+const KNOWN_GAPS: &[(&str, &str)] = &[(
+    "kprobe-override",
+    "no Debian kernel has CONFIG_FUNCTION_ERROR_INJECTION, and the CI host has no kprobes",
+)];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn vm_dir() -> PathBuf {
+    workspace().join("target/vm")
+}
+
+pub fn setup() -> anyhow::Result<()> {
+    setup::debian_packages(VM_PACKAGES)?;
+    let targets = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !targets.lines().any(|t| t == MUSL) {
+        println!("setup: installing the {MUSL} target (static binaries for the VM initramfs)");
+        util::exec(Command::new("rustup").args(["target", "add", MUSL]))?;
+    }
+    Ok(())
+}
+
+struct Kernel {
+    label: &'static str,
+    version: String,
+    vmlinuz: PathBuf,
+}
+
+pub fn run() -> anyhow::Result<()> {
+    setup()?;
+    let started = Instant::now();
+    let kernels: Vec<Kernel> = KERNELS
+        .iter()
+        .map(|(label, pattern)| fetch_kernel(label, pattern))
+        .collect::<anyhow::Result<_>>()?;
+    println!("vm: building static binaries for the initramfs");
+    util::cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        MUSL,
+        "-p",
+        "chaos-userspace",
+        "-p",
+        "chaos-tests",
+        "--bins",
+    ])?;
+    let initramfs = build_initramfs()?;
+
+    let mut matrix: BTreeMap<(String, String, String), (String, String)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for kernel in &kernels {
+        for (mode, cmdline) in LSM_MODES {
+            let boot = format!("{}/{mode}", kernel.label);
+            // CHAOS_VM_ONLY=debian-6.12/bpf-lsm boots just that one while iterating.
+            if std::env::var("CHAOS_VM_ONLY").is_ok_and(|only| !boot.starts_with(&only)) {
+                continue;
+            }
+            println!("vm: booting {boot} ({}), {cmdline}", kernel.version);
+            let boot_started = Instant::now();
+            match boot_and_collect(kernel, &initramfs, cmdline, &boot) {
+                Ok(results) => {
+                    println!(
+                        "vm: {boot} finished in {:.0} s",
+                        boot_started.elapsed().as_secs_f64()
+                    );
+                    for (fault, mechanism, status, detail) in results {
+                        if status == "FAIL" {
+                            problems.push(format!("{boot}: {fault} via {mechanism}: {detail}"));
+                        }
+                        matrix.insert((boot.clone(), fault, mechanism), (status, detail));
+                    }
+                }
+                Err(err) => problems.push(format!("{boot}: {err:#}")),
+            }
+        }
+    }
+    print_matrix(&matrix);
+    problems.extend(uncovered_pairs(&matrix));
+    println!("vm: suite took {:.0} s", started.elapsed().as_secs_f64());
+    fs::write(vm_dir().join("matrix.txt"), render_matrix(&matrix))?;
+    if !problems.is_empty() {
+        bail!("VM suite failed:\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Resolves the newest package matching `pattern`, downloads and unpacks it once into the cache.
+fn fetch_kernel(label: &'static str, pattern: &str) -> anyhow::Result<Kernel> {
+    let cache = vm_dir().join("kernels");
+    fs::create_dir_all(&cache)?;
+    let search = || -> anyhow::Result<Vec<String>> {
+        let out =
+            util::output(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect())
+    };
+    let mut names = search()?;
+    if names.is_empty() {
+        util::exec(util::privileged("apt-get").args(["update", "-qq"]))?;
+        names = search()?;
+    }
+    names.sort_by(|a, b| natural_cmp(a, b));
+    let package = match names.last() {
+        Some(name) => name.clone(),
+        None => {
+            // Offline: fall back to the newest kernel already unpacked for this pattern.
+            let regex_free = pattern
+                .trim_start_matches('^')
+                .split('\\')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let mut cached: Vec<String> = fs::read_dir(&cache)?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&regex_free))
+                .collect();
+            cached.sort_by(|a, b| natural_cmp(a, b));
+            cached
+                .pop()
+                .with_context(|| format!("no package matches {pattern} and nothing is cached"))?
+        }
+    };
+    let unpacked = cache.join(&package);
+    if !unpacked.join("boot").exists() {
+        println!("vm: downloading {package}");
+        let download = cache.join("download");
+        fs::create_dir_all(&download)?;
+        util::exec(
+            Command::new("apt-get")
+                .args(["download", "-q", &package])
+                .current_dir(&download),
+        )?;
+        let deb = fs::read_dir(&download)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")))
+            })
+            .context("downloaded .deb not found")?;
+        let partial = cache.join(format!("{package}.partial"));
+        let _ = fs::remove_dir_all(&partial);
+        util::exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+        fs::rename(&partial, &unpacked)?;
+        fs::remove_file(&deb)?;
+    }
+    let vmlinuz = fs::read_dir(unpacked.join("boot"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .context("no vmlinuz in the package")?;
+    let version = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .trim_start_matches("vmlinuz-")
+        .to_string();
+    Ok(Kernel {
+        label,
+        version,
+        vmlinuz,
+    })
+}
+
+/// Orders "6.12.9" before "6.12.117": digit runs compare as numbers.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, String)> {
+        let mut out: Vec<(bool, String)> = Vec::new();
+        for c in s.chars() {
+            let digit = c.is_ascii_digit();
+            match out.last_mut() {
+                Some((d, text)) if *d == digit => text.push(c),
+                _ => out.push((digit, c.to_string())),
+            }
+        }
+        out
+    }
+    let (a, b) = (chunks(a), chunks(b));
+    for (x, y) in a.iter().zip(&b) {
+        let order = match (x.0 && y.0, x.1.parse::<u64>(), y.1.parse::<u64>()) {
+            (true, Ok(m), Ok(n)) => m.cmp(&n),
+            _ => x.1.cmp(&y.1),
+        };
+        if order != std::cmp::Ordering::Equal {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t securityfs securityfs /sys/kernel/security
+ip link set lo up
+echo "CHAOS-VM: BOOTED $(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
+export CHAOS_BPF=/bin/chaos-bpf CHAOS_TESTKIT=/bin/chaos-testkit
+/bin/chaos-vmtest
+echo "CHAOS-VM: EXIT $?"
+poweroff -f
+"#;
+
+/// A newc cpio with busybox, /init and the static chaos binaries.
+fn build_initramfs() -> anyhow::Result<PathBuf> {
+    let root = vm_dir().join("initramfs");
+    let _ = fs::remove_dir_all(&root);
+    for dir in ["bin", "proc", "sys", "dev", "tmp"] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static")?;
+    let release = workspace().join("target").join(MUSL).join("release");
+    for binary in ["chaos-bpf", "chaos-testkit", "chaos-vmtest"] {
+        fs::copy(release.join(binary), root.join("bin").join(binary))
+            .with_context(|| format!("copying {binary}"))?;
+    }
+    fs::write(root.join("init"), INIT)?;
+    util::exec(Command::new("chmod").args(["+x"]).arg(root.join("init")))?;
+    let archive = vm_dir().join("initramfs.cpio");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "find . | cpio --quiet -o -H newc > {}",
+            archive.display()
+        ))
+        .current_dir(&root)
+        .status()?;
+    ensure!(status.success(), "cpio failed");
+    Ok(archive)
+}
+
+type Result4 = Vec<(String, String, String, String)>;
+
+/// Boots the kernel, keeps the console in target/vm/<boot>.log, and returns the RESULT lines.
+fn boot_and_collect(
+    kernel: &Kernel,
+    initramfs: &Path,
+    lsm: &str,
+    boot: &str,
+) -> anyhow::Result<Result4> {
+    let log_path = vm_dir().join(format!("{}.log", boot.replace('/', "-")));
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", &format!("console=ttyS0 panic=-1 quiet {lsm}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let mut stdout = child.stdout.take().context("qemu stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut console = Vec::new();
+        let _ = stdout.read_to_end(&mut console);
+        console
+    });
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "timed out after {} s (console in {})",
+                BOOT_TIMEOUT.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let console = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    fs::File::create(&log_path)?.write_all(console.as_bytes())?;
+    for line in console
+        .lines()
+        .filter(|l| l.contains("CHAOS-VM: BOOTED") || l.contains("CHAOS-VM: DOCTOR"))
+    {
+        println!("  {}", line.trim_end().trim_start_matches("CHAOS-VM: "));
+    }
+    ensure!(
+        console.contains("CHAOS-VM: FINISHED"),
+        "the VM did not report FINISHED (console in {})",
+        log_path.display()
+    );
+    Ok(console
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim_end().split_once("CHAOS-VM: RESULT ")?.1;
+            let mut parts = rest.splitn(4, ' ');
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect())
+}
+
+type Matrix = BTreeMap<(String, String, String), (String, String)>;
+
+fn render_matrix(matrix: &Matrix) -> String {
+    let mut out = format!(
+        "{:28} {:14} {:16} {:5} detail\n",
+        "kernel/boot", "fault", "mechanism", "result"
+    );
+    for ((boot, fault, mechanism), (status, detail)) in matrix {
+        out.push_str(&format!(
+            "{boot:28} {fault:14} {mechanism:16} {status:5} {detail}\n"
+        ));
+    }
+    out
+}
+
+fn print_matrix(matrix: &Matrix) {
+    println!(
+        "\nvm: kernel × fault × mechanism\n{}",
+        render_matrix(matrix)
+    );
+}
+
+/// Every pair must pass on at least one boot, except the known gaps, which are reported.
+fn uncovered_pairs(matrix: &Matrix) -> Vec<String> {
+    let mut pairs: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for ((_, fault, mechanism), (status, _)) in matrix {
+        *pairs.entry((fault.clone(), mechanism.clone())).or_default() |= status == "PASS";
+    }
+    let mut problems = Vec::new();
+    for ((fault, mechanism), passed) in pairs {
+        if passed {
+            continue;
+        }
+        match KNOWN_GAPS.iter().find(|(m, _)| *m == mechanism) {
+            Some((_, why)) => println!("vm: {fault} via {mechanism} ran nowhere: {why}"),
+            None => problems.push(format!("{fault} via {mechanism} passed on no kernel")),
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_of_kernel_packages() {
+        let mut names = [
+            "linux-image-6.12.117+deb12-amd64-unsigned",
+            "linux-image-6.12.9+deb12-amd64-unsigned",
+            "linux-image-6.12.48+deb12-amd64-unsigned",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names.last().unwrap(),
+            &"linux-image-6.12.117+deb12-amd64-unsigned"
+        );
+    }
+}
