@@ -49,6 +49,16 @@ fn vm_dir() -> PathBuf {
     workspace().join("target/vm")
 }
 
+/// Kernels are cached outside the checkout, so fresh clones on the same machine (CI) reuse them:
+/// `$CHAOS_VM_CACHE`, else `~/.cache/chaos-bpf/kernels`.
+fn kernel_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CHAOS_VM_CACHE") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/chaos-bpf/kernels")
+}
+
 pub fn setup() -> anyhow::Result<()> {
     setup::debian_packages(VM_PACKAGES)?;
     let targets = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
@@ -127,7 +137,7 @@ pub fn run() -> anyhow::Result<()> {
 
 /// Resolves the newest package matching `pattern`, downloads and unpacks it once into the cache.
 fn fetch_kernel(label: &'static str, pattern: &str) -> anyhow::Result<Kernel> {
-    let cache = vm_dir().join("kernels");
+    let cache = kernel_cache();
     fs::create_dir_all(&cache)?;
     let search = || -> anyhow::Result<Vec<String>> {
         let out =
