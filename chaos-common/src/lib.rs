@@ -13,8 +13,14 @@ pub mod maps {
     pub const PEER_V4: &str = "CHAOS_PEER_V4";
     /// `LpmTrie<[u8; 16], u8>`: IPv6 peer CIDRs that match.
     pub const PEER_V6: &str = "CHAOS_PEER_V6";
-    /// `Array<PortSet>` with one entry: a 65,536-bit set of peer ports that match.
+    /// `Array<PortSet>` with two entries: [`crate::PORT_SET_PEER`] (the peer's or destination
+    /// port) and [`crate::PORT_SET_SOURCE`] (TC's source port).
     pub const PORTS: &str = "CHAOS_PORTS";
+    /// `LpmTrie`s of source CIDRs for TC faults (`--src`).
+    pub const SRC_V4: &str = "CHAOS_SRC_V4";
+    pub const SRC_V6: &str = "CHAOS_SRC_V6";
+    /// `Array<u64>`: loss-model state shared by all CPUs, indexed by [`crate::LossState`].
+    pub const LOSS_STATE: &str = "CHAOS_LOSS";
     /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "CHAOS_COUNTERS";
     /// `RingBuf` of [`crate::Event`].
@@ -50,6 +56,9 @@ pub mod programs {
     pub const LSM_RECV: &str = "chaos_lsm_recv";
     pub const LSM_SEND: &str = "chaos_lsm_send";
     pub const LSM_CONNECT: &str = "chaos_lsm_conn";
+    /// TC classifiers for packet faults on an interface.
+    pub const TC_EGRESS: &str = "chaos_tc_out";
+    pub const TC_INGRESS: &str = "chaos_tc_in";
     /// Probe for `chaos-bpf doctor`: never alters anything.
     pub const TC_PROBE: &str = "chaos_tc_probe";
 
@@ -64,6 +73,8 @@ pub mod programs {
         LSM_RECV,
         LSM_SEND,
         LSM_CONNECT,
+        TC_EGRESS,
+        TC_INGRESS,
         TC_PROBE,
     ];
 }
@@ -74,6 +85,33 @@ pub const MAX_CIDRS: u32 = 1024;
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
 /// Number of `u64` words in a [`PortSet`].
 pub const PORT_SET_WORDS: usize = 65536 / 64;
+
+pub const PORT_SET_PEER: u32 = 0;
+pub const PORT_SET_SOURCE: u32 = 1;
+
+/// Slots of [`maps::LOSS_STATE`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossState {
+    /// Matching packets seen (every-nth, first-n).
+    Seen = 0,
+    /// Gilbert-Elliott: 1 while in the bad state.
+    Bad = 1,
+    /// Random draws made with `--seed`: the index into the seeded sequence.
+    Draws = 2,
+}
+
+impl LossState {
+    pub const COUNT: u32 = 3;
+}
+
+/// `PacketParams::loss_model` values.
+pub mod loss_model {
+    pub const RANDOM: u32 = 0;
+    pub const EVERY_NTH: u32 = 1;
+    pub const FIRST_N: u32 = 2;
+    pub const GILBERT_ELLIOTT: u32 = 3;
+}
 
 /// Probability is a threshold against `bpf_get_prandom_u32()`: inject when `rand < threshold`.
 /// `PROBABILITY_ONE` (2^32) therefore always injects and 0 never does, at 1/2^32 resolution.
@@ -111,6 +149,8 @@ pub enum FaultKind {
     Drop = 2,
     RecvError = 3,
     SendError = 4,
+    /// TC: matching TCP segments become RSTs.
+    Reset = 5,
 }
 
 impl FaultKind {
@@ -120,6 +160,7 @@ impl FaultKind {
             2 => Some(Self::Drop),
             3 => Some(Self::RecvError),
             4 => Some(Self::SendError),
+            5 => Some(Self::Reset),
             _ => None,
         }
     }
@@ -138,6 +179,14 @@ pub mod flags {
     /// Hooks that run for every task (fmod_ret, LSM): act only when the current task's cgroup
     /// ancestor at `scope_cgroup_level` is `scope_cgroup_id`. cgroup-attached hooks need no check.
     pub const SCOPE_CGROUP: u32 = 1 << 4;
+    /// TC: only sources in the SRC tries match; the PEER tries then hold destinations.
+    pub const MATCH_SRC: u32 = 1 << 5;
+    /// TC: only source ports in `PORTS[PORT_SET_SOURCE]` match.
+    pub const MATCH_SPORT: u32 = 1 << 6;
+    /// TC: only TCP segments with one of `PacketParams::tcp_flags` set match.
+    pub const MATCH_TCP_FLAGS: u32 = 1 << 7;
+    /// Random draws come from a sequence seeded by `PacketParams::seed`.
+    pub const SEEDED: u32 = 1 << 8;
 }
 
 /// IP protocol numbers used by the protocol filter (0 = any).
@@ -161,6 +210,27 @@ pub struct SockOffsets {
     pub skc_dport: u16,
     pub skc_v6_daddr: u16,
     pub _pad: [u16; 2],
+}
+
+/// Packet-fault parameters (TC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketParams {
+    /// With [`flags::SEEDED`]: the seed of the decision sequence.
+    pub seed: u64,
+    /// [`loss_model`] value.
+    pub loss_model: u32,
+    /// N for every-nth and first-n.
+    pub loss_n: u32,
+    /// Gilbert-Elliott thresholds out of 2^32: good→bad (p), bad→good (r), delivery in the bad
+    /// state (h), delivery in the good state (k).
+    pub ge_p: u32,
+    pub ge_r: u32,
+    pub ge_h: u32,
+    pub ge_k: u32,
+    /// TCP flag bits (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, URG 0x20).
+    pub tcp_flags: u32,
+    pub _pad: u32,
 }
 
 /// One fault instance's configuration, the single entry of [`maps::CONFIG`].
@@ -188,6 +258,7 @@ pub struct FaultConfig {
     /// ... and its depth below the cgroup2 root (the root is level 0).
     pub scope_cgroup_level: u32,
     pub sock_offsets: SockOffsets,
+    pub packet: PacketParams,
 }
 
 /// A 65,536-bit set of ports: bit `p` set means port `p` matches.
@@ -262,7 +333,8 @@ pub const DIRECTION_INGRESS: u8 = 2;
 
 // Padding-free layouts: the sum of the fields equals the size, so no byte is uninitialised.
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 8 + 16);
+const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8);
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 8 + 16 + 40);
 const _: () = assert!(core::mem::size_of::<PortSet>() == 8192);
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4 + 16 + 2 + 2 + 1 + 1 + 2 + 16);
@@ -273,6 +345,7 @@ mod pod {
     // (asserted above).
     unsafe impl aya::Pod for super::FaultConfig {}
     unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::PacketParams {}
     unsafe impl aya::Pod for super::PortSet {}
     unsafe impl aya::Pod for super::EventBudget {}
     unsafe impl aya::Pod for super::Event {}

@@ -71,7 +71,7 @@ fn decide(peer: &Peer) -> i32 {
         return ALLOW;
     }
     count(Counter::Matched);
-    if !draw(config.probability) {
+    if !draw(config, config.probability) {
         return ALLOW;
     }
     count(Counter::Injected);

@@ -14,6 +14,7 @@ mod matching;
 mod packet_drop;
 mod probes;
 mod socket_ops;
+mod tc;
 mod telemetry;
 
 // On the host (`cargo clippy --workspace`) a dependency links std, which brings its own.

@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LpmTrie, PerCpuArray, RingBuf},
 };
-use chaos_common::{Counter, EVENTS_RING_BYTES, EventBudget, FaultConfig, MAX_CIDRS, PortSet};
+use chaos_common::{
+    Counter, EVENTS_RING_BYTES, EventBudget, FaultConfig, LossState, MAX_CIDRS, PortSet,
+};
 
 #[map(name = "CHAOS_CONFIG")]
 pub static CONFIG: Array<FaultConfig> = Array::with_max_entries(1, 0);
@@ -17,7 +19,16 @@ pub static PEER_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_CIDRS, 
 pub static PEER_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
 
 #[map(name = "CHAOS_PORTS")]
-pub static PORTS: Array<PortSet> = Array::with_max_entries(1, 0);
+pub static PORTS: Array<PortSet> = Array::with_max_entries(2, 0);
+
+#[map(name = "CHAOS_SRC_V4")]
+pub static SRC_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
+
+#[map(name = "CHAOS_SRC_V6")]
+pub static SRC_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
+
+#[map(name = "CHAOS_LOSS")]
+pub static LOSS_STATE: Array<u64> = Array::with_max_entries(LossState::COUNT, 0);
 
 #[map(name = "CHAOS_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

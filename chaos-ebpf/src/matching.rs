@@ -1,9 +1,12 @@
 //! The decision shared by every mechanism: does this operation match the fault's filters, and
 //! does the probability draw say inject?
-use aya_ebpf::{helpers::bpf_get_prandom_u32, maps::lpm_trie::Key};
-use chaos_common::{AF_INET, AF_INET6, FaultConfig, flags};
+use aya_ebpf::{
+    helpers::bpf_get_prandom_u32,
+    maps::{LpmTrie, lpm_trie::Key},
+};
+use chaos_common::{AF_INET, AF_INET6, FaultConfig, LossState, PORT_SET_PEER, flags};
 
-use crate::maps::{CONFIG, PEER_V4, PEER_V6, PORTS};
+use crate::maps::{CONFIG, LOSS_STATE, PEER_V4, PEER_V6, PORTS};
 
 /// The remote end of a connection or packet, as the filters see it.
 pub struct Peer {
@@ -27,18 +30,20 @@ pub fn peer_matches(config: &FaultConfig, peer: &Peer) -> bool {
     if config.proto != 0 && config.proto != u32::from(peer.proto) {
         return false;
     }
-    if config.flags & flags::MATCH_PORT != 0 && !port_in_set(peer.port) {
+    if config.flags & flags::MATCH_PORT != 0 && !port_in_set(PORT_SET_PEER, peer.port) {
         return false;
     }
-    if config.flags & flags::MATCH_PEER != 0 && !peer_in_cidrs(peer) {
+    if config.flags & flags::MATCH_PEER != 0
+        && !in_cidrs(&PEER_V4, &PEER_V6, peer.family, &peer.addr)
+    {
         return false;
     }
     true
 }
 
 #[inline(always)]
-fn port_in_set(port: u16) -> bool {
-    let Some(set) = PORTS.get(0) else {
+pub fn port_in_set(set_index: u32, port: u16) -> bool {
+    let Some(set) = PORTS.get(set_index) else {
         return false;
     };
     set.words
@@ -46,21 +51,62 @@ fn port_in_set(port: u16) -> bool {
         .is_some_and(|word| word & (1 << (port & 63)) != 0)
 }
 
+/// Whether `addr` lies in one of the CIDRs of the tries for its family.
 #[inline(always)]
-fn peer_in_cidrs(peer: &Peer) -> bool {
-    match peer.family {
-        AF_INET => {
-            let addr = [peer.addr[0], peer.addr[1], peer.addr[2], peer.addr[3]];
-            PEER_V4.get(Key::new(32, addr)).is_some()
-        }
-        AF_INET6 => PEER_V6.get(Key::new(128, peer.addr)).is_some(),
+pub fn in_cidrs(
+    v4: &LpmTrie<[u8; 4], u8>,
+    v6: &LpmTrie<[u8; 16], u8>,
+    family: u16,
+    addr: &[u8; 16],
+) -> bool {
+    match family {
+        AF_INET => v4
+            .get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+            .is_some(),
+        AF_INET6 => v6.get(Key::new(128, *addr)).is_some(),
         _ => false,
     }
 }
 
+/// A uniformly random u32: from the kernel, or with `--seed` the next value of a sequence that is
+/// the same for the same seed and the same order of draws.
+#[inline(always)]
+pub fn random_u32(config: &FaultConfig) -> u32 {
+    if config.flags & flags::SEEDED == 0 {
+        // SAFETY: the helper has no preconditions.
+        return unsafe { bpf_get_prandom_u32() };
+    }
+    let n = next(LossState::Draws);
+    // splitmix64 of (seed + n * golden gamma): independent, well-mixed values per index.
+    let mut z = config
+        .packet
+        .seed
+        .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as u32
+}
+
 /// True with probability `threshold / 2^32`.
 #[inline(always)]
-pub fn draw(threshold: u64) -> bool {
-    // SAFETY: the helper has no preconditions.
-    u64::from(unsafe { bpf_get_prandom_u32() }) < threshold
+pub fn draw(config: &FaultConfig, threshold: u64) -> bool {
+    u64::from(random_u32(config)) < threshold
+}
+
+/// Increments a shared loss-state slot and returns its previous value.
+///
+/// A plain read-modify-write: the generic BPF CPU that aya-build targets cannot use the result of
+/// an atomic add. Exact while one CPU handles the traffic (a flow usually stays on one); CPUs
+/// racing on the same slot can repeat a value, skewing every-nth or first-n by a packet.
+#[inline(always)]
+pub fn next(slot: LossState) -> u64 {
+    match LOSS_STATE.get_ptr_mut(slot as u32) {
+        // SAFETY: the map value is a live, aligned u64.
+        Some(ptr) => unsafe {
+            let previous = *ptr;
+            *ptr = previous + 1;
+            previous
+        },
+        None => 0,
+    }
 }

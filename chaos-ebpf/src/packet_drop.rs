@@ -45,7 +45,7 @@ fn decide(ctx: &SkBuffContext, direction: u8, direction_flag: u32, drop_verdict:
         return PASS;
     }
     count(Counter::Matched);
-    if !draw(config.probability) {
+    if !draw(config, config.probability) {
         return PASS;
     }
     count(Counter::Injected);

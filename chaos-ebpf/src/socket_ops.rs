@@ -60,7 +60,7 @@ pub fn decide(target: Target) -> u32 {
         return 0;
     }
     count(Counter::Matched);
-    if !draw(config.probability) {
+    if !draw(config, config.probability) {
         return 0;
     }
     count(Counter::Injected);

@@ -9,6 +9,7 @@ use crate::{
     faults::{
         FaultSpec, Filters, packet_drop,
         socket_call::{self, SocketCall, SocketCallError},
+        tc_packet::{self, LossModel, PacketAction, PacketFault},
     },
     filters::{Cidr, Direction, PortRange, Probability, Protocol},
     mechanism::Mechanism,
@@ -31,7 +32,7 @@ pub enum Command {
     /// Inject one fault into a scope until --duration passes or Ctrl-C/SIGTERM arrives.
     Inject {
         #[command(subcommand)]
-        fault: InjectCommand,
+        fault: Box<InjectCommand>,
     },
     /// Report which fault mechanisms this kernel supports, by loading probe programs.
     Doctor {
@@ -49,8 +50,10 @@ pub enum InjectCommand {
     RecvError(SocketErrorArgs),
     /// Fail write(), send(), sendto() and sendmsg() on IPv4/IPv6 sockets with an errno.
     SendError(SocketErrorArgs),
-    /// Drop packets of the scope's sockets.
+    /// Drop packets: of a cgroup's sockets (cgroup_skb), or on an interface or pod veth (TC).
     Drop(DropArgs),
+    /// Turn matching TCP segments into RSTs on an interface or pod veth (TC).
+    Reset(DropArgs),
 }
 
 /// `--mechanism`: which kernel mechanism fails the call.
@@ -86,7 +89,7 @@ impl MechanismArg {
 pub struct CommonArgs {
     /// cgroup v2 directory to scope the fault to (absolute, or relative to the cgroup2 mount).
     #[arg(long, value_name = "PATH")]
-    pub cgroup: PathBuf,
+    pub cgroup: Option<PathBuf>,
     /// Fraction of matching operations to fail, 0 to 1.
     #[arg(
         long,
@@ -103,8 +106,13 @@ pub struct CommonArgs {
         value_delimiter = ','
     )]
     pub dst: Vec<Cidr>,
-    /// Only these peer ports or ranges (repeat or comma-separate).
-    #[arg(long, value_name = "N[-M]", value_delimiter = ',')]
+    /// Only these peer ports or ranges (repeat or comma-separate); for TC faults the destination port.
+    #[arg(
+        long,
+        visible_alias = "dport",
+        value_name = "N[-M]",
+        value_delimiter = ','
+    )]
     pub port: Vec<PortRange>,
     /// Only this protocol.
     #[arg(long, value_enum)]
@@ -148,9 +156,76 @@ pub struct SocketErrorArgs {
 pub struct DropArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Which packets: sent by the scope, received by it, or both.
+    #[command(flatten)]
+    pub packet: PacketArgs,
+}
+
+/// Where and how packet faults act at the TC layer.
+#[derive(Debug, Args)]
+pub struct PacketArgs {
+    /// Which packets: sent by the scope, received by it, or both (as the pod sees it with --netns).
     #[arg(long, value_enum, default_value_t = Direction::Egress)]
     pub direction: Direction,
+    /// Act on this interface (TC).
+    #[arg(long, value_name = "IFACE", conflicts_with = "netns")]
+    pub iface: Option<String>,
+    /// Act on the host-side veth of this network namespace (/var/run/netns/NAME, /proc/PID/ns/net).
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// Only sources in these CIDRs (TC).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub src: Vec<Cidr>,
+    /// Only these source ports or ranges (TC).
+    #[arg(long, value_name = "N[-M]", value_delimiter = ',')]
+    pub sport: Vec<PortRange>,
+    /// Only TCP segments with one of these flags (TC): SYN,ACK,...
+    #[arg(long, value_name = "FLAGS", value_parser = tc_packet::parse_tcp_flags)]
+    pub tcp_flags: Option<u32>,
+    /// How losses are spread (TC): random, every-nth:N, first:N, gilbert-elliott:P,R,H,K.
+    #[arg(long, value_name = "MODEL", default_value = "random")]
+    pub loss_model: LossModel,
+    /// Make the sequence of decisions reproducible for a given packet sequence (TC).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+impl PacketArgs {
+    fn on_interface(&self) -> bool {
+        self.iface.is_some() || self.netns.is_some()
+    }
+
+    /// The TC-only options that were given, by flag name.
+    fn tc_only_options(&self) -> Option<&'static str> {
+        if !self.src.is_empty() {
+            Some("--src")
+        } else if !self.sport.is_empty() {
+            Some("--sport")
+        } else if self.tcp_flags.is_some() {
+            Some("--tcp-flags")
+        } else if self.loss_model != LossModel::Random {
+            Some("--loss-model")
+        } else if self.seed.is_some() {
+            Some("--seed")
+        } else {
+            None
+        }
+    }
+
+    fn fault(&self, action: PacketAction, filters: Filters) -> FaultSpec {
+        let fault = PacketFault {
+            action,
+            direction: self.direction,
+            filters,
+            sources: self.src.clone(),
+            source_ports: self.sport.clone(),
+            tcp_flags: self.tcp_flags.unwrap_or(0),
+            loss: self.loss_model,
+            seed: self.seed,
+        };
+        // Preflight swaps the hooks when --netns names a pod's namespace.
+        let hooks = crate::interface::InterfaceScope::plain_hooks(self.direction);
+        FaultSpec::Packet(fault, hooks)
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -176,7 +251,15 @@ impl InjectCommand {
         match self {
             InjectCommand::ConnectError(args) => &args.common,
             InjectCommand::RecvError(args) | InjectCommand::SendError(args) => &args.common,
-            InjectCommand::Drop(args) => &args.common,
+            InjectCommand::Drop(args) | InjectCommand::Reset(args) => &args.common,
+        }
+    }
+
+    /// The interface options, for packet faults.
+    pub fn packet(&self) -> Option<&PacketArgs> {
+        match self {
+            InjectCommand::Drop(args) | InjectCommand::Reset(args) => Some(&args.packet),
+            _ => None,
         }
     }
 
@@ -195,12 +278,47 @@ impl InjectCommand {
             InjectCommand::SendError(args) => {
                 socket_call_spec(SocketCall::Send, args.errno, args.mechanism, &args.common)
             }
-            InjectCommand::Drop(args) => Ok(FaultSpec::Drop(packet_drop::PacketDrop {
-                direction: args.direction,
-                filters: args.common.filters(),
-            })),
+            InjectCommand::Drop(args) if !args.packet.on_interface() => {
+                if args.common.cgroup.is_none() {
+                    return Err(no_scope());
+                }
+                if let Some(flag) = args.packet.tc_only_options() {
+                    return Err(crate::error::ChaosError::input(
+                        flag,
+                        "acts at the TC layer, which needs an interface",
+                        "with --iface IFACE or --netns PATH",
+                    ));
+                }
+                Ok(FaultSpec::Drop(packet_drop::PacketDrop {
+                    direction: args.packet.direction,
+                    filters: args.common.filters(),
+                }))
+            }
+            InjectCommand::Drop(args) => {
+                Ok(args.packet.fault(PacketAction::Drop, args.common.filters()))
+            }
+            InjectCommand::Reset(args) => {
+                if !args.packet.on_interface() {
+                    return Err(crate::error::ChaosError::input(
+                        "--iface",
+                        "reset rewrites packets at the TC layer and needs an interface",
+                        "--iface IFACE or --netns PATH (with --cgroup to narrow it to a cgroup)",
+                    ));
+                }
+                Ok(args
+                    .packet
+                    .fault(PacketAction::Reset, args.common.filters()))
+            }
         }
     }
+}
+
+fn no_scope() -> crate::error::ChaosError {
+    crate::error::ChaosError::input(
+        "--cgroup",
+        "no scope given",
+        "--cgroup PATH, --iface IFACE or --netns PATH",
+    )
 }
 
 fn socket_call_spec(
@@ -209,6 +327,13 @@ fn socket_call_spec(
     mechanism: MechanismArg,
     common: &CommonArgs,
 ) -> Result<FaultSpec, crate::error::ChaosError> {
+    if common.cgroup.is_none() {
+        return Err(crate::error::ChaosError::input(
+            "--cgroup",
+            "missing",
+            "a cgroup v2 directory: syscall faults are scoped by cgroup",
+        ));
+    }
     let mechanism = mechanism.mechanism();
     if let Some(forced) = mechanism
         && !call.mechanisms().contains(&forced)
@@ -350,9 +475,57 @@ mod tests {
     }
 
     #[test]
-    fn missing_cgroup_is_one_line() {
-        let err = parse(&["inject", "drop"]).unwrap_err();
-        let line = one_line_usage_error(&err);
-        assert!(line.contains("--cgroup"), "{line}");
+    fn missing_scope_names_the_accepted_ones() {
+        let cli = parse(&["inject", "drop"]).unwrap();
+        let Command::Inject { fault } = cli.command else {
+            panic!()
+        };
+        let err = fault.spec().unwrap_err().to_string();
+        assert!(
+            err.contains("--cgroup PATH, --iface IFACE or --netns PATH"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tc_options_need_an_interface_and_reset_needs_one_too() {
+        let cli = parse(&["inject", "drop", "--cgroup", "x", "--seed", "7"]).unwrap();
+        let Command::Inject { fault } = cli.command else {
+            panic!()
+        };
+        assert!(
+            fault
+                .spec()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--seed: acts at the TC layer")
+        );
+        let cli = parse(&["inject", "reset", "--cgroup", "x"]).unwrap();
+        let Command::Inject { fault } = cli.command else {
+            panic!()
+        };
+        assert!(
+            fault
+                .spec()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--iface: reset rewrites")
+        );
+        let cli = parse(&[
+            "inject",
+            "drop",
+            "--iface",
+            "lo",
+            "--loss-model",
+            "every-nth:3",
+            "--sport",
+            "80",
+        ])
+        .unwrap();
+        let Command::Inject { fault } = cli.command else {
+            panic!()
+        };
+        assert!(matches!(fault.spec().unwrap(), FaultSpec::Packet(..)));
+        assert!(parse(&["inject", "drop", "--iface", "lo", "--netns", "/x"]).is_err());
     }
 }

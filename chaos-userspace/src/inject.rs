@@ -3,6 +3,7 @@ use crate::{
     error::{ChaosError, Result},
     faults::FaultSpec,
     instance::ActiveFault,
+    interface::InterfaceScope,
     mechanism::{Mechanism, probe, probe_with_prerequisites},
     runner::{self, RunOptions},
     scope::CgroupScope,
@@ -40,12 +41,20 @@ impl MechanismChoice {
     }
 }
 
+/// Where a fault acts, resolved and checked.
+pub struct Scopes {
+    pub cgroup: Option<CgroupScope>,
+    pub interface: Option<InterfaceScope>,
+}
+
 /// Checks that change nothing, in the order a user would fix them. Nothing is attached when any
-/// of them fails.
+/// of them fails. Resolves `--netns` to the pod's host-side veth and swaps the hooks to match.
 pub fn preflight(
-    spec: &FaultSpec,
-    cgroup: &std::path::Path,
-) -> Result<(CgroupScope, MechanismChoice)> {
+    spec: &mut FaultSpec,
+    cgroup: Option<&std::path::Path>,
+    iface: Option<&str>,
+    netns: Option<&std::path::Path>,
+) -> Result<(Scopes, MechanismChoice)> {
     let filters = spec.filters();
     if filters.peers.len() > chaos_common::MAX_CIDRS as usize {
         return Err(ChaosError::input(
@@ -54,7 +63,20 @@ pub fn preflight(
             format!("at most {} CIDRs", chaos_common::MAX_CIDRS),
         ));
     }
-    let scope = CgroupScope::open(cgroup)?;
+    let cgroup = cgroup.map(CgroupScope::open).transpose()?;
+    let interface = match (iface, netns) {
+        (Some(name), _) => Some(InterfaceScope::by_name(name)?),
+        (None, Some(path)) => {
+            if !nix::unistd::geteuid().is_root() {
+                return Err(ChaosError::NotRoot);
+            }
+            Some(InterfaceScope::host_side_of(path)?)
+        }
+        (None, None) => None,
+    };
+    if let (FaultSpec::Packet(fault, hooks), Some(interface)) = (&mut *spec, &interface) {
+        *hooks = interface.hooks(fault.direction);
+    }
     if !nix::unistd::geteuid().is_root() {
         return Err(ChaosError::NotRoot);
     }
@@ -66,7 +88,7 @@ pub fn preflight(
         });
     }
     let choice = choose_mechanism(spec)?;
-    Ok((scope, choice))
+    Ok((Scopes { cgroup, interface }, choice))
 }
 
 fn ensure_supported(mechanism: Mechanism) -> Result<(), String> {
@@ -123,14 +145,21 @@ pub fn choose_mechanism(spec: &FaultSpec) -> Result<MechanismChoice> {
 
 pub async fn inject(
     spec: FaultSpec,
-    scope: CgroupScope,
+    scopes: Scopes,
     choice: MechanismChoice,
     events_per_sec: u32,
     options: RunOptions,
 ) -> Result<Summary> {
     eprintln!("{}", choice.explain(spec.name()));
     let description = spec.describe();
-    let fault = ActiveFault::arm(1, spec, choice.chosen, scope, events_per_sec)?;
+    let fault = ActiveFault::arm(
+        1,
+        spec,
+        choice.chosen,
+        scopes.cgroup,
+        scopes.interface,
+        events_per_sec,
+    )?;
     let programs: Vec<&str> = fault
         .spec
         .programs(fault.mechanism)
@@ -138,10 +167,23 @@ pub async fn inject(
         .iter()
         .map(|p| p.name)
         .collect();
+    let mut scope = Vec::new();
+    if let Some(interface) = &fault.interface {
+        match &interface.pod_netns {
+            Some(netns) => scope.push(format!("{}'s host-side veth {}", netns, interface.name)),
+            None => scope.push(format!("interface {}", interface.name)),
+        }
+    }
+    if let Some(cgroup) = &fault.cgroup {
+        scope.push(format!(
+            "cgroup {} (id {})",
+            cgroup.path.display(),
+            cgroup.id
+        ));
+    }
     eprintln!(
-        "chaos-bpf: armed {description} on cgroup {} (id {}) via {}{}",
-        fault.scope.path.display(),
-        fault.scope.id,
+        "chaos-bpf: armed {description} on {} via {}{}",
+        scope.join(", "),
         programs.join(", "),
         options
             .duration

@@ -12,6 +12,7 @@ use crate::{
     error::{ChaosError, Result},
     faults::FaultSpec,
     filters::port_set,
+    interface::InterfaceScope,
     kernel_btf,
     mechanism::Mechanism,
     object,
@@ -24,7 +25,8 @@ pub struct ActiveFault {
     pub id: u32,
     pub spec: FaultSpec,
     pub mechanism: Mechanism,
-    pub scope: CgroupScope,
+    pub cgroup: Option<CgroupScope>,
+    pub interface: Option<InterfaceScope>,
     pub armed_at: Instant,
     config: FaultConfig,
     /// Declared before `ebpf` so they are dropped (detached) first.
@@ -50,7 +52,8 @@ impl ActiveFault {
         id: u32,
         spec: FaultSpec,
         mechanism: Mechanism,
-        scope: CgroupScope,
+        cgroup: Option<CgroupScope>,
+        interface: Option<InterfaceScope>,
         events_per_sec: u32,
     ) -> Result<Self> {
         let programs = spec.programs(mechanism).ok_or(ChaosError::Unsupported {
@@ -59,22 +62,23 @@ impl ActiveFault {
             reason: "chaos-bpf has no programs for this pair".into(),
         })?;
         let mut config = spec.config(id, events_per_sec);
-        let btf = if mechanism.is_global_hook() {
-            // These hooks run for every task: the programs check the scope and read sockets.
+        // Hooks that see more than the cgroup (global hooks; TC with a cgroup) check it themselves.
+        if let Some(scope) = &cgroup
+            && (mechanism.is_global_hook() || interface.is_some())
+        {
             config.flags |= flags::SCOPE_CGROUP;
             config.scope_cgroup_id = scope.id;
             config.scope_cgroup_level = scope.level;
-            config.sock_offsets =
-                kernel_btf::sock_offsets().map_err(|reason| ChaosError::Unsupported {
-                    fault: spec.name(),
-                    mechanism: Mechanism::Btf.name(),
-                    reason,
-                })?;
-            Some(Btf::from_sys_fs().map_err(|err| ChaosError::Unsupported {
+        }
+        let btf = if mechanism.is_global_hook() {
+            // These hooks run for every task and read sockets at offsets from BTF.
+            let unsupported = |reason: String| ChaosError::Unsupported {
                 fault: spec.name(),
                 mechanism: Mechanism::Btf.name(),
-                reason: err.to_string(),
-            })?)
+                reason,
+            };
+            config.sock_offsets = kernel_btf::sock_offsets().map_err(unsupported)?;
+            Some(Btf::from_sys_fs().map_err(|err| unsupported(err.to_string()))?)
         } else {
             None
         };
@@ -84,8 +88,10 @@ impl ActiveFault {
         config.armed = 1;
         write_config(&mut ebpf, &config)?;
         let target = AttachTarget {
-            cgroup: Some(&scope),
+            cgroup: cgroup.as_ref(),
             btf: btf.as_ref(),
+            interface: interface.as_ref(),
+            tc_mechanism: mechanism,
         };
         let mut attachments = Vec::new();
         for program in programs {
@@ -95,7 +101,8 @@ impl ActiveFault {
             id,
             spec,
             mechanism,
-            scope,
+            cgroup,
+            interface,
             armed_at: Instant::now(),
             config,
             attachments,
@@ -154,35 +161,51 @@ fn write_config(ebpf: &mut Ebpf, config: &FaultConfig) -> Result<()> {
 
 fn fill_filters(ebpf: &mut Ebpf, spec: &FaultSpec) -> Result<()> {
     let filters = spec.filters();
-    for cidr in &filters.peers {
-        let bytes = cidr.network_bytes();
-        if let Ok(v4) = <[u8; 4]>::try_from(bytes.as_slice()) {
-            let map = ebpf
-                .map_mut(maps::PEER_V4)
-                .ok_or_else(|| missing_map(maps::PEER_V4))?;
-            let mut trie: LpmTrie<&mut MapData, [u8; 4], u8> =
-                LpmTrie::try_from(map).map_err(map_error(maps::PEER_V4))?;
-            trie.insert(&Key::new(u32::from(cidr.prefix), v4), 1, 0)
-                .map_err(map_error(maps::PEER_V4))?;
-        } else if let Ok(v6) = <[u8; 16]>::try_from(bytes.as_slice()) {
-            let map = ebpf
-                .map_mut(maps::PEER_V6)
-                .ok_or_else(|| missing_map(maps::PEER_V6))?;
-            let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> =
-                LpmTrie::try_from(map).map_err(map_error(maps::PEER_V6))?;
-            trie.insert(&Key::new(u32::from(cidr.prefix), v6), 1, 0)
-                .map_err(map_error(maps::PEER_V6))?;
-        }
+    insert_cidrs(ebpf, &filters.peers, maps::PEER_V4, maps::PEER_V6)?;
+    set_ports(ebpf, chaos_common::PORT_SET_PEER, &filters.ports)?;
+    if let FaultSpec::Packet(fault, _) = spec {
+        insert_cidrs(ebpf, &fault.sources, maps::SRC_V4, maps::SRC_V6)?;
+        set_ports(ebpf, chaos_common::PORT_SET_SOURCE, &fault.source_ports)?;
     }
-    if !filters.ports.is_empty() {
-        let map = ebpf
-            .map_mut(maps::PORTS)
-            .ok_or_else(|| missing_map(maps::PORTS))?;
-        let mut array: Array<&mut MapData, chaos_common::PortSet> =
-            Array::try_from(map).map_err(map_error(maps::PORTS))?;
-        array
-            .set(0, port_set(&filters.ports), 0)
-            .map_err(map_error(maps::PORTS))?;
+    Ok(())
+}
+
+fn set_ports(ebpf: &mut Ebpf, index: u32, ports: &[crate::filters::PortRange]) -> Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let map = ebpf
+        .map_mut(maps::PORTS)
+        .ok_or_else(|| missing_map(maps::PORTS))?;
+    let mut array: Array<&mut MapData, chaos_common::PortSet> =
+        Array::try_from(map).map_err(map_error(maps::PORTS))?;
+    array
+        .set(index, port_set(ports), 0)
+        .map_err(map_error(maps::PORTS))
+}
+
+fn insert_cidrs(
+    ebpf: &mut Ebpf,
+    cidrs: &[crate::filters::Cidr],
+    v4_name: &'static str,
+    v6_name: &'static str,
+) -> Result<()> {
+    for cidr in cidrs {
+        let bytes = cidr.network_bytes();
+        let prefix = u32::from(cidr.prefix);
+        if let Ok(v4) = <[u8; 4]>::try_from(bytes.as_slice()) {
+            let map = ebpf.map_mut(v4_name).ok_or_else(|| missing_map(v4_name))?;
+            let mut trie: LpmTrie<&mut MapData, [u8; 4], u8> =
+                LpmTrie::try_from(map).map_err(map_error(v4_name))?;
+            trie.insert(&Key::new(prefix, v4), 1, 0)
+                .map_err(map_error(v4_name))?;
+        } else if let Ok(v6) = <[u8; 16]>::try_from(bytes.as_slice()) {
+            let map = ebpf.map_mut(v6_name).ok_or_else(|| missing_map(v6_name))?;
+            let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> =
+                LpmTrie::try_from(map).map_err(map_error(v6_name))?;
+            trie.insert(&Key::new(prefix, v6), 1, 0)
+                .map_err(map_error(v6_name))?;
+        }
     }
     Ok(())
 }

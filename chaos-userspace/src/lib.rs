@@ -8,6 +8,7 @@ pub mod filters;
 pub mod fmod_ret;
 pub mod inject;
 pub mod instance;
+pub mod interface;
 pub mod kernel_btf;
 pub mod mechanism;
 pub mod netlink;

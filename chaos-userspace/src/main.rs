@@ -49,9 +49,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inject { fault } => {
-            let spec = fault.spec()?;
+            let mut spec = fault.spec()?;
             let common = fault.common();
-            let (scope, choice) = inject::preflight(&spec, &common.cgroup)?;
+            let packet = fault.packet();
+            let (scopes, choice) = inject::preflight(
+                &mut spec,
+                common.cgroup.as_deref(),
+                packet.and_then(|p| p.iface.as_deref()),
+                packet.and_then(|p| p.netns.as_deref()),
+            )?;
             let options = RunOptions {
                 duration: common.duration,
                 events: common.events,
@@ -62,7 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the async runtime")?;
             let summary = runtime.block_on(inject::inject(
                 spec,
-                scope,
+                scopes,
                 choice,
                 if common.events.is_some() {
                     common.events_per_cpu_per_sec

@@ -1,75 +1,294 @@
-//! The little rtnetlink chaos-bpf needs that aya does not offer: adding a root qdisc by kind.
-use std::{io, mem::size_of};
+//! The little rtnetlink chaos-bpf needs that aya does not offer: adding and deleting a qdisc by
+//! kind, and listing links (to find a pod's veth peer).
+use std::{
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
 
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWQDISC: u16 = 36;
+const RTM_DELQDISC: u16 = 37;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const TCA_KIND: u16 = 1;
-const TC_H_ROOT: u32 = 0xFFFF_FFFF;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
+/// Parent of the clsact qdisc (TC_H_CLSACT).
+pub const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 
-/// Adds a root qdisc of `kind` (such as "fq") to `ifindex` in the calling thread's namespace.
-pub fn add_root_qdisc(ifindex: i32, kind: &str) -> io::Result<()> {
-    let mut kind_attr = kind.as_bytes().to_vec();
-    kind_attr.push(0);
-    let attr_len = 4 + kind_attr.len();
-    let attr_padded = attr_len.div_ceil(4) * 4;
-    let tcmsg_len = 20;
-    let total = 16 + tcmsg_len + attr_padded;
+struct Socket(OwnedFd);
 
-    let mut msg = Vec::with_capacity(total);
-    msg.extend_from_slice(&(total as u32).to_ne_bytes());
-    msg.extend_from_slice(&RTM_NEWQDISC.to_ne_bytes());
-    let flags =
-        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
-    msg.extend_from_slice(&flags.to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    // struct tcmsg: family, padding, ifindex, handle, parent, info.
-    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-    msg.extend_from_slice(&ifindex.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&TC_H_ROOT.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    msg.extend_from_slice(&TCA_KIND.to_ne_bytes());
-    msg.extend_from_slice(&kind_attr);
-    msg.resize(total, 0);
-
-    // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        );
+impl Socket {
+    fn open() -> io::Result<Self> {
+        // SAFETY: socket(2); the descriptor is owned from here on.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        let result = (|| {
-            if libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) < 0 {
-                return Err(io::Error::last_os_error());
+        // SAFETY: a fresh descriptor.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn send(&self, message: &[u8]) -> io::Result<()> {
+        // SAFETY: send(2) of a valid buffer on an owned socket.
+        if unsafe {
+            libc::send(
+                self.0.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+                0,
+            )
+        } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv(2) into a valid buffer on an owned socket.
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+fn header(kind: u16, flags: i32, body_len: usize) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(16 + body_len);
+    msg.extend_from_slice(&((16 + body_len) as u32).to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(&((libc::NLM_F_REQUEST | flags) as u16).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    msg
+}
+
+fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
+    let len = 4 + value.len();
+    let mut attr = Vec::with_capacity(len.div_ceil(4) * 4);
+    attr.extend_from_slice(&(len as u16).to_ne_bytes());
+    attr.extend_from_slice(&kind.to_ne_bytes());
+    attr.extend_from_slice(value);
+    attr.resize(len.div_ceil(4) * 4, 0);
+    attr
+}
+
+/// Sends a request and waits for its acknowledgement.
+fn request_ack(message: &[u8]) -> io::Result<()> {
+    let socket = Socket::open()?;
+    socket.send(message)?;
+    let mut reply = [0u8; 4096];
+    let n = socket.recv(&mut reply)?;
+    if n < 20 || u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
+        return Err(io::Error::other("unexpected netlink reply"));
+    }
+    match i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]) {
+        0 => Ok(()),
+        code => Err(io::Error::from_raw_os_error(-code)),
+    }
+}
+
+fn qdisc_message(
+    kind_of_message: u16,
+    flags: i32,
+    ifindex: i32,
+    parent: u32,
+    handle: u32,
+    kind: &str,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    // struct tcmsg: family, padding, ifindex, handle, parent, info.
+    body.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    body.extend_from_slice(&ifindex.to_ne_bytes());
+    body.extend_from_slice(&handle.to_ne_bytes());
+    body.extend_from_slice(&parent.to_ne_bytes());
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    let mut name = kind.as_bytes().to_vec();
+    name.push(0);
+    body.extend(attribute(TCA_KIND, &name));
+    let mut msg = header(kind_of_message, flags, body.len());
+    msg.extend(body);
+    msg
+}
+
+/// Adds a root qdisc of `kind` (such as "fq") to `ifindex` in the calling thread's namespace.
+pub fn add_root_qdisc(ifindex: i32, kind: &str) -> io::Result<()> {
+    let flags = libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+    request_ack(&qdisc_message(
+        RTM_NEWQDISC,
+        flags,
+        ifindex,
+        TC_H_ROOT,
+        0,
+        kind,
+    ))
+}
+
+/// Adds a clsact qdisc; `AlreadyExists` when the interface has one.
+pub fn add_clsact(ifindex: i32) -> io::Result<()> {
+    let flags = libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+    request_ack(&qdisc_message(
+        RTM_NEWQDISC,
+        flags,
+        ifindex,
+        TC_H_CLSACT,
+        0xFFFF_0000,
+        "clsact",
+    ))
+}
+
+/// Deletes the clsact qdisc, and with it every filter on it.
+pub fn delete_clsact(ifindex: i32) -> io::Result<()> {
+    request_ack(&qdisc_message(
+        RTM_DELQDISC,
+        libc::NLM_F_ACK,
+        ifindex,
+        TC_H_CLSACT,
+        0xFFFF_0000,
+        "clsact",
+    ))
+}
+
+/// One network interface as rtnetlink describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub ifindex: i32,
+    pub name: String,
+    /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's namespace).
+    pub link: Option<i32>,
+    /// IFLA_INFO_KIND, such as "veth".
+    pub kind: Option<String>,
+}
+
+/// Every link in the calling thread's network namespace.
+pub fn links() -> io::Result<Vec<Link>> {
+    let socket = Socket::open()?;
+    // struct ifinfomsg: family, pad, type, index, flags, change.
+    let body = [0u8; 16];
+    let mut msg = header(RTM_GETLINK, libc::NLM_F_DUMP, body.len());
+    msg.extend_from_slice(&body);
+    socket.send(&msg)?;
+    let mut links = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = socket.recv(&mut buf)?;
+        let mut offset = 0;
+        while offset + 16 <= n {
+            let len =
+                u32::from_ne_bytes(buf[offset..offset + 4].try_into().unwrap_or_default()) as usize;
+            let kind = u16::from_ne_bytes([buf[offset + 4], buf[offset + 5]]);
+            if len < 16 || offset + len > n {
+                return Err(io::Error::other("malformed netlink message"));
             }
-            let mut reply = [0u8; 1024];
-            let n = libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0);
-            if n < 0 {
-                return Err(io::Error::last_os_error());
+            match kind {
+                NLMSG_DONE => return Ok(links),
+                NLMSG_ERROR => {
+                    let code = i32::from_ne_bytes(
+                        buf[offset + 16..offset + 20].try_into().unwrap_or_default(),
+                    );
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                RTM_NEWLINK => links.push(parse_link(&buf[offset + 16..offset + len])),
+                _ => {}
             }
-            let n = n as usize;
-            if n < 16 + size_of::<i32>() {
-                return Err(io::Error::other("short netlink reply"));
+            offset += len.div_ceil(4) * 4;
+        }
+    }
+}
+
+fn parse_link(payload: &[u8]) -> Link {
+    let ifindex = payload
+        .get(4..8)
+        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+    let mut link = Link {
+        ifindex,
+        name: String::new(),
+        link: None,
+        kind: None,
+    };
+    for (kind, value) in attributes(payload.get(16..).unwrap_or_default()) {
+        match kind {
+            IFLA_IFNAME => link.name = c_string(value),
+            IFLA_LINK => {
+                link.link = value
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or_default()))
             }
-            let kind = u16::from_ne_bytes([reply[4], reply[5]]);
-            if kind != NLMSG_ERROR {
-                return Err(io::Error::other(format!(
-                    "unexpected netlink reply type {kind}"
-                )));
+            IFLA_LINKINFO => {
+                link.kind = attributes(value)
+                    .find(|(k, _)| *k == IFLA_INFO_KIND)
+                    .map(|(_, v)| c_string(v));
             }
-            let code = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
-            match code {
-                0 => Ok(()),
-                code => Err(io::Error::from_raw_os_error(-code)),
+            _ => {}
+        }
+    }
+    link
+}
+
+fn attributes(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if data.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([data[0], data[1]]));
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & 0x3FFF; // without NLA_F_NESTED etc.
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        let value = &data[4..len];
+        data = data.get(len.div_ceil(4) * 4..).unwrap_or_default();
+        Some((kind, value))
+    })
+}
+
+fn c_string(value: &[u8]) -> String {
+    let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_walk_padding_and_nesting() {
+        let mut data = attribute(IFLA_IFNAME, b"eth0\0");
+        data.extend(attribute(IFLA_LINK, &7i32.to_ne_bytes()));
+        let info = attribute(IFLA_INFO_KIND, b"veth\0");
+        data.extend(attribute(IFLA_LINKINFO | 0x8000, &info));
+        let mut payload = vec![0u8; 16];
+        payload[4..8].copy_from_slice(&3i32.to_ne_bytes());
+        payload.extend(data);
+        let link = parse_link(&payload);
+        assert_eq!(
+            link,
+            Link {
+                ifindex: 3,
+                name: "eth0".into(),
+                link: Some(7),
+                kind: Some("veth".into())
             }
-        })();
-        libc::close(fd);
-        result
+        );
+    }
+
+    #[test]
+    fn links_lists_loopback() {
+        let links = links().expect("rtnetlink dump");
+        assert!(
+            links.iter().any(|l| l.name == "lo" && l.ifindex == 1),
+            "{links:?}"
+        );
     }
 }

@@ -4,6 +4,7 @@ use aya::{
     Btf, Ebpf,
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, ProgramError,
+        SchedClassifier, TcAttachType, tc::TcAttachOptions,
     },
 };
 use chaos_common::programs as names;
@@ -24,6 +25,8 @@ pub enum Hook {
     FmodRet(&'static str),
     /// This BPF LSM hook.
     Lsm(&'static str),
+    /// A TC hook of an interface, through tcx or clsact (the mechanism chosen decides).
+    Tc(TcAttachType),
 }
 
 #[derive(Debug)]
@@ -104,6 +107,19 @@ program!(
     BpfLsm
 );
 
+program!(
+    TC_EGRESS,
+    names::TC_EGRESS,
+    Hook::Tc(TcAttachType::Egress),
+    Tcx
+);
+program!(
+    TC_INGRESS,
+    names::TC_INGRESS,
+    Hook::Tc(TcAttachType::Ingress),
+    Tcx
+);
+
 /// Every fault program, for the test that checks the object against this table.
 pub const REGISTRY: &[&ProgramSpec] = &[
     &CONNECT4,
@@ -116,6 +132,8 @@ pub const REGISTRY: &[&ProgramSpec] = &[
     &LSM_CONNECT,
     &LSM_RECV,
     &LSM_SEND,
+    &TC_EGRESS,
+    &TC_INGRESS,
 ];
 
 /// What attaching needs beyond the program: the cgroup for cgroup hooks, kernel BTF for
@@ -123,6 +141,9 @@ pub const REGISTRY: &[&ProgramSpec] = &[
 pub struct AttachTarget<'a> {
     pub cgroup: Option<&'a CgroupScope>,
     pub btf: Option<&'a Btf>,
+    pub interface: Option<&'a crate::interface::InterfaceScope>,
+    /// For TC hooks: tcx links (`Mechanism::Tcx`) or clsact filters (`Mechanism::TcClsact`).
+    pub tc_mechanism: Mechanism,
 }
 
 /// Attachment state aya does not own; dropping it detaches.
@@ -131,6 +152,21 @@ pub enum Attachment {
     /// The link lives inside the `Ebpf` instance and goes with it.
     HeldByAya,
     FmodRet(FmodRetAttachment),
+    /// A clsact qdisc chaos-bpf added, deleted again on drop.
+    Clsact(ClsactQdisc),
+}
+
+/// The clsact qdisc chaos-bpf added to an interface that had none.
+#[derive(Debug)]
+pub struct ClsactQdisc {
+    ifindex: i32,
+}
+
+impl Drop for ClsactQdisc {
+    fn drop(&mut self) {
+        // Removing it also removes any filter still on it; an error leaves nothing to do.
+        let _ = crate::netlink::delete_clsact(self.ifindex);
+    }
 }
 
 fn program_error(name: &'static str) -> impl FnOnce(ProgramError) -> ChaosError {
@@ -204,6 +240,33 @@ pub fn load_and_attach(
                 .map_err(program_error(name))?;
             program.load(hook, btf).map_err(program_error(name))?;
             program.attach().map_err(program_error(name))?;
+        }
+        Hook::Tc(attach_type) => {
+            let interface = target
+                .interface
+                .ok_or_else(|| attach_failed(name, "needs an interface"))?;
+            let mut added = None;
+            let options = if target.tc_mechanism == Mechanism::Tcx {
+                TcAttachOptions::TcxOrder(Default::default())
+            } else {
+                let ifindex = interface.ifindex as i32;
+                match crate::netlink::add_clsact(ifindex) {
+                    Ok(()) => added = Some(ClsactQdisc { ifindex }),
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(err) => return Err(attach_failed(name, format!("adding clsact: {err}"))),
+                }
+                TcAttachOptions::Netlink(Default::default())
+            };
+            let program: &mut SchedClassifier = program_mut(ebpf, name)?
+                .try_into()
+                .map_err(program_error(name))?;
+            if program.fd().is_err() {
+                program.load().map_err(program_error(name))?;
+            }
+            program
+                .attach_with_options(&interface.name, attach_type, options)
+                .map_err(program_error(name))?;
+            return Ok(added.map_or(Attachment::HeldByAya, Attachment::Clsact));
         }
         Hook::FmodRet(function) => {
             let attachment = fmod_ret::load_and_attach(ebpf, name, function, btf()?)

@@ -73,7 +73,9 @@ pub async fn run(mut fault: ActiveFault, options: RunOptions) -> Result<Summary>
 
     let duration = fault.armed_at.elapsed();
     let (name, id) = (fault.spec.name(), fault.id);
-    let (cgroup, cgroup_id) = (fault.scope.path.display().to_string(), fault.scope.id);
+    let cgroup = fault.cgroup.as_ref().map(|c| c.path.display().to_string());
+    let cgroup_id = fault.cgroup.as_ref().map(|c| c.id);
+    let interface = fault.interface.as_ref().map(|i| i.name.clone());
     let counters = fault.stop()?;
     // The programs are detached; let the reader drain what they emitted before the summary.
     let _ = stop_reader.send(());
@@ -91,6 +93,7 @@ pub async fn run(mut fault: ActiveFault, options: RunOptions) -> Result<Summary>
         events_lost: counters.events_lost,
         cgroup,
         cgroup_id,
+        interface,
         ended_by,
     })
 }

@@ -140,6 +140,7 @@ impl EventRecord {
                     "failed"
                 }
                 Some(FaultKind::Drop) => "dropped",
+                Some(FaultKind::Reset) => "reset",
                 None => "unknown",
             },
         }
@@ -159,8 +160,12 @@ pub struct Summary {
     pub events_emitted: u64,
     pub events_sampled_out: u64,
     pub events_lost: u64,
-    pub cgroup: String,
-    pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// Why the run ended: "duration", "signal".
     pub ended_by: &'static str,
 }

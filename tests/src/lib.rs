@@ -154,7 +154,12 @@ impl ChaosOutput {
 impl ChaosRun {
     /// Starts chaos-bpf and waits until it says the fault is armed.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(chaos_bin())
+        Self::start_program(chaos_bin(), args)
+    }
+
+    /// Like `start`, through another program (`ip netns exec NAME chaos-bpf ...`).
+    pub fn start_program(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -205,6 +210,11 @@ impl ChaosRun {
     /// The first stderr line: which mechanism, and why not a better one.
     pub fn first_line(&self) -> &str {
         self.stderr_seen.first().map_or("", String::as_str)
+    }
+
+    /// Everything chaos-bpf printed on stderr up to arming.
+    pub fn first_lines(&self) -> String {
+        self.stderr_seen.join("\n")
     }
 
     pub fn pid(&self) -> Pid {
@@ -407,4 +417,192 @@ pub fn doctor_report() -> serde_json::Value {
     let output = chaos(&["doctor", "--json"]);
     assert_eq!(output.code, Some(0), "doctor failed: {}", output.stderr);
     serde_json::from_str(&output.stdout).expect("doctor JSON")
+}
+
+/// A network namespace made for one test (named `chaos-…` so leak checks see it); deleted on
+/// drop, which also removes the veth ends inside it.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("chaos-{tag}-{}-{n}", std::process::id());
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        run_ok(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Self { name }
+    }
+
+    /// `program` run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// `ip -n NAME args...`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        run_ok(Command::new("ip").arg("-n").arg(&self.name).args(args));
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// Runs the testkit in this namespace (and `cgroup`, if given); the last JSON line.
+    pub fn testkit(&self, cgroup: Option<&TestCgroup>, args: &[&str]) -> serde_json::Value {
+        let mut command = match cgroup {
+            Some(cgroup) => {
+                let mut c = cgroup.command("ip");
+                c.args(["netns", "exec", &self.name]).arg(testkit_bin());
+                c
+            }
+            None => self.command(testkit_bin()),
+        };
+        let output = command.args(args).output().expect("run testkit");
+        assert!(
+            output.status.success(),
+            "testkit {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        last_json_line(&output.stdout)
+    }
+
+    /// Starts a testkit server here and returns it with the address it printed after "ready".
+    pub fn serve(&self, args: &[&str]) -> (Child, String) {
+        let mut child = self
+            .command(testkit_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        let addr = line
+            .trim()
+            .strip_prefix("ready ")
+            .expect("ready line")
+            .to_string();
+        (child, addr)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes still inside keep it alive; ip netns pids lists them.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run_ok(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("{command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Two namespaces joined by a veth pair: `a` (10.77.N.1, interface `ca<N>`) and `b` (10.77.N.2,
+/// interface `cb<N>`), both private to the test.
+pub struct VethPair {
+    pub a: Netns,
+    pub b: Netns,
+    pub a_if: String,
+    pub b_if: String,
+    pub a_addr: String,
+    pub b_addr: String,
+}
+
+impl VethPair {
+    pub fn new(tag: &str) -> Self {
+        let a = Netns::new(&format!("{tag}-a"));
+        let b = Netns::new(&format!("{tag}-b"));
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed) % 250 + 1;
+        let (a_if, b_if) = (
+            format!("ca{}x{n}", std::process::id() % 10000),
+            format!("cb{}x{n}", std::process::id() % 10000),
+        );
+        run_ok(Command::new("ip").args([
+            "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if, "netns",
+            &b.name,
+        ]));
+        let subnet = format!("10.77.{n}");
+        let (a_addr, b_addr) = (format!("{subnet}.1"), format!("{subnet}.2"));
+        a.ip(&["addr", "add", &format!("{a_addr}/24"), "dev", &a_if]);
+        b.ip(&["addr", "add", &format!("{b_addr}/24"), "dev", &b_if]);
+        a.ip(&["link", "set", &a_if, "up"]);
+        b.ip(&["link", "set", &b_if, "up"]);
+        Self {
+            a,
+            b,
+            a_if,
+            b_if,
+            a_addr,
+            b_addr,
+        }
+    }
+}
+
+/// What `tc` and bpftool say is attached to an interface in a namespace: compared before and
+/// after a run to prove chaos-bpf removed exactly what it added.
+pub fn tc_state(netns: &Netns, iface: &str) -> String {
+    let mut state = String::new();
+    for args in [
+        vec!["tc", "qdisc", "show", "dev", iface],
+        vec!["tc", "filter", "show", "dev", iface, "ingress"],
+        vec!["tc", "filter", "show", "dev", iface, "egress"],
+        vec!["bpftool", "net", "show", "dev", iface],
+    ] {
+        let output = netns
+            .command(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("tc/bpftool");
+        state.push_str(&String::from_utf8_lossy(&output.stdout));
+    }
+    state.push_str(&format!("tcx: {:?}\n", tcx_programs(netns, iface)));
+    state
+}
+
+/// Names of the tcx programs on an interface (both directions), asked of the kernel from a thread
+/// inside the namespace.
+pub fn tcx_programs(netns: &Netns, iface: &str) -> Vec<String> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let path = netns.path();
+    let iface = iface.to_string();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns file");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let mut names = Vec::new();
+        for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let (_, programs) = SchedClassifier::query_tcx(&iface, attach_type).expect("query tcx");
+            for program in programs {
+                names.push(format!(
+                    "{attach_type:?}:{}",
+                    program.name_as_str().unwrap_or("?")
+                ));
+            }
+        }
+        names
+    })
+    .join()
+    .expect("tcx query thread")
 }

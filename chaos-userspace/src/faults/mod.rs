@@ -2,6 +2,7 @@
 //! its options become the kernel's `FaultConfig`.
 pub mod packet_drop;
 pub mod socket_call;
+pub mod tc_packet;
 
 use std::fmt::Write as _;
 
@@ -26,7 +27,10 @@ pub struct Filters {
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
     SocketCall(socket_call::SocketCallError),
+    /// drop on a pure cgroup scope: cgroup_skb.
     Drop(packet_drop::PacketDrop),
+    /// drop or reset on an interface: TC.
+    Packet(tc_packet::PacketFault, crate::interface::Hooks),
 }
 
 /// Every fault kind with the mechanisms that can realise it, best first (for doctor).
@@ -43,7 +47,11 @@ pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
         FaultKind::SendError,
         socket_call::SocketCall::Send.mechanisms(),
     ),
-    (FaultKind::Drop, &[Mechanism::CgroupSkb]),
+    (
+        FaultKind::Drop,
+        &[Mechanism::CgroupSkb, Mechanism::Tcx, Mechanism::TcClsact],
+    ),
+    (FaultKind::Reset, tc_packet::PacketFault::MECHANISMS),
 ];
 
 impl FaultSpec {
@@ -51,6 +59,7 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => fault.call.kind(),
             FaultSpec::Drop(_) => FaultKind::Drop,
+            FaultSpec::Packet(fault, _) => fault.kind(),
         }
     }
 
@@ -62,6 +71,7 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => &fault.filters,
             FaultSpec::Drop(fault) => &fault.filters,
+            FaultSpec::Packet(fault, _) => &fault.filters,
         }
     }
 
@@ -73,6 +83,7 @@ impl FaultSpec {
                 None => fault.call.mechanisms().to_vec(),
             },
             FaultSpec::Drop(_) => vec![Mechanism::CgroupSkb],
+            FaultSpec::Packet(..) => tc_packet::PacketFault::MECHANISMS.to_vec(),
         }
     }
 
@@ -86,13 +97,16 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => fault.call.programs(mechanism),
             FaultSpec::Drop(fault) => (mechanism == Mechanism::CgroupSkb).then(|| fault.programs()),
+            FaultSpec::Packet(_, hooks) => tc_packet::PacketFault::MECHANISMS
+                .contains(&mechanism)
+                .then(|| tc_packet::PacketFault::programs(*hooks)),
         }
     }
 
     pub fn errno(&self) -> Option<Errno> {
         match self {
             FaultSpec::SocketCall(fault) => Some(fault.errno),
-            FaultSpec::Drop(_) => None,
+            FaultSpec::Drop(_) | FaultSpec::Packet(..) => None,
         }
     }
 
@@ -100,7 +114,7 @@ impl FaultSpec {
     pub fn config(&self, fault_id: u32, events_per_sec: u32) -> FaultConfig {
         let filters = self.filters();
         let mut flag_bits = match self {
-            FaultSpec::SocketCall(_) => 0,
+            FaultSpec::SocketCall(_) | FaultSpec::Packet(..) => 0,
             FaultSpec::Drop(fault) => fault.direction_flags(),
         };
         if !filters.peers.is_empty() {
@@ -109,7 +123,7 @@ impl FaultSpec {
         if !filters.ports.is_empty() {
             flag_bits |= flags::MATCH_PORT;
         }
-        FaultConfig {
+        let mut config = FaultConfig {
             probability: filters.probability.threshold(),
             fault_id,
             kind: self.kind() as u32,
@@ -118,7 +132,11 @@ impl FaultSpec {
             proto: Protocol::number(filters.protocol),
             events_per_sec,
             ..FaultConfig::default()
+        };
+        if let FaultSpec::Packet(fault, hooks) = self {
+            fault.apply(&mut config, *hooks);
         }
+        config
     }
 
     /// One line for people: what, how often, to what.
@@ -131,6 +149,18 @@ impl FaultSpec {
             }
             FaultSpec::Drop(fault) => {
                 let _ = write!(text, " {}", format!("{:?}", fault.direction).to_lowercase());
+            }
+            FaultSpec::Packet(fault, _) => {
+                let _ = write!(
+                    text,
+                    " {}, loss model {:?}",
+                    format!("{:?}", fault.direction).to_lowercase(),
+                    fault.loss
+                );
+                if !fault.sources.is_empty() {
+                    let sources: Vec<String> = fault.sources.iter().map(Cidr::to_string).collect();
+                    let _ = write!(text, ", sources {}", sources.join(","));
+                }
             }
         }
         let _ = write!(text, ", probability {}", filters.probability.0);
@@ -157,7 +187,11 @@ pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
             .is_some(),
         FaultKind::RecvError => socket_call::SocketCall::Recv.programs(mechanism).is_some(),
         FaultKind::SendError => socket_call::SocketCall::Send.programs(mechanism).is_some(),
-        FaultKind::Drop => mechanism == Mechanism::CgroupSkb,
+        FaultKind::Drop => matches!(
+            mechanism,
+            Mechanism::CgroupSkb | Mechanism::Tcx | Mechanism::TcClsact
+        ),
+        FaultKind::Reset => tc_packet::PacketFault::MECHANISMS.contains(&mechanism),
     }
 }
 
@@ -167,6 +201,7 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::Drop => "drop",
         FaultKind::RecvError => "recv-error",
         FaultKind::SendError => "send-error",
+        FaultKind::Reset => "reset",
     }
 }
 

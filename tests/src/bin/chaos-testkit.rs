@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         "http-serve" => http_serve(arg(1).parse()?),
         "http-load" => http_load(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
         "socket-call" => socket_call(arg(1), arg(2).parse()?, arg(3).parse()?),
+        "tcp-sink" => tcp_sink(arg(1).parse()?),
         other => bail!(
             "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
              udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS | \
@@ -122,10 +123,11 @@ fn socket_call(kind: &str, addr: SocketAddr, count: u32) -> anyhow::Result<()> {
 
 /// N numbered datagrams, paced so the receiver's buffer never overflows: every loss is chaos's.
 fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
+    // The unspecified address: the kernel picks the source for the route to `addr`.
     let bind: SocketAddr = if addr.is_ipv4() {
-        "127.0.0.1:0"
+        "0.0.0.0:0"
     } else {
-        "[::1]:0"
+        "[::]:0"
     }
     .parse()?;
     let socket = UdpSocket::bind(bind)?;
@@ -149,12 +151,17 @@ fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
 fn udp_recv(addr: SocketAddr, expected: u32, idle: Duration) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(addr)?;
     force_receive_buffer(&socket, 32 << 20);
-    socket.set_read_timeout(Some(idle))?;
+    // The sender may start late (chaos-bpf arming under emulation takes seconds): wait long for
+    // the first datagram, then end after `idle` without one.
+    socket.set_read_timeout(Some(Duration::from_secs(30)))?;
     println!("ready {}", socket.local_addr()?);
     std::io::stdout().flush()?;
     let mut seen = BTreeSet::new();
     let mut buf = [0u8; 128];
     while let Ok(n) = socket.recv(&mut buf) {
+        if seen.is_empty() {
+            socket.set_read_timeout(Some(idle))?;
+        }
         if n >= 4 {
             seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
         }
@@ -162,7 +169,9 @@ fn udp_recv(addr: SocketAddr, expected: u32, idle: Duration) -> anyhow::Result<(
             break;
         }
     }
-    println!("{}", json!({ "received": seen.len() }));
+    // Sequence numbers that never arrived (up to the highest expected), for burst and seed checks.
+    let missing: Vec<u32> = (0..expected).filter(|n| !seen.contains(n)).collect();
+    println!("{}", json!({ "received": seen.len(), "missing": missing }));
     Ok(())
 }
 
@@ -179,25 +188,58 @@ fn force_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
     }
 }
 
-/// Sends BYTES over TCP and waits for the server's byte count; prints it and the time taken.
+/// Sends BYTES over TCP and waits for the server's byte count; prints it and the time taken, or
+/// the error that ended the transfer (a reset shows as errno 104).
 fn tcp_send(addr: SocketAddr, bytes: usize) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).context("connect")?;
-    let chunk = vec![0x5au8; 16 * 1024];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len());
-        stream.write_all(&chunk[..n])?;
-        left -= n;
+    let transfer = || -> std::io::Result<usize> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let chunk = vec![0x5au8; 16 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            stream.write_all(&chunk[..n])?;
+            left -= n;
+        }
+        stream.shutdown(std::net::Shutdown::Write)?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        Ok(reply.trim().parse().unwrap_or(0))
+    };
+    let ms = || started.elapsed().as_millis() as u64;
+    match transfer() {
+        Ok(acknowledged) => println!(
+            "{}",
+            json!({ "sent": bytes, "acknowledged": acknowledged, "ms": ms() })
+        ),
+        Err(err) => println!(
+            "{}",
+            json!({ "sent": bytes, "acknowledged": 0, "error": err.to_string(), "errno": err.raw_os_error(), "ms": ms() })
+        ),
     }
-    stream.shutdown(std::net::Shutdown::Write)?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    println!(
-        "{}",
-        json!({ "sent": bytes, "acknowledged": reply.trim().parse::<usize>().unwrap_or(0),
-                "ms": started.elapsed().as_millis() as u64 })
-    );
+    Ok(())
+}
+
+/// A TCP server that counts each connection's bytes and replies with the count. Prints "ready".
+fn tcp_sink(addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    println!("ready {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0usize;
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            let _ = write!(stream, "{total}");
+        });
+    }
     Ok(())
 }
 

@@ -1,0 +1,266 @@
+//! Packet faults at the TC layer, for whole interfaces, a pod's host-side veth, or a cgroup's
+//! packets on an interface: drop (with loss models) and TCP reset. One program per direction;
+//! the rule is this fault instance's configuration and filter maps: one lookup per filter kind,
+//! whatever the number of CIDRs or ports in it.
+use aya_ebpf::{
+    helpers::generated::bpf_skb_ancestor_cgroup_id, macros::classifier, programs::TcContext,
+};
+use chaos_common::{
+    AF_INET, AF_INET6, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, FaultConfig, FaultKind,
+    LossState, PORT_SET_PEER, PORT_SET_SOURCE, flags, loss_model,
+};
+
+use crate::{
+    maps::{LOSS_STATE, PEER_V4, PEER_V6, SRC_V4, SRC_V6},
+    matching::{Peer, armed_config, draw, in_cidrs, next, port_in_set, random_u32},
+    telemetry::{Subject, count, emit},
+};
+
+/// "No verdict": the next tcx program, clsact filter or the default action decides, so other
+/// tools' programs keep working.
+const TC_ACT_UNSPEC: i32 = -1;
+const TC_ACT_SHOT: i32 = 2;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+#[classifier]
+pub fn chaos_tc_out(ctx: TcContext) -> i32 {
+    decide(&ctx, DIRECTION_EGRESS, flags::EGRESS)
+}
+
+#[classifier]
+pub fn chaos_tc_in(ctx: TcContext) -> i32 {
+    decide(&ctx, DIRECTION_INGRESS, flags::INGRESS)
+}
+
+/// What the filters need from a packet (ethernet framing: veth, physical NICs, lo).
+struct Packet {
+    family: u16,
+    src: [u8; 16],
+    dst: [u8; 16],
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    l4_offset: usize,
+    tcp_flags: u8,
+}
+
+#[inline(always)]
+fn decide(ctx: &TcContext, direction: u8, direction_flag: u32) -> i32 {
+    let Some(config) = armed_config() else {
+        return TC_ACT_UNSPEC;
+    };
+    if config.flags & direction_flag == 0 {
+        return TC_ACT_UNSPEC;
+    }
+    // With a cgroup scope, only packets of that subtree's sockets (egress) match.
+    if config.flags & flags::SCOPE_CGROUP != 0
+        // SAFETY: the context is a valid skb for this program type.
+        && unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, config.scope_cgroup_level as i32) }
+            != config.scope_cgroup_id
+    {
+        return TC_ACT_UNSPEC;
+    }
+    let Some(packet) = parse(ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    if !matches(config, &packet) {
+        return TC_ACT_UNSPEC;
+    }
+    count(Counter::Matched);
+    if !lose(config) {
+        return TC_ACT_UNSPEC;
+    }
+    count(Counter::Injected);
+    let peer = Peer {
+        family: packet.family,
+        addr: if direction == DIRECTION_EGRESS {
+            packet.dst
+        } else {
+            packet.src
+        },
+        port: if direction == DIRECTION_EGRESS {
+            packet.dport
+        } else {
+            packet.sport
+        },
+        proto: packet.proto,
+    };
+    emit(
+        config,
+        &peer,
+        &Subject {
+            cgroup_id: 0,
+            pid: 0,
+            comm: [0; 16],
+            errno: 0,
+            direction,
+        },
+    );
+    if config.kind == FaultKind::Reset as u32 {
+        rewrite_into_reset(ctx, &packet);
+        TC_ACT_UNSPEC
+    } else {
+        TC_ACT_SHOT
+    }
+}
+
+#[inline(always)]
+fn matches(config: &FaultConfig, packet: &Packet) -> bool {
+    let proto_ok = match config.proto {
+        0 => true,
+        p if p == u32::from(IPPROTO_ICMP) => {
+            packet.proto == IPPROTO_ICMP || packet.proto == IPPROTO_ICMPV6
+        }
+        p => p == u32::from(packet.proto),
+    };
+    if !proto_ok {
+        return false;
+    }
+    // A reset needs an established flow: not a SYN (that would be a refused connection, which
+    // connect-error models) and not a reset already.
+    if config.kind == FaultKind::Reset as u32
+        && (packet.proto != IPPROTO_TCP || packet.tcp_flags & (TCP_RST | TCP_SYN) != 0)
+    {
+        return false;
+    }
+    if config.flags & flags::MATCH_TCP_FLAGS != 0
+        && (packet.proto != IPPROTO_TCP
+            || u32::from(packet.tcp_flags) & config.packet.tcp_flags == 0)
+    {
+        return false;
+    }
+    if config.flags & flags::MATCH_PORT != 0 && !port_in_set(PORT_SET_PEER, packet.dport) {
+        return false;
+    }
+    if config.flags & flags::MATCH_SPORT != 0 && !port_in_set(PORT_SET_SOURCE, packet.sport) {
+        return false;
+    }
+    if config.flags & flags::MATCH_PEER != 0
+        && !in_cidrs(&PEER_V4, &PEER_V6, packet.family, &packet.dst)
+    {
+        return false;
+    }
+    if config.flags & flags::MATCH_SRC != 0
+        && !in_cidrs(&SRC_V4, &SRC_V6, packet.family, &packet.src)
+    {
+        return false;
+    }
+    true
+}
+
+/// The loss model's verdict for one matching packet, then the `--probability` gate.
+#[inline(always)]
+fn lose(config: &FaultConfig) -> bool {
+    let params = &config.packet;
+    let model_says = match params.loss_model {
+        loss_model::EVERY_NTH => {
+            (next(LossState::Seen) + 1).is_multiple_of(u64::from(params.loss_n.max(1)))
+        }
+        loss_model::FIRST_N => next(LossState::Seen) < u64::from(params.loss_n),
+        loss_model::GILBERT_ELLIOTT => gilbert_elliott(config),
+        _ => true,
+    };
+    model_says && draw(config, config.probability)
+}
+
+/// Two-state Markov loss as netem's gemodel: move between good and bad with p and r, then lose
+/// with 1-k in the good state and 1-h in the bad one.
+#[inline(always)]
+fn gilbert_elliott(config: &FaultConfig) -> bool {
+    let params = &config.packet;
+    let Some(state) = LOSS_STATE.get_ptr_mut(LossState::Bad as u32) else {
+        return false;
+    };
+    // SAFETY: a live map value; a racing update from another CPU only perturbs the chain.
+    let bad = unsafe { *state } != 0;
+    let bad = if bad {
+        random_u32(config) >= params.ge_r
+    } else {
+        random_u32(config) < params.ge_p
+    };
+    // SAFETY: as above.
+    unsafe { *state = u64::from(bad) };
+    let deliver = if bad { params.ge_h } else { params.ge_k };
+    random_u32(config) >= deliver
+}
+
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Option<Packet> {
+    let ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let (family, proto, l4_offset) = match ethertype {
+        ETH_P_IP => {
+            let version_ihl: u8 = ctx.load(ETH_HLEN).ok()?;
+            let proto: u8 = ctx.load(ETH_HLEN + 9).ok()?;
+            let s: [u8; 4] = ctx.load(ETH_HLEN + 12).ok()?;
+            let d: [u8; 4] = ctx.load(ETH_HLEN + 16).ok()?;
+            src[..4].copy_from_slice(&s);
+            dst[..4].copy_from_slice(&d);
+            (
+                AF_INET,
+                proto,
+                ETH_HLEN + usize::from(version_ihl & 0x0f) * 4,
+            )
+        }
+        ETH_P_IPV6 => {
+            // Extension headers are not walked: such packets match on addresses only.
+            let proto: u8 = ctx.load(ETH_HLEN + 6).ok()?;
+            src = ctx.load(ETH_HLEN + 8).ok()?;
+            dst = ctx.load(ETH_HLEN + 24).ok()?;
+            (AF_INET6, proto, ETH_HLEN + 40)
+        }
+        _ => return None,
+    };
+    let (mut sport, mut dport, mut tcp_flags) = (0, 0, 0);
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        let ports: [u8; 4] = ctx.load(l4_offset).ok()?;
+        sport = u16::from_be_bytes([ports[0], ports[1]]);
+        dport = u16::from_be_bytes([ports[2], ports[3]]);
+        if proto == IPPROTO_TCP {
+            tcp_flags = ctx.load(l4_offset + 13).ok()?;
+        }
+    }
+    Some(Packet {
+        family,
+        src,
+        dst,
+        proto,
+        sport,
+        dport,
+        l4_offset,
+        tcp_flags,
+    })
+}
+
+/// Turns the segment into RST+ACK with the same sequence number, and fixes the TCP checksum, so
+/// the receiver resets the connection: its application sees ECONNRESET on the next call.
+#[inline(always)]
+fn rewrite_into_reset(ctx: &TcContext, packet: &Packet) {
+    let word_offset = packet.l4_offset + 12;
+    let Ok(old_word) = ctx.load::<u16>(word_offset) else {
+        return;
+    };
+    // Byte 12 (data offset) stays, byte 13 (the flags) becomes RST+ACK; both in network order.
+    let mut bytes = old_word.to_ne_bytes();
+    bytes[1] = TCP_RST | TCP_ACK;
+    let new_word = u16::from_ne_bytes(bytes);
+    if ctx.store(word_offset, &new_word, 0).is_ok() {
+        let _ = ctx.l4_csum_replace(
+            packet.l4_offset + 16,
+            u64::from(old_word),
+            u64::from(new_word),
+            2,
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Interface scopes for TC faults: an interface by name, or the host-side veth of a pod's network
+//! namespace (found through rtnetlink inside that namespace).
+use std::{ffi::CString, fs::File, os::fd::AsFd as _, path::Path};
+
+use crate::{
+    error::{ChaosError, Result},
+    filters::Direction,
+    netlink,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceScope {
+    pub name: String,
+    pub ifindex: u32,
+    /// Set for `--netns`: the interface is the pod's host-side veth, where the pod's egress is
+    /// this interface's ingress and the other way round.
+    pub pod_netns: Option<String>,
+}
+
+/// Which TC hooks of the interface a fault attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hooks {
+    pub egress: bool,
+    pub ingress: bool,
+}
+
+impl InterfaceScope {
+    pub fn by_name(name: &str) -> Result<Self> {
+        let ifindex = ifindex_of(name).ok_or_else(|| {
+            ChaosError::input(
+                "--iface",
+                format!("no interface named {name:?} here"),
+                "an interface name, as `ip link` lists",
+            )
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            ifindex,
+            pod_netns: None,
+        })
+    }
+
+    /// The host-side peer of the veth inside the network namespace at `path`
+    /// (`/var/run/netns/NAME` or `/proc/PID/ns/net`).
+    pub fn host_side_of(path: &Path) -> Result<Self> {
+        let accepted = "a network namespace file (/var/run/netns/NAME or /proc/PID/ns/net) with a veth whose peer is in this namespace";
+        let netns = File::open(path).map_err(|err| {
+            ChaosError::input("--netns", format!("{}: {err}", path.display()), accepted)
+        })?;
+        let inside = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> std::io::Result<Vec<netlink::Link>> {
+                    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)?;
+                    netlink::links()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+        })
+        .map_err(|err| {
+            ChaosError::input("--netns", format!("{}: {err}", path.display()), accepted)
+        })?;
+        let peer = inside
+            .iter()
+            .filter(|link| link.kind.as_deref() == Some("veth"))
+            .find_map(|link| link.link)
+            .ok_or_else(|| {
+                ChaosError::input(
+                    "--netns",
+                    format!("{} has no veth", path.display()),
+                    accepted,
+                )
+            })?;
+        let ifindex = u32::try_from(peer)
+            .map_err(|_| ChaosError::input("--netns", "bad peer index", accepted))?;
+        let name = name_of(ifindex).ok_or_else(|| {
+            ChaosError::input(
+                "--netns",
+                format!("the veth peer (ifindex {ifindex}) is not in this namespace"),
+                accepted,
+            )
+        })?;
+        Ok(Self {
+            name,
+            ifindex,
+            pod_netns: Some(path.display().to_string()),
+        })
+    }
+
+    /// The hooks for `direction` as the scope sees it: swapped on a pod's host-side veth.
+    pub fn hooks(&self, direction: Direction) -> Hooks {
+        let plain = Self::plain_hooks(direction);
+        if self.pod_netns.is_some() {
+            Hooks {
+                egress: plain.ingress,
+                ingress: plain.egress,
+            }
+        } else {
+            plain
+        }
+    }
+
+    /// The hooks for `direction` on an interface that is not a pod's host-side veth.
+    pub fn plain_hooks(direction: Direction) -> Hooks {
+        match direction {
+            Direction::Egress => Hooks {
+                egress: true,
+                ingress: false,
+            },
+            Direction::Ingress => Hooks {
+                egress: false,
+                ingress: true,
+            },
+            Direction::Both => Hooks {
+                egress: true,
+                ingress: true,
+            },
+        }
+    }
+}
+
+fn ifindex_of(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+fn name_of(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer has IF_NAMESIZE bytes, as the call requires.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_resolves_and_unknown_names_are_input_errors() {
+        assert_eq!(InterfaceScope::by_name("lo").unwrap().ifindex, 1);
+        let err = InterfaceScope::by_name("nope0").unwrap_err().to_string();
+        assert!(
+            err.starts_with("--iface: no interface named \"nope0\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pod_directions_are_swapped_on_the_host_side() {
+        let host = InterfaceScope {
+            name: "veth1".into(),
+            ifindex: 9,
+            pod_netns: Some("/x".into()),
+        };
+        assert_eq!(
+            host.hooks(Direction::Egress),
+            Hooks {
+                egress: false,
+                ingress: true
+            }
+        );
+        let plain = InterfaceScope {
+            pod_netns: None,
+            ..host
+        };
+        assert_eq!(
+            plain.hooks(Direction::Egress),
+            Hooks {
+                egress: true,
+                ingress: false
+            }
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! Packet faults at the TC layer between two network namespaces joined by a veth pair, each test
+//! with its own namespaces (removed even when it fails): drop rates per direction and loss model,
+//! reproducible seeds, the pod (`--netns`) and cgroup scopes, TCP reset, and exact cleanup.
+use chaos_tests::{
+    ChaosRun, Netns, TestCgroup, VethPair, binomial_bound, chaos_bin, require_root, tc_state,
+};
+
+const SENT: u64 = 3000;
+
+/// chaos-bpf run in `netns`'s network namespace only (as a node agent in the host namespace):
+/// `nsenter --net` keeps the mounts, so cgroup2 stays visible, unlike `ip netns exec`.
+fn chaos_in(netns: &Netns, args: &[&str]) -> ChaosRun {
+    let binary = chaos_bin();
+    let net = format!("--net={}", netns.path());
+    let mut full = vec![net.as_str(), binary.to_str().unwrap()];
+    full.extend_from_slice(args);
+    ChaosRun::start_program("nsenter", &full)
+}
+
+/// Sends SENT numbered datagrams from `from` (optionally in `cgroup`) to a receiver in `to`;
+/// returns (received, missing sequence numbers).
+fn udp_through(
+    from: &Netns,
+    cgroup: Option<&TestCgroup>,
+    to: &Netns,
+    to_addr: &str,
+) -> (u64, Vec<u64>) {
+    let (receiver, addr) = to.serve(&[
+        "udp-recv",
+        &format!("{to_addr}:0"),
+        &SENT.to_string(),
+        "2000",
+    ]);
+    let sent = from.testkit(cgroup, &["udp-send", &addr, &SENT.to_string()]);
+    assert_eq!(sent["send_errors"], 0, "{sent}");
+    let result = chaos_tests::last_json_line(&receiver.wait_with_output().unwrap().stdout);
+    let missing = result["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    (result["received"].as_u64().unwrap(), missing)
+}
+
+fn assert_rate(what: &str, lost: u64, p: f64) {
+    let bound = binomial_bound(SENT, p);
+    println!(
+        "{what}: lost {lost}/{SENT} ({:.3}), 99.9% bound {:.0} ± {bound:.0}",
+        lost as f64 / SENT as f64,
+        SENT as f64 * p
+    );
+    assert!(
+        (lost as f64 - SENT as f64 * p).abs() <= bound,
+        "{what}: lost {lost}"
+    );
+}
+
+#[test]
+fn drop_on_an_interface_each_direction_within_the_binomial_bound() {
+    require_root();
+    let net = VethPair::new("tcdrop");
+    for (direction, runs_in, iface) in [
+        ("egress", &net.a, &net.a_if),
+        ("ingress", &net.b, &net.b_if),
+    ] {
+        let run = chaos_in(
+            runs_in,
+            &[
+                "inject",
+                "drop",
+                "--iface",
+                iface,
+                "--direction",
+                direction,
+                "--probability",
+                "0.3",
+                "--proto",
+                "udp",
+            ],
+        );
+        let (received, _) = udp_through(&net.a, None, &net.b, &net.b_addr);
+        let summary = run.stop().summary();
+        assert_rate(&format!("tc drop {direction}"), SENT - received, 0.3);
+        assert_eq!(
+            summary["injected"].as_u64(),
+            Some(SENT - received),
+            "counters equal the loss: {summary}"
+        );
+    }
+}
+
+#[test]
+fn loss_models_every_nth_first_n_and_gilbert_elliott_bursts() {
+    require_root();
+    let net = VethPair::new("tcloss");
+    let drop = |model: &str| {
+        chaos_in(
+            &net.a,
+            &[
+                "inject",
+                "drop",
+                "--iface",
+                &net.a_if,
+                "--proto",
+                "udp",
+                "--loss-model",
+                model,
+            ],
+        )
+    };
+
+    let run = drop("every-nth:4");
+    let (received, missing) = udp_through(&net.a, None, &net.b, &net.b_addr);
+    run.stop();
+    assert_eq!(SENT - received, SENT / 4, "every 4th packet");
+    assert!(
+        missing.iter().all(|seq| seq % 4 == 3),
+        "the 4th, 8th, ...: {:?}",
+        &missing[..8.min(missing.len())]
+    );
+
+    let run = drop("first:100");
+    let (_, missing) = udp_through(&net.a, None, &net.b, &net.b_addr);
+    run.stop();
+    assert_eq!(
+        missing,
+        (0..100).collect::<Vec<_>>(),
+        "exactly the first 100"
+    );
+
+    // Simple Gilbert: lose everything in the bad state, nothing in the good one. Loss rate
+    // p/(p+r) = 1/6 and mean burst length 1/r = 4.
+    let run = drop("gilbert-elliott:0.05,0.25,0,1");
+    let (received, missing) = udp_through(&net.a, None, &net.b, &net.b_addr);
+    run.stop();
+    let bursts =
+        missing.windows(2).filter(|w| w[1] != w[0] + 1).count() + usize::from(!missing.is_empty());
+    let mean_burst = missing.len() as f64 / bursts.max(1) as f64;
+    println!(
+        "gilbert-elliott: lost {}/{SENT}, {bursts} bursts, mean burst length {mean_burst:.2} (expected 4)",
+        SENT - received
+    );
+    assert!(
+        (mean_burst - 4.0).abs() <= 1.2,
+        "mean burst length {mean_burst}"
+    );
+    let rate = (SENT - received) as f64 / SENT as f64;
+    assert!((rate - 1.0 / 6.0).abs() <= 0.07, "loss rate {rate}");
+}
+
+#[test]
+fn the_same_seed_makes_the_same_decisions() {
+    require_root();
+    let net = VethPair::new("tcseed");
+    let run_once = |seed: &str| {
+        let run = chaos_in(
+            &net.a,
+            &[
+                "inject",
+                "drop",
+                "--iface",
+                &net.a_if,
+                "--proto",
+                "udp",
+                "--probability",
+                "0.3",
+                "--seed",
+                seed,
+            ],
+        );
+        let (_, missing) = udp_through(&net.a, None, &net.b, &net.b_addr);
+        run.stop();
+        missing
+    };
+    let first = run_once("42");
+    assert_eq!(
+        first,
+        run_once("42"),
+        "same seed, same packet sequence, same losses"
+    );
+    assert_ne!(first, run_once("43"), "another seed, other losses");
+    assert_rate("seeded drop", first.len() as u64, 0.3);
+}
+
+#[test]
+fn netns_scope_finds_the_pods_host_side_veth_and_maps_directions() {
+    require_root();
+    // `a` plays the node, `b` the pod: chaos-bpf runs on the node and is given the pod's netns.
+    let net = VethPair::new("tcpod");
+    let pod = net.b.path();
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "drop",
+            "--netns",
+            &pod,
+            "--direction",
+            "egress",
+            "--proto",
+            "udp",
+        ],
+    );
+    assert!(
+        run.first_lines()
+            .contains(&format!("host-side veth {}", net.a_if)),
+        "{}",
+        run.first_lines()
+    );
+    let (received, _) = udp_through(&net.b, None, &net.a, &net.a_addr);
+    assert_eq!(received, 0, "the pod's egress is dropped");
+    let (received, _) = udp_through(&net.a, None, &net.b, &net.b_addr);
+    assert_eq!(received, SENT, "its ingress is not");
+    run.stop();
+
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "drop",
+            "--netns",
+            &pod,
+            "--direction",
+            "ingress",
+            "--proto",
+            "udp",
+        ],
+    );
+    let (received, _) = udp_through(&net.a, None, &net.b, &net.b_addr);
+    assert_eq!(received, 0, "the pod's ingress is dropped");
+    run.stop();
+}
+
+#[test]
+fn cgroup_scope_on_an_interface_only_hits_the_cgroup() {
+    require_root();
+    let net = VethPair::new("tccg");
+    let cgroup = TestCgroup::new("tc-cgroup");
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "drop",
+            "--iface",
+            &net.a_if,
+            "--cgroup",
+            cgroup.path.to_str().unwrap(),
+            "--proto",
+            "udp",
+        ],
+    );
+    let (received, _) = udp_through(&net.a, Some(&cgroup), &net.b, &net.b_addr);
+    assert_eq!(received, 0, "the cgroup's packets are dropped");
+    let (received, _) = udp_through(&net.a, None, &net.b, &net.b_addr);
+    assert_eq!(received, SENT, "other processes' packets pass");
+    run.stop();
+}
+
+#[test]
+fn reset_breaks_the_matching_flow_mid_transfer_and_spares_others() {
+    require_root();
+    let net = VethPair::new("tcrst");
+    let (_target, target_addr) = net.b.serve(&["tcp-sink", &format!("{}:0", net.b_addr)]);
+    let (_other, other_addr) = net.b.serve(&["tcp-sink", &format!("{}:0", net.b_addr)]);
+    let port = target_addr.rsplit(':').next().unwrap();
+    // The server's ACKs become RSTs on their way into the client's namespace.
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "reset",
+            "--iface",
+            &net.a_if,
+            "--direction",
+            "ingress",
+            "--sport",
+            port,
+            "--tcp-flags",
+            "ACK",
+            "--events",
+            "json",
+        ],
+    );
+    let broken = net.a.testkit(None, &["tcp-send", &target_addr, "4194304"]);
+    let spared = net.a.testkit(None, &["tcp-send", &other_addr, "4194304"]);
+    let output = run.stop();
+    println!("reset: matching flow {broken}, other flow {spared}");
+    assert_eq!(broken["errno"], 104, "Connection reset by peer: {broken}");
+    assert_eq!(spared["acknowledged"], 4194304, "{spared}");
+    assert!(output.summary()["injected"].as_u64().unwrap() >= 1);
+    assert!(output.events().iter().all(|e| e["verdict"] == "reset"));
+}
+
+#[test]
+fn nothing_is_left_behind_after_exit_sigterm_or_sigkill() {
+    require_root();
+    let net = VethPair::new("tcleft");
+    // Other tools' TC configuration, which must survive untouched: a clsact qdisc, and another
+    // tcx program (a second chaos-bpf whose rule matches nothing; this kernel has no other
+    // classifier modules to stand in).
+    let status = net
+        .a
+        .command("tc")
+        .args(["qdisc", "add", "dev", &net.a_if, "clsact"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tc qdisc add clsact");
+    let _other_tool = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "drop",
+            "--iface",
+            &net.a_if,
+            "--direction",
+            "both",
+            "--port",
+            "9",
+        ],
+    );
+    let before = tc_state(&net.a, &net.a_if);
+    let args = [
+        "inject",
+        "drop",
+        "--iface",
+        net.a_if.as_str(),
+        "--direction",
+        "both",
+        "--probability",
+        "0.1",
+    ];
+
+    let mut with_duration = args.to_vec();
+    with_duration.extend(["--duration", "1s"]);
+    let mut finished = chaos_in(&net.a, &with_duration);
+    assert_eq!(finished.wait().code, Some(0));
+    assert_eq!(tc_state(&net.a, &net.a_if), before, "after --duration");
+
+    chaos_in(&net.a, &args).stop();
+    assert_eq!(tc_state(&net.a, &net.a_if), before, "after SIGTERM");
+
+    let run = chaos_in(&net.a, &args);
+    assert_ne!(
+        tc_state(&net.a, &net.a_if),
+        before,
+        "attached while running"
+    );
+    run.kill_hard();
+    assert!(
+        chaos_tests::eventually(std::time::Duration::from_secs(5), || tc_state(
+            &net.a, &net.a_if
+        ) == before),
+        "after SIGKILL (tcx links die with the process): {}",
+        tc_state(&net.a, &net.a_if)
+    );
+}
