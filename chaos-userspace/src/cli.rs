@@ -34,6 +34,9 @@ pub enum Command {
         #[command(subcommand)]
         fault: Box<InjectCommand>,
     },
+    /// Remove TC filters and clsact qdiscs left by chaos-bpf runs that were killed (only the clsact
+    /// path can leave any; tcx links and everything else die with the process).
+    Cleanup,
     /// Report which fault mechanisms this kernel supports, by loading probe programs.
     Doctor {
         /// Print JSON instead of a table.
@@ -187,6 +190,19 @@ pub struct PacketArgs {
     /// Make the sequence of decisions reproducible for a given packet sequence (TC).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// How TC programs attach: tcx links (6.6+; die with the process) or clsact filters.
+    #[arg(long, value_enum, default_value_t = TcMechanismArg::Auto)]
+    pub mechanism: TcMechanismArg,
+}
+
+/// `--mechanism` for packet faults on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcMechanismArg {
+    /// tcx where the kernel has it, else clsact.
+    Auto,
+    Tcx,
+    #[value(name = "tc-clsact")]
+    TcClsact,
 }
 
 impl PacketArgs {
@@ -206,6 +222,8 @@ impl PacketArgs {
             Some("--loss-model")
         } else if self.seed.is_some() {
             Some("--seed")
+        } else if self.mechanism != TcMechanismArg::Auto {
+            Some("--mechanism")
         } else {
             None
         }
@@ -221,6 +239,11 @@ impl PacketArgs {
             tcp_flags: self.tcp_flags.unwrap_or(0),
             loss: self.loss_model,
             seed: self.seed,
+            mechanism: match self.mechanism {
+                TcMechanismArg::Auto => None,
+                TcMechanismArg::Tcx => Some(Mechanism::Tcx),
+                TcMechanismArg::TcClsact => Some(Mechanism::TcClsact),
+            },
         };
         // Preflight swaps the hooks when --netns names a pod's namespace.
         let hooks = crate::interface::InterfaceScope::plain_hooks(self.direction);

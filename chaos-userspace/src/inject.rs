@@ -152,6 +152,7 @@ pub async fn inject(
 ) -> Result<Summary> {
     eprintln!("{}", choice.explain(spec.name()));
     let description = spec.describe();
+    let signals = runner::StopSignals::install()?;
     let fault = ActiveFault::arm(
         1,
         spec,
@@ -190,5 +191,5 @@ pub async fn inject(
             .map(|d| format!(" for {}", humantime::format_duration(d)))
             .unwrap_or_default(),
     );
-    runner::run(fault, options).await
+    runner::run(fault, options, signals).await
 }

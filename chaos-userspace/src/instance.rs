@@ -31,6 +31,8 @@ pub struct ActiveFault {
     config: FaultConfig,
     /// Declared before `ebpf` so they are dropped (detached) first.
     attachments: Vec<Attachment>,
+    /// Dropped after the attachments: removes this run's record of clsact state.
+    _records: Option<std::cell::RefCell<crate::tc_records::Recorder>>,
     ebpf: Ebpf,
 }
 
@@ -83,6 +85,19 @@ impl ActiveFault {
             None
         };
 
+        // clsact state outlives a SIGKILL: undo what dead runs left, then record ours.
+        let records = if mechanism == Mechanism::TcClsact {
+            let report = crate::tc_records::cleanup_stale()
+                .map_err(|err| ChaosError::io("cleaning up stale TC state", err))?;
+            if report.filters_removed + report.qdiscs_removed > 0 {
+                eprintln!("chaos-bpf: removed what a killed run left: {report:?}");
+            }
+            let recorder = crate::tc_records::Recorder::new()
+                .map_err(|err| ChaosError::io("recording TC state", err))?;
+            Some(std::cell::RefCell::new(recorder))
+        } else {
+            None
+        };
         let mut ebpf = object::load()?;
         fill_filters(&mut ebpf, &spec)?;
         config.armed = 1;
@@ -92,6 +107,7 @@ impl ActiveFault {
             btf: btf.as_ref(),
             interface: interface.as_ref(),
             tc_mechanism: mechanism,
+            recorder: records.as_ref(),
         };
         let mut attachments = Vec::new();
         for program in programs {
@@ -106,6 +122,7 @@ impl ActiveFault {
             armed_at: Instant::now(),
             config,
             attachments,
+            _records: records,
             ebpf,
         })
     }
@@ -144,6 +161,7 @@ impl ActiveFault {
         let disarmed = write_config(&mut self.ebpf, &self.config);
         let counters = self.counters();
         drop(self.attachments);
+        drop(self._records);
         drop(self.ebpf);
         disarmed?;
         counters

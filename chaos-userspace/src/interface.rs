@@ -126,7 +126,7 @@ fn ifindex_of(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-fn name_of(ifindex: u32) -> Option<String> {
+pub fn name_of(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: the buffer has IF_NAMESIZE bytes, as the call requires.
     let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };

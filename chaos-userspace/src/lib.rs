@@ -16,4 +16,5 @@ pub mod object;
 pub mod programs;
 pub mod runner;
 pub mod scope;
+pub mod tc_records;
 pub mod telemetry;

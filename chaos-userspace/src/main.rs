@@ -36,6 +36,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Cleanup => {
+            if !nix::unistd::geteuid().is_root() {
+                return Err(ChaosError::NotRoot.into());
+            }
+            let report = chaos::tc_records::cleanup_stale().context("cleaning up")?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Doctor { json } => {
             if !nix::unistd::geteuid().is_root() {
                 return Err(ChaosError::NotRoot.into());

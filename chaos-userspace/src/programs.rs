@@ -144,6 +144,8 @@ pub struct AttachTarget<'a> {
     pub interface: Option<&'a crate::interface::InterfaceScope>,
     /// For TC hooks: tcx links (`Mechanism::Tcx`) or clsact filters (`Mechanism::TcClsact`).
     pub tc_mechanism: Mechanism,
+    /// Where clsact filters and qdiscs are written down, so a later cleanup can undo them.
+    pub recorder: Option<&'a std::cell::RefCell<crate::tc_records::Recorder>>,
 }
 
 /// Attachment state aya does not own; dropping it detaches.
@@ -152,20 +154,20 @@ pub enum Attachment {
     /// The link lives inside the `Ebpf` instance and goes with it.
     HeldByAya,
     FmodRet(FmodRetAttachment),
-    /// A clsact qdisc chaos-bpf added, deleted again on drop.
-    Clsact(ClsactQdisc),
+    /// A clsact filter, detached on drop (its record goes with the `Recorder`).
+    TcFilter(TcFilter),
 }
 
-/// The clsact qdisc chaos-bpf added to an interface that had none.
+/// A netlink TC filter taken out of aya, which does not detach such links when they are dropped.
 #[derive(Debug)]
-pub struct ClsactQdisc {
-    ifindex: i32,
-}
+pub struct TcFilter(Option<aya::programs::tc::SchedClassifierLink>);
 
-impl Drop for ClsactQdisc {
+impl Drop for TcFilter {
     fn drop(&mut self) {
-        // Removing it also removes any filter still on it; an error leaves nothing to do.
-        let _ = crate::netlink::delete_clsact(self.ifindex);
+        if let Some(link) = self.0.take() {
+            // Failing here means the filter is already gone (say, with its interface).
+            let _ = aya::programs::links::Link::detach(link);
+        }
     }
 }
 
@@ -245,28 +247,41 @@ pub fn load_and_attach(
             let interface = target
                 .interface
                 .ok_or_else(|| attach_failed(name, "needs an interface"))?;
-            let mut added = None;
-            let options = if target.tc_mechanism == Mechanism::Tcx {
-                TcAttachOptions::TcxOrder(Default::default())
-            } else {
-                let ifindex = interface.ifindex as i32;
-                match crate::netlink::add_clsact(ifindex) {
-                    Ok(()) => added = Some(ClsactQdisc { ifindex }),
-                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(err) => return Err(attach_failed(name, format!("adding clsact: {err}"))),
-                }
-                TcAttachOptions::Netlink(Default::default())
-            };
             let program: &mut SchedClassifier = program_mut(ebpf, name)?
                 .try_into()
                 .map_err(program_error(name))?;
-            if program.fd().is_err() {
-                program.load().map_err(program_error(name))?;
+            program.load().map_err(program_error(name))?;
+            if target.tc_mechanism == Mechanism::Tcx {
+                let options = TcAttachOptions::TcxOrder(Default::default());
+                program
+                    .attach_with_options(&interface.name, attach_type, options)
+                    .map_err(program_error(name))?;
+                return Ok(Attachment::HeldByAya);
             }
-            program
+            // clsact: these outlive a SIGKILL, so each is recorded before anything else happens.
+            let recorder = target
+                .recorder
+                .ok_or_else(|| attach_failed(name, "needs a record of TC state"))?;
+            let recorder_error =
+                |err: std::io::Error| attach_failed(name, format!("recording TC state: {err}"));
+            match crate::netlink::add_clsact(interface.ifindex as i32) {
+                Ok(()) => recorder
+                    .borrow()
+                    .mark_clsact(interface.ifindex)
+                    .map_err(recorder_error)?,
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(attach_failed(name, format!("adding clsact: {err}"))),
+            }
+            let options = TcAttachOptions::Netlink(Default::default());
+            let id = program
                 .attach_with_options(&interface.name, attach_type, options)
                 .map_err(program_error(name))?;
-            return Ok(added.map_or(Attachment::HeldByAya, Attachment::Clsact));
+            let link = program.take_link(id).map_err(program_error(name))?;
+            recorder
+                .borrow_mut()
+                .add_filter(&link, &interface.name)
+                .map_err(recorder_error)?;
+            return Ok(Attachment::TcFilter(TcFilter(Some(link))));
         }
         Hook::FmodRet(function) => {
             let attachment = fmod_ret::load_and_attach(ebpf, name, function, btf()?)

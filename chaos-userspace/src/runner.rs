@@ -8,7 +8,7 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     sync::oneshot,
 };
 
@@ -29,15 +29,38 @@ pub struct RunOptions {
     pub events: Option<EventFormat>,
 }
 
-pub async fn run(mut fault: ActiveFault, options: RunOptions) -> Result<Summary> {
+/// SIGTERM and SIGINT, caught from before anything is attached: one arriving while the fault is
+/// being armed is delivered once it runs, so the stop is a clean one (the default action would
+/// kill the process before it could remove clsact state).
+pub struct StopSignals {
+    sigterm: Signal,
+    sigint: Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> Result<Self> {
+        Ok(Self {
+            sigterm: signal(SignalKind::terminate())
+                .map_err(|err| ChaosError::io("installing the SIGTERM handler", err))?,
+            sigint: signal(SignalKind::interrupt())
+                .map_err(|err| ChaosError::io("installing the SIGINT handler", err))?,
+        })
+    }
+}
+
+pub async fn run(
+    mut fault: ActiveFault,
+    options: RunOptions,
+    signals: StopSignals,
+) -> Result<Summary> {
     let ring = fault.take_events()?;
     let (stop_reader, stop_signal) = oneshot::channel();
     let reader = tokio::spawn(stream_events(ring, options.events, stop_signal));
 
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|err| ChaosError::io("installing the SIGTERM handler", err))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|err| ChaosError::io("installing the SIGINT handler", err))?;
+    let StopSignals {
+        mut sigterm,
+        mut sigint,
+    } = signals;
     let deadline = async {
         match options.duration {
             Some(duration) => tokio::time::sleep(duration).await,

@@ -355,3 +355,115 @@ fn nothing_is_left_behind_after_exit_sigterm_or_sigkill() {
         tc_state(&net.a, &net.a_if)
     );
 }
+
+/// `chaos-bpf cleanup` run in `netns`'s network namespace; its JSON report.
+fn cleanup_in(netns: &Netns) -> serde_json::Value {
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.path()))
+        .arg(chaos_bin())
+        .arg("cleanup")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    chaos_tests::last_json_line(&output.stdout)
+}
+
+#[test]
+fn clsact_path_restores_state_and_cleanup_undoes_a_sigkill() {
+    require_root();
+    let net = VethPair::new("tccls");
+    let before = tc_state(&net.a, &net.a_if);
+    let args = [
+        "inject",
+        "drop",
+        "--iface",
+        net.a_if.as_str(),
+        "--direction",
+        "both",
+        "--probability",
+        "0.1",
+        "--mechanism",
+        "tc-clsact",
+    ];
+
+    let run = chaos_in(&net.a, &args);
+    assert!(
+        run.first_line().contains("via tc-clsact"),
+        "{}",
+        run.first_line()
+    );
+    assert_ne!(
+        tc_state(&net.a, &net.a_if),
+        before,
+        "a clsact qdisc and filters while running"
+    );
+    run.stop();
+    assert_eq!(
+        tc_state(&net.a, &net.a_if),
+        before,
+        "after SIGTERM, the clsact chaos-bpf added is gone too"
+    );
+
+    // SIGKILL leaves netlink filters and the qdisc behind; cleanup removes exactly those.
+    chaos_in(&net.a, &args).kill_hard();
+    assert_ne!(
+        tc_state(&net.a, &net.a_if),
+        before,
+        "a SIGKILL leaves clsact state"
+    );
+    let report = cleanup_in(&net.a);
+    println!("cleanup after SIGKILL: {report}");
+    assert_eq!(report["filters_removed"], 2, "{report}");
+    assert_eq!(report["qdiscs_removed"], 1, "{report}");
+    assert_eq!(
+        tc_state(&net.a, &net.a_if),
+        before,
+        "after SIGKILL and cleanup"
+    );
+
+    // The next start cleans up too.
+    chaos_in(&net.a, &args).kill_hard();
+    chaos_in(&net.a, &args).stop();
+    assert_eq!(
+        tc_state(&net.a, &net.a_if),
+        before,
+        "after SIGKILL and another run"
+    );
+}
+
+#[test]
+fn a_clsact_that_another_tool_added_stays() {
+    require_root();
+    let net = VethPair::new("tcown");
+    let status = net
+        .a
+        .command("tc")
+        .args(["qdisc", "add", "dev", &net.a_if, "clsact"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = tc_state(&net.a, &net.a_if);
+    chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "reset",
+            "--iface",
+            &net.a_if,
+            "--mechanism",
+            "tc-clsact",
+            "--dport",
+            "9",
+        ],
+    )
+    .stop();
+    assert_eq!(
+        tc_state(&net.a, &net.a_if),
+        before,
+        "their clsact stays; our filter is gone"
+    );
+}

@@ -83,13 +83,20 @@ impl FaultSpec {
                 None => fault.call.mechanisms().to_vec(),
             },
             FaultSpec::Drop(_) => vec![Mechanism::CgroupSkb],
-            FaultSpec::Packet(..) => tc_packet::PacketFault::MECHANISMS.to_vec(),
+            FaultSpec::Packet(fault, _) => match fault.mechanism {
+                Some(forced) => vec![forced],
+                None => tc_packet::PacketFault::MECHANISMS.to_vec(),
+            },
         }
     }
 
     /// Whether `--mechanism` was given.
     pub fn mechanism_forced(&self) -> bool {
-        matches!(self, FaultSpec::SocketCall(fault) if fault.mechanism.is_some())
+        match self {
+            FaultSpec::SocketCall(fault) => fault.mechanism.is_some(),
+            FaultSpec::Packet(fault, _) => fault.mechanism.is_some(),
+            FaultSpec::Drop(_) => false,
+        }
     }
 
     /// The programs realising this fault with `mechanism`, `None` where there are none.

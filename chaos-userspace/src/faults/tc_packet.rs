@@ -124,6 +124,8 @@ pub struct PacketFault {
     pub tcp_flags: u32,
     pub loss: LossModel,
     pub seed: Option<u64>,
+    /// Forced by `--mechanism`: tcx or clsact.
+    pub mechanism: Option<Mechanism>,
 }
 
 impl PacketFault {

@@ -1,0 +1,229 @@
+//! What survives a SIGKILL on the clsact path, written down so it can be undone.
+//!
+//! tcx links die with the process, but clsact filters attached through netlink, and a clsact
+//! qdisc chaos-bpf added, stay until someone removes them. Each run that uses clsact keeps a record
+//! in /run/chaos-bpf (tmpfs, gone at reboot): the filters it attached, and a marker per clsact it
+//! added. A clean exit removes its own; `chaos-bpf cleanup`, and every later start, remove those of
+//! runs that died.
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    TcAttachType,
+    links::Link as _,
+    tc::{SchedClassifierLink, TcHandle},
+};
+use serde::{Deserialize, Serialize};
+
+pub const RECORDS_DIR: &str = "/run/chaos-bpf";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FilterRecord {
+    pub ifname: String,
+    pub ingress: bool,
+    pub priority: u16,
+    /// The filter's TcHandle as the kernel's u32 (major << 16 | minor).
+    pub handle: u32,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    pid: u32,
+    /// The network namespace's inode: records are only undone from the same namespace.
+    netns: u64,
+    filters: Vec<FilterRecord>,
+}
+
+/// This process's record; removed on drop, after the attachments it lists were dropped.
+#[derive(Debug)]
+pub struct Recorder {
+    path: PathBuf,
+    record: Record,
+}
+
+fn current_netns() -> u64 {
+    fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+fn clsact_marker(netns: u64, ifindex: u32) -> PathBuf {
+    Path::new(RECORDS_DIR).join(format!("clsact-{netns}-{ifindex}"))
+}
+
+impl Recorder {
+    pub fn new() -> std::io::Result<Self> {
+        fs::create_dir_all(RECORDS_DIR)?;
+        let pid = std::process::id();
+        Ok(Self {
+            path: Path::new(RECORDS_DIR).join(format!("run-{pid}.json")),
+            record: Record {
+                pid,
+                netns: current_netns(),
+                filters: Vec::new(),
+            },
+        })
+    }
+
+    /// Notes a filter before anything else can happen to the process.
+    pub fn add_filter(&mut self, link: &SchedClassifierLink, ifname: &str) -> std::io::Result<()> {
+        let (Ok(attach_type), Ok(priority), Ok(handle)) =
+            (link.attach_type(), link.priority(), link.handle())
+        else {
+            return Ok(()); // a tcx link: nothing survives the process
+        };
+        self.record.filters.push(FilterRecord {
+            ifname: ifname.to_string(),
+            ingress: attach_type == TcAttachType::Ingress,
+            priority,
+            handle: u32::from(handle),
+        });
+        self.save()
+    }
+
+    /// Notes that this run added the clsact qdisc of `ifindex`.
+    pub fn mark_clsact(&self, ifindex: u32) -> std::io::Result<()> {
+        fs::write(clsact_marker(self.record.netns, ifindex), b"")
+    }
+
+    fn save(&self) -> std::io::Result<()> {
+        let json = serde_json::to_vec(&self.record).map_err(std::io::Error::other)?;
+        let partial = self.path.with_extension("partial");
+        fs::write(&partial, json)?;
+        fs::rename(partial, &self.path)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        // The filters are gone (dropped before this): remove clsact qdiscs chaos-bpf added that
+        // no other live run uses any more.
+        let _ = remove_unused_clsact(self.record.netns);
+    }
+}
+
+/// What a cleanup removed.
+#[derive(Debug, Default, Serialize)]
+pub struct CleanupReport {
+    pub stale_runs: usize,
+    pub filters_removed: usize,
+    pub qdiscs_removed: usize,
+    /// Records of dead runs in other network namespaces, left for a cleanup run there.
+    pub other_namespaces: usize,
+}
+
+/// Undoes what dead runs in this network namespace left behind.
+pub fn cleanup_stale() -> std::io::Result<CleanupReport> {
+    let mut report = CleanupReport::default();
+    let netns = current_netns();
+    let Ok(entries) = fs::read_dir(RECORDS_DIR) else {
+        return Ok(report);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("run-") && n.ends_with(".json"))
+        {
+            continue;
+        }
+        let Ok(record) = fs::read(&path)
+            .map_err(drop)
+            .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(drop))
+        else {
+            continue;
+        };
+        if pid_alive(record.pid) && record.pid != std::process::id() {
+            continue;
+        }
+        if record.netns != netns {
+            if netns_exists(record.netns) {
+                report.other_namespaces += 1;
+            } else {
+                // The namespace is gone, and its interfaces with everything on them.
+                let _ = fs::remove_file(&path);
+            }
+            continue;
+        }
+        report.stale_runs += 1;
+        for filter in &record.filters {
+            let attach_type = if filter.ingress {
+                TcAttachType::Ingress
+            } else {
+                TcAttachType::Egress
+            };
+            let handle = TcHandle::from(filter.handle);
+            if let Ok(link) = SchedClassifierLink::attached(
+                &filter.ifname,
+                attach_type,
+                filter.priority,
+                handle,
+                None,
+            ) && link.detach().is_ok()
+            {
+                report.filters_removed += 1;
+            }
+        }
+        let _ = fs::remove_file(&path);
+    }
+    report.qdiscs_removed = remove_unused_clsact(netns)?;
+    Ok(report)
+}
+
+/// Whether any process or `ip netns` bind mount still holds the network namespace with this inode.
+fn netns_exists(inode: u64) -> bool {
+    let holds = |path: PathBuf| fs::metadata(path).is_ok_and(|m| m.ino() == inode);
+    let processes = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("ns/net"));
+    let mounts = fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    processes.chain(mounts).any(holds)
+}
+
+/// Deletes the clsact qdiscs chaos-bpf added in `netns` whose interface no live run uses.
+fn remove_unused_clsact(netns: u64) -> std::io::Result<usize> {
+    let Ok(entries) = fs::read_dir(RECORDS_DIR) else {
+        return Ok(0);
+    };
+    let live_interfaces: Vec<String> = fs::read_dir(RECORDS_DIR)?
+        .flatten()
+        .filter_map(|e| serde_json::from_slice::<Record>(&fs::read(e.path()).ok()?).ok())
+        .filter(|r| r.netns == netns && pid_alive(r.pid))
+        .flat_map(|r| r.filters.into_iter().map(|f| f.ifname))
+        .collect();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(ifindex) = name
+            .strip_prefix(&format!("clsact-{netns}-"))
+            .and_then(|i| i.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let in_use = crate::interface::name_of(ifindex)
+            .is_some_and(|ifname| live_interfaces.contains(&ifname));
+        if in_use {
+            continue;
+        }
+        if crate::netlink::delete_clsact(ifindex as i32).is_ok() {
+            removed += 1;
+        }
+        let _ = fs::remove_file(entry.path());
+    }
+    Ok(removed)
+}
