@@ -21,6 +21,9 @@ pub mod maps {
     pub const SRC_V6: &str = "CHAOS_SRC_V6";
     /// `Array<u64>`: loss-model state shared by all CPUs, indexed by [`crate::LossState`].
     pub const LOSS_STATE: &str = "CHAOS_LOSS";
+    /// `LruHashMap<u32, u64>`: the last departure time given to each flow (by skb hash), so
+    /// jitter never reorders a flow.
+    pub const FLOWS: &str = "CHAOS_FLOWS";
     /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "CHAOS_COUNTERS";
     /// `RingBuf` of [`crate::Event`].
@@ -151,6 +154,8 @@ pub enum FaultKind {
     SendError = 4,
     /// TC: matching TCP segments become RSTs.
     Reset = 5,
+    /// TC egress: matching packets leave later (EDT under fq).
+    Delay = 6,
 }
 
 impl FaultKind {
@@ -161,6 +166,7 @@ impl FaultKind {
             3 => Some(Self::RecvError),
             4 => Some(Self::SendError),
             5 => Some(Self::Reset),
+            6 => Some(Self::Delay),
             _ => None,
         }
     }
@@ -230,7 +236,18 @@ pub struct PacketParams {
     pub ge_k: u32,
     /// TCP flag bits (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, URG 0x20).
     pub tcp_flags: u32,
-    pub _pad: u32,
+    /// [`jitter`] distribution of the delay.
+    pub distribution: u32,
+    /// Delay added to matching packets' departure time.
+    pub delay_ns: u64,
+    /// Uniform: the half-width; normal: the standard deviation.
+    pub jitter_ns: u64,
+}
+
+/// `PacketParams::distribution` values.
+pub mod jitter {
+    pub const UNIFORM: u32 = 0;
+    pub const NORMAL: u32 = 1;
 }
 
 /// One fault instance's configuration, the single entry of [`maps::CONFIG`].
@@ -333,8 +350,8 @@ pub const DIRECTION_INGRESS: u8 = 2;
 
 // Padding-free layouts: the sum of the fields equals the size, so no byte is uninitialised.
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
-const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8);
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 8 + 16 + 40);
+const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8);
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 8 + 16 + 56);
 const _: () = assert!(core::mem::size_of::<PortSet>() == 8192);
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4 + 16 + 2 + 2 + 1 + 1 + 2 + 16);

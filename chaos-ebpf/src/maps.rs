@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use chaos_common::{
     Counter, EVENTS_RING_BYTES, EventBudget, FaultConfig, LossState, MAX_CIDRS, PortSet,
@@ -38,3 +38,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map(name = "CHAOS_EV_BUDGET")]
 pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "CHAOS_FLOWS")]
+pub static FLOWS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);

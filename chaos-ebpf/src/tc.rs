@@ -3,15 +3,20 @@
 //! the rule is this fault instance's configuration and filter maps: one lookup per filter kind,
 //! whatever the number of CIDRs or ports in it.
 use aya_ebpf::{
-    helpers::generated::bpf_skb_ancestor_cgroup_id, macros::classifier, programs::TcContext,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_get_hash_recalc, bpf_skb_ancestor_cgroup_id},
+    },
+    macros::classifier,
+    programs::TcContext,
 };
 use chaos_common::{
     AF_INET, AF_INET6, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, FaultConfig, FaultKind,
-    LossState, PORT_SET_PEER, PORT_SET_SOURCE, flags, loss_model,
+    LossState, PORT_SET_PEER, PORT_SET_SOURCE, flags, jitter, loss_model,
 };
 
 use crate::{
-    maps::{LOSS_STATE, PEER_V4, PEER_V6, SRC_V4, SRC_V6},
+    maps::{FLOWS, LOSS_STATE, PEER_V4, PEER_V6, SRC_V4, SRC_V6},
     matching::{Peer, armed_config, draw, in_cidrs, next, port_in_set, random_u32},
     telemetry::{Subject, count, emit},
 };
@@ -106,12 +111,67 @@ fn decide(ctx: &TcContext, direction: u8, direction_flag: u32) -> i32 {
             direction,
         },
     );
-    if config.kind == FaultKind::Reset as u32 {
-        rewrite_into_reset(ctx, &packet);
-        TC_ACT_UNSPEC
-    } else {
-        TC_ACT_SHOT
+    match config.kind {
+        k if k == FaultKind::Reset as u32 => {
+            rewrite_into_reset(ctx, &packet);
+            TC_ACT_UNSPEC
+        }
+        k if k == FaultKind::Delay as u32 => {
+            delay(ctx, config);
+            TC_ACT_UNSPEC
+        }
+        _ => TC_ACT_SHOT,
     }
+}
+
+/// Earliest Departure Time: the packet's `tstamp` says when fq may send it. Jitter is added per
+/// packet, but a flow's packets never depart before its previous one, so the flow keeps its order.
+#[inline(always)]
+fn delay(ctx: &TcContext, config: &FaultConfig) {
+    let params = &config.packet;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the context is a valid skb; TCP may already have paced it into the future.
+    let base = unsafe { (*ctx.skb.skb).tstamp }.max(now);
+    let mut departure = base + jittered(config, params.delay_ns, params.jitter_ns);
+    // SAFETY: the context is a valid skb.
+    let flow = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    if let Some(previous) = FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a live map value of this LRU map.
+        unsafe {
+            departure = departure.max(*previous);
+            *previous = departure;
+        }
+    } else {
+        let _ = FLOWS.insert(flow, departure, 0);
+    }
+    // SAFETY: TC programs may write tstamp; at egress it is the (monotonic) departure time.
+    unsafe { (*ctx.skb.skb).tstamp = departure };
+}
+
+/// `delay` plus jitter: uniform in [-jitter, +jitter], or normal with standard deviation `jitter`
+/// (Irwin-Hall: four uniforms summed); never below zero.
+#[inline(always)]
+fn jittered(config: &FaultConfig, delay: u64, spread: u64) -> u64 {
+    if spread == 0 {
+        return delay;
+    }
+    let offset: i64 = if config.packet.distribution == jitter::NORMAL {
+        // Sum of 4 uniforms on [0, 1) has mean 2 and variance 1/3; scaled by spread*sqrt(3).
+        let mut sum: u64 = 0;
+        let mut i = 0;
+        while i < 4 {
+            sum += u64::from(random_u32(config));
+            i += 1;
+        }
+        // (sum/2^32 - 2) * spread * sqrt(3), in fixed point: sqrt(3) ~ 1773/1024.
+        let centered = sum as i64 - (2i64 << 32);
+        ((centered >> 16) * (spread as i64 >> 6) * 1773 / 1024) >> 10
+    } else {
+        let r = u64::from(random_u32(config));
+        ((r * (2 * spread + 1)) >> 32) as i64 - spread as i64
+    };
+    (delay as i64 + offset).max(0) as u64
 }
 
 #[inline(always)]

@@ -57,6 +57,24 @@ pub enum InjectCommand {
     Drop(DropArgs),
     /// Turn matching TCP segments into RSTs on an interface or pod veth (TC).
     Reset(DropArgs),
+    /// Delay matching packets leaving an interface (EDT under fq; installs fq over a default root).
+    Delay(DelayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DelayArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub packet: PacketArgs,
+    /// How much later matching packets leave (200ms, 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub delay: Duration,
+    /// Spread around the delay: half-width (uniform) or standard deviation (normal).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub jitter: Option<Duration>,
+    #[arg(long, value_enum, default_value_t = tc_packet::Distribution::Uniform)]
+    pub distribution: tc_packet::Distribution,
 }
 
 /// `--mechanism`: which kernel mechanism fails the call.
@@ -275,6 +293,7 @@ impl InjectCommand {
             InjectCommand::ConnectError(args) => &args.common,
             InjectCommand::RecvError(args) | InjectCommand::SendError(args) => &args.common,
             InjectCommand::Drop(args) | InjectCommand::Reset(args) => &args.common,
+            InjectCommand::Delay(args) => &args.common,
         }
     }
 
@@ -282,6 +301,7 @@ impl InjectCommand {
     pub fn packet(&self) -> Option<&PacketArgs> {
         match self {
             InjectCommand::Drop(args) | InjectCommand::Reset(args) => Some(&args.packet),
+            InjectCommand::Delay(args) => Some(&args.packet),
             _ => None,
         }
     }
@@ -332,8 +352,51 @@ impl InjectCommand {
                     .packet
                     .fault(PacketAction::Reset, args.common.filters()))
             }
+            InjectCommand::Delay(args) => delay_spec(args),
         }
     }
+}
+
+fn delay_spec(args: &DelayArgs) -> Result<FaultSpec, crate::error::ChaosError> {
+    use crate::error::ChaosError;
+    if !args.packet.on_interface() {
+        return Err(ChaosError::input(
+            "--iface",
+            "delay sets departure times at the TC layer and needs an interface",
+            "--iface IFACE or --netns PATH (with --cgroup to narrow it to a cgroup)",
+        ));
+    }
+    if args.distribution == tc_packet::Distribution::Pareto {
+        return Err(ChaosError::input(
+            "--distribution",
+            "pareto is not implemented yet",
+            "uniform or normal",
+        ));
+    }
+    let jitter = args.jitter.unwrap_or_default();
+    if jitter > args.delay {
+        return Err(ChaosError::input(
+            "--jitter",
+            format!(
+                "{} is larger than the delay",
+                humantime::format_duration(jitter)
+            ),
+            "a jitter no larger than --delay",
+        ));
+    }
+    if args.delay > Duration::from_secs(5) {
+        return Err(ChaosError::input(
+            "--delay",
+            "longer than 5s, past which fq drops packets (its horizon is 10s)",
+            "a delay up to 5s",
+        ));
+    }
+    let action = PacketAction::Delay {
+        delay_ns: args.delay.as_nanos() as u64,
+        jitter_ns: jitter.as_nanos() as u64,
+        distribution: args.distribution,
+    };
+    Ok(args.packet.fault(action, args.common.filters()))
 }
 
 fn no_scope() -> crate::error::ChaosError {

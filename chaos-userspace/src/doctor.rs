@@ -48,6 +48,7 @@ pub fn run() -> Report {
                     let missing: Vec<Mechanism> = std::iter::once(mechanism)
                         .chain(mechanism.prerequisites())
                         .chain(&[Mechanism::Ringbuf])
+                        .chain(crate::faults::extra_requirements(*kind))
                         .copied()
                         .filter(|m| !supported(m))
                         .collect();

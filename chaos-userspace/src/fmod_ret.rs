@@ -57,13 +57,14 @@ fn relocated_instructions(
         .map(|(section, _)| *section)
         .collect();
     let object_maps = std::mem::take(&mut object.maps);
-    let fds: Vec<(&str, RawFd, &aya_obj::Map)> = object_maps
-        .iter()
-        .filter_map(|(name, map)| {
-            let fd = ebpf.map(name).and_then(map_fd)?;
-            Some((name.as_str(), fd.as_raw_fd(), map))
-        })
-        .collect();
+    let mut fds: Vec<(&str, RawFd, &aya_obj::Map)> = Vec::new();
+    for (name, map) in &object_maps {
+        let fd = ebpf
+            .map(name)
+            .and_then(map_fd)
+            .ok_or_else(|| format!("map {name}: no file descriptor for its kind"))?;
+        fds.push((name.as_str(), fd.as_raw_fd(), map));
+    }
     object
         .relocate_maps(fds.into_iter(), &text_sections)
         .map_err(|err| format!("relocating maps: {err}"))?;
@@ -82,14 +83,18 @@ fn relocated_instructions(
     Ok(function.instructions.clone())
 }
 
-/// The map's file descriptor, for the map kinds the kernel object declares.
+/// The map's file descriptor. aya-obj's relocation asserts on a map it is not given, so every
+/// kind the kernel object declares must be here (a test loads the object to keep it so).
 fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
     match map {
         Map::Array(data)
         | Map::PerCpuArray(data)
         | Map::LpmTrie(data)
         | Map::RingBuf(data)
-        | Map::HashMap(data) => Some(data.fd().as_fd()),
+        | Map::HashMap(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuHashMap(data)
+        | Map::PerCpuLruHashMap(data) => Some(data.fd().as_fd()),
         _ => None,
     }
 }
@@ -160,4 +165,30 @@ fn raw_tracepoint_open(program: BorrowedFd<'_>) -> Result<OwnedFd, String> {
     attr.raw_tracepoint.prog_fd = program.as_raw_fd() as u32;
     bpf(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut attr)
         .map_err(|err| format!("attaching fmod_ret: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use chaos_common::programs as names;
+
+    use super::*;
+
+    /// Relocation needs a descriptor for every map the object declares: a map kind `map_fd`
+    /// does not know used to panic inside aya-obj.
+    #[test]
+    fn every_fmod_ret_program_relocates_against_the_live_maps() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "creating maps needs root: run through cargo xtask test"
+        );
+        let ebpf = crate::object::load().expect("the object loads");
+        for name in [
+            names::FMOD_RET_RECV,
+            names::FMOD_RET_SEND,
+            names::FMOD_RET_CONNECT,
+        ] {
+            let instructions = relocated_instructions(&ebpf, name).expect("relocates");
+            assert!(instructions.len() > 10, "{name}");
+        }
+    }
 }

@@ -76,6 +76,21 @@ pub fn preflight(
     };
     if let (FaultSpec::Packet(fault, hooks), Some(interface)) = (&mut *spec, &interface) {
         *hooks = interface.hooks(fault.direction);
+        if matches!(
+            fault.action,
+            crate::faults::tc_packet::PacketAction::Delay { .. }
+        ) && hooks.ingress
+        {
+            return Err(ChaosError::input(
+                "--direction",
+                "delay can only hold packets back as they leave an interface",
+                if interface.pod_netns.is_some() {
+                    "ingress (the pod's ingress is its host-side veth's egress)"
+                } else {
+                    "egress"
+                },
+            ));
+        }
     }
     if !nix::unistd::geteuid().is_root() {
         return Err(ChaosError::NotRoot);
@@ -86,6 +101,15 @@ pub fn preflight(
             mechanism: Mechanism::Ringbuf.name(),
             reason: missing,
         });
+    }
+    for extra in crate::faults::extra_requirements(spec.kind()) {
+        if let Err(missing) = ensure_supported(*extra) {
+            return Err(ChaosError::Unsupported {
+                fault: spec.name(),
+                mechanism: extra.name(),
+                reason: missing,
+            });
+        }
     }
     let choice = choose_mechanism(spec)?;
     Ok((Scopes { cgroup, interface }, choice))

@@ -31,7 +31,9 @@ pub struct ActiveFault {
     config: FaultConfig,
     /// Declared before `ebpf` so they are dropped (detached) first.
     attachments: Vec<Attachment>,
-    /// Dropped after the attachments: removes this run's record of clsact state.
+    /// The fq root chaos-bpf installed for delay, removed after the programs are detached.
+    fq: Option<crate::fq::FqRoot>,
+    /// Dropped last: removes this run's record of TC state.
     _records: Option<std::cell::RefCell<crate::tc_records::Recorder>>,
     ebpf: Ebpf,
 }
@@ -85,18 +87,33 @@ impl ActiveFault {
             None
         };
 
-        // clsact state outlives a SIGKILL: undo what dead runs left, then record ours.
-        let records = if mechanism == Mechanism::TcClsact {
+        // TC state can outlive a SIGKILL (clsact filters, qdiscs chaos-bpf adds): undo what dead
+        // runs left, then record ours.
+        let records = if let Some(interface) = &interface {
             let report = crate::tc_records::cleanup_stale()
                 .map_err(|err| ChaosError::io("cleaning up stale TC state", err))?;
             if report.filters_removed + report.qdiscs_removed > 0 {
                 eprintln!("chaos-bpf: removed what a killed run left: {report:?}");
             }
-            let recorder = crate::tc_records::Recorder::new()
-                .map_err(|err| ChaosError::io("recording TC state", err))?;
+            let record_error = |err| ChaosError::io("recording TC state", err);
+            let mut recorder = crate::tc_records::Recorder::new().map_err(record_error)?;
+            recorder
+                .use_interface(&interface.name)
+                .map_err(record_error)?;
             Some(std::cell::RefCell::new(recorder))
         } else {
             None
+        };
+        let fq = match (&spec, &interface, &records) {
+            (FaultSpec::Packet(fault, _), Some(interface), Some(records))
+                if matches!(
+                    fault.action,
+                    crate::faults::tc_packet::PacketAction::Delay { .. }
+                ) =>
+            {
+                crate::fq::ensure(interface, &records.borrow())?
+            }
+            _ => None,
         };
         let mut ebpf = object::load()?;
         fill_filters(&mut ebpf, &spec)?;
@@ -122,6 +139,7 @@ impl ActiveFault {
             armed_at: Instant::now(),
             config,
             attachments,
+            fq,
             _records: records,
             ebpf,
         })
@@ -161,6 +179,7 @@ impl ActiveFault {
         let disarmed = write_config(&mut self.ebpf, &self.config);
         let counters = self.counters();
         drop(self.attachments);
+        drop(self.fq);
         drop(self._records);
         drop(self.ebpf);
         disarmed?;

@@ -6,6 +6,7 @@ pub mod error;
 pub mod faults;
 pub mod filters;
 pub mod fmod_ret;
+pub mod fq;
 pub mod inject;
 pub mod instance;
 pub mod interface;

@@ -9,6 +9,7 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWQDISC: u16 = 36;
 const RTM_DELQDISC: u16 = 37;
+const RTM_GETQDISC: u16 = 38;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const TCA_KIND: u16 = 1;
@@ -161,6 +162,66 @@ pub fn delete_clsact(ifindex: i32) -> io::Result<()> {
     ))
 }
 
+/// The handle chaos-bpf gives the fq root qdisc it installs for delay ("ca05:"), so it can tell
+/// its own from one an operator configured.
+pub const CHAOS_FQ_HANDLE: u32 = 0xCA05_0000;
+
+/// Replaces the interface's root qdisc with fq (handle [`CHAOS_FQ_HANDLE`]).
+pub fn replace_root_with_fq(ifindex: i32) -> io::Result<()> {
+    let flags = libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
+    request_ack(&qdisc_message(
+        RTM_NEWQDISC,
+        flags,
+        ifindex,
+        TC_H_ROOT,
+        CHAOS_FQ_HANDLE,
+        "fq",
+    ))
+}
+
+/// Deletes the root qdisc with `handle`; the kernel puts the interface's default back.
+pub fn delete_root(ifindex: i32, handle: u32, kind: &str) -> io::Result<()> {
+    request_ack(&qdisc_message(
+        RTM_DELQDISC,
+        libc::NLM_F_ACK,
+        ifindex,
+        TC_H_ROOT,
+        handle,
+        kind,
+    ))
+}
+
+/// A root qdisc as rtnetlink describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qdisc {
+    pub ifindex: i32,
+    pub handle: u32,
+    pub parent: u32,
+    pub kind: String,
+}
+
+/// Every qdisc in the calling thread's network namespace.
+pub fn qdiscs() -> io::Result<Vec<Qdisc>> {
+    let body = [0u8; 20]; // struct tcmsg, all zero: every interface
+    dump(RTM_GETQDISC, &body, RTM_NEWQDISC, |payload| {
+        let word = |at: usize| {
+            payload
+                .get(at..at + 4)
+                .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap_or_default()))
+        };
+        let kind = attributes(payload.get(20..).unwrap_or_default())
+            .find(|(k, _)| *k == TCA_KIND)
+            .map(|(_, v)| c_string(v))
+            .unwrap_or_default();
+        Qdisc {
+            ifindex: word(4) as i32,
+            handle: word(8),
+            parent: word(12),
+            kind,
+        }
+    })
+}
+
 /// One network interface as rtnetlink describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -174,13 +235,22 @@ pub struct Link {
 
 /// Every link in the calling thread's network namespace.
 pub fn links() -> io::Result<Vec<Link>> {
-    let socket = Socket::open()?;
     // struct ifinfomsg: family, pad, type, index, flags, change.
-    let body = [0u8; 16];
-    let mut msg = header(RTM_GETLINK, libc::NLM_F_DUMP, body.len());
-    msg.extend_from_slice(&body);
+    dump(RTM_GETLINK, &[0u8; 16], RTM_NEWLINK, parse_link)
+}
+
+/// Sends a dump request and parses every reply of type `reply` with `parse`.
+fn dump<T>(
+    request: u16,
+    body: &[u8],
+    reply: u16,
+    parse: impl Fn(&[u8]) -> T,
+) -> io::Result<Vec<T>> {
+    let socket = Socket::open()?;
+    let mut msg = header(request, libc::NLM_F_DUMP, body.len());
+    msg.extend_from_slice(body);
     socket.send(&msg)?;
-    let mut links = Vec::new();
+    let mut items = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = socket.recv(&mut buf)?;
@@ -193,14 +263,14 @@ pub fn links() -> io::Result<Vec<Link>> {
                 return Err(io::Error::other("malformed netlink message"));
             }
             match kind {
-                NLMSG_DONE => return Ok(links),
+                NLMSG_DONE => return Ok(items),
                 NLMSG_ERROR => {
                     let code = i32::from_ne_bytes(
                         buf[offset + 16..offset + 20].try_into().unwrap_or_default(),
                     );
                     return Err(io::Error::from_raw_os_error(-code));
                 }
-                RTM_NEWLINK => links.push(parse_link(&buf[offset + 16..offset + len])),
+                k if k == reply => items.push(parse(&buf[offset + 16..offset + len])),
                 _ => {}
             }
             offset += len.div_ceil(4) * 4;
@@ -280,6 +350,17 @@ mod tests {
                 link: Some(7),
                 kind: Some("veth".into())
             }
+        );
+    }
+
+    #[test]
+    fn qdiscs_lists_loopbacks_root() {
+        let qdiscs = qdiscs().expect("rtnetlink dump");
+        assert!(
+            qdiscs
+                .iter()
+                .any(|q| q.ifindex == 1 && q.parent == TC_H_ROOT),
+            "{qdiscs:?}"
         );
     }
 

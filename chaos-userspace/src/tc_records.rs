@@ -1,10 +1,10 @@
-//! What survives a SIGKILL on the clsact path, written down so it can be undone.
+//! What survives a SIGKILL at the TC layer, written down so it can be undone.
 //!
-//! tcx links die with the process, but clsact filters attached through netlink, and a clsact
-//! qdisc chaos-bpf added, stay until someone removes them. Each run that uses clsact keeps a record
-//! in /run/chaos-bpf (tmpfs, gone at reboot): the filters it attached, and a marker per clsact it
-//! added. A clean exit removes its own; `chaos-bpf cleanup`, and every later start, remove those of
-//! runs that died.
+//! tcx links die with the process, but clsact filters attached through netlink, and qdiscs
+//! chaos-bpf added (clsact; fq for delay), stay until someone removes them. Each TC run keeps a
+//! record in /run/chaos-bpf (tmpfs, gone at reboot): the interfaces it uses, the filters it
+//! attached, and a marker per qdisc it added. A clean exit removes its own; `chaos-bpf cleanup`,
+//! and every later TC start, remove those of runs that died.
 use std::{
     fs,
     os::unix::fs::MetadataExt as _,
@@ -34,6 +34,9 @@ struct Record {
     pid: u32,
     /// The network namespace's inode: records are only undone from the same namespace.
     netns: u64,
+    /// Interfaces this run attached to: a qdisc chaos-bpf added stays while a live run uses it.
+    #[serde(default)]
+    interfaces: Vec<String>,
     filters: Vec<FilterRecord>,
 }
 
@@ -54,8 +57,16 @@ fn pid_alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
-fn clsact_marker(netns: u64, ifindex: u32) -> PathBuf {
-    Path::new(RECORDS_DIR).join(format!("clsact-{netns}-{ifindex}"))
+/// Qdiscs chaos-bpf adds, by marker prefix: how to delete one again.
+const QDISC_MARKERS: &[(&str, fn(i32) -> std::io::Result<()>)] = &[
+    ("clsact", crate::netlink::delete_clsact),
+    ("fq", |ifindex| {
+        crate::netlink::delete_root(ifindex, crate::netlink::CHAOS_FQ_HANDLE, "fq")
+    }),
+];
+
+fn marker(kind: &str, netns: u64, ifindex: u32) -> PathBuf {
+    Path::new(RECORDS_DIR).join(format!("{kind}-{netns}-{ifindex}"))
 }
 
 impl Recorder {
@@ -67,9 +78,17 @@ impl Recorder {
             record: Record {
                 pid,
                 netns: current_netns(),
-                filters: Vec::new(),
+                ..Record::default()
             },
         })
+    }
+
+    /// Notes an interface this run attaches to, before attaching.
+    pub fn use_interface(&mut self, ifname: &str) -> std::io::Result<()> {
+        if !self.record.interfaces.iter().any(|i| i == ifname) {
+            self.record.interfaces.push(ifname.to_string());
+        }
+        self.save()
     }
 
     /// Notes a filter before anything else can happen to the process.
@@ -88,9 +107,14 @@ impl Recorder {
         self.save()
     }
 
-    /// Notes that this run added the clsact qdisc of `ifindex`.
+    /// Notes that this run adds the clsact qdisc of `ifindex` (before adding it).
     pub fn mark_clsact(&self, ifindex: u32) -> std::io::Result<()> {
-        fs::write(clsact_marker(self.record.netns, ifindex), b"")
+        fs::write(marker("clsact", self.record.netns, ifindex), b"")
+    }
+
+    /// Notes that this run puts fq at the root of `ifindex` (before doing so).
+    pub fn mark_fq(&self, ifindex: u32) -> std::io::Result<()> {
+        fs::write(marker("fq", self.record.netns, ifindex), b"")
     }
 
     fn save(&self) -> std::io::Result<()> {
@@ -104,9 +128,9 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
-        // The filters are gone (dropped before this): remove clsact qdiscs chaos-bpf added that
-        // no other live run uses any more.
-        let _ = remove_unused_clsact(self.record.netns);
+        // The filters are gone (dropped before this): remove qdiscs chaos-bpf added that no other
+        // live run uses any more.
+        let _ = remove_unused_qdiscs(self.record.netns);
     }
 }
 
@@ -175,7 +199,7 @@ pub fn cleanup_stale() -> std::io::Result<CleanupReport> {
         }
         let _ = fs::remove_file(&path);
     }
-    report.qdiscs_removed = remove_unused_clsact(netns)?;
+    report.qdiscs_removed = remove_unused_qdiscs(netns)?;
     Ok(report)
 }
 
@@ -195,8 +219,8 @@ fn netns_exists(inode: u64) -> bool {
     processes.chain(mounts).any(holds)
 }
 
-/// Deletes the clsact qdiscs chaos-bpf added in `netns` whose interface no live run uses.
-fn remove_unused_clsact(netns: u64) -> std::io::Result<usize> {
+/// Deletes the qdiscs chaos-bpf added in `netns` whose interface no live run uses.
+fn remove_unused_qdiscs(netns: u64) -> std::io::Result<usize> {
     let Ok(entries) = fs::read_dir(RECORDS_DIR) else {
         return Ok(0);
     };
@@ -204,26 +228,32 @@ fn remove_unused_clsact(netns: u64) -> std::io::Result<usize> {
         .flatten()
         .filter_map(|e| serde_json::from_slice::<Record>(&fs::read(e.path()).ok()?).ok())
         .filter(|r| r.netns == netns && pid_alive(r.pid))
-        .flat_map(|r| r.filters.into_iter().map(|f| f.ifname))
+        .flat_map(|r| {
+            r.interfaces
+                .into_iter()
+                .chain(r.filters.into_iter().map(|f| f.ifname))
+        })
         .collect();
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(ifindex) = name
-            .strip_prefix(&format!("clsact-{netns}-"))
-            .and_then(|i| i.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let in_use = crate::interface::name_of(ifindex)
-            .is_some_and(|ifname| live_interfaces.contains(&ifname));
-        if in_use {
-            continue;
+        for (kind, delete) in QDISC_MARKERS {
+            let Some(ifindex) = name
+                .strip_prefix(&format!("{kind}-{netns}-"))
+                .and_then(|i| i.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let in_use = crate::interface::name_of(ifindex)
+                .is_some_and(|ifname| live_interfaces.contains(&ifname));
+            if in_use {
+                continue;
+            }
+            if delete(ifindex as i32).is_ok() {
+                removed += 1;
+            }
+            let _ = fs::remove_file(entry.path());
         }
-        if crate::netlink::delete_clsact(ifindex as i32).is_ok() {
-            removed += 1;
-        }
-        let _ = fs::remove_file(entry.path());
     }
     Ok(removed)
 }

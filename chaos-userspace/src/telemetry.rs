@@ -141,6 +141,7 @@ impl EventRecord {
                 }
                 Some(FaultKind::Drop) => "dropped",
                 Some(FaultKind::Reset) => "reset",
+                Some(FaultKind::Delay) => "delayed",
                 None => "unknown",
             },
         }

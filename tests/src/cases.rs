@@ -279,3 +279,128 @@ fn run_drop() -> anyhow::Result<String> {
         "lost {lost}/{SENT} at p=0.5 (bound ±{bound:.0}), counters equal"
     ))
 }
+
+/// The `tc` that lists qdiscs here: iproute2 on hosts, busybox in the VM initramfs.
+fn qdiscs_of(iface: &str) -> anyhow::Result<String> {
+    let output = Command::new("tc")
+        .args(["qdisc", "show", "dev", iface])
+        .output()
+        .context("tc")?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn median(values: &mut [u64]) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+/// delay 100 ms ± 10 ms (uniform) on lo's egress for one UDP port: the median RTT rises by
+/// 100 ± 5 ms over 200 samples, every sample stays within the jitter (plus 5 ms of slack for
+/// emulation), other ports are not delayed, and lo's root qdisc is as before afterwards.
+pub fn delay_case(report: &serde_json::Value) -> Outcome {
+    if let Err(reason) = pair_readiness(report, "delay", "tcx")
+        .and(Ok(()))
+        .or_else(|_| pair_readiness(report, "delay", "tc-clsact"))
+    {
+        return Outcome::Skip(reason);
+    }
+    match run_delay() {
+        Ok(detail) => Outcome::Pass(detail),
+        Err(err) => Outcome::Fail(format!("{err:#}")),
+    }
+}
+
+fn rtts(addr: &str, count: u32) -> anyhow::Result<Vec<u64>> {
+    let output = Command::new(testkit_bin())
+        .args(["udp-rtt", addr, &count.to_string()])
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "udp-rtt: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = last_json_line(&output.stdout);
+    Ok(json["rtts_us"]
+        .as_array()
+        .context("rtts")?
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect())
+}
+
+fn run_delay() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, BufReader};
+    let serve = || -> anyhow::Result<(std::process::Child, String)> {
+        let mut child = Command::new(testkit_bin())
+            .args(["udp-echo", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().context("stdout")?).read_line(&mut line)?;
+        Ok((
+            child,
+            line.trim()
+                .strip_prefix("ready ")
+                .context("ready")?
+                .to_string(),
+        ))
+    };
+    let (mut matched_server, matched) = serve()?;
+    let (mut other_server, other) = serve()?;
+    let port = matched.rsplit(':').next().context("port")?;
+    let before = qdiscs_of("lo")?;
+    let baseline = median(&mut rtts(&matched, 20)?);
+
+    let run = ChaosRun::start(&[
+        "inject", "delay", "--iface", "lo", "--delay", "100ms", "--jitter", "10ms", "--dport",
+        port, "--proto", "udp",
+    ]);
+    let mut delayed = rtts(&matched, 200)?;
+    let other_median = median(&mut rtts(&other, 20)?);
+    let summary = run.stop().summary();
+    let after = qdiscs_of("lo")?;
+    let _ = (matched_server.kill(), other_server.kill());
+
+    ensure!(
+        delayed.len() == 200,
+        "lost probes: {} of 200 came back",
+        delayed.len()
+    );
+    let increase = median(&mut delayed).saturating_sub(baseline);
+    // delayed is sorted by median(). EDT never sends early, so the minimum bounds the low side
+    // tightly; emulation adds upward scheduling noise, so the high side is judged at the 95th
+    // percentile, with the maximum reported.
+    let low = delayed[0].saturating_sub(baseline);
+    let p95 = delayed[delayed.len() * 95 / 100].saturating_sub(baseline);
+    let high = delayed[delayed.len() - 1].saturating_sub(baseline);
+    ensure!(
+        (95_000..=105_000).contains(&increase),
+        "median increase {increase} us, not 100 ms ± 5 ms"
+    );
+    ensure!(
+        low >= 89_000,
+        "a packet left {low} us late, earlier than 100 - 10 ms allows"
+    );
+    ensure!(
+        p95 <= 113_000,
+        "95th percentile +{p95} us, beyond 100 + 10 ms (+3 ms slack)"
+    );
+    ensure!(
+        other_median < baseline + 20_000,
+        "an unmatched port was delayed: median {other_median} us"
+    );
+    ensure!(summary["injected"].as_u64() >= Some(200), "{summary}");
+    ensure!(
+        after == before,
+        "lo's qdiscs differ after the run:\nbefore {before}\nafter {after}"
+    );
+    Ok(format!(
+        "median RTT +{:.1} ms (baseline {:.2} ms), min +{:.1}, p95 +{:.1}, max +{:.1} ms over 200 samples; unmatched port {:.2} ms; qdisc restored",
+        increase as f64 / 1000.0,
+        baseline as f64 / 1000.0,
+        low as f64 / 1000.0,
+        p95 as f64 / 1000.0,
+        high as f64 / 1000.0,
+        other_median as f64 / 1000.0
+    ))
+}

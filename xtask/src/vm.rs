@@ -34,7 +34,7 @@ const LSM_MODES: &[(&str, &str)] = &[
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
-const VM_PACKAGES: &[&str] = &["qemu-system-x86", "cpio", "busybox-static"];
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "cpio", "busybox-static", "xz-utils"];
 /// Pairs no kernel available to the project can run: the reason goes into the matrix.
 const KNOWN_GAPS: &[(&str, &str)] = &[(
     "kprobe-override",
@@ -73,7 +73,18 @@ struct Kernel {
     label: &'static str,
     version: String,
     vmlinuz: PathBuf,
+    /// The unpacked package, for its modules.
+    root: PathBuf,
 }
+
+/// Modules the suite loads (none has dependencies): fq for delay, clsact and cls_bpf for TC
+/// before tcx, veth for namespaces.
+const MODULES: &[&str] = &[
+    "kernel/net/sched/sch_fq.ko",
+    "kernel/net/sched/sch_ingress.ko",
+    "kernel/net/sched/cls_bpf.ko",
+    "kernel/drivers/net/veth.ko",
+];
 
 pub fn run() -> anyhow::Result<()> {
     setup()?;
@@ -95,11 +106,11 @@ pub fn run() -> anyhow::Result<()> {
         "chaos-tests",
         "--bins",
     ])?;
-    let initramfs = build_initramfs()?;
 
     let mut matrix: BTreeMap<(String, String, String), (String, String)> = BTreeMap::new();
     let mut problems = Vec::new();
     for kernel in &kernels {
+        let initramfs = build_initramfs(kernel)?;
         for (mode, cmdline) in LSM_MODES {
             let boot = format!("{}/{mode}", kernel.label);
             // CHAOS_VM_ONLY=debian-6.12/bpf-lsm boots just that one while iterating.
@@ -216,6 +227,7 @@ fn fetch_kernel(label: &'static str, pattern: &str) -> anyhow::Result<Kernel> {
         label,
         version,
         vmlinuz,
+        root: unpacked,
     })
 }
 
@@ -254,6 +266,7 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t securityfs securityfs /sys/kernel/security
+for module in /lib/modules/*.ko; do insmod "$module"; done
 ip link set lo up
 echo "CHAOS-VM: BOOTED $(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
 export CHAOS_BPF=/bin/chaos-bpf CHAOS_TESTKIT=/bin/chaos-testkit
@@ -262,12 +275,39 @@ echo "CHAOS-VM: EXIT $?"
 poweroff -f
 "#;
 
-/// A newc cpio with busybox, /init and the static chaos binaries.
-fn build_initramfs() -> anyhow::Result<PathBuf> {
-    let root = vm_dir().join("initramfs");
+/// A newc cpio with busybox, /init, the static chaos binaries and the kernel's modules.
+fn build_initramfs(kernel: &Kernel) -> anyhow::Result<PathBuf> {
+    let root = vm_dir().join(format!("initramfs-{}", kernel.label));
     let _ = fs::remove_dir_all(&root);
-    for dir in ["bin", "proc", "sys", "dev", "tmp"] {
+    for dir in [
+        "bin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "lib/modules",
+        "var/run/netns",
+    ] {
         fs::create_dir_all(root.join(dir))?;
+    }
+    let modules = kernel.root.join("lib/modules").join(&kernel.version);
+    for module in MODULES {
+        let name = Path::new(module).file_name().context("module name")?;
+        let plain = modules.join(module);
+        let compressed = modules.join(format!("{module}.xz"));
+        let target = root.join("lib/modules").join(name);
+        if plain.exists() {
+            fs::copy(&plain, &target)?;
+        } else {
+            // busybox insmod takes plain modules: unpack Debian's .ko.xz.
+            let out = Command::new("xz")
+                .arg("-dc")
+                .arg(&compressed)
+                .output()
+                .context("xz")?;
+            ensure!(out.status.success(), "unpacking {}", compressed.display());
+            fs::write(&target, out.stdout)?;
+        }
     }
     fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static")?;
     let release = workspace().join("target").join(MUSL).join("release");
@@ -277,7 +317,7 @@ fn build_initramfs() -> anyhow::Result<PathBuf> {
     }
     fs::write(root.join("init"), INIT)?;
     util::exec(Command::new("chmod").args(["+x"]).arg(root.join("init")))?;
-    let archive = vm_dir().join("initramfs.cpio");
+    let archive = vm_dir().join(format!("initramfs-{}.cpio", kernel.label));
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(

@@ -52,7 +52,16 @@ pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
         &[Mechanism::CgroupSkb, Mechanism::Tcx, Mechanism::TcClsact],
     ),
     (FaultKind::Reset, tc_packet::PacketFault::MECHANISMS),
+    (FaultKind::Delay, tc_packet::PacketFault::MECHANISMS),
 ];
+
+/// What a fault kind needs besides its mechanism: delay needs fq to honour departure times.
+pub fn extra_requirements(kind: FaultKind) -> &'static [Mechanism] {
+    match kind {
+        FaultKind::Delay => &[Mechanism::FqQdisc],
+        _ => &[],
+    }
+}
 
 impl FaultSpec {
     pub fn kind(&self) -> FaultKind {
@@ -198,7 +207,9 @@ pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
             mechanism,
             Mechanism::CgroupSkb | Mechanism::Tcx | Mechanism::TcClsact
         ),
-        FaultKind::Reset => tc_packet::PacketFault::MECHANISMS.contains(&mechanism),
+        FaultKind::Reset | FaultKind::Delay => {
+            tc_packet::PacketFault::MECHANISMS.contains(&mechanism)
+        }
     }
 }
 
@@ -209,6 +220,7 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::RecvError => "recv-error",
         FaultKind::SendError => "send-error",
         FaultKind::Reset => "reset",
+        FaultKind::Delay => "delay",
     }
 }
 

@@ -16,6 +16,22 @@ use crate::{
 pub enum PacketAction {
     Drop,
     Reset,
+    /// Egress only: the departure time moves `delay` (± jitter) later, under fq.
+    Delay {
+        delay_ns: u64,
+        jitter_ns: u64,
+        distribution: Distribution,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Distribution {
+    /// Uniform in [delay - jitter, delay + jitter].
+    Uniform,
+    /// Normal around delay with standard deviation jitter.
+    Normal,
+    /// Not implemented yet: refused with what is accepted.
+    Pareto,
 }
 
 /// How drops are spread over matching packets.
@@ -133,6 +149,7 @@ impl PacketFault {
         match self.action {
             PacketAction::Drop => FaultKind::Drop,
             PacketAction::Reset => FaultKind::Reset,
+            PacketAction::Delay { .. } => FaultKind::Delay,
         }
     }
 
@@ -151,6 +168,19 @@ impl PacketFault {
     pub fn apply(&self, config: &mut chaos_common::FaultConfig, hooks: Hooks) {
         config.packet = self.loss.params();
         config.packet.tcp_flags = self.tcp_flags;
+        if let PacketAction::Delay {
+            delay_ns,
+            jitter_ns,
+            distribution,
+        } = self.action
+        {
+            config.packet.delay_ns = delay_ns;
+            config.packet.jitter_ns = jitter_ns;
+            config.packet.distribution = match distribution {
+                Distribution::Normal => chaos_common::jitter::NORMAL,
+                _ => chaos_common::jitter::UNIFORM,
+            };
+        }
         config.flags &= !(flags::EGRESS | flags::INGRESS);
         if hooks.egress {
             config.flags |= flags::EGRESS;

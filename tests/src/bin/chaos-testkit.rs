@@ -27,6 +27,8 @@ fn main() -> anyhow::Result<()> {
         "http-load" => http_load(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
         "socket-call" => socket_call(arg(1), arg(2).parse()?, arg(3).parse()?),
         "tcp-sink" => tcp_sink(arg(1).parse()?),
+        "udp-echo" => udp_echo(arg(1).parse()?),
+        "udp-rtt" => udp_rtt(arg(1).parse()?, arg(2).parse()?),
         other => bail!(
             "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
              udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS | \
@@ -218,6 +220,47 @@ fn tcp_send(addr: SocketAddr, bytes: usize) -> anyhow::Result<()> {
             json!({ "sent": bytes, "acknowledged": 0, "error": err.to_string(), "errno": err.raw_os_error(), "ms": ms() })
         ),
     }
+    Ok(())
+}
+
+/// Echoes every datagram back to its sender. Prints "ready ADDR".
+fn udp_echo(addr: SocketAddr) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(addr)?;
+    println!("ready {}", socket.local_addr()?);
+    std::io::stdout().flush()?;
+    let mut buf = [0u8; 256];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf)?;
+        socket.send_to(&buf[..n], from)?;
+    }
+}
+
+/// N sequential round trips to a `udp-echo` server; prints each RTT in microseconds (a lost one
+/// is skipped after 2 s).
+fn udp_rtt(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
+    let socket = UdpSocket::bind(bind)?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut rtts = Vec::new();
+    let mut buf = [0u8; 16];
+    for seq in 0..count {
+        let started = Instant::now();
+        socket.send(&seq.to_be_bytes())?;
+        // Skip stale echoes of earlier, timed-out probes.
+        while let Ok(n) = socket.recv(&mut buf) {
+            if n == 4 && buf[..4] == seq.to_be_bytes() {
+                rtts.push(started.elapsed().as_micros() as u64);
+                break;
+            }
+        }
+    }
+    println!("{}", json!({ "rtts_us": rtts }));
     Ok(())
 }
 

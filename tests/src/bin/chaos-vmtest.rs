@@ -1,7 +1,7 @@
 //! Runs inside a VM's initramfs as /init's payload: every fault × mechanism pair, reported on the
 //! console as `CHAOS-VM: RESULT <fault> <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask.
 use chaos_tests::{
-    cases::{Outcome, SOCKET_FAULTS, drop_case, socket_fault_case},
+    cases::{Outcome, SOCKET_FAULTS, delay_case, drop_case, socket_fault_case},
     chaos, doctor_report,
 };
 
@@ -33,5 +33,6 @@ fn main() {
         }
     }
     report("drop", "cgroup-skb", &drop_case());
+    report("delay", "tc", &delay_case(&doctor));
     println!("CHAOS-VM: FINISHED");
 }

@@ -1,0 +1,61 @@
+//! delay needs the fq qdisc, which honours each packet's departure time. chaos-bpf puts fq in
+//! place of an interface's *default* root qdisc and deletes it again on exit, so the kernel
+//! restores the default; it never replaces a root qdisc somebody configured.
+
+use crate::{
+    error::{ChaosError, Result},
+    interface::InterfaceScope,
+    netlink::{self, CHAOS_FQ_HANDLE, TC_H_ROOT},
+    tc_records::Recorder,
+};
+
+/// fq as the interface's root for as long as this lives (when chaos-bpf installed it).
+#[derive(Debug)]
+pub struct FqRoot {
+    ifindex: i32,
+}
+
+impl Drop for FqRoot {
+    fn drop(&mut self) {
+        // Failing means it is already gone (say, with the interface): nothing left to restore.
+        let _ = netlink::delete_root(self.ifindex, CHAOS_FQ_HANDLE, "fq");
+    }
+}
+
+/// Makes sure the interface's root qdisc is fq; returns a guard when chaos-bpf installed it.
+pub fn ensure(interface: &InterfaceScope, recorder: &Recorder) -> Result<Option<FqRoot>> {
+    let ifindex = interface.ifindex as i32;
+    let root = netlink::qdiscs()
+        .map_err(|err| ChaosError::io("listing qdiscs", err))?
+        .into_iter()
+        .find(|q| q.ifindex == ifindex && q.parent == TC_H_ROOT);
+    match root {
+        Some(q) if q.kind == "fq" => Ok(None),
+        // Handle 0: the default the kernel attached (noqueue, pfifo_fast, mq, fq_codel...).
+        Some(q) if q.handle != 0 => Err(ChaosError::input(
+            "--iface",
+            format!(
+                "{} has a configured root qdisc ({} {:x}:), and delay needs fq there; chaos-bpf will not replace it",
+                interface.name,
+                q.kind,
+                q.handle >> 16
+            ),
+            "an interface whose root qdisc is the kernel's default or fq",
+        )),
+        _ => {
+            recorder
+                .mark_fq(interface.ifindex)
+                .map_err(|err| ChaosError::io("recording the fq qdisc", err))?;
+            netlink::replace_root_with_fq(ifindex).map_err(|err| match err.raw_os_error() {
+                Some(libc::ENOENT) => ChaosError::Unsupported {
+                    fault: "delay",
+                    mechanism: crate::mechanism::Mechanism::FqQdisc.name(),
+                    reason: "the kernel has no fq qdisc (needs CONFIG_NET_SCH_FQ, module sch_fq)"
+                        .into(),
+                },
+                _ => ChaosError::io(format!("installing fq on {}", interface.name), err),
+            })?;
+            Ok(Some(FqRoot { ifindex }))
+        }
+    }
+}
