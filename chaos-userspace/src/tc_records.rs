@@ -57,8 +57,11 @@ fn pid_alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
+/// Deletes a qdisc chaos-bpf added to the interface with this index.
+type DeleteQdisc = fn(i32) -> std::io::Result<()>;
+
 /// Qdiscs chaos-bpf adds, by marker prefix: how to delete one again.
-const QDISC_MARKERS: &[(&str, fn(i32) -> std::io::Result<()>)] = &[
+const QDISC_MARKERS: &[(&str, DeleteQdisc)] = &[
     ("clsact", crate::netlink::delete_clsact),
     ("fq", |ifindex| {
         crate::netlink::delete_root(ifindex, crate::netlink::CHAOS_FQ_HANDLE, "fq")
