@@ -83,7 +83,8 @@ pub mod programs {
 }
 
 /// Upper bounds that size the maps; userspace rejects input beyond them.
-pub const MAX_CIDRS: u32 = 1024;
+/// (LPM tries allocate per entry, so the bound costs nothing until used.)
+pub const MAX_CIDRS: u32 = 65536;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
 /// Number of `u64` words in a [`PortSet`].
