@@ -157,6 +157,8 @@ pub enum FaultKind {
     Reset = 5,
     /// TC egress: matching packets leave later (EDT under fq).
     Delay = 6,
+    /// TC: one random payload bit of matching packets flips.
+    Corrupt = 7,
 }
 
 impl FaultKind {
@@ -168,6 +170,7 @@ impl FaultKind {
             4 => Some(Self::SendError),
             5 => Some(Self::Reset),
             6 => Some(Self::Delay),
+            7 => Some(Self::Corrupt),
             _ => None,
         }
     }
@@ -194,6 +197,8 @@ pub mod flags {
     pub const MATCH_TCP_FLAGS: u32 = 1 << 7;
     /// Random draws come from a sequence seeded by `PacketParams::seed`.
     pub const SEEDED: u32 = 1 << 8;
+    /// corrupt: update the L4 checksum so the corruption reaches the application.
+    pub const FIX_CHECKSUM: u32 = 1 << 9;
 }
 
 /// IP protocol numbers used by the protocol filter (0 = any).

@@ -120,6 +120,10 @@ fn decide(ctx: &TcContext, direction: u8, direction_flag: u32) -> i32 {
             delay(ctx, config);
             TC_ACT_UNSPEC
         }
+        k if k == FaultKind::Corrupt as u32 => {
+            corrupt(ctx, config, &packet);
+            TC_ACT_UNSPEC
+        }
         _ => TC_ACT_SHOT,
     }
 }
@@ -301,6 +305,59 @@ fn parse(ctx: &TcContext) -> Option<Packet> {
         l4_offset,
         tcp_flags,
     })
+}
+
+/// BPF_F_MARK_MANGLED_0: a UDP checksum that becomes 0 is written as 0xffff (0 means "none").
+const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+
+/// Flips one random bit of the TCP or UDP payload. With `FIX_CHECKSUM` the L4 checksum is
+/// updated and the corruption reaches the application; without, the checksum is stale and a
+/// receiver that verifies it drops the packet (software checksums; offloaded ones are trusted).
+#[inline(always)]
+fn corrupt(ctx: &TcContext, config: &FaultConfig, packet: &Packet) {
+    let (payload, checksum) = match packet.proto {
+        IPPROTO_UDP => (packet.l4_offset + 8, packet.l4_offset + 6),
+        IPPROTO_TCP => {
+            let Ok(data_offset) = ctx.load::<u8>(packet.l4_offset + 12) else {
+                return;
+            };
+            (
+                packet.l4_offset + usize::from(data_offset >> 4) * 4,
+                packet.l4_offset + 16,
+            )
+        }
+        _ => return,
+    };
+    let len = ctx.len() as usize;
+    if len <= payload {
+        return;
+    }
+    let random = random_u32(config);
+    let index = payload + ((u64::from(random) * (len - payload) as u64) >> 32) as usize;
+    // The 16-bit word (aligned from the L4 header) that holds the byte, for the checksum update.
+    let word = packet.l4_offset + ((index - packet.l4_offset) & !1);
+    let (Ok(old_word), Ok(byte)) = (ctx.load::<u16>(word), ctx.load::<u8>(index)) else {
+        return;
+    };
+    let flipped = byte ^ (1 << (random_u32(config) & 7));
+    if ctx.store(index, &flipped, 0).is_err() {
+        return;
+    }
+    if config.flags & flags::FIX_CHECKSUM != 0
+        && let Ok(new_word) = ctx.load::<u16>(word)
+    {
+        let mangled = if packet.proto == IPPROTO_UDP {
+            BPF_F_MARK_MANGLED_0
+        } else {
+            0
+        };
+        let _ = ctx.l4_csum_replace(
+            checksum,
+            u64::from(old_word),
+            u64::from(new_word),
+            2 | mangled,
+        );
+    }
 }
 
 /// Turns the segment into RST+ACK with the same sequence number, and fixes the TCP checksum, so

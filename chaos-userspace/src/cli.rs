@@ -59,6 +59,20 @@ pub enum InjectCommand {
     Reset(DropArgs),
     /// Delay matching packets leaving an interface (EDT under fq; installs fq over a default root).
     Delay(DelayArgs),
+    /// Flip a random payload bit of matching TCP/UDP packets on an interface or pod veth (TC).
+    Corrupt(CorruptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CorruptArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub packet: PacketArgs,
+    /// Update the TCP/UDP checksum so the corruption reaches the application; without it a
+    /// receiver that verifies checksums drops the packet.
+    #[arg(long)]
+    pub fix_checksum: bool,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +308,7 @@ impl InjectCommand {
             InjectCommand::RecvError(args) | InjectCommand::SendError(args) => &args.common,
             InjectCommand::Drop(args) | InjectCommand::Reset(args) => &args.common,
             InjectCommand::Delay(args) => &args.common,
+            InjectCommand::Corrupt(args) => &args.common,
         }
     }
 
@@ -302,6 +317,7 @@ impl InjectCommand {
         match self {
             InjectCommand::Drop(args) | InjectCommand::Reset(args) => Some(&args.packet),
             InjectCommand::Delay(args) => Some(&args.packet),
+            InjectCommand::Corrupt(args) => Some(&args.packet),
             _ => None,
         }
     }
@@ -353,6 +369,19 @@ impl InjectCommand {
                     .fault(PacketAction::Reset, args.common.filters()))
             }
             InjectCommand::Delay(args) => delay_spec(args),
+            InjectCommand::Corrupt(args) => {
+                if !args.packet.on_interface() {
+                    return Err(crate::error::ChaosError::input(
+                        "--iface",
+                        "corrupt rewrites packets at the TC layer and needs an interface",
+                        "--iface IFACE or --netns PATH (with --cgroup to narrow it to a cgroup)",
+                    ));
+                }
+                let action = PacketAction::Corrupt {
+                    fix_checksum: args.fix_checksum,
+                };
+                Ok(args.packet.fault(action, args.common.filters()))
+            }
         }
     }
 }

@@ -142,6 +142,7 @@ impl EventRecord {
                 Some(FaultKind::Drop) => "dropped",
                 Some(FaultKind::Reset) => "reset",
                 Some(FaultKind::Delay) => "delayed",
+                Some(FaultKind::Corrupt) => "corrupted",
                 None => "unknown",
             },
         }

@@ -467,3 +467,70 @@ fn a_clsact_that_another_tool_added_stays() {
         "their clsact stays; our filter is gone"
     );
 }
+
+#[test]
+fn corrupt_changes_bytes_with_fix_checksum_and_loses_packets_without() {
+    require_root();
+    let net = VethPair::new("tccor");
+    // veth trusts offloaded (partial) checksums; software checksums make the receiver verify.
+    for (netns, iface, feature) in [(&net.a, &net.a_if, "tx"), (&net.b, &net.b_if, "rx")] {
+        let status = netns
+            .command("ethtool")
+            .args(["-K", iface, feature, "off"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ethtool -K {iface} {feature} off");
+    }
+    let corrupt = |fix: bool| {
+        let mut args = vec![
+            "inject",
+            "corrupt",
+            "--iface",
+            net.a_if.as_str(),
+            "--proto",
+            "udp",
+            "--probability",
+            "0.3",
+        ];
+        if fix {
+            args.push("--fix-checksum");
+        }
+        let run = chaos_in(&net.a, &args);
+        let (receiver, addr) = net.b.serve(&[
+            "udp-recv",
+            &format!("{}:0", net.b_addr),
+            &SENT.to_string(),
+            "2000",
+        ]);
+        net.a.testkit(None, &["udp-send", &addr, &SENT.to_string()]);
+        let result = chaos_tests::last_json_line(&receiver.wait_with_output().unwrap().stdout);
+        let injected = run.stop().summary()["injected"].as_u64().unwrap();
+        (
+            result["delivered"].as_u64().unwrap(),
+            result["altered"].as_u64().unwrap(),
+            injected,
+        )
+    };
+
+    let (delivered, altered, injected) = corrupt(true);
+    println!(
+        "corrupt --fix-checksum: {delivered} delivered, {altered} altered, {injected} injected"
+    );
+    assert_eq!(
+        delivered, SENT,
+        "with a fixed checksum every datagram arrives"
+    );
+    assert_eq!(altered, injected, "each corrupted datagram arrives changed");
+    assert_rate("corrupt", injected, 0.3);
+
+    let (delivered, altered, injected) = corrupt(false);
+    println!(
+        "corrupt, stale checksum: {delivered} delivered, {altered} altered, {injected} injected"
+    );
+    assert_eq!(altered, 0, "no corruption reaches the application");
+    assert_eq!(
+        delivered,
+        SENT - injected,
+        "the receiver drops every corrupted datagram"
+    );
+}

@@ -7,7 +7,8 @@ use crate::util::{exec, output, privileged};
 
 const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the tests and the demo use: bpftool reads the kernel's program lists.
-const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2"];
+/// ethtool turns veth checksum offload off, so the corrupt test can watch receivers verify.
+const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "ethtool"];
 
 pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;

@@ -53,6 +53,7 @@ pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
     ),
     (FaultKind::Reset, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::Delay, tc_packet::PacketFault::MECHANISMS),
+    (FaultKind::Corrupt, tc_packet::PacketFault::MECHANISMS),
 ];
 
 /// What a fault kind needs besides its mechanism: delay needs fq to honour departure times.
@@ -207,7 +208,7 @@ pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
             mechanism,
             Mechanism::CgroupSkb | Mechanism::Tcx | Mechanism::TcClsact
         ),
-        FaultKind::Reset | FaultKind::Delay => {
+        FaultKind::Reset | FaultKind::Delay | FaultKind::Corrupt => {
             tc_packet::PacketFault::MECHANISMS.contains(&mechanism)
         }
     }
@@ -221,6 +222,7 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::SendError => "send-error",
         FaultKind::Reset => "reset",
         FaultKind::Delay => "delay",
+        FaultKind::Corrupt => "corrupt",
     }
 }
 

@@ -22,6 +22,10 @@ pub enum PacketAction {
         jitter_ns: u64,
         distribution: Distribution,
     },
+    /// One random payload bit flips; with `fix_checksum` the L4 checksum follows.
+    Corrupt {
+        fix_checksum: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -150,6 +154,7 @@ impl PacketFault {
             PacketAction::Drop => FaultKind::Drop,
             PacketAction::Reset => FaultKind::Reset,
             PacketAction::Delay { .. } => FaultKind::Delay,
+            PacketAction::Corrupt { .. } => FaultKind::Corrupt,
         }
     }
 
@@ -196,6 +201,9 @@ impl PacketFault {
         }
         if self.tcp_flags != 0 {
             config.flags |= flags::MATCH_TCP_FLAGS;
+        }
+        if self.action == (PacketAction::Corrupt { fix_checksum: true }) {
+            config.flags |= flags::FIX_CHECKSUM;
         }
         if let Some(seed) = self.seed {
             config.flags |= flags::SEEDED;

@@ -135,8 +135,10 @@ fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(bind)?;
     let mut failed = 0;
     for seq in 0..count {
+        // Sequence number, its complement (so any flipped bit shows), then zeros.
         let mut payload = [0u8; 64];
         payload[..4].copy_from_slice(&seq.to_be_bytes());
+        payload[4..8].copy_from_slice(&(!seq).to_be_bytes());
         if socket.send_to(&payload, addr).is_err() {
             failed += 1;
         }
@@ -159,13 +161,25 @@ fn udp_recv(addr: SocketAddr, expected: u32, idle: Duration) -> anyhow::Result<(
     println!("ready {}", socket.local_addr()?);
     std::io::stdout().flush()?;
     let mut seen = BTreeSet::new();
+    let (mut delivered, mut altered) = (0u32, 0u32);
     let mut buf = [0u8; 128];
     while let Ok(n) = socket.recv(&mut buf) {
-        if seen.is_empty() {
+        if delivered == 0 {
             socket.set_read_timeout(Some(idle))?;
         }
-        if n >= 4 {
-            seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        delivered += 1;
+        // udp-send's datagrams: a sequence number, its complement, then zeros (64 bytes).
+        let seq = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let check = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let intact = n == 64
+            && seq < expected
+            && check == !seq
+            && buf[8..n].iter().all(|&b| b == 0)
+            && !seen.contains(&seq);
+        if intact {
+            seen.insert(seq);
+        } else {
+            altered += 1;
         }
         if seen.len() as u32 == expected {
             break;
@@ -173,7 +187,10 @@ fn udp_recv(addr: SocketAddr, expected: u32, idle: Duration) -> anyhow::Result<(
     }
     // Sequence numbers that never arrived (up to the highest expected), for burst and seed checks.
     let missing: Vec<u32> = (0..expected).filter(|n| !seen.contains(n)).collect();
-    println!("{}", json!({ "received": seen.len(), "missing": missing }));
+    println!(
+        "{}",
+        json!({ "received": seen.len(), "missing": missing, "delivered": delivered, "altered": altered })
+    );
     Ok(())
 }
 
