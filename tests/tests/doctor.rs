@@ -42,7 +42,15 @@ fn doctor_json_covers_every_mechanism_and_fault() {
         .collect();
     assert_eq!(
         faults,
-        ["connect-error", "recv-error", "send-error", "drop", "reset"]
+        [
+            "connect-error",
+            "recv-error",
+            "send-error",
+            "drop",
+            "reset",
+            "delay",
+            "corrupt"
+        ]
     );
     // Every fault lists each mechanism it can use, with a verdict.
     for fault in report["faults"].as_array().unwrap() {
