@@ -77,10 +77,11 @@ struct Kernel {
     root: PathBuf,
 }
 
-/// Modules the suite loads (none has dependencies): fq for delay, clsact and cls_bpf for TC
-/// before tcx, veth for namespaces.
+/// Modules the suite loads (none has dependencies): fq for delay, netem for comparisons with it,
+/// clsact and cls_bpf for TC before tcx, veth for namespaces.
 const MODULES: &[&str] = &[
     "kernel/net/sched/sch_fq.ko",
+    "kernel/net/sched/sch_netem.ko",
     "kernel/net/sched/sch_ingress.ko",
     "kernel/net/sched/cls_bpf.ko",
     "kernel/drivers/net/veth.ko",
