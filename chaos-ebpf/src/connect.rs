@@ -2,12 +2,7 @@
 //! `bpf_set_retval` chooses the errno the process sees (kernel 5.18+). The programs run only for
 //! tasks in the target cgroup's subtree, so the scope check is the attachment itself.
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::bpf_set_retval,
-    },
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    helpers::generated::bpf_set_retval, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use chaos_common::{AF_INET, AF_INET6, Counter};
 
@@ -78,17 +73,6 @@ fn decide(peer: &Peer) -> i32 {
     // SAFETY: the helper only sets the hook's return value; errno is at most 4095 (userspace
     // checks), so the negation cannot overflow.
     unsafe { bpf_set_retval(-(config.errno as i32)) };
-    emit(
-        config,
-        peer,
-        &Subject {
-            // SAFETY: helpers without preconditions.
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            errno: config.errno,
-            direction: 0,
-        },
-    );
+    emit(config, peer, &Subject::current_task(config.errno));
     REJECT
 }

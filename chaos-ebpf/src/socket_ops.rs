@@ -3,10 +3,7 @@
 //! address, filter, draw, and return the errno to inject (0 = let the call proceed).
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-    bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-};
+use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_probe_read_kernel};
 use chaos_common::{AF_INET, AF_INET6, Counter, FaultConfig, flags};
 
 use crate::{
@@ -64,18 +61,7 @@ pub fn decide(target: Target) -> u32 {
         return 0;
     }
     count(Counter::Injected);
-    emit(
-        config,
-        &peer,
-        &Subject {
-            // SAFETY: helpers without preconditions.
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            errno: config.errno,
-            direction: 0,
-        },
-    );
+    emit(config, &peer, &Subject::current_task(config.errno));
     config.errno & MAX_ERRNO
 }
 
@@ -130,25 +116,14 @@ fn socket_peer(config: &FaultConfig, sock: *const c_void) -> Option<Peer> {
     }
     let family: u16 = read(sk, offsets.skc_family)?;
     let port = u16::from_be(read(sk, offsets.skc_dport)?);
-    let mut addr = [0u8; 16];
-    let family = match family {
-        AF_INET => {
-            let v4: [u8; 4] = read(sk, offsets.skc_daddr)?;
-            addr[..4].copy_from_slice(&v4);
-            AF_INET
-        }
-        AF_INET6 => {
-            let v6: [u8; 16] = read(sk, offsets.skc_v6_daddr)?;
-            unmap_v4(&v6, &mut addr)
-        }
-        _ => return None,
-    };
-    Some(Peer {
+    peer_at(
+        sk,
         family,
-        addr,
         port,
-        proto: protocol_of(config, sock),
-    })
+        offsets.skc_daddr,
+        offsets.skc_v6_daddr,
+        protocol_of(config, sock),
+    )
 }
 
 #[inline(always)]
@@ -156,15 +131,29 @@ fn connect_peer(sock: *const c_void, config: &FaultConfig, address: *const c_voi
     // struct sockaddr_in / sockaddr_in6: family at 0, port at 2, IPv4 at 4, IPv6 at 8.
     let family: u16 = read(address, 0)?;
     let port = u16::from_be(read(address, 2)?);
+    peer_at(address, family, port, 4, 8, protocol_of(config, sock))
+}
+
+/// The peer whose IPv4 or IPv6 address lies at the given offsets of `base`; other families are
+/// not ours.
+#[inline(always)]
+fn peer_at(
+    base: *const c_void,
+    family: u16,
+    port: u16,
+    v4_offset: u16,
+    v6_offset: u16,
+    proto: u8,
+) -> Option<Peer> {
     let mut addr = [0u8; 16];
     let family = match family {
         AF_INET => {
-            let v4: [u8; 4] = read(address, 4)?;
+            let v4: [u8; 4] = read(base, v4_offset)?;
             addr[..4].copy_from_slice(&v4);
             AF_INET
         }
         AF_INET6 => {
-            let v6: [u8; 16] = read(address, 8)?;
+            let v6: [u8; 16] = read(base, v6_offset)?;
             unmap_v4(&v6, &mut addr)
         }
         _ => return None,
@@ -173,7 +162,7 @@ fn connect_peer(sock: *const c_void, config: &FaultConfig, address: *const c_voi
         family,
         addr,
         port,
-        proto: protocol_of(config, sock),
+        proto,
     })
 }
 

@@ -1,5 +1,7 @@
 //! Exact per-CPU counters, and sampled events through the ring buffer.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+};
 use chaos_common::{Counter, Event, FaultConfig};
 
 use crate::{
@@ -22,6 +24,21 @@ pub struct Subject {
     pub comm: [u8; 16],
     pub errno: u32,
     pub direction: u8,
+}
+
+impl Subject {
+    /// The task making the failed call (syscall faults run in its context).
+    #[inline(always)]
+    pub fn current_task(errno: u32) -> Self {
+        Self {
+            // SAFETY: helpers without preconditions.
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            errno,
+            direction: 0,
+        }
+    }
 }
 
 /// Emits one event, unless this CPU used its budget for the current second or the ring is full;
