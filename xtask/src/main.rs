@@ -1,4 +1,5 @@
 //! `cargo xtask setup | test | demo`: everything a fresh machine needs, in one place.
+mod bench;
 mod demo;
 mod setup;
 mod util;
@@ -32,6 +33,8 @@ enum Task {
     },
     /// Setup, then run connect-error and drop against a demo service in its own cgroup.
     Demo,
+    /// Measure overhead, precision, latency and memory beside iptables and nft (as root).
+    Bench,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +54,10 @@ fn main() -> anyhow::Result<()> {
                 vm::run()?;
             }
             Ok(())
+        }
+        Task::Bench => {
+            setup::run()?;
+            bench::run()
         }
         Task::Demo => {
             setup::run()?;

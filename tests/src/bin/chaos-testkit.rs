@@ -41,13 +41,18 @@ fn main() -> anyhow::Result<()> {
 fn connect(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
     let mut ok = 0;
     let mut errnos: BTreeMap<i32, u32> = BTreeMap::new();
+    let started = Instant::now();
     for _ in 0..count {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             Ok(_) => ok += 1,
             Err(err) => *errnos.entry(err.raw_os_error().unwrap_or(-1)).or_default() += 1,
         }
     }
-    println!("{}", json!({ "ok": ok, "errnos": errnos }));
+    let ns_per_connect = started.elapsed().as_nanos() as u64 / u64::from(count.max(1));
+    println!(
+        "{}",
+        json!({ "ok": ok, "errnos": errnos, "ns_per_connect": ns_per_connect })
+    );
     Ok(())
 }
 
@@ -146,8 +151,23 @@ fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    println!("{}", json!({ "sent": count, "send_errors": failed }));
+    println!(
+        "{}",
+        json!({ "sent": count, "send_errors": failed, "cpu_ns": cpu_ns() })
+    );
     Ok(())
+}
+
+/// This process's CPU time so far, user and system (the kernel's send path included).
+fn cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
 /// Receives numbered datagrams until `idle` passes without one; prints the distinct count.
