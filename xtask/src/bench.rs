@@ -367,18 +367,22 @@ fn connect_cost() -> anyhow::Result<serde_json::Value> {
         result["ns_per_connect"].as_f64().context("ns_per_connect")
     };
     let (mut bare, mut attached, mut extra) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let base = measure()?;
-        let run = ChaosRun::start(&[
-            "inject",
-            "connect-error",
-            "--cgroup",
-            cgroup.path.to_str().context("path")?,
-            "--port",
-            "9",
-        ]);
-        let with = measure()?;
+    let path = cgroup.path.to_str().context("path")?.to_string();
+    let attached_measure = || -> anyhow::Result<f64> {
+        let run = ChaosRun::start(&["inject", "connect-error", "--cgroup", &path, "--port", "9"]);
+        let with = measure();
         run.stop();
+        with
+    };
+    for round in 0..ROUNDS * 2 {
+        // Alternate which goes first, so drift cannot favour either.
+        let (base, with) = if round % 2 == 0 {
+            let base = measure()?;
+            (base, attached_measure()?)
+        } else {
+            let with = attached_measure()?;
+            (measure()?, with)
+        };
         bare.push(base);
         attached.push(with);
         extra.push(with - base);
@@ -443,7 +447,19 @@ fn arm_latency() -> anyhow::Result<serde_json::Value> {
         chaos_disarm.push(disarmed.as_secs_f64() * 1000.0);
 
         let port = sink.port().to_string();
-        let rule = ["OUTPUT", "-p", "tcp", "--dport", &port, "-j", "REJECT"];
+        // A TCP reset fails the connect at once, as chaos-bpf's errno does (REJECT's default
+        // ICMP reply lets the SYN retransmit first).
+        let rule = [
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ];
         let started = Instant::now();
         util::exec(Command::new("iptables").arg("-A").args(rule))?;
         ipt_arm.push((started.elapsed() + connects(true)).as_secs_f64() * 1000.0);
@@ -457,7 +473,10 @@ fn arm_latency() -> anyhow::Result<serde_json::Value> {
             "chaos-bpf disarm (SIGTERM to first good connect)",
             chaos_disarm,
         ),
-        ("iptables -A REJECT to first failed connect", ipt_arm),
+        (
+            "iptables -A REJECT (tcp-reset) to first failed connect",
+            ipt_arm,
+        ),
         ("iptables -D to first good connect", ipt_disarm),
     ];
     let mut out = serde_json::Map::new();

@@ -44,7 +44,10 @@ fn connect(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
     let started = Instant::now();
     for _ in 0..count {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(_) => ok += 1,
+            Ok(stream) => {
+                ok += 1;
+                close_without_time_wait(&stream);
+            }
             Err(err) => *errnos.entry(err.raw_os_error().unwrap_or(-1)).or_default() += 1,
         }
     }
@@ -156,6 +159,25 @@ fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
         json!({ "sent": count, "send_errors": failed, "cpu_ns": cpu_ns() })
     );
     Ok(())
+}
+
+/// Closes with a reset instead of a FIN, so thousands of connects leave no TIME_WAIT sockets
+/// behind to slow down later port searches (and skew a benchmark's second half).
+fn close_without_time_wait(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a valid socket with a correctly sized struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// This process's CPU time so far, user and system (the kernel's send path included).
