@@ -34,6 +34,8 @@ const LSM_MODES: &[(&str, &str)] = &[
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+/// How much of a failed boot's console the error shows.
+const CONSOLE_TAIL_LINES: usize = 40;
 const VM_PACKAGES: &[&str] = &["qemu-system-x86", "cpio", "busybox-static", "xz-utils"];
 /// Pairs no kernel available to the project can run: the reason goes into the matrix.
 const KNOWN_GAPS: &[(&str, &str)] = &[(
@@ -391,11 +393,15 @@ fn boot_and_collect(
     {
         println!("  {}", line.trim_end().trim_start_matches("CHAOS-VM: "));
     }
-    ensure!(
-        console.contains("CHAOS-VM: FINISHED"),
-        "the VM did not report FINISHED (console in {})",
-        log_path.display()
-    );
+    if !console.contains("CHAOS-VM: FINISHED") {
+        // CI keeps only what is printed: show the end of the console, not just its path.
+        let lines: Vec<&str> = console.lines().collect();
+        let tail = lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..].join("\n    | ");
+        bail!(
+            "the VM did not report FINISHED (console in {}); its last lines:\n    | {tail}",
+            log_path.display()
+        );
+    }
     Ok(console
         .lines()
         .filter_map(|line| {
