@@ -117,44 +117,68 @@ fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The verifier log is only requested after a failed load, as libbpf does: with a log, a
+/// verification that succeeds but writes more than the buffer holds fails with ENOSPC (6.4+).
+const VERIFIER_LOG_START: usize = 64 * 1024;
+const VERIFIER_LOG_MAX: usize = 16 * 1024 * 1024;
+
 fn prog_load(
     name: &str,
     instructions: &[aya_obj::generated::bpf_insn],
     attach_btf_id: u32,
 ) -> Result<OwnedFd, String> {
-    let mut log = vec![0u8; 64 * 1024];
-    // SAFETY: bpf_attr is plain data; all-zero is its documented "unset" state.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    // SAFETY: writing the BPF_PROG_LOAD member of the union.
-    let load = unsafe { &mut attr.__bindgen_anon_3 };
-    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-    load.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
-    load.attach_btf_id = attach_btf_id;
-    load.insns = instructions.as_ptr() as u64;
-    load.insn_cnt = instructions.len() as u32;
-    load.license = c"GPL".as_ptr() as u64;
-    for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
-        *dst = src as libc::c_char;
-    }
-    load.log_level = 1;
-    load.log_buf = log.as_mut_ptr() as u64;
-    load.log_size = log.len() as u32;
-    bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|err| {
-        let verifier = CStr::from_bytes_until_nul(&log)
-            .map(|s| s.to_string_lossy())
-            .unwrap_or_default();
-        let last = verifier
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-            .to_string();
-        if last.is_empty() {
-            format!("loading {name} as fmod_ret: {err}")
-        } else {
-            format!("loading {name} as fmod_ret: {err}: {last}")
+    let load = |log: &mut [u8]| {
+        // SAFETY: bpf_attr is plain data; all-zero is its documented "unset" state.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writing the BPF_PROG_LOAD member of the union.
+        let load = unsafe { &mut attr.__bindgen_anon_3 };
+        load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+        load.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
+        load.attach_btf_id = attach_btf_id;
+        load.insns = instructions.as_ptr() as u64;
+        load.insn_cnt = instructions.len() as u32;
+        load.license = c"GPL".as_ptr() as u64;
+        for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+            *dst = src as libc::c_char;
         }
-    })
+        if !log.is_empty() {
+            load.log_level = 1;
+            load.log_buf = log.as_mut_ptr() as u64;
+            load.log_size = log.len() as u32;
+        }
+        bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
+    };
+    let first_error = match load(&mut []) {
+        Ok(fd) => return Ok(fd),
+        Err(err) => err,
+    };
+    // Load again only to learn why; a log that does not fit is grown, up to a bound.
+    let mut log = vec![0u8; VERIFIER_LOG_START];
+    loop {
+        match load(&mut log) {
+            Ok(fd) => return Ok(fd),
+            Err(err)
+                if err.raw_os_error() == Some(libc::ENOSPC) && log.len() < VERIFIER_LOG_MAX =>
+            {
+                log = vec![0u8; log.len() * 4];
+            }
+            // The first error is the one to report: this one may only be about the log.
+            Err(_) => break,
+        }
+    }
+    let verifier = CStr::from_bytes_until_nul(&log)
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    let last = verifier
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    if last.is_empty() {
+        Err(format!("loading {name} as fmod_ret: {first_error}"))
+    } else {
+        Err(format!("loading {name} as fmod_ret: {first_error}: {last}"))
+    }
 }
 
 fn raw_tracepoint_open(program: BorrowedFd<'_>) -> Result<OwnedFd, String> {
