@@ -55,6 +55,10 @@ pub mod programs {
     pub const FMOD_RET_RECV: &str = "chaos_fmr_recv";
     pub const FMOD_RET_SEND: &str = "chaos_fmr_send";
     pub const FMOD_RET_CONNECT: &str = "chaos_fmr_conn";
+    /// kprobe + `bpf_override_return` on the syscall entry points: one program for the calls
+    /// on a socket (attached to the recv or the send syscalls), one for connect.
+    pub const KPROBE_SOCKET: &str = "chaos_kpo_sock";
+    pub const KPROBE_CONNECT: &str = "chaos_kpo_conn";
     /// BPF LSM on `socket_*`.
     pub const LSM_RECV: &str = "chaos_lsm_recv";
     pub const LSM_SEND: &str = "chaos_lsm_send";
@@ -76,6 +80,8 @@ pub mod programs {
         LSM_RECV,
         LSM_SEND,
         LSM_CONNECT,
+        KPROBE_SOCKET,
+        KPROBE_CONNECT,
         TC_EGRESS,
         TC_INGRESS,
         TC_PROBE,
@@ -224,6 +230,25 @@ pub struct SockOffsets {
     pub _pad: [u16; 2],
 }
 
+/// Byte offsets the kprobe programs need to get from a syscall's file descriptor to its socket:
+/// the syscall's registers, then task → files → fdtable → file → inode (is it a socket?) and the
+/// file's `private_data` (the `struct socket`). Resolved from BTF like [`SockOffsets`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdOffsets {
+    /// `struct pt_regs`: the first and second syscall arguments (x86_64: `di`, `si`).
+    pub regs_arg0: u16,
+    pub regs_arg1: u16,
+    pub task_files: u16,
+    pub files_fdt: u16,
+    pub fdtable_max_fds: u16,
+    pub fdtable_fd: u16,
+    pub file_inode: u16,
+    pub file_private_data: u16,
+    pub inode_mode: u16,
+    pub _pad: [u16; 3],
+}
+
 /// Packet-fault parameters (TC).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -281,6 +306,7 @@ pub struct FaultConfig {
     /// ... and its depth below the cgroup2 root (the root is level 0).
     pub scope_cgroup_level: u32,
     pub sock_offsets: SockOffsets,
+    pub fd_offsets: FdOffsets,
     pub packet: PacketParams,
 }
 
@@ -356,8 +382,9 @@ pub const DIRECTION_INGRESS: u8 = 2;
 
 // Padding-free layouts: the sum of the fields equals the size, so no byte is uninitialised.
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
+const _: () = assert!(core::mem::size_of::<FdOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8);
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 8 + 16 + 56);
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 8 + 16 + 24 + 56);
 const _: () = assert!(core::mem::size_of::<PortSet>() == 8192);
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4 + 16 + 2 + 2 + 1 + 1 + 2 + 16);
@@ -368,6 +395,7 @@ mod pod {
     // (asserted above).
     unsafe impl aya::Pod for super::FaultConfig {}
     unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::FdOffsets {}
     unsafe impl aya::Pod for super::PacketParams {}
     unsafe impl aya::Pod for super::PortSet {}
     unsafe impl aya::Pod for super::EventBudget {}

@@ -8,6 +8,7 @@
 
 mod connect;
 mod fmod_ret;
+mod kprobe_override;
 mod lsm;
 mod maps;
 mod matching;

@@ -3,7 +3,9 @@
 //! address, filter, draw, and return the errno to inject (0 = let the call proceed).
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{
+    bpf_get_current_ancestor_cgroup_id, bpf_probe_read_kernel, bpf_probe_read_user,
+};
 use chaos_common::{AF_INET, AF_INET6, Counter, FaultConfig, flags};
 
 use crate::{
@@ -20,12 +22,32 @@ const IPPROTO_UDP: u8 = 17;
 pub enum Target {
     /// recvmsg/sendmsg: the socket's connected peer (`struct socket *`).
     Socket(*const c_void),
-    /// connect: the address being connected to (`struct sockaddr *`, already in the kernel).
-    ConnectAddress(*const c_void, *const c_void),
+    /// connect: the socket and the address being connected to (`struct sockaddr *`), in kernel
+    /// memory (LSM, fmod_ret) or still in the process's memory (syscall entry).
+    ConnectAddress {
+        sock: *const c_void,
+        address: *const c_void,
+        memory: Memory,
+    },
 }
 
 /// The largest errno the kernel accepts as an error return.
 const MAX_ERRNO: u32 = 4095;
+
+/// The armed configuration if the current task is in scope. This runs first and is all that
+/// tasks outside the cgroup pay: one helper call and a compare.
+#[inline(always)]
+pub fn in_scope() -> Option<&'static FaultConfig> {
+    let config = armed_config()?;
+    if config.flags & flags::SCOPE_CGROUP != 0
+        // SAFETY: helper without preconditions.
+        && unsafe { bpf_get_current_ancestor_cgroup_id(config.scope_cgroup_level as i32) }
+            != config.scope_cgroup_id
+    {
+        return None;
+    }
+    Some(config)
+}
 
 /// Returns the errno to fail the call with, 0 to let it proceed. Bounded by `MAX_ERRNO` so the
 /// verifier can prove LSM return values lie in [-MAX_ERRNO, 0] (6.x kernels check).
@@ -34,20 +56,22 @@ const MAX_ERRNO: u32 = 4095;
 /// programs at the first one that returns non-zero, so this one only runs while it is still 0.
 #[inline(always)]
 pub fn decide(target: Target) -> u32 {
-    let Some(config) = armed_config() else {
-        return 0;
-    };
-    // The cheap scope check first: tasks outside the cgroup pay one helper call and a compare.
-    if config.flags & flags::SCOPE_CGROUP != 0
-        // SAFETY: helper without preconditions.
-        && unsafe { bpf_get_current_ancestor_cgroup_id(config.scope_cgroup_level as i32) }
-            != config.scope_cgroup_id
-    {
-        return 0;
+    match in_scope() {
+        Some(config) => judge(config, target),
+        None => 0,
     }
+}
+
+/// The filters, the draw and the report for a call already known to be in scope.
+#[inline(always)]
+pub fn judge(config: &FaultConfig, target: Target) -> u32 {
     let peer = match target {
         Target::Socket(sock) => socket_peer(config, sock),
-        Target::ConnectAddress(sock, address) => connect_peer(sock, config, address),
+        Target::ConnectAddress {
+            sock,
+            address,
+            memory,
+        } => connect_peer(sock, config, address, memory),
     };
     // Only IPv4/IPv6 sockets: unix sockets, netlink and friends are never failed.
     let Some(peer) = peer else {
@@ -92,10 +116,36 @@ pub fn negative_errno(errno: u32) -> i64 {
     }
 }
 
+/// Which address space a pointer lives in.
+#[derive(Clone, Copy)]
+pub enum Memory {
+    Kernel,
+    /// The calling process's memory: syscall arguments before the kernel copied them.
+    User,
+}
+
+impl Memory {
+    #[inline(always)]
+    pub fn read<T>(self, base: *const c_void, offset: u16) -> Option<T> {
+        let at = base
+            .cast::<u8>()
+            .wrapping_add(usize::from(offset))
+            .cast::<T>();
+        // SAFETY: the probe-read helpers tolerate any address; a bad one only fails the read.
+        unsafe {
+            match self {
+                Memory::Kernel => bpf_probe_read_kernel(at),
+                Memory::User => bpf_probe_read_user(at),
+            }
+        }
+        .ok()
+    }
+}
+
+/// A read of kernel memory at `base + offset`.
 #[inline(always)]
-fn read<T>(base: *const c_void, offset: u16) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one only fails the read.
-    unsafe { bpf_probe_read_kernel(base.cast::<u8>().add(usize::from(offset)).cast::<T>()) }.ok()
+pub fn read<T>(base: *const c_void, offset: u16) -> Option<T> {
+    Memory::Kernel.read(base, offset)
 }
 
 #[inline(always)]
@@ -117,43 +167,55 @@ fn socket_peer(config: &FaultConfig, sock: *const c_void) -> Option<Peer> {
     let family: u16 = read(sk, offsets.skc_family)?;
     let port = u16::from_be(read(sk, offsets.skc_dport)?);
     peer_at(
+        Memory::Kernel,
         sk,
         family,
         port,
-        offsets.skc_daddr,
-        offsets.skc_v6_daddr,
+        (offsets.skc_daddr, offsets.skc_v6_daddr),
         protocol_of(config, sock),
     )
 }
 
 #[inline(always)]
-fn connect_peer(sock: *const c_void, config: &FaultConfig, address: *const c_void) -> Option<Peer> {
+fn connect_peer(
+    sock: *const c_void,
+    config: &FaultConfig,
+    address: *const c_void,
+    memory: Memory,
+) -> Option<Peer> {
     // struct sockaddr_in / sockaddr_in6: family at 0, port at 2, IPv4 at 4, IPv6 at 8.
-    let family: u16 = read(address, 0)?;
-    let port = u16::from_be(read(address, 2)?);
-    peer_at(address, family, port, 4, 8, protocol_of(config, sock))
+    let family: u16 = memory.read(address, 0)?;
+    let port = u16::from_be(memory.read(address, 2)?);
+    peer_at(
+        memory,
+        address,
+        family,
+        port,
+        (4, 8),
+        protocol_of(config, sock),
+    )
 }
 
-/// The peer whose IPv4 or IPv6 address lies at the given offsets of `base`; other families are
-/// not ours.
+/// The peer whose IPv4 or IPv6 address lies at the given (v4, v6) offsets of `base`; other
+/// families are not ours.
 #[inline(always)]
 fn peer_at(
+    memory: Memory,
     base: *const c_void,
     family: u16,
     port: u16,
-    v4_offset: u16,
-    v6_offset: u16,
+    (v4_offset, v6_offset): (u16, u16),
     proto: u8,
 ) -> Option<Peer> {
     let mut addr = [0u8; 16];
     let family = match family {
         AF_INET => {
-            let v4: [u8; 4] = read(base, v4_offset)?;
+            let v4: [u8; 4] = memory.read(base, v4_offset)?;
             addr[..4].copy_from_slice(&v4);
             AF_INET
         }
         AF_INET6 => {
-            let v6: [u8; 16] = read(base, v6_offset)?;
+            let v6: [u8; 16] = memory.read(base, v6_offset)?;
             unmap_v4(&v6, &mut addr)
         }
         _ => return None,

@@ -22,6 +22,8 @@ use crate::object::CHAOS_OBJECT;
 /// A loaded and attached fmod_ret program.
 #[derive(Debug)]
 pub struct FmodRetAttachment {
+    /// The kernel's id of the program, as `bpftool prog show` lists it.
+    pub id: u32,
     _link: OwnedFd,
     _program: OwnedFd,
 }
@@ -40,6 +42,7 @@ pub fn load_and_attach(
     let program_fd = prog_load(program, &instructions, attach_btf_id)?;
     let link = raw_tracepoint_open(program_fd.as_fd())?;
     Ok(FmodRetAttachment {
+        id: program_id(program_fd.as_fd())?,
         _link: link,
         _program: program_fd,
     })
@@ -179,6 +182,32 @@ fn prog_load(
     } else {
         Err(format!("loading {name} as fmod_ret: {first_error}: {last}"))
     }
+}
+
+fn program_id(program: BorrowedFd<'_>) -> Result<u32, String> {
+    // SAFETY: plain data, all-zero is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as in prog_load.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.info.bpf_fd = program.as_raw_fd() as u32;
+    attr.info.info_len = size_of_val(&info) as u32;
+    attr.info.info = (&raw mut info) as u64;
+    // SAFETY: the kernel writes at most info_len bytes into `info`; no descriptor is returned.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            &raw mut attr,
+            size_of::<bpf_attr>(),
+        )
+    };
+    if result < 0 {
+        return Err(format!(
+            "reading the program's id: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(info.id)
 }
 
 fn raw_tracepoint_open(program: BorrowedFd<'_>) -> Result<OwnedFd, String> {

@@ -185,12 +185,10 @@ pub async fn inject(
         scopes.interface,
         events_per_sec,
     )?;
-    let programs: Vec<&str> = fault
-        .spec
-        .programs(fault.mechanism)
-        .unwrap_or_default()
+    let programs: Vec<String> = fault
+        .programs
         .iter()
-        .map(|p| p.name)
+        .map(|(name, id)| format!("{name} (prog id {id})"))
         .collect();
     let mut scope = Vec::new();
     if let Some(interface) = &fault.interface {

@@ -28,6 +28,9 @@ pub struct ActiveFault {
     pub cgroup: Option<CgroupScope>,
     pub interface: Option<InterfaceScope>,
     pub armed_at: Instant,
+    /// (name, kernel id) of each attached program: what `bpftool prog show` lists while the
+    /// fault runs, and what must be gone afterwards.
+    pub programs: Vec<(&'static str, u32)>,
     config: FaultConfig,
     /// Declared before `ebpf` so they are dropped (detached) first.
     attachments: Vec<Attachment>,
@@ -82,6 +85,9 @@ impl ActiveFault {
                 reason,
             };
             config.sock_offsets = kernel_btf::sock_offsets().map_err(unsupported)?;
+            if mechanism == Mechanism::KprobeOverride {
+                config.fd_offsets = kernel_btf::fd_offsets().map_err(unsupported)?;
+            }
             Some(Btf::from_sys_fs().map_err(|err| unsupported(err.to_string()))?)
         } else {
             None
@@ -127,8 +133,11 @@ impl ActiveFault {
             recorder: records.as_ref(),
         };
         let mut attachments = Vec::new();
+        let mut loaded = Vec::new();
         for program in programs {
-            attachments.push(programs::load_and_attach(&mut ebpf, program, &target)?);
+            let attachment = programs::load_and_attach(&mut ebpf, program, &target)?;
+            loaded.push((program.name, attachment.program_id(&ebpf, program.name)?));
+            attachments.push(attachment);
         }
         Ok(Self {
             id,
@@ -137,6 +146,7 @@ impl ActiveFault {
             cgroup,
             interface,
             armed_at: Instant::now(),
+            programs: loaded,
             config,
             attachments,
             fq,

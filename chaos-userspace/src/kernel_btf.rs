@@ -1,7 +1,7 @@
 //! Reads struct layouts from the running kernel's BTF. Rust eBPF has no CO-RE relocations, so
 //! programs that read kernel structs get the offsets through their configuration instead.
 use btf_rs::{Btf, Struct, Type};
-use chaos_common::SockOffsets;
+use chaos_common::{FdOffsets, SockOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -20,6 +20,39 @@ pub fn sock_offsets() -> Result<SockOffsets, String> {
         skc_v6_daddr: in_sock("skc_v6_daddr")?,
         _pad: [0; 2],
     })
+}
+
+/// Offsets the kprobe programs need to go from a syscall's descriptor to its socket.
+pub fn fd_offsets() -> Result<FdOffsets, String> {
+    let btf = Btf::from_file(VMLINUX_BTF).map_err(|err| format!("{VMLINUX_BTF}: {err}"))?;
+    let (regs_arg0, regs_arg1) = syscall_argument_offsets(&btf)?;
+    Ok(FdOffsets {
+        regs_arg0,
+        regs_arg1,
+        task_files: member_offset(&btf, "task_struct", "files")?,
+        files_fdt: member_offset(&btf, "files_struct", "fdt")?,
+        fdtable_max_fds: member_offset(&btf, "fdtable", "max_fds")?,
+        fdtable_fd: member_offset(&btf, "fdtable", "fd")?,
+        file_inode: member_offset(&btf, "file", "f_inode")?,
+        file_private_data: member_offset(&btf, "file", "private_data")?,
+        inode_mode: member_offset(&btf, "inode", "i_mode")?,
+        _pad: [0; 3],
+    })
+}
+
+/// Where the first two syscall arguments sit in `struct pt_regs`.
+#[cfg(target_arch = "x86_64")]
+fn syscall_argument_offsets(btf: &Btf) -> Result<(u16, u16), String> {
+    Ok((
+        member_offset(btf, "pt_regs", "di")?,
+        member_offset(btf, "pt_regs", "si")?,
+    ))
+}
+
+#[cfg(target_arch = "aarch64")]
+fn syscall_argument_offsets(btf: &Btf) -> Result<(u16, u16), String> {
+    let regs = member_offset(btf, "user_pt_regs", "regs")?;
+    Ok((regs, regs + 8))
 }
 
 /// Byte offset of `member` in `struct struct_name`, looking inside anonymous structs and unions.
@@ -73,5 +106,10 @@ mod tests {
         assert_eq!(offsets.skc_family, 16);
         assert!(offsets.skc_v6_daddr > offsets.skc_family);
         assert!(offsets.socket_sk > offsets.socket_type);
+        let fd = fd_offsets().expect("fd offsets");
+        // x86_64's pt_regs: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di ...
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!((fd.regs_arg0, fd.regs_arg1), (14 * 8, 13 * 8));
+        assert!(fd.task_files > 0 && fd.fdtable_fd != fd.fdtable_max_fds);
     }
 }

@@ -5,8 +5,8 @@ use std::{fs, io, path::Path};
 use aya::{
     Btf, Ebpf,
     maps::MapType,
-    programs::{Lsm, ProgramType, SchedClassifier, TcAttachType, tc::TcAttachOptions},
-    sys::{BpfHelper, is_helper_supported, is_map_supported},
+    programs::{KProbe, Lsm, SchedClassifier, TcAttachType, tc::TcAttachOptions},
+    sys::is_map_supported,
     util::KernelVersion,
 };
 use chaos_common::programs as names;
@@ -303,17 +303,36 @@ fn active_lsms() -> io::Result<String> {
     fs::read_to_string("/sys/kernel/security/lsm").map(|list| list.trim().to_string())
 }
 
+/// Loads the real connect kprobe (calling bpf_override_return) and attaches it, unarmed, to the
+/// connect syscall's entry: the attach fails unless the entry point is on the error-injection
+/// list. Dropping the object detaches it again.
 fn probe_kprobe_override() -> Result<String, String> {
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err("no kprobe PMU (CONFIG_KPROBES is off)".into());
     }
-    match is_helper_supported(ProgramType::KProbe, BpfHelper::BPF_FUNC_override_return) {
-        Ok(true) => Ok("a kprobe program calling bpf_override_return loaded".into()),
-        Ok(false) => Err(
-            "the verifier rejects bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE is off)".into(),
-        ),
-        Err(err) => Err(first_line(&format!("probe failed: {err:#}"))),
-    }
+    let mut ebpf = load_object()?;
+    let program: &mut KProbe = ebpf
+        .program_mut(names::KPROBE_CONNECT)
+        .ok_or("program missing from the object")?
+        .try_into()
+        .map_err(|err| format!("{err}"))?;
+    program.load().map_err(|err| {
+        let text = format!("{err:#}");
+        if text.contains("override_return") || text.contains("unknown func") {
+            "the verifier rejects bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE is off)".into()
+        } else {
+            first_line(&format!("loading {}: {text}", names::KPROBE_CONNECT))
+        }
+    })?;
+    let function = format!("{}connect", programs::SYSCALL_PREFIX);
+    program.attach(&function, 0).map_err(|err| {
+        first_line(&format!(
+            "attaching to {function}: {err:#} (not on the error-injection list?)"
+        ))
+    })?;
+    Ok(format!(
+        "attached a kprobe calling bpf_override_return to {function}"
+    ))
 }
 
 fn probe_bpf_link() -> Result<String, String> {

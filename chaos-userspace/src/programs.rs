@@ -3,8 +3,8 @@
 use aya::{
     Btf, Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, ProgramError,
-        SchedClassifier, TcAttachType, tc::TcAttachOptions,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Lsm,
+        ProgramError, SchedClassifier, TcAttachType, tc::TcAttachOptions,
     },
 };
 use chaos_common::programs as names;
@@ -25,6 +25,8 @@ pub enum Hook {
     FmodRet(&'static str),
     /// This BPF LSM hook.
     Lsm(&'static str),
+    /// kprobes on these syscalls' entry points (named without the architecture's prefix).
+    SyscallKprobe(&'static [&'static str]),
     /// A TC hook of an interface, through tcx or clsact (the mechanism chosen decides).
     Tc(TcAttachType),
 }
@@ -106,6 +108,24 @@ program!(
     Hook::Lsm("socket_sendmsg"),
     BpfLsm
 );
+program!(
+    KPROBE_RECV,
+    names::KPROBE_SOCKET,
+    Hook::SyscallKprobe(&["read", "readv", "recvfrom", "recvmsg", "recvmmsg"]),
+    KprobeOverride
+);
+program!(
+    KPROBE_SEND,
+    names::KPROBE_SOCKET,
+    Hook::SyscallKprobe(&["write", "writev", "sendto", "sendmsg", "sendmmsg"]),
+    KprobeOverride
+);
+program!(
+    KPROBE_CONNECT,
+    names::KPROBE_CONNECT,
+    Hook::SyscallKprobe(&["connect"]),
+    KprobeOverride
+);
 
 program!(
     TC_EGRESS,
@@ -132,6 +152,9 @@ pub const REGISTRY: &[&ProgramSpec] = &[
     &LSM_CONNECT,
     &LSM_RECV,
     &LSM_SEND,
+    &KPROBE_RECV,
+    &KPROBE_SEND,
+    &KPROBE_CONNECT,
     &TC_EGRESS,
     &TC_INGRESS,
 ];
@@ -171,6 +194,20 @@ impl Drop for TcFilter {
     }
 }
 
+impl Attachment {
+    /// The kernel's id of the attached program, as `bpftool prog show` lists it.
+    pub fn program_id(&self, ebpf: &Ebpf, name: &'static str) -> Result<u32> {
+        if let Attachment::FmodRet(fmod_ret) = self {
+            return Ok(fmod_ret.id);
+        }
+        let program = ebpf.program(name).ok_or(ChaosError::Program {
+            name,
+            source: ProgramError::NotLoaded,
+        })?;
+        Ok(program.info().map_err(program_error(name))?.id())
+    }
+}
+
 fn program_error(name: &'static str) -> impl FnOnce(ProgramError) -> ChaosError {
     move |source| ChaosError::Program { name, source }
 }
@@ -191,6 +228,12 @@ fn program_mut<'a>(
         source: ProgramError::NotLoaded,
     })
 }
+
+/// The architecture's prefix of syscall entry points: the functions on the error-injection list.
+#[cfg(target_arch = "x86_64")]
+pub const SYSCALL_PREFIX: &str = "__x64_sys_";
+#[cfg(target_arch = "aarch64")]
+pub const SYSCALL_PREFIX: &str = "__arm64_sys_";
 
 /// cgroup links are always multi-attach in the kernel, which rejects an explicit
 /// BPF_F_ALLOW_MULTI on links with EINVAL; `Single` is the flag value 0. Other tools' programs on
@@ -242,6 +285,17 @@ pub fn load_and_attach(
                 .map_err(program_error(name))?;
             program.load(hook, btf).map_err(program_error(name))?;
             program.attach().map_err(program_error(name))?;
+        }
+        Hook::SyscallKprobe(syscalls) => {
+            let program: &mut KProbe = program_mut(ebpf, name)?
+                .try_into()
+                .map_err(program_error(name))?;
+            program.load().map_err(program_error(name))?;
+            for syscall in syscalls {
+                program
+                    .attach(format!("{SYSCALL_PREFIX}{syscall}"), 0)
+                    .map_err(program_error(name))?;
+            }
         }
         Hook::Tc(attach_type) => {
             let interface = target

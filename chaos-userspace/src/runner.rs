@@ -99,6 +99,7 @@ pub async fn run(
     let cgroup = fault.cgroup.as_ref().map(|c| c.path.display().to_string());
     let cgroup_id = fault.cgroup.as_ref().map(|c| c.id);
     let interface = fault.interface.as_ref().map(|i| i.name.clone());
+    let program_ids = fault.programs.iter().map(|(_, id)| *id).collect();
     let counters = fault.stop()?;
     // The programs are detached; let the reader drain what they emitted before the summary.
     let _ = stop_reader.send(());
@@ -114,6 +115,7 @@ pub async fn run(
         events_emitted,
         events_sampled_out: counters.events_sampled_out,
         events_lost: counters.events_lost,
+        program_ids,
         cgroup,
         cgroup_id,
         interface,

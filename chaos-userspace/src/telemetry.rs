@@ -162,6 +162,8 @@ pub struct Summary {
     pub events_emitted: u64,
     pub events_sampled_out: u64,
     pub events_lost: u64,
+    /// Kernel ids of the programs the fault attached: all gone once this line is printed.
+    pub program_ids: Vec<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

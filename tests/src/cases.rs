@@ -1,12 +1,12 @@
 //! Fault × mechanism cases shared by the host tests and the VM runner (`chaos-vmtest`): each
 //! loads the real programs and watches real processes get the errno, or lose packets.
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, bail, ensure};
 
 use crate::{
-    ChaosRun, TestCgroup, binomial_bound, chaos, last_json_line, pair_readiness, tcp_talker,
-    testkit_bin,
+    ChaosRun, TestCgroup, binomial_bound, chaos, eventually, last_json_line, pair_readiness,
+    still_loaded, tcp_talker, testkit_bin,
 };
 
 /// What a case concluded.
@@ -38,26 +38,23 @@ fn mechanism_arg(mechanism: &str) -> &str {
 }
 
 struct Plan {
-    errno: &'static str,
-    number: u64,
+    /// The errno of the main phase and of the filtered phase, so two reach the real calls.
+    errnos: [(&'static str, u64); 2],
     calls: &'static [&'static str],
 }
 
 fn plan(fault: &str) -> Plan {
     match fault {
         "connect-error" => Plan {
-            errno: "EHOSTUNREACH",
-            number: 113,
+            errnos: [("EHOSTUNREACH", 113), ("ETIMEDOUT", 110)],
             calls: &["connect"],
         },
         "recv-error" => Plan {
-            errno: "ECONNRESET",
-            number: 104,
+            errnos: [("ECONNRESET", 104), ("EAGAIN", 11)],
             calls: &["read", "recv", "recvfrom", "recvmsg"],
         },
         _ => Plan {
-            errno: "EPIPE",
-            number: 32,
+            errnos: [("EPIPE", 32), ("ENOBUFS", 105)],
             calls: &["write", "send", "sendto", "sendmsg"],
         },
     }
@@ -134,7 +131,7 @@ pub fn refused_cleanly(fault: &str, mechanism: &str) -> anyhow::Result<()> {
         "--cgroup",
         cgroup.path.to_str().context("path")?,
         "--errno",
-        plan.errno,
+        plan.errnos[0].0,
         "--mechanism",
         mechanism_arg(mechanism),
     ]);
@@ -151,23 +148,26 @@ pub fn refused_cleanly(fault: &str, mechanism: &str) -> anyhow::Result<()> {
 
 fn run_socket_fault(fault: &str, mechanism: &str) -> anyhow::Result<String> {
     let plan = plan(fault);
+    let [(errno, number), (filtered_errno, filtered_number)] = plan.errnos;
     let v4 = tcp_talker("127.0.0.1:0").to_string();
     let v6 = tcp_talker("[::1]:0").to_string();
     let cgroup = TestCgroup::new(fault);
     let path = cgroup.path.to_str().context("path")?;
-    let base = [
-        "inject",
-        fault,
-        "--cgroup",
-        path,
-        "--errno",
-        plan.errno,
-        "--mechanism",
-        mechanism_arg(mechanism),
-    ];
+    let inject = |errno: &'static str| {
+        [
+            "inject",
+            fault,
+            "--cgroup",
+            path,
+            "--errno",
+            errno,
+            "--mechanism",
+            mechanism_arg(mechanism),
+        ]
+    };
 
     // Every call, both address families: the exact errno in scope, success outside it.
-    let run = ChaosRun::start(&base);
+    let run = ChaosRun::start(&inject(errno));
     let first = run.first_line();
     ensure!(
         first.contains(&format!("via {mechanism}")) && first.contains("forced by --mechanism"),
@@ -178,7 +178,7 @@ fn run_socket_fault(fault: &str, mechanism: &str) -> anyhow::Result<String> {
         for addr in [&v4, &v6] {
             expect_all_fail(
                 &call(Some(&cgroup), kind, addr, 3)?,
-                plan.number,
+                number,
                 3,
                 &format!("{kind} {addr} in scope"),
             )?;
@@ -198,13 +198,13 @@ fn run_socket_fault(fault: &str, mechanism: &str) -> anyhow::Result<String> {
 
     // Peer filters read the socket (or connect address): only the IPv4 server's port matches.
     let port = v4.rsplit(':').next().context("port")?;
-    let mut filtered = base.to_vec();
+    let mut filtered = inject(filtered_errno).to_vec();
     filtered.extend(["--dst", "127.0.0.1/32", "--port", port]);
     let run = ChaosRun::start(&filtered);
     for kind in plan.calls {
         expect_all_fail(
             &call(Some(&cgroup), kind, &v4, 1)?,
-            plan.number,
+            filtered_number,
             1,
             &format!("{kind} to the filtered peer"),
         )?;
@@ -216,7 +216,19 @@ fn run_socket_fault(fault: &str, mechanism: &str) -> anyhow::Result<String> {
     }
     run.stop();
 
-    // After the fault: the same calls work again.
+    // After a SIGKILL the kernel detaches everything: the calls work and no program is left.
+    let run = ChaosRun::start(&inject(errno));
+    let ours = run.program_ids();
+    ensure!(
+        !ours.is_empty() && still_loaded(&ours) == ours,
+        "the armed line names the loaded programs: {ours:?}"
+    );
+    run.kill_hard();
+    ensure!(
+        eventually(Duration::from_secs(5), || still_loaded(&ours).is_empty()),
+        "programs {:?} outlived a SIGKILL",
+        still_loaded(&ours)
+    );
     for kind in plan.calls {
         expect_all_succeed(
             &call(Some(&cgroup), kind, &v4, 1)?,
@@ -225,10 +237,48 @@ fn run_socket_fault(fault: &str, mechanism: &str) -> anyhow::Result<String> {
         )?;
     }
     Ok(format!(
-        "{} calls × 2 families failed with {}; outside and after: ok; peer filter ok",
+        "{} calls × 2 families failed with {errno}, filtered ones with {filtered_errno}; \
+         outside and after: ok; SIGKILL left no program",
         plan.calls.len(),
-        plan.errno
     ))
+}
+
+/// Without `--mechanism`, chaos-bpf picks doctor's first ready mechanism, says so on its first
+/// line, and the fault fires through it.
+pub fn auto_mechanism_case(report: &serde_json::Value, fault: &str) -> Outcome {
+    let Some(expected) = report["faults"]
+        .as_array()
+        .and_then(|faults| faults.iter().find(|f| f["fault"] == fault))
+        .and_then(|f| f["auto"].as_str())
+    else {
+        return Outcome::Skip(format!("no mechanism for {fault} on this kernel"));
+    };
+    match run_auto(fault, expected) {
+        Ok(()) => Outcome::Pass(format!("picked {expected}, as doctor said, and it fired")),
+        Err(err) => Outcome::Fail(format!("{err:#}")),
+    }
+}
+
+fn run_auto(fault: &str, expected: &str) -> anyhow::Result<()> {
+    let plan = plan(fault);
+    let (errno, number) = plan.errnos[0];
+    let server = tcp_talker("127.0.0.1:0").to_string();
+    let cgroup = TestCgroup::new("auto");
+    let path = cgroup.path.to_str().context("path")?;
+    let run = ChaosRun::start(&["inject", fault, "--cgroup", path, "--errno", errno]);
+    let first = run.first_line().to_string();
+    ensure!(
+        first.contains(&format!("{fault} via {expected} (")),
+        "first line does not name {expected}: {first}"
+    );
+    expect_all_fail(
+        &call(Some(&cgroup), plan.calls[0], &server, 2)?,
+        number,
+        2,
+        &format!("{} via auto", plan.calls[0]),
+    )?;
+    run.stop();
+    Ok(())
 }
 
 /// drop through cgroup_skb: UDP loss within the 99.9% bound and equal to the counters.

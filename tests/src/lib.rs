@@ -212,6 +212,20 @@ impl ChaosRun {
         self.stderr_seen.first().map_or("", String::as_str)
     }
 
+    /// The kernel ids of the programs the run attached, from its "armed" line.
+    pub fn program_ids(&self) -> Vec<u32> {
+        let armed = self
+            .stderr_seen
+            .iter()
+            .find(|l| l.contains(" armed "))
+            .map_or("", String::as_str);
+        armed
+            .split("(prog id ")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next()?.parse().ok())
+            .collect()
+    }
+
     /// Everything chaos-bpf printed on stderr up to arming.
     pub fn first_lines(&self) -> String {
         self.stderr_seen.join("\n")
@@ -300,6 +314,16 @@ pub fn program_loaded(id: u64) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Which of `ids` the kernel still lists as loaded programs (its own list, through aya, so it
+/// works where bpftool is absent, as in the VM).
+pub fn still_loaded(ids: &[u32]) -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .filter(|id| ids.contains(id))
+        .collect()
 }
 
 /// Polls `condition` for up to `timeout` (the kernel frees programs asynchronously).

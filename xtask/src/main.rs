@@ -1,6 +1,7 @@
 //! `cargo xtask setup | test | demo`: everything a fresh machine needs, in one place.
 mod bench;
 mod demo;
+mod kernel_build;
 mod setup;
 mod util;
 mod vm;

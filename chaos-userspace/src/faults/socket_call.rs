@@ -5,7 +5,8 @@
 //! 1. cgroup sock_addr + `bpf_set_retval` (connect only): the kernel runs it only for the cgroup.
 //! 2. fmod_ret on `security_socket_*`: needs BTF and BPF trampolines, no special config.
 //! 3. BPF LSM `socket_*` hooks: needs `bpf` in the active LSM list.
-//! 4. kprobe + `bpf_override_return`: needs CONFIG_FUNCTION_ERROR_INJECTION (no programs yet).
+//! 4. kprobe + `bpf_override_return` on the syscall entry points: needs
+//!    CONFIG_FUNCTION_ERROR_INJECTION and CONFIG_BPF_KPROBE_OVERRIDE.
 use chaos_common::FaultKind;
 
 use super::Filters;
@@ -62,8 +63,7 @@ impl SocketCall {
         }
     }
 
-    /// The programs that realise this call's fault with `mechanism`; `None` where chaos-bpf has
-    /// none (kprobe-override: no kernel available to the project can prove such programs).
+    /// The programs that realise this call's fault with `mechanism`; `None` where there are none.
     pub fn programs(self, mechanism: Mechanism) -> Option<&'static [&'static ProgramSpec]> {
         Some(match (self, mechanism) {
             (SocketCall::Connect, Mechanism::CgroupSockAddr) => {
@@ -75,6 +75,9 @@ impl SocketCall {
             (SocketCall::Connect, Mechanism::BpfLsm) => &[&programs::LSM_CONNECT],
             (SocketCall::Recv, Mechanism::BpfLsm) => &[&programs::LSM_RECV],
             (SocketCall::Send, Mechanism::BpfLsm) => &[&programs::LSM_SEND],
+            (SocketCall::Connect, Mechanism::KprobeOverride) => &[&programs::KPROBE_CONNECT],
+            (SocketCall::Recv, Mechanism::KprobeOverride) => &[&programs::KPROBE_RECV],
+            (SocketCall::Send, Mechanism::KprobeOverride) => &[&programs::KPROBE_SEND],
             _ => return None,
         })
     }
@@ -119,13 +122,8 @@ mod tests {
     fn every_call_has_programs_for_each_implemented_mechanism() {
         for call in [SocketCall::Connect, SocketCall::Recv, SocketCall::Send] {
             for mechanism in call.mechanisms() {
-                let programs = call.programs(*mechanism);
-                if *mechanism == Mechanism::KprobeOverride {
-                    assert!(programs.is_none());
-                } else {
-                    let programs = programs.expect("programs");
-                    assert!(programs.iter().all(|p| p.mechanism == *mechanism));
-                }
+                let programs = call.programs(*mechanism).expect("programs");
+                assert!(programs.iter().all(|p| p.mechanism == *mechanism));
             }
         }
         assert!(

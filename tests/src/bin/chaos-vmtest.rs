@@ -1,7 +1,9 @@
 //! Runs inside a VM's initramfs as /init's payload: every fault × mechanism pair, reported on the
 //! console as `CHAOS-VM: RESULT <fault> <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask.
 use chaos_tests::{
-    cases::{Outcome, SOCKET_FAULTS, delay_case, drop_case, socket_fault_case},
+    cases::{
+        Outcome, SOCKET_FAULTS, auto_mechanism_case, delay_case, drop_case, socket_fault_case,
+    },
     chaos, doctor_report,
 };
 
@@ -24,6 +26,7 @@ fn main() {
     }
     let doctor = doctor_report();
     for (fault, mechanisms) in SOCKET_FAULTS {
+        report(fault, "auto", &auto_mechanism_case(&doctor, fault));
         for mechanism in *mechanisms {
             report(
                 fault,
