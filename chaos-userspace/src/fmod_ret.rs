@@ -7,17 +7,13 @@
 //! file descriptors belong to the returned value: dropping it, or the process dying, detaches.
 use std::{
     collections::HashSet,
-    ffi::CStr,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
 };
 
 use aya::{Btf, Ebpf, maps::Map};
-use aya_obj::{
-    btf::BtfKind,
-    generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type},
-};
+use aya_obj::{btf::BtfKind, generated::bpf_attach_type};
 
-use crate::object::CHAOS_OBJECT;
+use crate::{object::CHAOS_OBJECT, sys};
 
 /// A loaded and attached fmod_ret program.
 #[derive(Debug)]
@@ -39,10 +35,17 @@ pub fn load_and_attach(
     let attach_btf_id = btf
         .id_by_type_name_kind(function, BtfKind::Func)
         .map_err(|err| format!("kernel function {function} not in BTF: {err}"))?;
-    let program_fd = prog_load(program, &instructions, attach_btf_id)?;
-    let link = raw_tracepoint_open(program_fd.as_fd())?;
+    let program_fd = sys::load_tracing_program(
+        program,
+        &instructions,
+        bpf_attach_type::BPF_MODIFY_RETURN,
+        attach_btf_id,
+    )?;
+    let link = sys::attach_tracing(program_fd.as_fd())
+        .map_err(|err| format!("attaching fmod_ret: {err}"))?;
     Ok(FmodRetAttachment {
-        id: program_id(program_fd.as_fd())?,
+        id: sys::program_id(program_fd.as_fd())
+            .map_err(|err| format!("reading the program's id: {err}"))?,
         _link: link,
         _program: program_fd,
     })
@@ -100,124 +103,6 @@ fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
         | Map::PerCpuLruHashMap(data) => Some(data.fd().as_fd()),
         _ => None,
     }
-}
-
-fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
-    // SAFETY: attr is a fully initialised bpf_attr of the size passed; the kernel returns a new
-    // file descriptor on success, which is owned from here on.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            attr as *mut bpf_attr,
-            size_of::<bpf_attr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor returned by the kernel.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// The verifier log is only requested after a failed load, as libbpf does: with a log, a
-/// verification that succeeds but writes more than the buffer holds fails with ENOSPC (6.4+).
-const VERIFIER_LOG_START: usize = 64 * 1024;
-const VERIFIER_LOG_MAX: usize = 16 * 1024 * 1024;
-
-fn prog_load(
-    name: &str,
-    instructions: &[aya_obj::generated::bpf_insn],
-    attach_btf_id: u32,
-) -> Result<OwnedFd, String> {
-    let load = |log: &mut [u8]| {
-        // SAFETY: bpf_attr is plain data; all-zero is its documented "unset" state.
-        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: writing the BPF_PROG_LOAD member of the union.
-        let load = unsafe { &mut attr.__bindgen_anon_3 };
-        load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-        load.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
-        load.attach_btf_id = attach_btf_id;
-        load.insns = instructions.as_ptr() as u64;
-        load.insn_cnt = instructions.len() as u32;
-        load.license = c"GPL".as_ptr() as u64;
-        for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
-            *dst = src as libc::c_char;
-        }
-        if !log.is_empty() {
-            load.log_level = 1;
-            load.log_buf = log.as_mut_ptr() as u64;
-            load.log_size = log.len() as u32;
-        }
-        bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
-    };
-    let first_error = match load(&mut []) {
-        Ok(fd) => return Ok(fd),
-        Err(err) => err,
-    };
-    // Load again only to learn why; a log that does not fit is grown, up to a bound.
-    let mut log = vec![0u8; VERIFIER_LOG_START];
-    loop {
-        match load(&mut log) {
-            Ok(fd) => return Ok(fd),
-            Err(err)
-                if err.raw_os_error() == Some(libc::ENOSPC) && log.len() < VERIFIER_LOG_MAX =>
-            {
-                log = vec![0u8; log.len() * 4];
-            }
-            // The first error is the one to report: this one may only be about the log.
-            Err(_) => break,
-        }
-    }
-    let verifier = CStr::from_bytes_until_nul(&log)
-        .map(|s| s.to_string_lossy())
-        .unwrap_or_default();
-    let last = verifier
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_default();
-    if last.is_empty() {
-        Err(format!("loading {name} as fmod_ret: {first_error}"))
-    } else {
-        Err(format!("loading {name} as fmod_ret: {first_error}: {last}"))
-    }
-}
-
-fn program_id(program: BorrowedFd<'_>) -> Result<u32, String> {
-    // SAFETY: plain data, all-zero is valid.
-    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
-    // SAFETY: as in prog_load.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    attr.info.bpf_fd = program.as_raw_fd() as u32;
-    attr.info.info_len = size_of_val(&info) as u32;
-    attr.info.info = (&raw mut info) as u64;
-    // SAFETY: the kernel writes at most info_len bytes into `info`; no descriptor is returned.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            &raw mut attr,
-            size_of::<bpf_attr>(),
-        )
-    };
-    if result < 0 {
-        return Err(format!(
-            "reading the program's id: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(info.id)
-}
-
-fn raw_tracepoint_open(program: BorrowedFd<'_>) -> Result<OwnedFd, String> {
-    // SAFETY: as in prog_load.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    // The BPF_RAW_TRACEPOINT_OPEN member; a NULL name attaches a tracing program to the target it
-    // was loaded for.
-    attr.raw_tracepoint.prog_fd = program.as_raw_fd() as u32;
-    bpf(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut attr)
-        .map_err(|err| format!("attaching fmod_ret: {err}"))
 }
 
 #[cfg(test)]

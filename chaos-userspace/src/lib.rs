@@ -17,5 +17,6 @@ pub mod object;
 pub mod programs;
 pub mod runner;
 pub mod scope;
+pub mod sys;
 pub mod tc_records;
 pub mod telemetry;

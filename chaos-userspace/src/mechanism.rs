@@ -1,13 +1,12 @@
 //! Kernel mechanisms the faults are built on, and probes that find out whether this kernel has
 //! each one by loading (and where harmless, attaching) a real program.
-use std::{fs, io, path::Path};
+use std::{fs, io, os::fd::AsFd as _, path::Path};
 
 use aya::{
     Btf, Ebpf,
     maps::MapType,
     programs::{KProbe, Lsm, SchedClassifier, TcAttachType, tc::TcAttachOptions},
     sys::is_map_supported,
-    util::KernelVersion,
 };
 use chaos_common::programs as names;
 use serde::Serialize;
@@ -194,16 +193,8 @@ fn load_object() -> Result<Ebpf, String> {
 /// Loads a cgroup program without attaching it: the verifier's verdict is the answer.
 fn load_from_object(spec: &programs::ProgramSpec) -> Result<String, String> {
     let mut ebpf = load_object()?;
-    let program = ebpf
-        .program_mut(spec.name)
-        .ok_or("program missing from the object")?;
-    let loaded = match program {
-        aya::programs::Program::CgroupSockAddr(p) => p.load(),
-        aya::programs::Program::CgroupSkb(p) => p.load(),
-        _ => return Err(format!("{} is not a cgroup program", spec.name)),
-    };
-    loaded
-        .map(|()| format!("loaded {}", spec.name))
+    programs::load_cgroup_program(&mut ebpf, spec.name)
+        .map(|_| format!("loaded {}", spec.name))
         .map_err(|err| first_line(&format!("{err:#}")))
 }
 
@@ -335,15 +326,36 @@ fn probe_kprobe_override() -> Result<String, String> {
     ))
 }
 
+/// Links the unarmed cgroup_skb program (it passes every packet) to this process's own cgroup
+/// for a moment: the kernel either creates a cgroup link, which dies with its descriptor, or
+/// refuses, and then no cgroup fault can run without outliving chaos-bpf.
 fn probe_bpf_link() -> Result<String, String> {
-    // aya attaches cgroup programs through bpf_link from 5.7 on and falls back to the legacy
-    // attach below; a legacy attachment would outlive chaos-bpf, so it is treated as missing.
-    let version = KernelVersion::current().map_err(|err| format!("kernel version: {err}"))?;
-    if version >= KernelVersion::new(5, 7, 0) {
-        Ok(format!("kernel {version} has cgroup bpf_link"))
-    } else {
-        Err(format!("kernel {version} predates cgroup bpf_link"))
-    }
+    let cgroup = own_cgroup()?;
+    let dir = fs::File::open(&cgroup).map_err(|err| format!("{}: {err}", cgroup.display()))?;
+    let mut ebpf = load_object()?;
+    let program = programs::load_cgroup_program(&mut ebpf, names::SKB_EGRESS)
+        .map_err(|err| first_line(&format!("{err:#}")))?;
+    let fd = program
+        .fd()
+        .map_err(|err| format!("{}: {err}", names::SKB_EGRESS))?;
+    crate::sys::cgroup_link(
+        fd.as_fd(),
+        dir.as_fd(),
+        aya_obj::generated::bpf_attach_type::BPF_CGROUP_INET_EGRESS,
+    )
+    .map(|_link| format!("created and closed a cgroup link on {}", cgroup.display()))
+    .map_err(|err| format!("BPF_LINK_CREATE on a cgroup: {err}"))
+}
+
+/// This process's cgroup v2 directory, from /proc/self/cgroup ("0::/path").
+fn own_cgroup() -> Result<std::path::PathBuf, String> {
+    let mount = crate::scope::cgroup2_mount().ok_or("no cgroup2 mount")?;
+    let own = fs::read_to_string("/proc/self/cgroup").map_err(|err| err.to_string())?;
+    let relative = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("no cgroup v2 entry in /proc/self/cgroup")?;
+    Ok(mount.point.join(relative.trim_start_matches('/')))
 }
 
 /// An error as one line: its first line, and where aya appended the verifier's log, the log's

@@ -1,12 +1,12 @@
 //! The registry of kernel programs: which hook each attaches to and which mechanism it needs.
 //! Loading and attaching goes through one function per hook kind instead of per-fault copies.
+use std::os::fd::{AsFd as _, OwnedFd};
+
 use aya::{
     Btf, Ebpf,
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Lsm,
-        ProgramError, SchedClassifier, TcAttachType, tc::TcAttachOptions,
-    },
+    programs::{KProbe, Lsm, ProgramError, SchedClassifier, TcAttachType, tc::TcAttachOptions},
 };
+use aya_obj::generated::bpf_attach_type;
 use chaos_common::programs as names;
 
 use crate::{
@@ -14,13 +14,13 @@ use crate::{
     fmod_ret::{self, FmodRetAttachment},
     mechanism::Mechanism,
     scope::CgroupScope,
+    sys,
 };
 
 #[derive(Clone, Copy, Debug)]
 pub enum Hook {
-    /// `cgroup/connect4` or `cgroup/connect6`; the attach type comes from the object's section.
-    CgroupSockAddr,
-    CgroupSkb(CgroupSkbAttachType),
+    /// A cgroup hook (sock_addr, skb), attached through a link chaos-bpf creates itself.
+    Cgroup(bpf_attach_type),
     /// fmod_ret on this kernel function.
     FmodRet(&'static str),
     /// This BPF LSM hook.
@@ -51,25 +51,25 @@ macro_rules! program {
 program!(
     CONNECT4,
     names::CONNECT4,
-    Hook::CgroupSockAddr,
+    Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET4_CONNECT),
     CgroupSockAddr
 );
 program!(
     CONNECT6,
     names::CONNECT6,
-    Hook::CgroupSockAddr,
+    Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET6_CONNECT),
     CgroupSockAddr
 );
 program!(
     SKB_EGRESS,
     names::SKB_EGRESS,
-    Hook::CgroupSkb(CgroupSkbAttachType::Egress),
+    Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET_EGRESS),
     CgroupSkb
 );
 program!(
     SKB_INGRESS,
     names::SKB_INGRESS,
-    Hook::CgroupSkb(CgroupSkbAttachType::Ingress),
+    Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET_INGRESS),
     CgroupSkb
 );
 program!(
@@ -176,6 +176,8 @@ pub struct AttachTarget<'a> {
 pub enum Attachment {
     /// The link lives inside the `Ebpf` instance and goes with it.
     HeldByAya,
+    /// A link created by chaos-bpf (cgroup hooks); closing it detaches.
+    Link(OwnedFd),
     FmodRet(FmodRetAttachment),
     /// A clsact filter, detached on drop (its record goes with the `Recorder`).
     TcFilter(TcFilter),
@@ -219,6 +221,25 @@ fn attach_failed(name: &'static str, reason: impl Into<String>) -> ChaosError {
     }
 }
 
+/// Loads a cgroup program (the verifier runs here) without attaching it.
+pub fn load_cgroup_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a aya::programs::Program> {
+    match program_mut(ebpf, name)? {
+        aya::programs::Program::CgroupSockAddr(p) => p.load(),
+        aya::programs::Program::CgroupSkb(p) => p.load(),
+        _ => {
+            return Err(attach_failed(name, "is not a cgroup program"));
+        }
+    }
+    .map_err(program_error(name))?;
+    ebpf.program(name).ok_or(ChaosError::Program {
+        name,
+        source: ProgramError::NotLoaded,
+    })
+}
+
 fn program_mut<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
@@ -234,12 +255,6 @@ fn program_mut<'a>(
 pub const SYSCALL_PREFIX: &str = "__x64_sys_";
 #[cfg(target_arch = "aarch64")]
 pub const SYSCALL_PREFIX: &str = "__arm64_sys_";
-
-/// cgroup links are always multi-attach in the kernel, which rejects an explicit
-/// BPF_F_ALLOW_MULTI on links with EINVAL; `Single` is the flag value 0. Other tools' programs on
-/// the same cgroup keep running. Kernels without cgroup links are refused before this (the
-/// `BpfLink` mechanism), because a legacy attachment would outlive chaos-bpf.
-const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
 /// Loads the program (the verifier runs here) and attaches it. Every attachment is a link held
 /// only by this process, so the kernel detaches it when the process exits, however it exits.
@@ -260,23 +275,12 @@ pub fn load_and_attach(
             .ok_or_else(|| attach_failed(name, "needs kernel BTF"))
     };
     match spec.hook {
-        Hook::CgroupSockAddr => {
-            let program: &mut CgroupSockAddr = program_mut(ebpf, name)?
-                .try_into()
-                .map_err(program_error(name))?;
-            program.load().map_err(program_error(name))?;
-            program
-                .attach(&cgroup()?.dir, LINK_MODE)
-                .map_err(program_error(name))?;
-        }
-        Hook::CgroupSkb(attach_type) => {
-            let program: &mut CgroupSkb = program_mut(ebpf, name)?
-                .try_into()
-                .map_err(program_error(name))?;
-            program.load().map_err(program_error(name))?;
-            program
-                .attach(&cgroup()?.dir, attach_type, LINK_MODE)
-                .map_err(program_error(name))?;
+        Hook::Cgroup(attach_type) => {
+            let program = load_cgroup_program(ebpf, name)?;
+            let fd = program.fd().map_err(program_error(name))?;
+            let link = sys::cgroup_link(fd.as_fd(), cgroup()?.dir.as_fd(), attach_type)
+                .map_err(|err| attach_failed(name, format!("creating the cgroup link: {err}")))?;
+            return Ok(Attachment::Link(link));
         }
         Hook::Lsm(hook) => {
             let btf = btf()?;
