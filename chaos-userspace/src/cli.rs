@@ -101,7 +101,8 @@ pub enum MechanismArg {
     CgroupSockaddr,
     /// fmod_ret on security_socket_* (BPF trampolines).
     FmodRet,
-    /// BPF LSM socket_* hooks.
+    /// BPF LSM socket_* hooks (doctor calls it bpf-lsm; both spellings work).
+    #[value(alias = "bpf-lsm")]
     Lsm,
     /// kprobe + bpf_override_return.
     KprobeOverride,
@@ -579,10 +580,18 @@ mod tests {
             panic!()
         };
         let err = fault.spec().unwrap_err().to_string();
-        assert!(
-            err.starts_with("--mechanism: cgroup-sockaddr cannot fail this call"),
-            "{err}"
+        assert_eq!(
+            err,
+            "--mechanism: cgroup-sockaddr cannot fail this call; accepted: auto, fmod-ret, \
+             bpf-lsm, kprobe-override"
         );
+        // Every value the message offers is one the flag takes.
+        for offered in ["auto", "fmod-ret", "bpf-lsm", "lsm", "kprobe-override"] {
+            let args = ["inject", "send-error", "--cgroup", "x", "--errno", "EPIPE"];
+            let mut with = args.to_vec();
+            with.extend(["--mechanism", offered]);
+            assert!(parse(&with).is_ok(), "{offered}");
+        }
         assert!(
             parse(&["inject", "recv-error", "--cgroup", "x"]).is_err(),
             "--errno is required"

@@ -215,3 +215,34 @@ pub async fn inject(
     );
     runner::run(fault, options, signals).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_line_says_why_better_mechanisms_were_passed_over() {
+        let choice = |passed_over: Vec<(Mechanism, String)>, forced| MechanismChoice {
+            chosen: Mechanism::BpfLsm,
+            passed_over,
+            forced,
+        };
+        assert_eq!(
+            choice(vec![], false).explain("recv-error"),
+            "chaos-bpf: recv-error via bpf-lsm (the preferred mechanism)"
+        );
+        assert_eq!(
+            choice(vec![], true).explain("recv-error"),
+            "chaos-bpf: recv-error via bpf-lsm (forced by --mechanism)"
+        );
+        assert_eq!(
+            choice(
+                vec![(Mechanism::FmodRet, "loading: EPERM (needs BTF)".into())],
+                false
+            )
+            .explain("send-error"),
+            "chaos-bpf: send-error via bpf-lsm (better ones unavailable: fmod-ret: loading: EPERM \
+             (needs BTF))"
+        );
+    }
+}

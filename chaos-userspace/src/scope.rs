@@ -53,8 +53,13 @@ impl CgroupScope {
                 accepted,
             ));
         }
-        let fs = nix::sys::statfs::statfs(&resolved)
-            .map_err(|err| ChaosError::io(format!("statfs {}", resolved.display()), err.into()))?;
+        let fs = nix::sys::statfs::statfs(&resolved).map_err(|err| {
+            ChaosError::input(
+                "--cgroup",
+                format!("{}: {err}", resolved.display()),
+                accepted.clone(),
+            )
+        })?;
         if fs.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC {
             return Err(ChaosError::input(
                 "--cgroup",

@@ -28,6 +28,28 @@ pub const SOCKET_FAULTS: &[(&str, &[&str])] = &[
     ("send-error", &["fmod-ret", "bpf-lsm", "kprobe-override"]),
 ];
 
+/// Every (fault, mechanism) the VM runner reports, in its order: the xtask checks each boot
+/// reported all of them.
+pub fn vm_cases() -> Vec<(&'static str, &'static str)> {
+    let mut cases = Vec::new();
+    for (fault, mechanisms) in SOCKET_FAULTS {
+        cases.push((*fault, "auto"));
+        cases.extend(mechanisms.iter().map(|m| (*fault, *m)));
+    }
+    cases.extend([("drop", "cgroup-skb"), ("delay", "tc")]);
+    cases
+}
+
+/// Runs one of `vm_cases`.
+pub fn vm_case(report: &serde_json::Value, fault: &str, mechanism: &str) -> Outcome {
+    match (fault, mechanism) {
+        ("drop", _) => drop_case(),
+        ("delay", _) => delay_case(report),
+        (_, "auto") => auto_mechanism_case(report, fault),
+        _ => socket_fault_case(report, fault, mechanism),
+    }
+}
+
 /// `--mechanism` values for doctor's mechanism ids.
 fn mechanism_arg(mechanism: &str) -> &str {
     if mechanism == "bpf-lsm" {
@@ -166,8 +188,11 @@ fn run_socket_fault(fault: &str, mechanism: &str) -> anyhow::Result<String> {
         ]
     };
 
-    // Every call, both address families: the exact errno in scope, success outside it.
-    let run = ChaosRun::start(&inject(errno));
+    // Every call, both address families: the exact errno in scope, success outside it; one event
+    // per failed call.
+    let mut with_events = inject(errno).to_vec();
+    with_events.extend(["--events", "json"]);
+    let run = ChaosRun::start(&with_events);
     let first = run.first_line();
     ensure!(
         first.contains(&format!("via {mechanism}")) && first.contains("forced by --mechanism"),
@@ -190,11 +215,28 @@ fn run_socket_fault(fault: &str, mechanism: &str) -> anyhow::Result<String> {
             )?;
         }
     }
-    let summary = run.stop().summary();
+    let output = run.stop();
+    let summary = output.summary();
     ensure!(
         summary["injected"] == expected,
         "counters {summary} != {expected} failures seen"
     );
+    let events = output.events();
+    ensure!(
+        events.len() as u64 == expected,
+        "{} events for {expected} failures",
+        events.len()
+    );
+    for event in &events {
+        ensure!(
+            event["fault"] == fault
+                && event["errno"] == errno
+                && event["verdict"] == "failed"
+                && event["comm"] == "chaos-testkit"
+                && event["pid"].as_u64().is_some_and(|pid| pid > 0),
+            "event {event}"
+        );
+    }
 
     // Peer filters read the socket (or connect address): only the IPv4 server's port matches.
     let port = v4.rsplit(':').next().context("port")?;

@@ -54,6 +54,13 @@ fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
         &["--errno", "accepted"],
         &cgroup,
     );
+    for call in ["recv-error", "send-error"] {
+        assert_rejected(
+            &["inject", call, "--cgroup", path, "--errno", "ENOTANERRNO"],
+            &["--errno", "an errno name such as ECONNRESET"],
+            &cgroup,
+        );
+    }
     assert_rejected(
         &connect(&["--probability", "1.5"]),
         &["--probability", "outside [0, 1]"],
@@ -111,6 +118,15 @@ fn bad_cgroups_are_rejected_with_what_is_accepted() {
         &["--cgroup", "not on cgroup v2"],
         &cgroup,
     );
+    // A real cgroup v1 hierarchy, where hybrid hosts have one.
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
+    if v1.is_dir() && !chaos_tests::cgroup2_root().starts_with(v1) {
+        assert_rejected(
+            &["inject", "drop", "--cgroup", "/sys/fs/cgroup/cpu"],
+            &["--cgroup", "not on cgroup v2"],
+            &cgroup,
+        );
+    }
     assert_rejected(&["inject", "drop"], &["--cgroup"], &cgroup);
 }
 

@@ -166,8 +166,18 @@ fn events_name_the_process_peer_and_errno() {
     let cgroup_id = std::fs::metadata(&cgroup.path)
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap();
+    let summary = output.summary();
     for event in events {
+        assert_eq!(event["type"], "injection");
         assert_eq!(event["fault"], "connect-error");
+        assert_eq!(event["fault_id"], summary["fault_id"]);
+        assert_eq!(event["verdict"], "failed");
+        assert_eq!(event["proto"], "tcp");
+        let time = event["time"].as_str().unwrap();
+        assert!(
+            time.len() == 27 && time.ends_with('Z') && time[..4].parse::<u32>().unwrap() >= 2024,
+            "RFC 3339 wall-clock time: {time}"
+        );
         assert_eq!(event["errno"], "EHOSTUNREACH");
         assert_eq!(event["errno_value"], 113);
         assert_eq!(event["comm"], "chaos-testkit");
@@ -175,8 +185,8 @@ fn events_name_the_process_peer_and_errno() {
         assert_eq!(event["cgroup_id"], cgroup_id);
         assert!(event["pid"].as_u64().unwrap() > 0);
     }
-    let summary = output.summary();
     assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["fault"], "connect-error");
     assert_eq!(summary["events_emitted"], 2);
     assert!(summary["duration_ms"].as_u64().unwrap() > 0);
 }
@@ -208,4 +218,48 @@ fn events_are_sampled_but_counters_stay_exact() {
         200,
         "{summary}"
     );
+}
+
+/// cgroup links are multi-attach: a second fault (or another tool's program) on the same cgroup
+/// runs beside the first, and each keeps its own filters, errno and counters.
+#[test]
+fn two_faults_on_one_cgroup_both_fire() {
+    require_root();
+    let (first, second) = (tcp_sink("127.0.0.1:0"), tcp_sink("127.0.0.1:0"));
+    let cgroup = TestCgroup::new("two-faults");
+    let port = |addr: std::net::SocketAddr| addr.port().to_string();
+    let (first_port, second_port) = (port(first), port(second));
+    let refused = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--cgroup",
+        cgroup_arg(&cgroup),
+        "--port",
+        &first_port,
+    ]);
+    let timed_out = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--cgroup",
+        cgroup_arg(&cgroup),
+        "--port",
+        &second_port,
+        "--errno",
+        "ETIMEDOUT",
+    ]);
+    assert_eq!(
+        chaos_tests::attached_program_ids(&cgroup.path).len(),
+        4,
+        "connect4 and connect6 of each"
+    );
+    let result = cgroup.testkit(&["connect", &first.to_string(), "3"]);
+    assert_eq!(result["errnos"]["111"], 3, "{result}");
+    let result = cgroup.testkit(&["connect", &second.to_string(), "3"]);
+    assert_eq!(result["errnos"]["110"], 3, "{result}");
+    let (one, two) = (refused.stop().summary(), timed_out.stop().summary());
+    assert_eq!(
+        (one["injected"].as_u64(), two["injected"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert!(chaos_tests::attached_program_ids(&cgroup.path).is_empty());
 }

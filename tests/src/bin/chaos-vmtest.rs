@@ -1,9 +1,7 @@
 //! Runs inside a VM's initramfs as /init's payload: every fault × mechanism pair, reported on the
 //! console as `CHAOS-VM: RESULT <fault> <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask.
 use chaos_tests::{
-    cases::{
-        Outcome, SOCKET_FAULTS, auto_mechanism_case, delay_case, drop_case, socket_fault_case,
-    },
+    cases::{Outcome, vm_case, vm_cases},
     chaos, doctor_report,
 };
 
@@ -25,17 +23,8 @@ fn main() {
         println!("CHAOS-VM: DOCTOR {line}");
     }
     let doctor = doctor_report();
-    for (fault, mechanisms) in SOCKET_FAULTS {
-        report(fault, "auto", &auto_mechanism_case(&doctor, fault));
-        for mechanism in *mechanisms {
-            report(
-                fault,
-                mechanism,
-                &socket_fault_case(&doctor, fault, mechanism),
-            );
-        }
+    for (fault, mechanism) in vm_cases() {
+        report(fault, mechanism, &vm_case(&doctor, fault, mechanism));
     }
-    report("drop", "cgroup-skb", &drop_case());
-    report("delay", "tc", &delay_case(&doctor));
     println!("CHAOS-VM: FINISHED");
 }
