@@ -6,25 +6,33 @@
 #![no_std]
 
 /// Map names, as the kernel object defines them (kept at most 15 bytes: the kernel's name limit).
+///
+/// One loaded object holds one or more *rules*: a syscall or cgroup_skb fault is one rule, and
+/// every TC fault of a run on any interface is one rule of a shared rule set. Everything per rule
+/// is indexed by the rule's position in [`CONFIG`]; filters live in tries keyed by that index.
 pub mod maps {
-    /// `Array<FaultConfig>` with one entry: what this fault instance does.
+    /// `Array<FaultConfig>`: one entry per rule.
     pub const CONFIG: &str = "CHAOS_CONFIG";
-    /// `LpmTrie<[u8; 4], u8>`: IPv4 peer CIDRs that match.
-    pub const PEER_V4: &str = "CHAOS_PEER_V4";
-    /// `LpmTrie<[u8; 16], u8>`: IPv6 peer CIDRs that match.
-    pub const PEER_V6: &str = "CHAOS_PEER_V6";
-    /// `Array<PortSet>` with two entries: [`crate::PORT_SET_PEER`] (the peer's or destination
-    /// port) and [`crate::PORT_SET_SOURCE`] (TC's source port).
+    /// `LpmTrie<AddrKey<4>, u8>`: each rule's IPv4 CIDRs per [`crate::filter_field`].
+    pub const ADDR_V4: &str = "CHAOS_ADDR_V4";
+    /// `LpmTrie<AddrKey<16>, u8>`: the same for IPv6.
+    pub const ADDR_V6: &str = "CHAOS_ADDR_V6";
+    /// `LpmTrie<PortKey, u8>`: each rule's port ranges, as prefixes, per field.
     pub const PORTS: &str = "CHAOS_PORTS";
-    /// `LpmTrie`s of source CIDRs for TC faults (`--src`).
-    pub const SRC_V4: &str = "CHAOS_SRC_V4";
-    pub const SRC_V6: &str = "CHAOS_SRC_V6";
-    /// `Array<u64>`: loss-model state shared by all CPUs, indexed by [`crate::LossState`].
+    /// `LpmTrie<[u8; 4], RuleList>`: TC rules by the IPv4 destination they cover. One lookup
+    /// gives every rule a packet can match, whatever the number of rules.
+    pub const TC_INDEX_V4: &str = "CHAOS_TC_IDX4";
+    /// `LpmTrie<[u8; 16], RuleList>`: the same for IPv6.
+    pub const TC_INDEX_V6: &str = "CHAOS_TC_IDX6";
+    /// `Array<i32>`: the delay distribution tables, [`DIST_TABLE_SIZE`](crate::DIST_TABLE_SIZE)
+    /// entries per [`crate::jitter`] table.
+    pub const DIST: &str = "CHAOS_DIST";
+    /// `Array<u64>`: loss-model state shared by all CPUs, [`crate::LossState::COUNT`] per rule.
     pub const LOSS_STATE: &str = "CHAOS_LOSS";
     /// `LruHashMap<u32, u64>`: the last departure time given to each flow (by skb hash), so
     /// jitter never reorders a flow.
     pub const FLOWS: &str = "CHAOS_FLOWS";
-    /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
+    /// `PerCpuArray<u64>`: [`crate::Counter::COUNT`] per rule.
     pub const COUNTERS: &str = "CHAOS_COUNTERS";
     /// `RingBuf` of [`crate::Event`].
     pub const EVENTS: &str = "CHAOS_EVENTS";
@@ -34,12 +42,24 @@ pub mod maps {
     /// Every map the object must define; a userspace test checks the object against this list.
     pub const ALL: &[&str] = &[
         CONFIG,
-        PEER_V4,
-        PEER_V6,
+        ADDR_V4,
+        ADDR_V6,
         PORTS,
+        TC_INDEX_V4,
+        TC_INDEX_V6,
+        DIST,
+        LOSS_STATE,
+        FLOWS,
         COUNTERS,
         EVENTS,
         EVENT_BUDGET,
+    ];
+
+    /// Maps sized by the number of rules of the object (the rest have fixed sizes).
+    pub const PER_RULE: &[(&str, u32)] = &[
+        (CONFIG, 1),
+        (LOSS_STATE, crate::LossState::COUNT),
+        (COUNTERS, crate::Counter::COUNT),
     ];
 }
 
@@ -89,15 +109,63 @@ pub mod programs {
 }
 
 /// Upper bounds that size the maps; userspace rejects input beyond them.
-/// (LPM tries allocate per entry, so the bound costs nothing until used.)
+/// (LPM tries allocate per entry, so the bounds cost nothing until used.)
 pub const MAX_CIDRS: u32 = 65536;
+/// Entries of the filter tries: CIDRs, and port ranges as prefixes, over all rules.
+pub const MAX_FILTER_ENTRIES: u32 = 1 << 20;
+/// TC rules in one run.
+pub const MAX_TC_RULES: u32 = 65536;
+/// Rules one destination may be covered by (the entries of a [`RuleList`]).
+pub const MAX_RULES_PER_DESTINATION: usize = 15;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
-/// Number of `u64` words in a [`PortSet`].
-pub const PORT_SET_WORDS: usize = 65536 / 64;
 
-pub const PORT_SET_PEER: u32 = 0;
-pub const PORT_SET_SOURCE: u32 = 1;
+/// What a filter trie entry of a rule selects.
+pub mod filter_field {
+    /// The remote peer (syscall and cgroup_skb faults), or TC's destination port.
+    pub const PEER: u8 = 0;
+    /// TC's source address or port.
+    pub const SOURCE: u8 = 1;
+}
+
+/// Key data of [`maps::ADDR_V4`] (N = 4) and [`maps::ADDR_V6`] (N = 16): the rule index (big
+/// endian, so it leads the prefix), the field, then the address. A CIDR of length L is stored
+/// with prefix length 40 + L.
+pub fn addr_key<const N: usize, const K: usize>(rule: u32, field: u8, addr: [u8; N]) -> [u8; K] {
+    let mut key = [0u8; K];
+    key[..4].copy_from_slice(&rule.to_be_bytes());
+    key[4] = field;
+    key[5..5 + N].copy_from_slice(&addr);
+    key
+}
+
+pub type AddrKey4 = [u8; 9];
+pub type AddrKey6 = [u8; 21];
+/// Key data of [`maps::PORTS`]: rule (big endian), field, port (big endian).
+pub type PortKey = [u8; 7];
+/// Bits of a filter key before the address or port: rule index and field.
+pub const FILTER_KEY_PREFIX_BITS: u32 = 40;
+
+pub fn port_key(rule: u32, field: u8, port: u16) -> PortKey {
+    let mut key = [0u8; 7];
+    key[..4].copy_from_slice(&rule.to_be_bytes());
+    key[4] = field;
+    key[5..].copy_from_slice(&port.to_be_bytes());
+    key
+}
+
+/// The TC rules a destination is covered by, in rule order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleList {
+    pub count: u32,
+    pub rules: [u32; MAX_RULES_PER_DESTINATION],
+}
+
+/// Entries per delay distribution table, and the fixed-point scale of its values: an entry of
+/// `DIST_SCALE` is one jitter unit (one standard deviation for normal).
+pub const DIST_TABLE_SIZE: u32 = 4096;
+pub const DIST_SCALE: i32 = 4096;
 
 /// Slots of [`maps::LOSS_STATE`].
 #[repr(u32)]
@@ -184,20 +252,21 @@ impl FaultKind {
 
 /// `FaultConfig::flags` bits.
 pub mod flags {
-    /// Only peers in the CIDR tries match (an address family with an empty trie never matches).
+    /// Only peers in the rule's PEER addresses match (a family without any never matches).
     pub const MATCH_PEER: u32 = 1 << 0;
-    /// Only peer ports in the port set match.
+    /// Only peer (TC: destination) ports in the rule's PEER ports match.
     pub const MATCH_PORT: u32 = 1 << 1;
     /// Packet faults: act on egress packets.
     pub const EGRESS: u32 = 1 << 2;
     /// Packet faults: act on ingress packets.
     pub const INGRESS: u32 = 1 << 3;
-    /// Hooks that run for every task (fmod_ret, LSM): act only when the current task's cgroup
-    /// ancestor at `scope_cgroup_level` is `scope_cgroup_id`. cgroup-attached hooks need no check.
+    /// Hooks that run for every task (fmod_ret, LSM, kprobes) and TC: act only when the task's
+    /// (or the packet's socket's) cgroup ancestor at `scope_cgroup_level` is `scope_cgroup_id`.
+    /// cgroup-attached hooks need no check.
     pub const SCOPE_CGROUP: u32 = 1 << 4;
-    /// TC: only sources in the SRC tries match; the PEER tries then hold destinations.
+    /// TC: only sources in the rule's SOURCE addresses match (destinations are in the index).
     pub const MATCH_SRC: u32 = 1 << 5;
-    /// TC: only source ports in `PORTS[PORT_SET_SOURCE]` match.
+    /// TC: only source ports in the rule's SOURCE ports match.
     pub const MATCH_SPORT: u32 = 1 << 6;
     /// TC: only TCP segments with one of `PacketParams::tcp_flags` set match.
     pub const MATCH_TCP_FLAGS: u32 = 1 << 7;
@@ -275,10 +344,15 @@ pub struct PacketParams {
     pub jitter_ns: u64,
 }
 
-/// `PacketParams::distribution` values.
+/// `PacketParams::distribution` values. Uniform is computed; the others are tables in
+/// [`maps::DIST`], at `(distribution - 1) * DIST_TABLE_SIZE`.
 pub mod jitter {
     pub const UNIFORM: u32 = 0;
     pub const NORMAL: u32 = 1;
+    /// netem's pareto: shape 3, centred on its mean, heavy tail above.
+    pub const PARETO: u32 = 2;
+    /// Distributions with a table.
+    pub const TABLES: u32 = 2;
 }
 
 /// One fault instance's configuration, the single entry of [`maps::CONFIG`].
@@ -305,32 +379,12 @@ pub struct FaultConfig {
     pub armed: u32,
     /// ... and its depth below the cgroup2 root (the root is level 0).
     pub scope_cgroup_level: u32,
+    /// TC: the interface the rule acts on (the program may be attached to several).
+    pub ifindex: u32,
+    pub _pad: u32,
     pub sock_offsets: SockOffsets,
     pub fd_offsets: FdOffsets,
     pub packet: PacketParams,
-}
-
-/// A 65,536-bit set of ports: bit `p` set means port `p` matches.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortSet {
-    pub words: [u64; PORT_SET_WORDS],
-}
-
-impl PortSet {
-    pub const fn empty() -> Self {
-        Self {
-            words: [0; PORT_SET_WORDS],
-        }
-    }
-
-    pub fn insert(&mut self, port: u16) {
-        self.words[usize::from(port) / 64] |= 1 << (port % 64);
-    }
-
-    pub fn contains(&self, port: u16) -> bool {
-        self.words[usize::from(port) / 64] & (1 << (port % 64)) != 0
-    }
 }
 
 /// Per-CPU state of the event rate limit.
@@ -384,8 +438,8 @@ pub const DIRECTION_INGRESS: u8 = 2;
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
 const _: () = assert!(core::mem::size_of::<FdOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8);
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 8 + 16 + 24 + 56);
-const _: () = assert!(core::mem::size_of::<PortSet>() == 8192);
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 10 + 16 + 24 + 56);
+const _: () = assert!(core::mem::size_of::<RuleList>() == 4 * (1 + MAX_RULES_PER_DESTINATION));
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4 + 16 + 2 + 2 + 1 + 1 + 2 + 16);
 
@@ -397,7 +451,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockOffsets {}
     unsafe impl aya::Pod for super::FdOffsets {}
     unsafe impl aya::Pod for super::PacketParams {}
-    unsafe impl aya::Pod for super::PortSet {}
+    unsafe impl aya::Pod for super::RuleList {}
     unsafe impl aya::Pod for super::EventBudget {}
     unsafe impl aya::Pod for super::Event {}
 }
@@ -407,15 +461,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn port_set_insert_and_contains() {
-        let mut set = PortSet::empty();
-        for port in [0u16, 1, 63, 64, 5432, 65535] {
-            assert!(!set.contains(port));
-            set.insert(port);
-            assert!(set.contains(port));
-        }
-        assert!(!set.contains(2));
-        assert!(!set.contains(65534));
+    fn filter_keys_lead_with_the_rule_then_the_field() {
+        let key: AddrKey4 = addr_key(0x0102_0304, filter_field::SOURCE, [10, 0, 0, 1]);
+        assert_eq!(key, [1, 2, 3, 4, 1, 10, 0, 0, 1]);
+        assert_eq!(
+            port_key(7, filter_field::PEER, 5432),
+            [0, 0, 0, 7, 0, 0x15, 0x38]
+        );
     }
 
     #[test]

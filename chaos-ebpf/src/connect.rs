@@ -7,7 +7,7 @@ use aya_ebpf::{
 use chaos_common::{AF_INET, AF_INET6, Counter};
 
 use crate::{
-    matching::{Peer, armed_config, draw, peer_matches},
+    matching::{Peer, armed_rule, draw, peer_matches},
     telemetry::{Subject, count, emit},
 };
 
@@ -59,20 +59,22 @@ pub fn chaos_connect6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn decide(peer: &Peer) -> i32 {
-    let Some(config) = armed_config() else {
+    // The program runs only for the target cgroup: the object has this one rule.
+    let Some(rule) = armed_rule(0) else {
         return ALLOW;
     };
-    if !peer_matches(config, peer) {
+    if !peer_matches(rule, peer) {
         return ALLOW;
     }
-    count(Counter::Matched);
-    if !draw(config, config.probability) {
+    count(rule, Counter::Matched);
+    if !draw(rule, rule.config.probability) {
         return ALLOW;
     }
-    count(Counter::Injected);
+    count(rule, Counter::Injected);
+    let errno = rule.config.errno;
     // SAFETY: the helper only sets the hook's return value; errno is at most 4095 (userspace
     // checks), so the negation cannot overflow.
-    unsafe { bpf_set_retval(-(config.errno as i32)) };
-    emit(config, peer, &Subject::current_task(config.errno));
+    unsafe { bpf_set_retval(-(errno as i32)) };
+    emit(rule, peer, &Subject::current_task(errno));
     REJECT
 }

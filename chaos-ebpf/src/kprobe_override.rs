@@ -35,9 +35,10 @@ pub fn chaos_kpo_conn(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn fail_socket_call(ctx: &ProbeContext, connect: bool) -> u32 {
-    let Some(config) = in_scope() else {
+    let Some(rule) = in_scope() else {
         return 0;
     };
+    let config = rule.config;
     // The syscall wrappers take one argument: the process's registers at syscall entry.
     let Some(regs) = ctx.arg::<*const c_void>(0) else {
         return 0;
@@ -57,7 +58,7 @@ fn fail_socket_call(ctx: &ProbeContext, connect: bool) -> u32 {
     } else {
         Target::Socket(sock)
     };
-    let errno = judge(config, target);
+    let errno = judge(rule, target);
     if errno != 0 {
         // SAFETY: the context is this kprobe's registers, at the entry of an error-injectable
         // function (the kernel refused the attachment otherwise).

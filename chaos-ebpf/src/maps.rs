@@ -1,31 +1,41 @@
-//! The maps of one fault instance. Names must equal `chaos_common::maps` (a userspace test
-//! checks the built object against that list).
+//! The maps of one loaded object. Names must equal `chaos_common::maps` (a userspace test checks
+//! the built object against that list). Per-rule maps are declared with one rule's worth of
+//! entries; userspace sizes them for the object's rules before loading.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use chaos_common::{
-    Counter, EVENTS_RING_BYTES, EventBudget, FaultConfig, LossState, MAX_CIDRS, PortSet,
+    AddrKey4, AddrKey6, Counter, DIST_TABLE_SIZE, EVENTS_RING_BYTES, EventBudget, FaultConfig,
+    LossState, MAX_CIDRS, MAX_FILTER_ENTRIES, PortKey, RuleList, jitter,
 };
 
 #[map(name = "CHAOS_CONFIG")]
 pub static CONFIG: Array<FaultConfig> = Array::with_max_entries(1, 0);
 
-#[map(name = "CHAOS_PEER_V4")]
-pub static PEER_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
+#[map(name = "CHAOS_ADDR_V4")]
+pub static ADDR_V4: LpmTrie<AddrKey4, u8> =
+    LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, BPF_F_NO_PREALLOC);
 
-#[map(name = "CHAOS_PEER_V6")]
-pub static PEER_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
+#[map(name = "CHAOS_ADDR_V6")]
+pub static ADDR_V6: LpmTrie<AddrKey6, u8> =
+    LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map(name = "CHAOS_PORTS")]
-pub static PORTS: Array<PortSet> = Array::with_max_entries(2, 0);
+pub static PORTS: LpmTrie<PortKey, u8> =
+    LpmTrie::with_max_entries(MAX_FILTER_ENTRIES, BPF_F_NO_PREALLOC);
 
-#[map(name = "CHAOS_SRC_V4")]
-pub static SRC_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
+#[map(name = "CHAOS_TC_IDX4")]
+pub static TC_INDEX_V4: LpmTrie<[u8; 4], RuleList> =
+    LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
 
-#[map(name = "CHAOS_SRC_V6")]
-pub static SRC_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
+#[map(name = "CHAOS_TC_IDX6")]
+pub static TC_INDEX_V6: LpmTrie<[u8; 16], RuleList> =
+    LpmTrie::with_max_entries(MAX_CIDRS, BPF_F_NO_PREALLOC);
+
+#[map(name = "CHAOS_DIST")]
+pub static DIST: Array<i32> = Array::with_max_entries(DIST_TABLE_SIZE * jitter::TABLES, 0);
 
 #[map(name = "CHAOS_LOSS")]
 pub static LOSS_STATE: Array<u64> = Array::with_max_entries(LossState::COUNT, 0);

@@ -1,12 +1,12 @@
-//! The decision shared by every mechanism: does this operation match the fault's filters, and
-//! does the probability draw say inject?
-use aya_ebpf::{
-    helpers::bpf_get_prandom_u32,
-    maps::{LpmTrie, lpm_trie::Key},
+//! The decision shared by every mechanism: does this operation match a rule's filters, and does
+//! the probability draw say inject? Filters of all rules share tries keyed by rule index.
+use aya_ebpf::{helpers::bpf_get_prandom_u32, maps::lpm_trie::Key};
+use chaos_common::{
+    AF_INET, AF_INET6, FILTER_KEY_PREFIX_BITS, FaultConfig, LossState, addr_key, filter_field,
+    flags, port_key,
 };
-use chaos_common::{AF_INET, AF_INET6, FaultConfig, LossState, PORT_SET_PEER, flags};
 
-use crate::maps::{CONFIG, LOSS_STATE, PEER_V4, PEER_V6, PORTS};
+use crate::maps::{ADDR_V4, ADDR_V6, CONFIG, LOSS_STATE, PORTS};
 
 /// The remote end of a connection or packet, as the filters see it.
 pub struct Peer {
@@ -18,52 +18,66 @@ pub struct Peer {
     pub proto: u8,
 }
 
-/// The armed configuration, or `None` while userspace is still filling the filter maps.
-#[inline(always)]
-pub fn armed_config() -> Option<&'static FaultConfig> {
-    let config = CONFIG.get(0)?;
-    (config.armed != 0).then_some(config)
+/// One armed rule: its index (for its filters, counters and state) and its configuration.
+#[derive(Clone, Copy)]
+pub struct Rule {
+    pub index: u32,
+    pub config: &'static FaultConfig,
 }
 
+/// Rule `index`, or `None` while userspace is still filling its filters or after its deadline.
 #[inline(always)]
-pub fn peer_matches(config: &FaultConfig, peer: &Peer) -> bool {
+pub fn armed_rule(index: u32) -> Option<Rule> {
+    let config = CONFIG.get(index)?;
+    (config.armed != 0).then_some(Rule { index, config })
+}
+
+/// Proto, peer port and peer address filters (syscall and cgroup_skb faults).
+#[inline(always)]
+pub fn peer_matches(rule: Rule, peer: &Peer) -> bool {
+    let config = rule.config;
     if config.proto != 0 && config.proto != u32::from(peer.proto) {
         return false;
     }
-    if config.flags & flags::MATCH_PORT != 0 && !port_in_set(PORT_SET_PEER, peer.port) {
+    if config.flags & flags::MATCH_PORT != 0 && !port_matches(rule, filter_field::PEER, peer.port) {
         return false;
     }
     if config.flags & flags::MATCH_PEER != 0
-        && !in_cidrs(&PEER_V4, &PEER_V6, peer.family, &peer.addr)
+        && !addr_matches(rule, filter_field::PEER, peer.family, &peer.addr)
     {
         return false;
     }
     true
 }
 
+/// Whether `port` lies in one of the rule's port ranges for `field` (ranges are stored as
+/// prefixes, so this is one lookup whatever their number).
 #[inline(always)]
-pub fn port_in_set(set_index: u32, port: u16) -> bool {
-    let Some(set) = PORTS.get(set_index) else {
-        return false;
-    };
-    set.words
-        .get(usize::from(port >> 6))
-        .is_some_and(|word| word & (1 << (port & 63)) != 0)
+pub fn port_matches(rule: Rule, field: u8, port: u16) -> bool {
+    PORTS
+        .get(Key::new(
+            FILTER_KEY_PREFIX_BITS + 16,
+            port_key(rule.index, field, port),
+        ))
+        .is_some()
 }
 
-/// Whether `addr` lies in one of the CIDRs of the tries for its family.
+/// Whether `addr` lies in one of the rule's CIDRs for `field`.
 #[inline(always)]
-pub fn in_cidrs(
-    v4: &LpmTrie<[u8; 4], u8>,
-    v6: &LpmTrie<[u8; 16], u8>,
-    family: u16,
-    addr: &[u8; 16],
-) -> bool {
+pub fn addr_matches(rule: Rule, field: u8, family: u16, addr: &[u8; 16]) -> bool {
     match family {
-        AF_INET => v4
-            .get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+        AF_INET => ADDR_V4
+            .get(Key::new(
+                FILTER_KEY_PREFIX_BITS + 32,
+                addr_key(rule.index, field, [addr[0], addr[1], addr[2], addr[3]]),
+            ))
             .is_some(),
-        AF_INET6 => v6.get(Key::new(128, *addr)).is_some(),
+        AF_INET6 => ADDR_V6
+            .get(Key::new(
+                FILTER_KEY_PREFIX_BITS + 128,
+                addr_key(rule.index, field, *addr),
+            ))
+            .is_some(),
         _ => false,
     }
 }
@@ -71,14 +85,15 @@ pub fn in_cidrs(
 /// A uniformly random u32: from the kernel, or with `--seed` the next value of a sequence that is
 /// the same for the same seed and the same order of draws.
 #[inline(always)]
-pub fn random_u32(config: &FaultConfig) -> u32 {
-    if config.flags & flags::SEEDED == 0 {
+pub fn random_u32(rule: Rule) -> u32 {
+    if rule.config.flags & flags::SEEDED == 0 {
         // SAFETY: the helper has no preconditions.
         return unsafe { bpf_get_prandom_u32() };
     }
-    let n = next(LossState::Draws);
+    let n = next(rule, LossState::Draws);
     // splitmix64 of (seed + n * golden gamma): independent, well-mixed values per index.
-    let mut z = config
+    let mut z = rule
+        .config
         .packet
         .seed
         .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -89,18 +104,18 @@ pub fn random_u32(config: &FaultConfig) -> u32 {
 
 /// True with probability `threshold / 2^32`.
 #[inline(always)]
-pub fn draw(config: &FaultConfig, threshold: u64) -> bool {
-    u64::from(random_u32(config)) < threshold
+pub fn draw(rule: Rule, threshold: u64) -> bool {
+    u64::from(random_u32(rule)) < threshold
 }
 
-/// Increments a shared loss-state slot and returns its previous value.
+/// Increments one of the rule's loss-state slots and returns its previous value.
 ///
 /// A plain read-modify-write: the generic BPF CPU that aya-build targets cannot use the result of
 /// an atomic add. Exact while one CPU handles the traffic (a flow usually stays on one); CPUs
 /// racing on the same slot can repeat a value, skewing every-nth or first-n by a packet.
 #[inline(always)]
-pub fn next(slot: LossState) -> u64 {
-    match LOSS_STATE.get_ptr_mut(slot as u32) {
+pub fn next(rule: Rule, slot: LossState) -> u64 {
+    match LOSS_STATE.get_ptr_mut(state_index(rule, slot)) {
         // SAFETY: the map value is a live, aligned u64.
         Some(ptr) => unsafe {
             let previous = *ptr;
@@ -109,4 +124,9 @@ pub fn next(slot: LossState) -> u64 {
         },
         None => 0,
     }
+}
+
+#[inline(always)]
+pub fn state_index(rule: Rule, slot: LossState) -> u32 {
+    rule.index * LossState::COUNT + slot as u32
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use chaos_common::{AF_INET, AF_INET6, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, flags};
 
 use crate::{
-    matching::{Peer, armed_config, draw, peer_matches},
+    matching::{Peer, armed_rule, draw, peer_matches},
     telemetry::{Subject, count, emit},
 };
 
@@ -32,25 +32,26 @@ pub fn chaos_skb_in(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn decide(ctx: &SkBuffContext, direction: u8, direction_flag: u32, drop_verdict: i32) -> i32 {
-    let Some(config) = armed_config() else {
+    // The program runs only for the target cgroup's sockets: the object has this one rule.
+    let Some(rule) = armed_rule(0) else {
         return PASS;
     };
-    if config.flags & direction_flag == 0 {
+    if rule.config.flags & direction_flag == 0 {
         return PASS;
     }
     let Some(peer) = parse_peer(ctx, direction == DIRECTION_EGRESS) else {
         return PASS;
     };
-    if !peer_matches(config, &peer) {
+    if !peer_matches(rule, &peer) {
         return PASS;
     }
-    count(Counter::Matched);
-    if !draw(config, config.probability) {
+    count(rule, Counter::Matched);
+    if !draw(rule, rule.config.probability) {
         return PASS;
     }
-    count(Counter::Injected);
+    count(rule, Counter::Injected);
     emit(
-        config,
+        rule,
         &peer,
         &Subject {
             // SAFETY: the context is a valid skb for this program type.

@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{
 use chaos_common::{AF_INET, AF_INET6, Counter, FaultConfig, flags};
 
 use crate::{
-    matching::{Peer, armed_config, draw, peer_matches},
+    matching::{Peer, Rule, armed_rule, draw, peer_matches},
     telemetry::{Subject, count, emit},
 };
 
@@ -34,11 +34,12 @@ pub enum Target {
 /// The largest errno the kernel accepts as an error return.
 const MAX_ERRNO: u32 = 4095;
 
-/// The armed configuration if the current task is in scope. This runs first and is all that
-/// tasks outside the cgroup pay: one helper call and a compare.
+/// The object's rule if the current task is in scope. This runs first and is all that tasks
+/// outside the cgroup pay: one helper call and a compare.
 #[inline(always)]
-pub fn in_scope() -> Option<&'static FaultConfig> {
-    let config = armed_config()?;
+pub fn in_scope() -> Option<Rule> {
+    let rule = armed_rule(0)?;
+    let config = rule.config;
     if config.flags & flags::SCOPE_CGROUP != 0
         // SAFETY: helper without preconditions.
         && unsafe { bpf_get_current_ancestor_cgroup_id(config.scope_cgroup_level as i32) }
@@ -46,7 +47,7 @@ pub fn in_scope() -> Option<&'static FaultConfig> {
     {
         return None;
     }
-    Some(config)
+    Some(rule)
 }
 
 /// Returns the errno to fail the call with, 0 to let it proceed. Bounded by `MAX_ERRNO` so the
@@ -57,14 +58,15 @@ pub fn in_scope() -> Option<&'static FaultConfig> {
 #[inline(always)]
 pub fn decide(target: Target) -> u32 {
     match in_scope() {
-        Some(config) => judge(config, target),
+        Some(rule) => judge(rule, target),
         None => 0,
     }
 }
 
 /// The filters, the draw and the report for a call already known to be in scope.
 #[inline(always)]
-pub fn judge(config: &FaultConfig, target: Target) -> u32 {
+pub fn judge(rule: Rule, target: Target) -> u32 {
+    let config = rule.config;
     let peer = match target {
         Target::Socket(sock) => socket_peer(config, sock),
         Target::ConnectAddress {
@@ -77,15 +79,15 @@ pub fn judge(config: &FaultConfig, target: Target) -> u32 {
     let Some(peer) = peer else {
         return 0;
     };
-    if !peer_matches(config, &peer) {
+    if !peer_matches(rule, &peer) {
         return 0;
     }
-    count(Counter::Matched);
-    if !draw(config, config.probability) {
+    count(rule, Counter::Matched);
+    if !draw(rule, config.probability) {
         return 0;
     }
-    count(Counter::Injected);
-    emit(config, &peer, &Subject::current_task(config.errno));
+    count(rule, Counter::Injected);
+    emit(rule, &peer, &Subject::current_task(config.errno));
     config.errno & MAX_ERRNO
 }
 

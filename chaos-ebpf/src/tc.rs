@@ -1,23 +1,27 @@
 //! Packet faults at the TC layer, for whole interfaces, a pod's host-side veth, or a cgroup's
-//! packets on an interface: drop (with loss models) and TCP reset. One program per direction;
-//! the rule is this fault instance's configuration and filter maps: one lookup per filter kind,
-//! whatever the number of CIDRs or ports in it.
+//! packets: drop (with loss models), delay, TCP reset and corruption. Every TC fault of a run is a
+//! rule of one rule set, attached once per interface and direction. Per packet, one trie lookup
+//! on the destination gives the few rules that can match it (however many rules there are); each
+//! is checked in order, and the actions of all that fire combine: a drop ends the packet,
+//! delays add up, reset and corruption rewrite it.
 use aya_ebpf::{
+    bindings::__sk_buff,
     helpers::{
         bpf_ktime_get_ns,
         generated::{bpf_get_hash_recalc, bpf_skb_ancestor_cgroup_id},
     },
     macros::classifier,
+    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use chaos_common::{
-    AF_INET, AF_INET6, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, FaultConfig, FaultKind,
-    LossState, PORT_SET_PEER, PORT_SET_SOURCE, flags, jitter, loss_model,
+    AF_INET, AF_INET6, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DIST_TABLE_SIZE, FaultKind,
+    LossState, MAX_RULES_PER_DESTINATION, RuleList, filter_field, flags, jitter, loss_model,
 };
 
 use crate::{
-    maps::{FLOWS, LOSS_STATE, PEER_V4, PEER_V6, SRC_V4, SRC_V6},
-    matching::{Peer, armed_config, draw, in_cidrs, next, port_in_set, random_u32},
+    maps::{DIST, FLOWS, LOSS_STATE, TC_INDEX_V4, TC_INDEX_V6},
+    matching::{Peer, Rule, addr_matches, armed_rule, draw, next, port_matches, random_u32},
     telemetry::{Subject, count, emit},
 };
 
@@ -39,12 +43,12 @@ const TCP_ACK: u8 = 0x10;
 
 #[classifier]
 pub fn chaos_tc_out(ctx: TcContext) -> i32 {
-    decide(&ctx, DIRECTION_EGRESS, flags::EGRESS)
+    decide(&ctx, DIRECTION_EGRESS)
 }
 
 #[classifier]
 pub fn chaos_tc_in(ctx: TcContext) -> i32 {
-    decide(&ctx, DIRECTION_INGRESS, flags::INGRESS)
+    decide(&ctx, DIRECTION_INGRESS)
 }
 
 /// What the filters need from a packet (ethernet framing: veth, physical NICs, lo).
@@ -59,49 +63,91 @@ struct Packet {
     tcp_flags: u8,
 }
 
+/// `evaluate`'s answer when its rule drops the packet (a delay never comes near it).
+const DROPPED: u64 = u64::MAX;
+
 #[inline(always)]
-fn decide(ctx: &TcContext, direction: u8, direction_flag: u32) -> i32 {
-    let Some(config) = armed_config() else {
-        return TC_ACT_UNSPEC;
-    };
-    if config.flags & direction_flag == 0 {
-        return TC_ACT_UNSPEC;
-    }
-    // With a cgroup scope, only packets of that subtree's sockets (egress) match.
-    if config.flags & flags::SCOPE_CGROUP != 0
-        // SAFETY: the context is a valid skb for this program type.
-        && unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, config.scope_cgroup_level as i32) }
-            != config.scope_cgroup_id
-    {
-        return TC_ACT_UNSPEC;
-    }
+fn decide(ctx: &TcContext, direction: u8) -> i32 {
     let Some(packet) = parse(ctx) else {
         return TC_ACT_UNSPEC;
     };
-    if !matches(config, &packet) {
+    let Some(candidates) = rules_covering(&packet) else {
         return TC_ACT_UNSPEC;
+    };
+    // Only a scalar crosses iterations, so the verifier can prune each rule's evaluation.
+    let mut delay_ns = 0u64;
+    let count = candidates.count as usize;
+    for i in 0..MAX_RULES_PER_DESTINATION {
+        if i >= count {
+            break;
+        }
+        match evaluate(ctx.skb.skb, &packet, candidates.rules[i], direction) {
+            DROPPED => return TC_ACT_SHOT,
+            added => delay_ns += added,
+        }
     }
-    count(Counter::Matched);
-    if !lose(config) {
-        return TC_ACT_UNSPEC;
+    if delay_ns > 0 {
+        delay(ctx, delay_ns);
     }
-    count(Counter::Injected);
+    TC_ACT_UNSPEC
+}
+
+/// The one lookup that narrows all rules down to those whose destination covers the packet's.
+#[inline(always)]
+fn rules_covering(packet: &Packet) -> Option<&'static RuleList> {
+    let dst = &packet.dst;
+    match packet.family {
+        AF_INET => TC_INDEX_V4.get(Key::new(32, [dst[0], dst[1], dst[2], dst[3]])),
+        AF_INET6 => TC_INDEX_V6.get(Key::new(128, *dst)),
+        _ => None,
+    }
+}
+
+/// Checks one candidate rule and, when it fires, applies it: reset and corrupt rewrite the packet
+/// here; the answer is [`DROPPED`], or the delay to add (0 for none). A real BPF-to-BPF call, not
+/// inlined: the verifier then checks it once per kind of state instead of once per loop turn.
+#[inline(never)]
+fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> u64 {
+    let ctx = TcContext::new(skb);
+    let Some(rule) = armed_rule(index) else {
+        return 0;
+    };
+    let config = rule.config;
+    let egress = direction == DIRECTION_EGRESS;
+    let direction_flag = if egress {
+        flags::EGRESS
+    } else {
+        flags::INGRESS
+    };
+    // SAFETY: the context is a valid skb for this program type.
+    let ifindex = unsafe { (*skb).ifindex };
+    if config.flags & direction_flag == 0 || (config.ifindex != 0 && config.ifindex != ifindex) {
+        return 0;
+    }
+    // With a cgroup scope, only packets of that subtree's sockets match.
+    if config.flags & flags::SCOPE_CGROUP != 0
+        // SAFETY: the context is a valid skb for this program type.
+        && unsafe { bpf_skb_ancestor_cgroup_id(skb, config.scope_cgroup_level as i32) }
+            != config.scope_cgroup_id
+    {
+        return 0;
+    }
+    if !matches(rule, packet) {
+        return 0;
+    }
+    count(rule, Counter::Matched);
+    if !lose(rule) {
+        return 0;
+    }
+    count(rule, Counter::Injected);
     let peer = Peer {
         family: packet.family,
-        addr: if direction == DIRECTION_EGRESS {
-            packet.dst
-        } else {
-            packet.src
-        },
-        port: if direction == DIRECTION_EGRESS {
-            packet.dport
-        } else {
-            packet.sport
-        },
+        addr: if egress { packet.dst } else { packet.src },
+        port: if egress { packet.dport } else { packet.sport },
         proto: packet.proto,
     };
     emit(
-        config,
+        rule,
         &peer,
         &Subject {
             cgroup_id: 0,
@@ -113,31 +159,27 @@ fn decide(ctx: &TcContext, direction: u8, direction_flag: u32) -> i32 {
     );
     match config.kind {
         k if k == FaultKind::Reset as u32 => {
-            rewrite_into_reset(ctx, &packet);
-            TC_ACT_UNSPEC
+            rewrite_into_reset(&ctx, packet);
+            0
         }
-        k if k == FaultKind::Delay as u32 => {
-            delay(ctx, config);
-            TC_ACT_UNSPEC
-        }
+        k if k == FaultKind::Delay as u32 => jittered(rule),
         k if k == FaultKind::Corrupt as u32 => {
-            corrupt(ctx, config, &packet);
-            TC_ACT_UNSPEC
+            corrupt(&ctx, rule, packet);
+            0
         }
-        _ => TC_ACT_SHOT,
+        _ => DROPPED,
     }
 }
 
 /// Earliest Departure Time: the packet's `tstamp` says when fq may send it. Jitter is added per
 /// packet, but a flow's packets never depart before its previous one, so the flow keeps its order.
 #[inline(always)]
-fn delay(ctx: &TcContext, config: &FaultConfig) {
-    let params = &config.packet;
+fn delay(ctx: &TcContext, delay_ns: u64) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the context is a valid skb; TCP may already have paced it into the future.
     let base = unsafe { (*ctx.skb.skb).tstamp }.max(now);
-    let mut departure = base + jittered(config, params.delay_ns, params.jitter_ns);
+    let mut departure = base + delay_ns;
     // SAFETY: the context is a valid skb.
     let flow = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
     if let Some(previous) = FLOWS.get_ptr_mut(flow) {
@@ -153,33 +195,36 @@ fn delay(ctx: &TcContext, config: &FaultConfig) {
     unsafe { (*ctx.skb.skb).tstamp = departure };
 }
 
-/// `delay` plus jitter: uniform in [-jitter, +jitter], or normal with standard deviation `jitter`
-/// (Irwin-Hall: four uniforms summed); never below zero.
+/// The rule's delay plus jitter: uniform in [-jitter, +jitter], or `jitter` times a value drawn
+/// from the distribution's table (netem's approach: exact quantiles computed in userspace);
+/// never below zero.
 #[inline(always)]
-fn jittered(config: &FaultConfig, delay: u64, spread: u64) -> u64 {
+fn jittered(rule: Rule) -> u64 {
+    let params = &rule.config.packet;
+    let (delay, spread) = (params.delay_ns, params.jitter_ns);
     if spread == 0 {
         return delay;
     }
-    let offset: i64 = if config.packet.distribution == jitter::NORMAL {
-        // Sum of 4 uniforms on [0, 1) has mean 2 and variance 1/3; scaled by spread*sqrt(3).
-        let mut sum: u64 = 0;
-        let mut i = 0;
-        while i < 4 {
-            sum += u64::from(random_u32(config));
-            i += 1;
-        }
-        // (sum/2^32 - 2) * spread * sqrt(3), in fixed point: sqrt(3) ~ 1773/1024.
-        let centered = sum as i64 - (2i64 << 32);
-        ((centered >> 16) * (spread as i64 >> 6) * 1773 / 1024) >> 10
-    } else {
-        let r = u64::from(random_u32(config));
+    let r = u64::from(random_u32(rule));
+    let offset: i64 = if params.distribution == jitter::UNIFORM {
         ((r * (2 * spread + 1)) >> 32) as i64 - spread as i64
+    } else {
+        let table = params
+            .distribution
+            .saturating_sub(1)
+            .min(jitter::TABLES - 1);
+        let index = table * DIST_TABLE_SIZE + ((r * u64::from(DIST_TABLE_SIZE)) >> 32) as u32;
+        let units = DIST.get(index).copied().unwrap_or(0);
+        // units / DIST_SCALE jitters; DIST_SCALE is 2^12 (a shift: BPF has no signed division).
+        (i64::from(units) * spread as i64) >> 12
     };
     (delay as i64 + offset).max(0) as u64
 }
 
+/// The rule's filters beyond the destination, which the index already checked.
 #[inline(always)]
-fn matches(config: &FaultConfig, packet: &Packet) -> bool {
+fn matches(rule: Rule, packet: &Packet) -> bool {
+    let config = rule.config;
     let proto_ok = match config.proto {
         0 => true,
         p if p == u32::from(IPPROTO_ICMP) => {
@@ -203,19 +248,18 @@ fn matches(config: &FaultConfig, packet: &Packet) -> bool {
     {
         return false;
     }
-    if config.flags & flags::MATCH_PORT != 0 && !port_in_set(PORT_SET_PEER, packet.dport) {
+    if config.flags & flags::MATCH_PORT != 0
+        && !port_matches(rule, filter_field::PEER, packet.dport)
+    {
         return false;
     }
-    if config.flags & flags::MATCH_SPORT != 0 && !port_in_set(PORT_SET_SOURCE, packet.sport) {
-        return false;
-    }
-    if config.flags & flags::MATCH_PEER != 0
-        && !in_cidrs(&PEER_V4, &PEER_V6, packet.family, &packet.dst)
+    if config.flags & flags::MATCH_SPORT != 0
+        && !port_matches(rule, filter_field::SOURCE, packet.sport)
     {
         return false;
     }
     if config.flags & flags::MATCH_SRC != 0
-        && !in_cidrs(&SRC_V4, &SRC_V6, packet.family, &packet.src)
+        && !addr_matches(rule, filter_field::SOURCE, packet.family, &packet.src)
     {
         return false;
     }
@@ -224,38 +268,39 @@ fn matches(config: &FaultConfig, packet: &Packet) -> bool {
 
 /// The loss model's verdict for one matching packet, then the `--probability` gate.
 #[inline(always)]
-fn lose(config: &FaultConfig) -> bool {
-    let params = &config.packet;
+fn lose(rule: Rule) -> bool {
+    let params = &rule.config.packet;
     let model_says = match params.loss_model {
         loss_model::EVERY_NTH => {
-            (next(LossState::Seen) + 1).is_multiple_of(u64::from(params.loss_n.max(1)))
+            (next(rule, LossState::Seen) + 1).is_multiple_of(u64::from(params.loss_n.max(1)))
         }
-        loss_model::FIRST_N => next(LossState::Seen) < u64::from(params.loss_n),
-        loss_model::GILBERT_ELLIOTT => gilbert_elliott(config),
+        loss_model::FIRST_N => next(rule, LossState::Seen) < u64::from(params.loss_n),
+        loss_model::GILBERT_ELLIOTT => gilbert_elliott(rule),
         _ => true,
     };
-    model_says && draw(config, config.probability)
+    model_says && draw(rule, rule.config.probability)
 }
 
 /// Two-state Markov loss as netem's gemodel: move between good and bad with p and r, then lose
 /// with 1-k in the good state and 1-h in the bad one.
 #[inline(always)]
-fn gilbert_elliott(config: &FaultConfig) -> bool {
-    let params = &config.packet;
-    let Some(state) = LOSS_STATE.get_ptr_mut(LossState::Bad as u32) else {
+fn gilbert_elliott(rule: Rule) -> bool {
+    let params = &rule.config.packet;
+    let Some(state) = LOSS_STATE.get_ptr_mut(crate::matching::state_index(rule, LossState::Bad))
+    else {
         return false;
     };
     // SAFETY: a live map value; a racing update from another CPU only perturbs the chain.
     let bad = unsafe { *state } != 0;
     let bad = if bad {
-        random_u32(config) >= params.ge_r
+        random_u32(rule) >= params.ge_r
     } else {
-        random_u32(config) < params.ge_p
+        random_u32(rule) < params.ge_p
     };
     // SAFETY: as above.
     unsafe { *state = u64::from(bad) };
     let deliver = if bad { params.ge_h } else { params.ge_k };
-    random_u32(config) >= deliver
+    random_u32(rule) >= deliver
 }
 
 #[inline(always)]
@@ -314,7 +359,7 @@ const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 /// updated and the corruption reaches the application; without, the checksum is stale and a
 /// receiver that verifies it drops the packet (software checksums; offloaded ones are trusted).
 #[inline(always)]
-fn corrupt(ctx: &TcContext, config: &FaultConfig, packet: &Packet) {
+fn corrupt(ctx: &TcContext, rule: Rule, packet: &Packet) {
     let (payload, checksum) = match packet.proto {
         IPPROTO_UDP => (packet.l4_offset + 8, packet.l4_offset + 6),
         IPPROTO_TCP => {
@@ -332,18 +377,18 @@ fn corrupt(ctx: &TcContext, config: &FaultConfig, packet: &Packet) {
     if len <= payload {
         return;
     }
-    let random = random_u32(config);
+    let random = random_u32(rule);
     let index = payload + ((u64::from(random) * (len - payload) as u64) >> 32) as usize;
     // The 16-bit word (aligned from the L4 header) that holds the byte, for the checksum update.
     let word = packet.l4_offset + ((index - packet.l4_offset) & !1);
     let (Ok(old_word), Ok(byte)) = (ctx.load::<u16>(word), ctx.load::<u8>(index)) else {
         return;
     };
-    let flipped = byte ^ (1 << (random_u32(config) & 7));
+    let flipped = byte ^ (1 << (random_u32(rule) & 7));
     if ctx.store(index, &flipped, 0).is_err() {
         return;
     }
-    if config.flags & flags::FIX_CHECKSUM != 0
+    if rule.config.flags & flags::FIX_CHECKSUM != 0
         && let Ok(new_word) = ctx.load::<u16>(word)
     {
         let mangled = if packet.proto == IPPROTO_UDP {

@@ -2,16 +2,16 @@
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
 };
-use chaos_common::{Counter, Event, FaultConfig};
+use chaos_common::{Counter, Event};
 
 use crate::{
     maps::{COUNTERS, EVENT_BUDGET, EVENTS},
-    matching::Peer,
+    matching::{Peer, Rule},
 };
 
 #[inline(always)]
-pub fn count(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+pub fn count(rule: Rule, counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(rule.index * Counter::COUNT + counter as u32) {
         // SAFETY: a per-CPU slot is only touched by this CPU, and programs do not nest here.
         unsafe { *slot += 1 };
     }
@@ -44,18 +44,19 @@ impl Subject {
 /// Emits one event, unless this CPU used its budget for the current second or the ring is full;
 /// either case is counted, so the counters stay exact when events are sampled.
 #[inline(always)]
-pub fn emit(config: &FaultConfig, peer: &Peer, subject: &Subject) {
+pub fn emit(rule: Rule, peer: &Peer, subject: &Subject) {
+    let config = rule.config;
     if config.events_per_sec == 0 {
         return;
     }
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if !take_budget(now, config.events_per_sec) {
-        count(Counter::EventsSampledOut);
+        count(rule, Counter::EventsSampledOut);
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count(Counter::EventsLost);
+        count(rule, Counter::EventsLost);
         return;
     };
     entry.write(Event {

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     errno::Errno,
+    error::ChaosError,
     faults::{
         FaultSpec, Filters, packet_drop,
         socket_call::{self, SocketCall, SocketCallError},
@@ -33,6 +34,23 @@ pub enum Command {
     Inject {
         #[command(subcommand)]
         fault: Box<InjectCommand>,
+    },
+    /// Run several faults at once, each with its own id, counters and deadline. FILE (or - for
+    /// standard input) has one fault per line, written as for `inject` ("delay --iface eth0
+    /// --delay 100ms"); `#` starts a comment. TC faults of a run share one program per interface
+    /// and direction, and combine per packet.
+    Run {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Stop every fault after this long (a line's own --duration can end it sooner).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Print one line per injected fault on stdout.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        events: Option<EventFormat>,
+        /// Events each CPU may emit per second; beyond it events are sampled, counters stay exact.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_EVENTS_PER_CPU_PER_SEC)]
+        events_per_cpu_per_sec: u32,
     },
     /// Remove TC filters and clsact qdiscs left by chaos-bpf runs that were killed (only the clsact
     /// path can leave any; tcx links and everything else die with the process).
@@ -160,8 +178,93 @@ pub struct CommonArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub events: Option<EventFormat>,
     /// Events each CPU may emit per second; beyond it events are sampled, counters stay exact.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub events_per_cpu_per_sec: u32,
+    #[arg(long, value_name = "N")]
+    pub events_per_cpu_per_sec: Option<u32>,
+}
+
+pub const DEFAULT_EVENTS_PER_CPU_PER_SEC: u32 = 1000;
+
+impl CommonArgs {
+    /// The kernel's per-CPU event budget: 0 when events are not printed.
+    pub fn events_budget(&self) -> u32 {
+        match self.events {
+            Some(_) => self
+                .events_per_cpu_per_sec
+                .unwrap_or(DEFAULT_EVENTS_PER_CPU_PER_SEC),
+            None => 0,
+        }
+    }
+}
+
+/// One line of an experiment file: an `inject` command without `chaos-bpf inject`.
+#[derive(Debug, Parser)]
+#[command(name = "chaos-bpf run", no_binary_name = true)]
+struct ExperimentLine {
+    #[command(subcommand)]
+    fault: InjectCommand,
+}
+
+/// The faults of an experiment file (`-` reads standard input), each checked by the same parser
+/// as `inject`; errors name the file and line.
+pub fn read_experiment(path: &std::path::Path) -> Result<Vec<InjectCommand>, ChaosError> {
+    let name = path.display().to_string();
+    let text = if name == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|err| {
+        ChaosError::input(
+            "FILE",
+            format!("{name}: {err}"),
+            "a readable file of fault lines, or - for standard input",
+        )
+    })?;
+    let mut faults = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let at_line = |source: ChaosError| ChaosError::AtLine {
+            file: name.clone(),
+            line: number + 1,
+            source: Box::new(source),
+        };
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = shlex::split(line).ok_or_else(|| {
+            at_line(ChaosError::input(
+                "FILE",
+                "unbalanced quotes",
+                "words as a shell would split them",
+            ))
+        })?;
+        // "chaos-bpf inject drop ..." and "inject drop ..." read as "drop ...".
+        let skip = words
+            .iter()
+            .take(2)
+            .take_while(|w| *w == "chaos-bpf" || *w == "inject")
+            .count();
+        words.drain(..skip);
+        let parsed = ExperimentLine::try_parse_from(&words)
+            .map_err(|err| at_line(ChaosError::Usage(one_line_usage_error(&err))))?;
+        let common = parsed.fault.common();
+        if common.events.is_some() || common.events_per_cpu_per_sec.is_some() {
+            return Err(at_line(ChaosError::input(
+                "--events",
+                "events are printed for the whole run",
+                "chaos-bpf run --events json FILE",
+            )));
+        }
+        faults.push(parsed.fault);
+    }
+    if faults.is_empty() {
+        return Err(ChaosError::input(
+            "FILE",
+            format!("{name} has no fault lines"),
+            "one fault per line, as for inject",
+        ));
+    }
+    Ok(faults)
 }
 
 #[derive(Debug, Args)]
@@ -394,13 +497,6 @@ fn delay_spec(args: &DelayArgs) -> Result<FaultSpec, crate::error::ChaosError> {
             "--iface",
             "delay sets departure times at the TC layer and needs an interface",
             "--iface IFACE or --netns PATH (with --cgroup to narrow it to a cgroup)",
-        ));
-    }
-    if args.distribution == tc_packet::Distribution::Pareto {
-        return Err(ChaosError::input(
-            "--distribution",
-            "pareto is not implemented yet",
-            "uniform or normal",
         ));
     }
     let jitter = args.jitter.unwrap_or_default();

@@ -11,6 +11,17 @@ pub enum ChaosError {
         problem: String,
         accepted: String,
     },
+    /// A command line clap rejected, as one line.
+    #[error("{0}")]
+    Usage(String),
+    /// A problem on one line of an experiment file.
+    #[error("{file} line {line}: {source}")]
+    AtLine {
+        file: String,
+        line: usize,
+        #[source]
+        source: Box<ChaosError>,
+    },
     #[error(
         "must run as root: loading and attaching eBPF programs needs CAP_BPF, CAP_NET_ADMIN and \
          CAP_SYS_ADMIN (try sudo)"
@@ -70,7 +81,8 @@ impl ChaosError {
     /// 2 for what the user can fix (bad input, privileges, kernel support), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Input { .. } | Self::NotRoot | Self::Unsupported { .. } => 2,
+            Self::Input { .. } | Self::Usage(_) | Self::NotRoot | Self::Unsupported { .. } => 2,
+            Self::AtLine { source, .. } => source.exit_code(),
             _ => 1,
         }
     }

@@ -5,7 +5,7 @@ use std::{
     str::FromStr,
 };
 
-use chaos_common::{PROBABILITY_ONE, PortSet, proto};
+use chaos_common::{PROBABILITY_ONE, proto};
 
 /// A probability in [0, 1] and its kernel threshold out of 2^32.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,6 +41,36 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The same network cut to a shorter prefix.
+    pub fn truncated(self, prefix: u8) -> Cidr {
+        let bytes = Cidr { prefix, ..self }.network_bytes();
+        Cidr::from_network(self.addr.is_ipv6(), &bytes, prefix)
+    }
+
+    /// The CIDR of `prefix` bits of a network given as 4 or 16 bytes.
+    pub fn from_network(v6: bool, bytes: &[u8], prefix: u8) -> Cidr {
+        let addr = if v6 {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(bytes);
+            IpAddr::V6(octets.into())
+        } else {
+            let mut octets = [0u8; 4];
+            octets.copy_from_slice(bytes);
+            IpAddr::V4(octets.into())
+        };
+        Cidr { addr, prefix }
+    }
+
+    /// Every address of the family: what a rule without `--dst` covers.
+    pub fn everything(v6: bool) -> Cidr {
+        let addr = if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        Cidr { addr, prefix: 0 }
+    }
+
     /// The address with host bits cleared, as bytes (4 or 16).
     pub fn network_bytes(&self) -> Vec<u8> {
         let mut bytes = match self.addr {
@@ -131,15 +161,24 @@ impl std::fmt::Display for PortRange {
     }
 }
 
-/// The kernel's port bitmap for a list of ranges.
-pub fn port_set(ranges: &[PortRange]) -> PortSet {
-    let mut set = PortSet::empty();
-    for range in ranges {
-        for port in range.first..=range.last {
-            set.insert(port);
+impl PortRange {
+    /// The range as the fewest aligned blocks, each a (first port, prefix length out of 16): what
+    /// the kernel's port trie stores, so a lookup costs the same for any ranges (at most 30
+    /// blocks per range).
+    pub fn prefixes(self) -> Vec<(u16, u32)> {
+        let (mut start, last) = (u32::from(self.first), u32::from(self.last));
+        let mut blocks = Vec::new();
+        while start <= last {
+            // The largest power-of-two block that starts here and stays inside the range.
+            let mut size = 1u32 << start.trailing_zeros().min(16);
+            while start + size - 1 > last {
+                size >>= 1;
+            }
+            blocks.push((start as u16, 16 - size.trailing_zeros()));
+            start += size;
         }
+        blocks
     }
-    set
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -237,8 +276,46 @@ mod tests {
         for bad in ["0", "65536", "90-80", "http", "-1", ""] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }
-        let set = port_set(&["80-82".parse().unwrap(), "5432".parse().unwrap()]);
-        assert!(set.contains(80) && set.contains(81) && set.contains(82) && set.contains(5432));
-        assert!(!set.contains(83) && !set.contains(79));
+    }
+
+    /// The blocks cover exactly the range: every port inside matches one block, none outside.
+    #[test]
+    fn port_ranges_become_exact_prefix_blocks() {
+        let range = |text: &str| text.parse::<PortRange>().unwrap();
+        assert_eq!(range("5432").prefixes(), vec![(5432, 16)]);
+        assert_eq!(range("1-65535").prefixes().len(), 16);
+        assert_eq!(range("80-83").prefixes(), vec![(80, 14)]);
+        for text in [
+            "1-65535",
+            "79-1025",
+            "8000-8100",
+            "65535",
+            "1024-65535",
+            "3-5",
+        ] {
+            let r = range(text);
+            let blocks = r.prefixes();
+            assert!(blocks.len() <= 30, "{text}: {} blocks", blocks.len());
+            for port in 0..=65535u32 {
+                let covered = blocks
+                    .iter()
+                    .filter(|(start, len)| {
+                        let size = 1u32 << (16 - len);
+                        (u32::from(*start)..u32::from(*start) + size).contains(&port)
+                    })
+                    .count();
+                let inside = (u32::from(r.first)..=u32::from(r.last)).contains(&port);
+                assert_eq!(covered, usize::from(inside), "{text}: port {port}");
+            }
+        }
+    }
+
+    #[test]
+    fn cidrs_truncate_to_their_supernets() {
+        let cidr: Cidr = "10.1.2.3/32".parse().unwrap();
+        assert_eq!(cidr.truncated(16).to_string(), "10.1.0.0/16");
+        assert_eq!(cidr.truncated(0), Cidr::everything(false));
+        let v6: Cidr = "fd00:1::5/128".parse().unwrap();
+        assert_eq!(v6.truncated(16).to_string(), "fd00::/16");
     }
 }

@@ -1,11 +1,12 @@
 //! `chaos-bpf inject`: validate everything, choose the mechanism, arm, run, report.
 use crate::{
+    cli::InjectCommand,
     error::{ChaosError, Result},
     faults::FaultSpec,
-    instance::ActiveFault,
+    instance::{Instance, RuleSpec},
     interface::InterfaceScope,
     mechanism::{Mechanism, probe, probe_with_prerequisites},
-    runner::{self, RunOptions},
+    runner::{self, RunOptions, RunningFault},
     scope::CgroupScope,
     telemetry::Summary,
 };
@@ -167,53 +168,175 @@ pub fn choose_mechanism(spec: &FaultSpec) -> Result<MechanismChoice> {
     })
 }
 
-pub async fn inject(
-    spec: FaultSpec,
-    scopes: Scopes,
-    choice: MechanismChoice,
+/// A fault checked and resolved: its scopes exist and its mechanism works here. Nothing is
+/// attached yet.
+pub struct Plan {
+    pub spec: FaultSpec,
+    pub scopes: Scopes,
+    pub choice: MechanismChoice,
+    /// The fault's own deadline.
+    pub duration: Option<std::time::Duration>,
+}
+
+/// Validates one `inject` command against the kernel and resolves its scopes.
+pub fn plan(command: &InjectCommand) -> Result<Plan> {
+    let mut spec = command.spec()?;
+    let common = command.common();
+    let packet = command.packet();
+    let (scopes, choice) = preflight(
+        &mut spec,
+        common.cgroup.as_deref(),
+        packet.and_then(|p| p.iface.as_deref()),
+        packet.and_then(|p| p.netns.as_deref()),
+    )?;
+    Ok(Plan {
+        spec,
+        scopes,
+        choice,
+        duration: common.duration,
+    })
+}
+
+/// Arms every planned fault, then runs them until each has ended. Fault ids follow the plans'
+/// order, from 1.
+pub async fn run(
+    plans: Vec<Plan>,
     events_per_sec: u32,
     options: RunOptions,
-) -> Result<Summary> {
-    eprintln!("{}", choice.explain(spec.name()));
-    let description = spec.describe();
+) -> Result<Vec<Summary>> {
+    let mut explained = Vec::new();
+    for plan in &plans {
+        let line = plan.choice.explain(plan.spec.name());
+        if !explained.contains(&line) {
+            eprintln!("{line}");
+            explained.push(line);
+        }
+    }
     let signals = runner::StopSignals::install()?;
-    let fault = ActiveFault::arm(
-        1,
-        spec,
-        choice.chosen,
-        scopes.cgroup,
-        scopes.interface,
-        events_per_sec,
-    )?;
-    let programs: Vec<String> = fault
+    let (instances, faults) = arm(plans, events_per_sec)?;
+    if faults.len() > 8 {
+        eprintln!(
+            "chaos-bpf: armed {} faults in {} kernel object(s)",
+            faults.len(),
+            instances.len()
+        );
+    } else {
+        for fault in &faults {
+            let rule = &instances[fault.instance].rules[fault.rule];
+            eprintln!(
+                "{}",
+                armed_line(
+                    rule,
+                    &instances[fault.instance],
+                    fault.deadline.map(|d| d - fault.armed_at)
+                )
+            );
+        }
+    }
+    runner::run(instances, faults, options, signals).await
+}
+
+/// Groups the plans into kernel objects: all TC faults share one (their rules combine per
+/// packet); every other fault has its own.
+fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<RunningFault>)> {
+    let mut tc_mechanism: Option<Mechanism> = None;
+    let mut tc_rules = Vec::new();
+    let mut singles = Vec::new();
+    for (index, plan) in plans.into_iter().enumerate() {
+        let chosen = plan.choice.chosen;
+        let rule = RuleSpec {
+            fault_id: index as u32 + 1,
+            spec: plan.spec,
+            cgroup: plan.scopes.cgroup,
+            interface: plan.scopes.interface,
+        };
+        if chosen.is_tc() {
+            match tc_mechanism {
+                Some(m) if m != chosen => {
+                    return Err(ChaosError::input(
+                        "--mechanism",
+                        format!(
+                            "TC faults of one run asked for both {} and {}",
+                            m.id(),
+                            chosen.id()
+                        ),
+                        "one TC attach mechanism per run (tcx or tc-clsact)",
+                    ));
+                }
+                _ => tc_mechanism = Some(chosen),
+            }
+            tc_rules.push((rule, plan.duration));
+        } else {
+            singles.push((rule, chosen, plan.duration));
+        }
+    }
+    let mut instances = Vec::new();
+    let mut faults = Vec::new();
+    let mut add = |instance: Instance, durations: Vec<Option<std::time::Duration>>| {
+        let index = instances.len();
+        let ids: Vec<u32> = instance.programs.iter().map(|(_, id)| *id).collect();
+        for (rule_index, (rule, duration)) in instance.rules.iter().zip(durations).enumerate() {
+            let mut summary = Summary::armed(rule.spec.name(), rule.fault_id, ids.clone());
+            summary.cgroup = rule.cgroup.as_ref().map(|c| c.path.display().to_string());
+            summary.cgroup_id = rule.cgroup.as_ref().map(|c| c.id);
+            summary.interface = rule.interface.as_ref().map(|i| i.name.clone());
+            faults.push(RunningFault::new(index, rule_index, summary, duration));
+        }
+        instances.push(instance);
+    };
+    for (rule, mechanism, duration) in singles {
+        add(
+            Instance::arm(vec![rule], mechanism, events_per_sec)?,
+            vec![duration],
+        );
+    }
+    if let Some(mechanism) = tc_mechanism {
+        let (rules, durations): (Vec<RuleSpec>, Vec<_>) = tc_rules.into_iter().unzip();
+        add(Instance::arm(rules, mechanism, events_per_sec)?, durations);
+    }
+    faults.sort_by_key(|f| f.summary.fault_id);
+    Ok((instances, faults))
+}
+
+/// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>".
+fn armed_line(
+    rule: &RuleSpec,
+    instance: &Instance,
+    duration: Option<std::time::Duration>,
+) -> String {
+    let programs: Vec<String> = instance
         .programs
         .iter()
         .map(|(name, id)| format!("{name} (prog id {id})"))
         .collect();
     let mut scope = Vec::new();
-    if let Some(interface) = &fault.interface {
+    if let Some(interface) = &rule.interface {
         match &interface.pod_netns {
             Some(netns) => scope.push(format!("{}'s host-side veth {}", netns, interface.name)),
             None => scope.push(format!("interface {}", interface.name)),
         }
     }
-    if let Some(cgroup) = &fault.cgroup {
+    if let Some(cgroup) = &rule.cgroup {
         scope.push(format!(
             "cgroup {} (id {})",
             cgroup.path.display(),
             cgroup.id
         ));
     }
-    eprintln!(
-        "chaos-bpf: armed {description} on {} via {}{}",
+    format!(
+        "chaos-bpf: armed {}#{} {} on {} via {}{}",
+        rule.spec.name(),
+        rule.fault_id,
+        rule.spec
+            .describe()
+            .trim_start_matches(rule.spec.name())
+            .trim_start(),
         scope.join(", "),
         programs.join(", "),
-        options
-            .duration
+        duration
             .map(|d| format!(" for {}", humantime::format_duration(d)))
             .unwrap_or_default(),
-    );
-    runner::run(fault, options, signals).await
+    )
 }
 
 #[cfg(test)]

@@ -1,43 +1,55 @@
-//! One armed fault: its own copy of the kernel object, maps and links. Dropping it detaches
-//! everything; so does the kernel when the process dies, because nothing is pinned.
-use std::time::Instant;
+//! One loaded copy of the kernel object and everything it is attached to. It holds one or more
+//! rules: a syscall or cgroup_skb fault is an object of one rule, attached to its cgroup or its
+//! global hooks; all TC faults of a run share one object, attached once per interface and
+//! direction, whose rules combine per packet. Dropping it detaches everything; so does the kernel
+//! when the process dies, because nothing is pinned.
+use std::{cell::RefCell, collections::BTreeSet};
 
 use aya::{
     Btf, Ebpf,
     maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
 };
-use chaos_common::{Counter, FaultConfig, flags, maps};
+use chaos_common::{
+    Counter, FILTER_KEY_PREFIX_BITS, FaultConfig, RuleList, addr_key, filter_field, flags, maps,
+    port_key,
+};
 
 use crate::{
     error::{ChaosError, Result},
-    faults::FaultSpec,
-    filters::port_set,
+    faults::{FaultSpec, tc_packet::distribution_tables},
+    filters::{Cidr, PortRange},
     interface::InterfaceScope,
     kernel_btf,
     mechanism::Mechanism,
     object,
-    programs::{self, AttachTarget, Attachment},
+    programs::{self, AttachTarget, Attachment, ProgramSpec},
+    rule_index::destination_index,
     scope::CgroupScope,
+    tc_records::Recorder,
     telemetry::Counters,
 };
 
-pub struct ActiveFault {
-    pub id: u32,
+/// One fault, as a rule of an object: what it does and where.
+pub struct RuleSpec {
+    pub fault_id: u32,
     pub spec: FaultSpec,
-    pub mechanism: Mechanism,
     pub cgroup: Option<CgroupScope>,
     pub interface: Option<InterfaceScope>,
-    pub armed_at: Instant,
-    /// (name, kernel id) of each attached program: what `bpftool prog show` lists while the
-    /// fault runs, and what must be gone afterwards.
+}
+
+pub struct Instance {
+    pub mechanism: Mechanism,
+    pub rules: Vec<RuleSpec>,
+    /// (name, kernel id) of each loaded program: what `bpftool prog show` lists while the faults
+    /// run, and what must be gone afterwards.
     pub programs: Vec<(&'static str, u32)>,
-    config: FaultConfig,
+    configs: Vec<FaultConfig>,
     /// Declared before `ebpf` so they are dropped (detached) first.
     attachments: Vec<Attachment>,
-    /// The fq root chaos-bpf installed for delay, removed after the programs are detached.
-    fq: Option<crate::fq::FqRoot>,
+    /// fq roots chaos-bpf installed for delay, removed after the programs are detached.
+    fq: Vec<crate::fq::FqRoot>,
     /// Dropped last: removes this run's record of TC state.
-    _records: Option<std::cell::RefCell<crate::tc_records::Recorder>>,
+    _records: Option<RefCell<Recorder>>,
     ebpf: Ebpf,
 }
 
@@ -52,102 +64,121 @@ fn missing_map(name: &'static str) -> ChaosError {
     }
 }
 
-impl ActiveFault {
-    /// Loads the programs, fills the filter maps, arms the configuration and only then attaches,
-    /// so the first packet or call the programs see is already judged by the full rule.
-    pub fn arm(
-        id: u32,
-        spec: FaultSpec,
-        mechanism: Mechanism,
-        cgroup: Option<CgroupScope>,
-        interface: Option<InterfaceScope>,
-        events_per_sec: u32,
-    ) -> Result<Self> {
-        let programs = spec.programs(mechanism).ok_or(ChaosError::Unsupported {
-            fault: spec.name(),
-            mechanism: mechanism.name(),
-            reason: "chaos-bpf has no programs for this pair".into(),
-        })?;
-        let mut config = spec.config(id, events_per_sec);
-        // Hooks that see more than the cgroup (global hooks; TC with a cgroup) check it themselves.
-        if let Some(scope) = &cgroup
-            && (mechanism.is_global_hook() || interface.is_some())
-        {
-            config.flags |= flags::SCOPE_CGROUP;
-            config.scope_cgroup_id = scope.id;
-            config.scope_cgroup_level = scope.level;
-        }
-        let btf = if mechanism.is_global_hook() {
-            // These hooks run for every task and read sockets at offsets from BTF.
-            let unsupported = |reason: String| ChaosError::Unsupported {
-                fault: spec.name(),
-                mechanism: Mechanism::Btf.name(),
-                reason,
-            };
-            config.sock_offsets = kernel_btf::sock_offsets().map_err(unsupported)?;
-            if mechanism == Mechanism::KprobeOverride {
-                config.fd_offsets = kernel_btf::fd_offsets().map_err(unsupported)?;
+impl Instance {
+    /// Loads the programs, fills every rule's filters, arms the configurations and only then
+    /// attaches, so the first packet or call the programs see is already judged by the full rules.
+    pub fn arm(rules: Vec<RuleSpec>, mechanism: Mechanism, events_per_sec: u32) -> Result<Self> {
+        let tc = mechanism.is_tc();
+        let mut configs = Vec::with_capacity(rules.len());
+        let mut btf = None;
+        for rule in &rules {
+            let mut config = rule.spec.config(rule.fault_id, events_per_sec);
+            if let Some(interface) = &rule.interface {
+                config.ifindex = interface.ifindex;
             }
-            Some(Btf::from_sys_fs().map_err(|err| unsupported(err.to_string()))?)
-        } else {
-            None
-        };
+            // Hooks that see more than the cgroup (global hooks; TC with a cgroup) check it.
+            if let Some(scope) = &rule.cgroup
+                && (mechanism.is_global_hook() || tc)
+            {
+                config.flags |= flags::SCOPE_CGROUP;
+                config.scope_cgroup_id = scope.id;
+                config.scope_cgroup_level = scope.level;
+            }
+            if mechanism.is_global_hook() {
+                // These hooks run for every task and read kernel structs at offsets from BTF.
+                let unsupported = |reason: String| ChaosError::Unsupported {
+                    fault: rule.spec.name(),
+                    mechanism: Mechanism::Btf.name(),
+                    reason,
+                };
+                config.sock_offsets = kernel_btf::sock_offsets().map_err(unsupported)?;
+                if mechanism == Mechanism::KprobeOverride {
+                    config.fd_offsets = kernel_btf::fd_offsets().map_err(unsupported)?;
+                }
+                if btf.is_none() {
+                    btf = Some(Btf::from_sys_fs().map_err(|err| unsupported(err.to_string()))?);
+                }
+            }
+            configs.push(config);
+        }
 
         // TC state can outlive a SIGKILL (clsact filters, qdiscs chaos-bpf adds): undo what dead
         // runs left, then record ours.
-        let records = if let Some(interface) = &interface {
+        let interfaces: Vec<&InterfaceScope> =
+            unique(rules.iter().filter_map(|r| r.interface.as_ref()));
+        let records = if interfaces.is_empty() {
+            None
+        } else {
             let report = crate::tc_records::cleanup_stale()
                 .map_err(|err| ChaosError::io("cleaning up stale TC state", err))?;
             if report.filters_removed + report.qdiscs_removed > 0 {
                 eprintln!("chaos-bpf: removed what a killed run left: {report:?}");
             }
             let record_error = |err| ChaosError::io("recording TC state", err);
-            let mut recorder = crate::tc_records::Recorder::new().map_err(record_error)?;
-            recorder
-                .use_interface(&interface.name)
-                .map_err(record_error)?;
-            Some(std::cell::RefCell::new(recorder))
-        } else {
-            None
-        };
-        let fq = match (&spec, &interface, &records) {
-            (FaultSpec::Packet(fault, _), Some(interface), Some(records))
-                if matches!(
-                    fault.action,
-                    crate::faults::tc_packet::PacketAction::Delay { .. }
-                ) =>
-            {
-                crate::fq::ensure(interface, &records.borrow())?
+            let mut recorder = Recorder::new().map_err(record_error)?;
+            for interface in &interfaces {
+                recorder
+                    .use_interface(&interface.name)
+                    .map_err(record_error)?;
             }
-            _ => None,
+            Some(RefCell::new(recorder))
         };
-        let mut ebpf = object::load()?;
-        fill_filters(&mut ebpf, &spec)?;
-        config.armed = 1;
-        write_config(&mut ebpf, &config)?;
-        let target = AttachTarget {
-            cgroup: cgroup.as_ref(),
-            btf: btf.as_ref(),
-            interface: interface.as_ref(),
-            tc_mechanism: mechanism,
-            recorder: records.as_ref(),
-        };
+        let mut fq = Vec::new();
+        if let Some(records) = &records {
+            let delayed = unique(
+                rules
+                    .iter()
+                    .filter(|r| r.spec.kind() == chaos_common::FaultKind::Delay)
+                    .filter_map(|r| r.interface.as_ref()),
+            );
+            for interface in delayed {
+                fq.extend(crate::fq::ensure(interface, &records.borrow())?);
+            }
+        }
+
+        let mut ebpf = object::load_for_rules(rules.len() as u32)?;
+        for (index, rule) in rules.iter().enumerate() {
+            fill_filters(&mut ebpf, index as u32, &rule.spec)?;
+        }
+        if tc {
+            let destinations: Vec<Vec<Cidr>> = rules
+                .iter()
+                .map(|r| r.spec.filters().peers.clone())
+                .collect();
+            fill_index(&mut ebpf, &destinations)?;
+            if rules.iter().any(|r| r.spec.uses_distribution_table()) {
+                fill_distributions(&mut ebpf)?;
+            }
+        }
+        for config in &mut configs {
+            config.armed = 1;
+        }
+        for (index, config) in configs.iter().enumerate() {
+            write_config(&mut ebpf, index as u32, config)?;
+        }
+
         let mut attachments = Vec::new();
-        let mut loaded = Vec::new();
-        for program in programs {
+        let mut loaded: Vec<(&'static str, u32)> = Vec::new();
+        for (program, rule) in programs_to_attach(&rules, mechanism)? {
+            let target = AttachTarget {
+                cgroup: rule.cgroup.as_ref(),
+                btf: btf.as_ref(),
+                interface: rule.interface.as_ref(),
+                tc_mechanism: mechanism,
+                recorder: records.as_ref(),
+            };
             let attachment = programs::load_and_attach(&mut ebpf, program, &target)?;
-            loaded.push((program.name, attachment.program_id(&ebpf, program.name)?));
+            let id = attachment.program_id(&ebpf, program.name)?;
+            if !loaded.contains(&(program.name, id)) {
+                loaded.push((program.name, id));
+            }
             attachments.push(attachment);
         }
         Ok(Self {
-            id,
-            spec,
             mechanism,
-            cgroup,
-            interface,
-            armed_at: Instant::now(),
+            rules,
             programs: loaded,
-            config,
+            configs,
             attachments,
             fq,
             _records: records,
@@ -155,8 +186,8 @@ impl ActiveFault {
         })
     }
 
-    /// Exact counts, summed over CPUs.
-    pub fn counters(&self) -> Result<Counters> {
+    /// Exact counts of one rule, summed over CPUs.
+    pub fn counters(&self, rule: usize) -> Result<Counters> {
         let map = self
             .ebpf
             .map(maps::COUNTERS)
@@ -166,11 +197,18 @@ impl ActiveFault {
         let mut totals = [0u64; Counter::COUNT as usize];
         for counter in Counter::ALL {
             let values = per_cpu
-                .get(&(counter as u32), 0)
+                .get(&(rule as u32 * Counter::COUNT + counter as u32), 0)
                 .map_err(map_error(maps::COUNTERS))?;
             totals[counter as usize] = values.iter().sum();
         }
         Ok(Counters::from_totals(totals))
+    }
+
+    /// Stops one rule at once (every CPU sees `armed = 0` on its next run); the programs stay.
+    pub fn disarm(&mut self, rule: usize) -> Result<()> {
+        self.configs[rule].armed = 0;
+        let config = self.configs[rule];
+        write_config(&mut self.ebpf, rule as u32, &config)
     }
 
     /// Hands the event ring to a reader; it can be taken once.
@@ -182,12 +220,11 @@ impl ActiveFault {
         RingBuf::try_from(map).map_err(map_error(maps::EVENTS))
     }
 
-    /// Stops injecting at once (every CPU sees `armed = 0` on its next run), reads the final
-    /// counters, then detaches and unloads everything.
-    pub fn stop(mut self) -> Result<Counters> {
-        self.config.armed = 0;
-        let disarmed = write_config(&mut self.ebpf, &self.config);
-        let counters = self.counters();
+    /// Stops every rule, reads the final counters, then detaches and unloads everything.
+    pub fn stop(mut self) -> Result<Vec<Counters>> {
+        let disarmed: Result<Vec<()>> = (0..self.rules.len()).map(|r| self.disarm(r)).collect();
+        let counters: Result<Vec<Counters>> =
+            (0..self.rules.len()).map(|r| self.counters(r)).collect();
         drop(self.attachments);
         drop(self.fq);
         drop(self._records);
@@ -197,62 +234,148 @@ impl ActiveFault {
     }
 }
 
-fn write_config(ebpf: &mut Ebpf, config: &FaultConfig) -> Result<()> {
+/// Interfaces (or anything with an ifindex) once each, in first-seen order.
+fn unique<'a>(interfaces: impl Iterator<Item = &'a InterfaceScope>) -> Vec<&'a InterfaceScope> {
+    let mut seen = BTreeSet::new();
+    interfaces.filter(|i| seen.insert(i.ifindex)).collect()
+}
+
+/// Each program to attach and the rule whose scope says where: the single rule's programs, or
+/// for TC each (program, interface) pair the rules need, once.
+fn programs_to_attach(
+    rules: &[RuleSpec],
+    mechanism: Mechanism,
+) -> Result<Vec<(&'static ProgramSpec, &RuleSpec)>> {
+    let mut pairs: Vec<(&'static ProgramSpec, &RuleSpec)> = Vec::new();
+    for rule in rules {
+        let programs = rule
+            .spec
+            .programs(mechanism)
+            .ok_or(ChaosError::Unsupported {
+                fault: rule.spec.name(),
+                mechanism: mechanism.name(),
+                reason: "chaos-bpf has no programs for this pair".into(),
+            })?;
+        for program in programs {
+            let ifindex = rule.interface.as_ref().map(|i| i.ifindex);
+            let already = pairs.iter().any(|(p, r)| {
+                p.name == program.name && r.interface.as_ref().map(|i| i.ifindex) == ifindex
+            });
+            if !(mechanism.is_tc() && already) {
+                pairs.push((program, rule));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+fn write_config(ebpf: &mut Ebpf, index: u32, config: &FaultConfig) -> Result<()> {
     let map = ebpf
         .map_mut(maps::CONFIG)
         .ok_or_else(|| missing_map(maps::CONFIG))?;
     let mut array: Array<&mut MapData, FaultConfig> =
         Array::try_from(map).map_err(map_error(maps::CONFIG))?;
-    array.set(0, config, 0).map_err(map_error(maps::CONFIG))
+    array.set(index, config, 0).map_err(map_error(maps::CONFIG))
 }
 
-fn fill_filters(ebpf: &mut Ebpf, spec: &FaultSpec) -> Result<()> {
+/// The rule's own filters. TC destinations are not here: the index holds them.
+fn fill_filters(ebpf: &mut Ebpf, rule: u32, spec: &FaultSpec) -> Result<()> {
     let filters = spec.filters();
-    insert_cidrs(ebpf, &filters.peers, maps::PEER_V4, maps::PEER_V6)?;
-    set_ports(ebpf, chaos_common::PORT_SET_PEER, &filters.ports)?;
     if let FaultSpec::Packet(fault, _) = spec {
-        insert_cidrs(ebpf, &fault.sources, maps::SRC_V4, maps::SRC_V6)?;
-        set_ports(ebpf, chaos_common::PORT_SET_SOURCE, &fault.source_ports)?;
+        insert_cidrs(ebpf, rule, filter_field::SOURCE, &fault.sources)?;
+        insert_ports(ebpf, rule, filter_field::SOURCE, &fault.source_ports)?;
+    } else {
+        insert_cidrs(ebpf, rule, filter_field::PEER, &filters.peers)?;
     }
-    Ok(())
+    insert_ports(ebpf, rule, filter_field::PEER, &filters.ports)
 }
 
-fn set_ports(ebpf: &mut Ebpf, index: u32, ports: &[crate::filters::PortRange]) -> Result<()> {
+fn insert_ports(ebpf: &mut Ebpf, rule: u32, field: u8, ports: &[PortRange]) -> Result<()> {
     if ports.is_empty() {
         return Ok(());
     }
     let map = ebpf
         .map_mut(maps::PORTS)
         .ok_or_else(|| missing_map(maps::PORTS))?;
-    let mut array: Array<&mut MapData, chaos_common::PortSet> =
-        Array::try_from(map).map_err(map_error(maps::PORTS))?;
-    array
-        .set(index, port_set(ports), 0)
-        .map_err(map_error(maps::PORTS))
+    let mut trie: LpmTrie<&mut MapData, chaos_common::PortKey, u8> =
+        LpmTrie::try_from(map).map_err(map_error(maps::PORTS))?;
+    for (first, prefix) in ports.iter().flat_map(|range| range.prefixes()) {
+        let key = Key::new(
+            FILTER_KEY_PREFIX_BITS + prefix,
+            port_key(rule, field, first),
+        );
+        trie.insert(&key, 1, 0).map_err(map_error(maps::PORTS))?;
+    }
+    Ok(())
 }
 
-fn insert_cidrs(
-    ebpf: &mut Ebpf,
-    cidrs: &[crate::filters::Cidr],
-    v4_name: &'static str,
-    v6_name: &'static str,
-) -> Result<()> {
+fn insert_cidrs(ebpf: &mut Ebpf, rule: u32, field: u8, cidrs: &[Cidr]) -> Result<()> {
     for cidr in cidrs {
         let bytes = cidr.network_bytes();
-        let prefix = u32::from(cidr.prefix);
+        let prefix = FILTER_KEY_PREFIX_BITS + u32::from(cidr.prefix);
         if let Ok(v4) = <[u8; 4]>::try_from(bytes.as_slice()) {
-            let map = ebpf.map_mut(v4_name).ok_or_else(|| missing_map(v4_name))?;
-            let mut trie: LpmTrie<&mut MapData, [u8; 4], u8> =
-                LpmTrie::try_from(map).map_err(map_error(v4_name))?;
-            trie.insert(&Key::new(prefix, v4), 1, 0)
-                .map_err(map_error(v4_name))?;
+            insert(
+                ebpf,
+                maps::ADDR_V4,
+                prefix,
+                addr_key::<4, 9>(rule, field, v4),
+                1u8,
+            )?;
         } else if let Ok(v6) = <[u8; 16]>::try_from(bytes.as_slice()) {
-            let map = ebpf.map_mut(v6_name).ok_or_else(|| missing_map(v6_name))?;
-            let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> =
-                LpmTrie::try_from(map).map_err(map_error(v6_name))?;
-            trie.insert(&Key::new(prefix, v6), 1, 0)
-                .map_err(map_error(v6_name))?;
+            insert(
+                ebpf,
+                maps::ADDR_V6,
+                prefix,
+                addr_key::<16, 21>(rule, field, v6),
+                1u8,
+            )?;
         }
+    }
+    Ok(())
+}
+
+fn insert<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    prefix: u32,
+    key: K,
+    value: V,
+) -> Result<()> {
+    let map = ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
+    let mut trie: LpmTrie<&mut MapData, K, V> = LpmTrie::try_from(map).map_err(map_error(name))?;
+    trie.insert(&Key::new(prefix, key), value, 0)
+        .map_err(map_error(name))
+}
+
+/// The TC index: each destination prefix with the rules covering it.
+fn fill_index(ebpf: &mut Ebpf, destinations: &[Vec<Cidr>]) -> Result<()> {
+    for entry in destination_index(destinations)? {
+        let mut list = RuleList {
+            count: entry.rules.len() as u32,
+            ..RuleList::default()
+        };
+        list.rules[..entry.rules.len()].copy_from_slice(&entry.rules);
+        let bytes = entry.destination.network_bytes();
+        let prefix = u32::from(entry.destination.prefix);
+        if let Ok(v4) = <[u8; 4]>::try_from(bytes.as_slice()) {
+            insert(ebpf, maps::TC_INDEX_V4, prefix, v4, list)?;
+        } else if let Ok(v6) = <[u8; 16]>::try_from(bytes.as_slice()) {
+            insert(ebpf, maps::TC_INDEX_V6, prefix, v6, list)?;
+        }
+    }
+    Ok(())
+}
+
+fn fill_distributions(ebpf: &mut Ebpf) -> Result<()> {
+    let map = ebpf
+        .map_mut(maps::DIST)
+        .ok_or_else(|| missing_map(maps::DIST))?;
+    let mut array: Array<&mut MapData, i32> =
+        Array::try_from(map).map_err(map_error(maps::DIST))?;
+    for (index, value) in distribution_tables().into_iter().enumerate() {
+        array
+            .set(index as u32, value, 0)
+            .map_err(map_error(maps::DIST))?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod mechanism;
 pub mod netlink;
 pub mod object;
 pub mod programs;
+pub mod rule_index;
 pub mod runner;
 pub mod scope;
 pub mod sys;

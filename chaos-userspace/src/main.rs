@@ -2,11 +2,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use chaos::{
-    cli::{Cli, Command, one_line_usage_error},
+    cli::{Cli, Command, one_line_usage_error, read_experiment},
     doctor,
     error::ChaosError,
-    inject,
-    runner::RunOptions,
+    inject::{self, Plan},
+    runner::{EventFormat, RunOptions},
 };
 use clap::Parser as _;
 
@@ -37,17 +37,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cleanup => {
-            if !nix::unistd::geteuid().is_root() {
-                return Err(ChaosError::NotRoot.into());
-            }
+            require_root()?;
             let report = chaos::tc_records::cleanup_stale().context("cleaning up")?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::Doctor { json } => {
-            if !nix::unistd::geteuid().is_root() {
-                return Err(ChaosError::NotRoot.into());
-            }
+            require_root()?;
             let report = doctor::run();
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -57,36 +53,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inject { fault } => {
-            let mut spec = fault.spec()?;
             let common = fault.common();
-            let packet = fault.packet();
-            let (scopes, choice) = inject::preflight(
-                &mut spec,
-                common.cgroup.as_deref(),
-                packet.and_then(|p| p.iface.as_deref()),
-                packet.and_then(|p| p.netns.as_deref()),
-            )?;
             let options = RunOptions {
-                duration: common.duration,
+                duration: None,
                 events: common.events,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            let summary = runtime.block_on(inject::inject(
-                spec,
-                scopes,
-                choice,
-                if common.events.is_some() {
-                    common.events_per_cpu_per_sec
-                } else {
-                    0
-                },
-                options,
-            ))?;
-            println!("{}", serde_json::to_string(&summary)?);
-            Ok(())
+            let budget = common.events_budget();
+            execute(vec![inject::plan(&fault)?], budget, options)
+        }
+        Command::Run {
+            file,
+            duration,
+            events,
+            events_per_cpu_per_sec,
+        } => {
+            let faults = read_experiment(&file)?;
+            let plans = faults
+                .iter()
+                .enumerate()
+                .map(|(index, fault)| {
+                    inject::plan(fault).map_err(|source| ChaosError::AtLine {
+                        file: file.display().to_string(),
+                        line: index + 1,
+                        source: Box::new(source),
+                    })
+                })
+                .collect::<Result<Vec<Plan>, _>>()?;
+            let budget = events.map_or(0, |_: EventFormat| events_per_cpu_per_sec);
+            execute(plans, budget, RunOptions { duration, events })
         }
     }
+}
+
+fn require_root() -> Result<(), ChaosError> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(ChaosError::NotRoot)
+    }
+}
+
+/// Arms and runs the planned faults, then prints one summary line per fault.
+fn execute(plans: Vec<Plan>, events_per_sec: u32, options: RunOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summaries = runtime.block_on(inject::run(plans, events_per_sec, options))?;
+    for summary in summaries {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
 }

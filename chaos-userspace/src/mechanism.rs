@@ -107,6 +107,11 @@ impl Mechanism {
         )
     }
 
+    /// TC attach mechanisms: one object serves every TC fault of a run.
+    pub fn is_tc(self) -> bool {
+        matches!(self, Mechanism::Tcx | Mechanism::TcClsact)
+    }
+
     /// What would enable the mechanism where it is missing.
     pub fn enable_hint(self) -> &'static str {
         match self {

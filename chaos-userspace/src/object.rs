@@ -3,7 +3,17 @@ use aya::{Ebpf, EbpfLoader};
 
 pub static CHAOS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos"));
 
-/// Parses the object and creates its maps; programs are loaded one by one, on demand.
+/// Parses the object and creates its maps for one rule; programs are loaded one by one, on
+/// demand.
 pub fn load() -> Result<Ebpf, aya::EbpfError> {
-    EbpfLoader::new().load(CHAOS_OBJECT)
+    load_for_rules(1)
+}
+
+/// The same, with the per-rule maps sized for `rules` rules.
+pub fn load_for_rules(rules: u32) -> Result<Ebpf, aya::EbpfError> {
+    let mut loader = EbpfLoader::new();
+    for (name, per_rule) in chaos_common::maps::PER_RULE {
+        loader.map_max_entries(name, per_rule * rules.max(1));
+    }
+    loader.load(CHAOS_OBJECT)
 }

@@ -308,7 +308,11 @@ pub fn load_and_attach(
             let program: &mut SchedClassifier = program_mut(ebpf, name)?
                 .try_into()
                 .map_err(program_error(name))?;
-            program.load().map_err(program_error(name))?;
+            // One TC program serves every interface of a run: it is loaded at the first.
+            match program.load() {
+                Ok(()) | Err(ProgramError::AlreadyLoaded) => {}
+                Err(err) => return Err(program_error(name)(err)),
+            }
             if target.tc_mechanism == Mechanism::Tcx {
                 let options = TcAttachOptions::TcxOrder(Default::default());
                 program

@@ -1,8 +1,10 @@
-//! Runs an armed fault in the foreground: streams events, prints a status line every second, and
-//! stops on `--duration`, Ctrl-C or SIGTERM, always detaching before it returns.
+//! Runs armed faults in the foreground: streams events, prints status once per second, ends each
+//! fault at its own deadline, and ends them all on the run's deadline, Ctrl-C or SIGTERM, always
+//! detaching before it returns.
 use std::{
+    collections::HashMap,
     io::{IsTerminal as _, Write as _},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -10,12 +12,13 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind, signal},
     sync::oneshot,
+    task::JoinHandle,
 };
 
 use crate::{
     error::{ChaosError, Result},
-    instance::ActiveFault,
-    telemetry::{Clock, EventRecord, Summary, status_line},
+    instance::Instance,
+    telemetry::{Clock, Counters, EventRecord, Summary, status_line},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,12 +28,16 @@ pub enum EventFormat {
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// The whole run's deadline; each fault may also have its own.
     pub duration: Option<Duration>,
     pub events: Option<EventFormat>,
 }
 
-/// SIGTERM and SIGINT, caught from before anything is attached: one arriving while the fault is
-/// being armed is delivered once it runs, so the stop is a clean one (the default action would
+/// Beyond this many faults the status is one line for all of them, every 10 s.
+const FAULTS_WITH_OWN_STATUS_LINES: usize = 8;
+
+/// SIGTERM and SIGINT, caught from before anything is attached: one arriving while the faults are
+/// being armed is delivered once they run, so the stop is a clean one (the default action would
 /// kill the process before it could remove clsact state).
 pub struct StopSignals {
     sigterm: Signal,
@@ -48,102 +55,202 @@ impl StopSignals {
     }
 }
 
+/// A fault of the run: which rule of which instance, its summary so far, and its deadline.
+pub struct RunningFault {
+    pub instance: usize,
+    pub rule: usize,
+    pub armed_at: Instant,
+    pub deadline: Option<Instant>,
+    /// Filled in with the scope when armed, and with the outcome when the fault ends.
+    pub summary: Summary,
+    ended: bool,
+}
+
+impl RunningFault {
+    pub fn new(instance: usize, rule: usize, summary: Summary, duration: Option<Duration>) -> Self {
+        let armed_at = Instant::now();
+        Self {
+            instance,
+            rule,
+            armed_at,
+            deadline: duration.map(|d| armed_at + d),
+            summary,
+            ended: false,
+        }
+    }
+}
+
+/// An instance while it runs, with its event reader.
+struct LiveInstance {
+    instance: Instance,
+    stop_reader: oneshot::Sender<()>,
+    reader: JoinHandle<HashMap<u32, u64>>,
+}
+
 pub async fn run(
-    mut fault: ActiveFault,
+    instances: Vec<Instance>,
+    mut faults: Vec<RunningFault>,
     options: RunOptions,
     signals: StopSignals,
-) -> Result<Summary> {
-    let ring = fault.take_events()?;
-    let (stop_reader, stop_signal) = oneshot::channel();
-    let reader = tokio::spawn(stream_events(ring, options.events, stop_signal));
-
+) -> Result<Vec<Summary>> {
+    let mut live: Vec<Option<LiveInstance>> = Vec::with_capacity(instances.len());
+    for mut instance in instances {
+        let ring = instance.take_events()?;
+        let (stop_reader, stop) = oneshot::channel();
+        let reader = tokio::spawn(stream_events(ring, options.events, stop));
+        live.push(Some(LiveInstance {
+            instance,
+            stop_reader,
+            reader,
+        }));
+    }
     let StopSignals {
         mut sigterm,
         mut sigint,
     } = signals;
-    let deadline = async {
-        match options.duration {
-            Some(duration) => tokio::time::sleep(duration).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(deadline);
+    let run_deadline = options.duration.map(|d| Instant::now() + d);
+    let terminal = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
-    let live = std::io::stderr().is_terminal();
+    let started = Instant::now();
 
-    let ended_by = loop {
-        tokio::select! {
-            () = &mut deadline => break "duration",
-            _ = sigterm.recv() => break "signal",
-            _ = sigint.recv() => break "signal",
+    while faults.iter().any(|f| !f.ended) {
+        let next_deadline = faults
+            .iter()
+            .filter(|f| !f.ended)
+            .filter_map(|f| f.deadline)
+            .chain(run_deadline)
+            .min();
+        let sleep = async {
+            match next_deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let signalled = tokio::select! {
+            () = sleep => false,
+            _ = sigterm.recv() => true,
+            _ = sigint.recv() => true,
             _ = ticker.tick() => {
-                // A failed read only costs one status line; the run goes on.
-                if let Ok(counters) = fault.counters() {
-                    let line = status_line(fault.spec.name(), fault.id, fault.armed_at.elapsed(), &counters);
-                    if live {
-                        eprint!("\r{line}");
-                    } else {
-                        eprintln!("{line}");
-                    }
-                }
+                print_status(&live, &faults, started.elapsed(), terminal);
+                continue;
+            }
+        };
+        let now = Instant::now();
+        for fault in faults.iter_mut().filter(|f| !f.ended) {
+            let due = signalled
+                || fault.deadline.is_some_and(|d| d <= now)
+                || run_deadline.is_some_and(|d| d <= now);
+            if !due {
+                continue;
+            }
+            if let Some(instance) = live[fault.instance].as_mut() {
+                instance.instance.disarm(fault.rule)?;
+            }
+            fault.summary.ended_by = if signalled { "signal" } else { "duration" };
+            fault.summary.duration_ms = fault.armed_at.elapsed().as_millis() as u64;
+            fault.ended = true;
+        }
+        // Instances whose faults have all ended are detached now; the others keep running.
+        for (index, slot) in live.iter_mut().enumerate() {
+            let finished = faults
+                .iter()
+                .filter(|f| f.instance == index)
+                .all(|f| f.ended);
+            if let (true, Some(instance)) = (finished, slot.take()) {
+                stop_instance(instance, &mut faults, index).await?;
             }
         }
-    };
-    if live {
+    }
+    if terminal {
         eprintln!();
     }
-
-    let duration = fault.armed_at.elapsed();
-    let (name, id) = (fault.spec.name(), fault.id);
-    let cgroup = fault.cgroup.as_ref().map(|c| c.path.display().to_string());
-    let cgroup_id = fault.cgroup.as_ref().map(|c| c.id);
-    let interface = fault.interface.as_ref().map(|i| i.name.clone());
-    let program_ids = fault.programs.iter().map(|(_, id)| *id).collect();
-    let counters = fault.stop()?;
-    // The programs are detached; let the reader drain what they emitted before the summary.
-    let _ = stop_reader.send(());
-    let events_emitted = reader.await.unwrap_or(0);
-
-    Ok(Summary {
-        record_type: "summary",
-        fault: name,
-        fault_id: id,
-        matched: counters.matched,
-        injected: counters.injected,
-        duration_ms: duration.as_millis() as u64,
-        events_emitted,
-        events_sampled_out: counters.events_sampled_out,
-        events_lost: counters.events_lost,
-        program_ids,
-        cgroup,
-        cgroup_id,
-        interface,
-        ended_by,
-    })
+    Ok(faults.into_iter().map(|f| f.summary).collect())
 }
 
-/// Prints events until told to stop, then drains the ring. Returns how many it read.
+/// Detaches an instance, reads its rules' final counters, and lets its reader drain what the
+/// programs emitted before the summaries.
+async fn stop_instance(
+    live: LiveInstance,
+    faults: &mut [RunningFault],
+    index: usize,
+) -> Result<()> {
+    let counters = live.instance.stop()?;
+    let _ = live.stop_reader.send(());
+    let emitted = live.reader.await.unwrap_or_default();
+    for fault in faults.iter_mut().filter(|f| f.instance == index) {
+        let summary = &mut fault.summary;
+        summary.record(&counters.get(fault.rule).copied().unwrap_or_default());
+        summary.events_emitted = emitted.get(&summary.fault_id).copied().unwrap_or(0);
+    }
+    Ok(())
+}
+
+fn print_status(
+    live: &[Option<LiveInstance>],
+    faults: &[RunningFault],
+    elapsed: Duration,
+    terminal: bool,
+) {
+    let counters = |fault: &RunningFault| {
+        live[fault.instance]
+            .as_ref()
+            .and_then(|l| l.instance.counters(fault.rule).ok())
+    };
+    let running: Vec<&RunningFault> = faults.iter().filter(|f| !f.ended).collect();
+    let lines: Vec<String> = if faults.len() <= FAULTS_WITH_OWN_STATUS_LINES {
+        // A failed read only costs one status line; the run goes on.
+        running
+            .iter()
+            .filter_map(|f| {
+                let (name, id) = (f.summary.fault, f.summary.fault_id);
+                Some(status_line(name, id, f.armed_at.elapsed(), &counters(f)?))
+            })
+            .collect()
+    } else if elapsed.as_secs().is_multiple_of(10) {
+        let total = running
+            .iter()
+            .filter_map(|f| counters(f))
+            .fold(Counters::default(), |sum, c| sum.plus(&c));
+        vec![status_line(
+            &format!("{} faults", running.len()),
+            0,
+            elapsed,
+            &total,
+        )]
+    } else {
+        Vec::new()
+    };
+    if terminal && lines.len() == 1 {
+        eprint!("\r{}", lines[0]);
+    } else {
+        for line in lines {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Prints events until told to stop, then drains the ring. Returns how many it read per fault.
 async fn stream_events(
     ring: RingBuf<MapData>,
     format: Option<EventFormat>,
     mut stop: oneshot::Receiver<()>,
-) -> u64 {
+) -> HashMap<u32, u64> {
     let clock = Clock::now();
+    let mut emitted = HashMap::new();
     // SAFETY: the ring owns its map fd, which stays open and unchanged while the AsyncFd owns it.
     let Ok(mut ring) =
         (unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) })
     else {
-        return 0;
+        return emitted;
     };
-    let mut emitted = 0;
     loop {
         let stopping = tokio::select! {
             _ = &mut stop => true,
             guard = ring.readable_mut() => {
                 match guard {
                     Ok(mut guard) => {
-                        emitted += drain(guard.get_inner_mut(), format, &clock);
+                        drain(guard.get_inner_mut(), format, &clock, &mut emitted);
                         guard.clear_ready();
                         false
                     }
@@ -152,24 +259,29 @@ async fn stream_events(
             }
         };
         if stopping {
-            emitted += drain(ring.get_mut(), format, &clock);
+            drain(ring.get_mut(), format, &clock, &mut emitted);
             return emitted;
         }
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, format: Option<EventFormat>, clock: &Clock) -> u64 {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    format: Option<EventFormat>,
+    clock: &Clock,
+    emitted: &mut HashMap<u32, u64>,
+) {
     let mut stdout = std::io::stdout().lock();
-    let mut count = 0;
     while let Some(item) = ring.next() {
-        count += 1;
+        let Some(record) = EventRecord::from_bytes(&item, clock) else {
+            continue;
+        };
+        *emitted.entry(record.fault_id).or_default() += 1;
         if format == Some(EventFormat::Json)
-            && let Some(record) = EventRecord::from_bytes(&item, clock)
             && let Ok(line) = serde_json::to_string(&record)
         {
             let _ = writeln!(stdout, "{line}");
         }
     }
     let _ = stdout.flush();
-    count
 }

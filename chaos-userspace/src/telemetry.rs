@@ -23,6 +23,15 @@ pub struct Counters {
 }
 
 impl Counters {
+    pub fn plus(&self, other: &Counters) -> Counters {
+        Counters {
+            matched: self.matched + other.matched,
+            injected: self.injected + other.injected,
+            events_sampled_out: self.events_sampled_out + other.events_sampled_out,
+            events_lost: self.events_lost + other.events_lost,
+        }
+    }
+
     pub fn from_totals(totals: [u64; Counter::COUNT as usize]) -> Self {
         Self {
             matched: totals[Counter::Matched as usize],
@@ -172,6 +181,36 @@ pub struct Summary {
     pub interface: Option<String>,
     /// Why the run ended: "duration", "signal".
     pub ended_by: &'static str,
+}
+
+impl Summary {
+    /// A fault's summary before it ran: what it is and where.
+    pub fn armed(fault: &'static str, fault_id: u32, program_ids: Vec<u32>) -> Self {
+        Self {
+            record_type: "summary",
+            fault,
+            fault_id,
+            matched: 0,
+            injected: 0,
+            duration_ms: 0,
+            events_emitted: 0,
+            events_sampled_out: 0,
+            events_lost: 0,
+            program_ids,
+            cgroup: None,
+            cgroup_id: None,
+            interface: None,
+            ended_by: "signal",
+        }
+    }
+
+    /// The final counts.
+    pub fn record(&mut self, counters: &Counters) {
+        self.matched = counters.matched;
+        self.injected = counters.injected;
+        self.events_sampled_out = counters.events_sampled_out;
+        self.events_lost = counters.events_lost;
+    }
 }
 
 /// The once-a-second line on stderr.

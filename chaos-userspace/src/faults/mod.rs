@@ -120,6 +120,18 @@ impl FaultSpec {
         }
     }
 
+    /// Whether the kernel needs the distribution tables (delay with a tabled jitter).
+    pub fn uses_distribution_table(&self) -> bool {
+        matches!(
+            self,
+            FaultSpec::Packet(fault, _) if matches!(
+                fault.action,
+                tc_packet::PacketAction::Delay { jitter_ns, distribution, .. }
+                    if jitter_ns > 0 && distribution != tc_packet::Distribution::Uniform
+            )
+        )
+    }
+
     pub fn errno(&self) -> Option<Errno> {
         match self {
             FaultSpec::SocketCall(fault) => Some(fault.errno),

@@ -34,8 +34,37 @@ pub enum Distribution {
     Uniform,
     /// Normal around delay with standard deviation jitter.
     Normal,
-    /// Not implemented yet: refused with what is accepted.
+    /// netem's pareto: a heavy tail of late packets, from 0.67 jitter early to about 25 late.
     Pareto,
+}
+
+impl Distribution {
+    /// The kernel's `jitter` value.
+    pub fn kernel_value(self) -> u32 {
+        match self {
+            Distribution::Uniform => chaos_common::jitter::UNIFORM,
+            Distribution::Normal => chaos_common::jitter::NORMAL,
+            Distribution::Pareto => chaos_common::jitter::PARETO,
+        }
+    }
+}
+
+/// The kernel's distribution tables, one after the other in `jitter` order: each entry is a
+/// quantile at (i + 1/2) / DIST_TABLE_SIZE in units of jitter / DIST_SCALE, so a uniformly
+/// random index draws from the distribution, as netem's tables do.
+pub fn distribution_tables() -> Vec<i32> {
+    use statrs::distribution::{ContinuousCDF as _, Normal};
+    let size = chaos_common::DIST_TABLE_SIZE;
+    let scale = f64::from(chaos_common::DIST_SCALE);
+    let quantile = |i: u32| (f64::from(i) + 0.5) / f64::from(size);
+    let normal = Normal::standard();
+    let normal_table = (0..size).map(|i| normal.inverse_cdf(quantile(i)));
+    // netem's pareto table: shape 3 (mean 1.5), centred on its mean and scaled by 4/3.
+    let pareto_table = (0..size).map(|i| (quantile(i).powf(-1.0 / 3.0) - 1.5) * 4.0 / 3.0);
+    normal_table
+        .chain(pareto_table)
+        .map(|units| (units * scale).round() as i32)
+        .collect()
 }
 
 /// How drops are spread over matching packets.
@@ -181,10 +210,7 @@ impl PacketFault {
         {
             config.packet.delay_ns = delay_ns;
             config.packet.jitter_ns = jitter_ns;
-            config.packet.distribution = match distribution {
-                Distribution::Normal => chaos_common::jitter::NORMAL,
-                _ => chaos_common::jitter::UNIFORM,
-            };
+            config.packet.distribution = distribution.kernel_value();
         }
         config.flags &= !(flags::EGRESS | flags::INGRESS);
         if hooks.egress {
@@ -253,6 +279,33 @@ mod tests {
             (params.ge_p, params.ge_r, params.ge_h, params.ge_k),
             (1 << 31, u32::MAX, 0, u32::MAX)
         );
+    }
+
+    #[test]
+    fn distribution_tables_have_the_right_moments() {
+        let tables = distribution_tables();
+        let size = chaos_common::DIST_TABLE_SIZE as usize;
+        assert_eq!(tables.len(), size * chaos_common::jitter::TABLES as usize);
+        let scale = f64::from(chaos_common::DIST_SCALE);
+        let moments = |table: &[i32]| {
+            let values: Vec<f64> = table.iter().map(|&v| f64::from(v) / scale).collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+            (mean, var.sqrt())
+        };
+        let (mean, sd) = moments(&tables[..size]);
+        assert!(
+            mean.abs() < 0.001 && (sd - 1.0).abs() < 0.01,
+            "normal {mean} {sd}"
+        );
+        let (mean, _) = moments(&tables[size..]);
+        let pareto = &tables[size..];
+        assert!(mean.abs() < 0.05, "pareto is centred on its mean: {mean}");
+        assert!(
+            *pareto.iter().min().unwrap() >= -2731,
+            "never earlier than 2/3 jitter"
+        );
+        assert!(*pareto.iter().max().unwrap() > 20 * 4096, "a heavy tail");
     }
 
     #[test]
