@@ -215,21 +215,20 @@ pub async fn run(
     let signals = runner::StopSignals::install()?;
     let (instances, faults) = arm(plans, events_per_sec)?;
     if faults.len() > 8 {
+        let programs: Vec<String> = instances.iter().flat_map(program_names).collect();
         eprintln!(
-            "chaos-bpf: armed {} faults in {} kernel object(s)",
+            "chaos-bpf: armed {} faults in {} kernel object(s) via {}",
             faults.len(),
-            instances.len()
+            instances.len(),
+            programs.join(", ")
         );
     } else {
         for fault in &faults {
-            let rule = &instances[fault.instance].rules[fault.rule];
+            let instance = &instances[fault.instance];
+            let duration = fault.deadline.map(|d| d - fault.armed_at);
             eprintln!(
                 "{}",
-                armed_line(
-                    rule,
-                    &instances[fault.instance],
-                    fault.deadline.map(|d| d - fault.armed_at)
-                )
+                armed_line(&instance.rules[fault.rule], instance, duration)
             );
         }
     }
@@ -299,16 +298,21 @@ fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<Runn
 }
 
 /// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>".
+/// "name (prog id N)" for each program of the instance: ids `bpftool prog show` lists.
+fn program_names(instance: &Instance) -> Vec<String> {
+    instance
+        .programs
+        .iter()
+        .map(|(name, id)| format!("{name} (prog id {id})"))
+        .collect()
+}
+
 fn armed_line(
     rule: &RuleSpec,
     instance: &Instance,
     duration: Option<std::time::Duration>,
 ) -> String {
-    let programs: Vec<String> = instance
-        .programs
-        .iter()
-        .map(|(name, id)| format!("{name} (prog id {id})"))
-        .collect();
+    let programs = program_names(instance);
     let mut scope = Vec::new();
     if let Some(interface) = &rule.interface {
         match &interface.pod_netns {

@@ -144,7 +144,25 @@ pub struct Probe {
     pub detail: String,
 }
 
+/// What the kernel supports does not change while chaos-bpf runs: each mechanism is probed once
+/// per process, however many faults ask.
 pub fn probe(mechanism: Mechanism) -> Probe {
+    static PROBED: std::sync::Mutex<Vec<Probe>> = std::sync::Mutex::new(Vec::new());
+    if let Some(known) = PROBED
+        .lock()
+        .ok()
+        .and_then(|probed| probed.iter().find(|p| p.mechanism == mechanism).cloned())
+    {
+        return known;
+    }
+    let probe = run_probe(mechanism);
+    if let Ok(mut probed) = PROBED.lock() {
+        probed.push(probe.clone());
+    }
+    probe
+}
+
+fn run_probe(mechanism: Mechanism) -> Probe {
     let outcome = match mechanism {
         Mechanism::CgroupSockAddr => load_from_object(&programs::CONNECT4),
         Mechanism::CgroupSkb => load_from_object(&programs::SKB_EGRESS),

@@ -157,7 +157,7 @@ pub async fn run(
                 .iter()
                 .filter(|f| f.instance == index)
                 .all(|f| f.ended);
-            if let (true, Some(instance)) = (finished, slot.take()) {
+            if finished && let Some(instance) = slot.take() {
                 stop_instance(instance, &mut faults, index).await?;
             }
         }

@@ -63,6 +63,30 @@ pub fn cgroup2_root() -> PathBuf {
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
+/// A file for one test (an experiment for `chaos-bpf run`), removed on drop.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    pub fn new(name: &str, contents: &str) -> Self {
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("chaos-{name}-{}-{n}", std::process::id()));
+        std::fs::write(&path, contents).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        Self { path }
+    }
+
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// A cgroup v2 directory made for one test; killed and removed on drop.
 pub struct TestCgroup {
     pub path: PathBuf,
@@ -140,6 +164,15 @@ pub struct ChaosOutput {
 impl ChaosOutput {
     pub fn summary(&self) -> serde_json::Value {
         last_json_line(self.stdout.as_bytes())
+    }
+
+    /// Every summary line, in fault-id order (a `run` prints one per fault).
+    pub fn summaries(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == "summary")
+            .collect()
     }
 
     pub fn events(&self) -> Vec<serde_json::Value> {
@@ -474,6 +507,36 @@ impl Netns {
         format!("/var/run/netns/{}", self.name)
     }
 
+    /// chaos-bpf in this network namespace only, as a node agent runs in the host's: `nsenter
+    /// --net` keeps the mounts, so cgroup2 stays visible (unlike `ip netns exec`).
+    pub fn start_chaos(&self, args: &[&str]) -> ChaosRun {
+        let binary = chaos_bin();
+        let net = format!("--net={}", self.path());
+        let mut full = vec![net.as_str(), binary.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        ChaosRun::start_program("nsenter", &full)
+    }
+
+    /// Sends `count` numbered datagrams from here (optionally from `cgroup`) to a receiver in
+    /// `to` at `to_addr`; the receiver's report (received, delivered, altered, missing).
+    pub fn udp_to(
+        &self,
+        cgroup: Option<&TestCgroup>,
+        to: &Netns,
+        to_addr: &str,
+        count: u64,
+    ) -> serde_json::Value {
+        let (receiver, addr) = to.serve(&[
+            "udp-recv",
+            &format!("{to_addr}:0"),
+            &count.to_string(),
+            "2000",
+        ]);
+        let sent = self.testkit(cgroup, &["udp-send", &addr, &count.to_string()]);
+        assert_eq!(sent["send_errors"], 0, "{sent}");
+        last_json_line(&receiver.wait_with_output().expect("receiver").stdout)
+    }
+
     /// Runs the testkit in this namespace (and `cgroup`, if given); the last JSON line.
     pub fn testkit(&self, cgroup: Option<&TestCgroup>, args: &[&str]) -> serde_json::Value {
         let mut command = match cgroup {
@@ -556,6 +619,20 @@ pub struct VethPair {
 }
 
 impl VethPair {
+    /// Turns checksum offload off (a's transmit, b's receive): veth trusts offloaded (partial)
+    /// checksums, so only software checksums make the receiver verify what corrupt changed.
+    pub fn software_checksums(&self) {
+        for (netns, iface, feature) in [(&self.a, &self.a_if, "tx"), (&self.b, &self.b_if, "rx")] {
+            let status = netns
+                .command("ethtool")
+                .args(["-K", iface, feature, "off"])
+                .stdout(Stdio::null())
+                .status()
+                .expect("ethtool");
+            assert!(status.success(), "ethtool -K {iface} {feature} off");
+        }
+    }
+
     pub fn new(tag: &str) -> Self {
         let a = Netns::new(&format!("{tag}-a"));
         let b = Netns::new(&format!("{tag}-b"));

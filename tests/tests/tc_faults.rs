@@ -7,14 +7,8 @@ use chaos_tests::{
 
 const SENT: u64 = 3000;
 
-/// chaos-bpf run in `netns`'s network namespace only (as a node agent in the host namespace):
-/// `nsenter --net` keeps the mounts, so cgroup2 stays visible, unlike `ip netns exec`.
 fn chaos_in(netns: &Netns, args: &[&str]) -> ChaosRun {
-    let binary = chaos_bin();
-    let net = format!("--net={}", netns.path());
-    let mut full = vec![net.as_str(), binary.to_str().unwrap()];
-    full.extend_from_slice(args);
-    ChaosRun::start_program("nsenter", &full)
+    netns.start_chaos(args)
 }
 
 /// Sends SENT numbered datagrams from `from` (optionally in `cgroup`) to a receiver in `to`;
@@ -25,15 +19,7 @@ fn udp_through(
     to: &Netns,
     to_addr: &str,
 ) -> (u64, Vec<u64>) {
-    let (receiver, addr) = to.serve(&[
-        "udp-recv",
-        &format!("{to_addr}:0"),
-        &SENT.to_string(),
-        "2000",
-    ]);
-    let sent = from.testkit(cgroup, &["udp-send", &addr, &SENT.to_string()]);
-    assert_eq!(sent["send_errors"], 0, "{sent}");
-    let result = chaos_tests::last_json_line(&receiver.wait_with_output().unwrap().stdout);
+    let result = from.udp_to(cgroup, to, to_addr, SENT);
     let missing = result["missing"]
         .as_array()
         .unwrap()
@@ -472,15 +458,7 @@ fn a_clsact_that_another_tool_added_stays() {
 fn corrupt_changes_bytes_with_fix_checksum_and_loses_packets_without() {
     require_root();
     let net = VethPair::new("tccor");
-    // veth trusts offloaded (partial) checksums; software checksums make the receiver verify.
-    for (netns, iface, feature) in [(&net.a, &net.a_if, "tx"), (&net.b, &net.b_if, "rx")] {
-        let status = netns
-            .command("ethtool")
-            .args(["-K", iface, feature, "off"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "ethtool -K {iface} {feature} off");
-    }
+    net.software_checksums();
     let corrupt = |fix: bool| {
         let mut args = vec![
             "inject",
@@ -496,14 +474,7 @@ fn corrupt_changes_bytes_with_fix_checksum_and_loses_packets_without() {
             args.push("--fix-checksum");
         }
         let run = chaos_in(&net.a, &args);
-        let (receiver, addr) = net.b.serve(&[
-            "udp-recv",
-            &format!("{}:0", net.b_addr),
-            &SENT.to_string(),
-            "2000",
-        ]);
-        net.a.testkit(None, &["udp-send", &addr, &SENT.to_string()]);
-        let result = chaos_tests::last_json_line(&receiver.wait_with_output().unwrap().stdout);
+        let result = net.a.udp_to(None, &net.b, &net.b_addr, SENT);
         let injected = run.stop().summary()["injected"].as_u64().unwrap();
         (
             result["delivered"].as_u64().unwrap(),
