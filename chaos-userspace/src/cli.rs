@@ -441,16 +441,12 @@ impl InjectCommand {
             InjectCommand::SendError(args) => {
                 socket_call_spec(SocketCall::Send, args.errno, args.mechanism, &args.common)
             }
-            InjectCommand::Drop(args) if !args.packet.on_interface() => {
+            // A cgroup's drop is cgroup_skb's, unless TC-only options ask for the TC layer.
+            InjectCommand::Drop(args)
+                if !args.packet.on_interface() && args.packet.tc_only_options().is_none() =>
+            {
                 if args.common.cgroup.is_none() {
                     return Err(no_scope());
-                }
-                if let Some(flag) = args.packet.tc_only_options() {
-                    return Err(crate::error::ChaosError::input(
-                        flag,
-                        "acts at the TC layer, which needs an interface",
-                        "with --iface IFACE or --netns PATH",
-                    ));
                 }
                 Ok(FaultSpec::Drop(packet_drop::PacketDrop {
                     direction: args.packet.direction,
@@ -458,29 +454,18 @@ impl InjectCommand {
                 }))
             }
             InjectCommand::Drop(args) => {
+                tc_scope(&args.common, &args.packet)?;
                 Ok(args.packet.fault(PacketAction::Drop, args.common.filters()))
             }
             InjectCommand::Reset(args) => {
-                if !args.packet.on_interface() {
-                    return Err(crate::error::ChaosError::input(
-                        "--iface",
-                        "reset rewrites packets at the TC layer and needs an interface",
-                        "--iface IFACE or --netns PATH (with --cgroup to narrow it to a cgroup)",
-                    ));
-                }
+                tc_scope(&args.common, &args.packet)?;
                 Ok(args
                     .packet
                     .fault(PacketAction::Reset, args.common.filters()))
             }
             InjectCommand::Delay(args) => delay_spec(args),
             InjectCommand::Corrupt(args) => {
-                if !args.packet.on_interface() {
-                    return Err(crate::error::ChaosError::input(
-                        "--iface",
-                        "corrupt rewrites packets at the TC layer and needs an interface",
-                        "--iface IFACE or --netns PATH (with --cgroup to narrow it to a cgroup)",
-                    ));
-                }
+                tc_scope(&args.common, &args.packet)?;
                 let action = PacketAction::Corrupt {
                     fix_checksum: args.fix_checksum,
                 };
@@ -492,13 +477,7 @@ impl InjectCommand {
 
 fn delay_spec(args: &DelayArgs) -> Result<FaultSpec, crate::error::ChaosError> {
     use crate::error::ChaosError;
-    if !args.packet.on_interface() {
-        return Err(ChaosError::input(
-            "--iface",
-            "delay sets departure times at the TC layer and needs an interface",
-            "--iface IFACE or --netns PATH (with --cgroup to narrow it to a cgroup)",
-        ));
-    }
+    tc_scope(&args.common, &args.packet)?;
     let jitter = args.jitter.unwrap_or_default();
     if jitter > args.delay {
         return Err(ChaosError::input(
@@ -523,6 +502,15 @@ fn delay_spec(args: &DelayArgs) -> Result<FaultSpec, crate::error::ChaosError> {
         distribution: args.distribution,
     };
     Ok(args.packet.fault(action, args.common.filters()))
+}
+
+/// TC faults act on an interface, a pod's veth, or a cgroup's packets on every interface.
+fn tc_scope(common: &CommonArgs, packet: &PacketArgs) -> Result<(), ChaosError> {
+    if packet.on_interface() || common.cgroup.is_some() {
+        Ok(())
+    } else {
+        Err(no_scope())
+    }
 }
 
 fn no_scope() -> crate::error::ChaosError {
@@ -708,29 +696,33 @@ mod tests {
     }
 
     #[test]
-    fn tc_options_need_an_interface_and_reset_needs_one_too() {
-        let cli = parse(&["inject", "drop", "--cgroup", "x", "--seed", "7"]).unwrap();
-        let Command::Inject { fault } = cli.command else {
-            panic!()
+    fn tc_options_or_tc_faults_on_a_cgroup_use_the_tc_layer() {
+        let spec = |args: &[&str]| {
+            let Command::Inject { fault } = parse(args).unwrap().command else {
+                panic!()
+            };
+            fault.spec()
         };
-        assert!(
-            fault
-                .spec()
-                .unwrap_err()
-                .to_string()
-                .starts_with("--seed: acts at the TC layer")
-        );
-        let cli = parse(&["inject", "reset", "--cgroup", "x"]).unwrap();
-        let Command::Inject { fault } = cli.command else {
-            panic!()
-        };
-        assert!(
-            fault
-                .spec()
-                .unwrap_err()
-                .to_string()
-                .starts_with("--iface: reset rewrites")
-        );
+        // A plain cgroup drop is cgroup_skb's; TC-only options move it to the TC layer.
+        assert!(matches!(
+            spec(&["inject", "drop", "--cgroup", "x"]).unwrap(),
+            FaultSpec::Drop(_)
+        ));
+        assert!(matches!(
+            spec(&["inject", "drop", "--cgroup", "x", "--seed", "7"]).unwrap(),
+            FaultSpec::Packet(..)
+        ));
+        for kind in ["reset", "corrupt"] {
+            assert!(matches!(
+                spec(&["inject", kind, "--cgroup", "x"]).unwrap(),
+                FaultSpec::Packet(..)
+            ));
+            let err = spec(&["inject", kind]).unwrap_err().to_string();
+            assert!(
+                err.contains("--cgroup PATH, --iface IFACE or --netns PATH"),
+                "{err}"
+            );
+        }
         let cli = parse(&[
             "inject",
             "drop",

@@ -45,7 +45,9 @@ impl MechanismChoice {
 /// Where a fault acts, resolved and checked.
 pub struct Scopes {
     pub cgroup: Option<CgroupScope>,
-    pub interface: Option<InterfaceScope>,
+    /// TC faults: the interface given (`--iface`, `--netns`), or every interface that is up when
+    /// only `--cgroup` is.
+    pub interfaces: Vec<InterfaceScope>,
 }
 
 /// Checks that change nothing, in the order a user would fix them. Nothing is attached when any
@@ -65,17 +67,16 @@ pub fn preflight(
         ));
     }
     let cgroup = cgroup.map(CgroupScope::open).transpose()?;
-    let interface = match (iface, netns) {
-        (Some(name), _) => Some(InterfaceScope::by_name(name)?),
-        (None, Some(path)) => {
-            if !nix::unistd::geteuid().is_root() {
-                return Err(ChaosError::NotRoot);
-            }
-            Some(InterfaceScope::host_side_of(path)?)
-        }
-        (None, None) => None,
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ChaosError::NotRoot);
+    }
+    let interfaces = match (iface, netns) {
+        (Some(name), _) => vec![InterfaceScope::by_name(name)?],
+        (None, Some(path)) => vec![InterfaceScope::host_side_of(path)?],
+        (None, None) if matches!(spec, FaultSpec::Packet(..)) => cgroup_packets_leave_by(spec)?,
+        (None, None) => Vec::new(),
     };
-    if let (FaultSpec::Packet(fault, hooks), Some(interface)) = (&mut *spec, &interface) {
+    if let (FaultSpec::Packet(fault, hooks), Some(interface)) = (&mut *spec, interfaces.first()) {
         *hooks = interface.hooks(fault.direction);
         if matches!(
             fault.action,
@@ -92,9 +93,6 @@ pub fn preflight(
                 },
             ));
         }
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(ChaosError::NotRoot);
     }
     if let Err(missing) = ensure_supported(Mechanism::Ringbuf) {
         return Err(ChaosError::Unsupported {
@@ -113,7 +111,31 @@ pub fn preflight(
         }
     }
     let choice = choose_mechanism(spec)?;
-    Ok((Scopes { cgroup, interface }, choice))
+    Ok((Scopes { cgroup, interfaces }, choice))
+}
+
+/// A TC fault scoped by cgroup alone acts where the cgroup's packets leave: every interface that
+/// is up here, egress only (at TC ingress a packet has no socket yet, so no cgroup).
+fn cgroup_packets_leave_by(spec: &FaultSpec) -> Result<Vec<InterfaceScope>> {
+    if let FaultSpec::Packet(fault, _) = spec
+        && fault.direction != crate::filters::Direction::Egress
+    {
+        return Err(ChaosError::input(
+            "--direction",
+            "a cgroup's own packets are only known as they leave: at TC ingress they have no \
+             socket yet",
+            "egress with --cgroup alone, or --iface/--netns for ingress",
+        ));
+    }
+    let interfaces = InterfaceScope::every_up()?;
+    if interfaces.is_empty() {
+        return Err(ChaosError::input(
+            "--cgroup",
+            "no interface is up in this network namespace",
+            "a namespace whose interfaces carry the cgroup's traffic",
+        ));
+    }
+    Ok(interfaces)
 }
 
 fn ensure_supported(mechanism: Mechanism) -> Result<(), String> {
@@ -247,7 +269,7 @@ fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<Runn
             fault_id: index as u32 + 1,
             spec: plan.spec,
             cgroup: plan.scopes.cgroup,
-            interface: plan.scopes.interface,
+            interfaces: plan.scopes.interfaces,
         };
         if chosen.is_tc() {
             match tc_mechanism {
@@ -278,7 +300,10 @@ fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<Runn
             let mut summary = Summary::armed(rule.spec.name(), rule.fault_id, ids.clone());
             summary.cgroup = rule.cgroup.as_ref().map(|c| c.path.display().to_string());
             summary.cgroup_id = rule.cgroup.as_ref().map(|c| c.id);
-            summary.interface = rule.interface.as_ref().map(|i| i.name.clone());
+            summary.interface = (!rule.interfaces.is_empty()).then(|| {
+                let names: Vec<&str> = rule.interfaces.iter().map(|i| i.name.as_str()).collect();
+                names.join(",")
+            });
             faults.push(RunningFault::new(index, rule_index, summary, duration));
         }
         instances.push(instance);
@@ -314,10 +339,15 @@ fn armed_line(
 ) -> String {
     let programs = program_names(instance);
     let mut scope = Vec::new();
-    if let Some(interface) = &rule.interface {
-        match &interface.pod_netns {
+    match rule.interfaces.as_slice() {
+        [] => {}
+        [interface] => match &interface.pod_netns {
             Some(netns) => scope.push(format!("{}'s host-side veth {}", netns, interface.name)),
             None => scope.push(format!("interface {}", interface.name)),
+        },
+        every => {
+            let names: Vec<&str> = every.iter().map(|i| i.name.as_str()).collect();
+            scope.push(format!("interfaces {}", names.join(", ")));
         }
     }
     if let Some(cgroup) = &rule.cgroup {

@@ -34,7 +34,9 @@ pub struct RuleSpec {
     pub fault_id: u32,
     pub spec: FaultSpec,
     pub cgroup: Option<CgroupScope>,
-    pub interface: Option<InterfaceScope>,
+    /// TC: where it acts. With several (a cgroup's packets on every interface), the rule matches
+    /// on any of them.
+    pub interfaces: Vec<InterfaceScope>,
 }
 
 pub struct Instance {
@@ -73,7 +75,7 @@ impl Instance {
         let mut btf = None;
         for rule in &rules {
             let mut config = rule.spec.config(rule.fault_id, events_per_sec);
-            if let Some(interface) = &rule.interface {
+            if let [interface] = rule.interfaces.as_slice() {
                 config.ifindex = interface.ifindex;
             }
             // Hooks that see more than the cgroup (global hooks; TC with a cgroup) check it.
@@ -104,8 +106,7 @@ impl Instance {
 
         // TC state can outlive a SIGKILL (clsact filters, qdiscs chaos-bpf adds): undo what dead
         // runs left, then record ours.
-        let interfaces: Vec<&InterfaceScope> =
-            unique(rules.iter().filter_map(|r| r.interface.as_ref()));
+        let interfaces: Vec<&InterfaceScope> = unique(rules.iter().flat_map(|r| &r.interfaces));
         let records = if interfaces.is_empty() {
             None
         } else {
@@ -129,7 +130,7 @@ impl Instance {
                 rules
                     .iter()
                     .filter(|r| r.spec.kind() == chaos_common::FaultKind::Delay)
-                    .filter_map(|r| r.interface.as_ref()),
+                    .flat_map(|r| &r.interfaces),
             );
             for interface in delayed {
                 fq.extend(crate::fq::ensure(interface, &records.borrow())?);
@@ -159,11 +160,11 @@ impl Instance {
 
         let mut attachments = Vec::new();
         let mut loaded: Vec<(&'static str, u32)> = Vec::new();
-        for (program, rule) in programs_to_attach(&rules, mechanism)? {
+        for (program, rule, interface) in programs_to_attach(&rules, mechanism)? {
             let target = AttachTarget {
                 cgroup: rule.cgroup.as_ref(),
                 btf: btf.as_ref(),
-                interface: rule.interface.as_ref(),
+                interface,
                 tc_mechanism: mechanism,
                 recorder: records.as_ref(),
             };
@@ -240,13 +241,17 @@ fn unique<'a>(interfaces: impl Iterator<Item = &'a InterfaceScope>) -> Vec<&'a I
     interfaces.filter(|i| seen.insert(i.ifindex)).collect()
 }
 
-/// Each program to attach and the rule whose scope says where: the single rule's programs, or
-/// for TC each (program, interface) pair the rules need, once.
-fn programs_to_attach(
-    rules: &[RuleSpec],
-    mechanism: Mechanism,
-) -> Result<Vec<(&'static ProgramSpec, &RuleSpec)>> {
-    let mut pairs: Vec<(&'static ProgramSpec, &RuleSpec)> = Vec::new();
+/// A program to attach, with the rule (and TC interface) that says where.
+type Placement<'a> = (
+    &'static ProgramSpec,
+    &'a RuleSpec,
+    Option<&'a InterfaceScope>,
+);
+
+/// Each program to attach: the single rule's programs, or for TC each (program, interface) pair
+/// the rules need, once.
+fn programs_to_attach(rules: &[RuleSpec], mechanism: Mechanism) -> Result<Vec<Placement<'_>>> {
+    let mut placements: Vec<Placement<'_>> = Vec::new();
     for rule in rules {
         let programs = rule
             .spec
@@ -256,17 +261,22 @@ fn programs_to_attach(
                 mechanism: mechanism.name(),
                 reason: "chaos-bpf has no programs for this pair".into(),
             })?;
+        if !mechanism.is_tc() {
+            placements.extend(programs.iter().map(|p| (*p, rule, None)));
+            continue;
+        }
         for program in programs {
-            let ifindex = rule.interface.as_ref().map(|i| i.ifindex);
-            let already = pairs.iter().any(|(p, r)| {
-                p.name == program.name && r.interface.as_ref().map(|i| i.ifindex) == ifindex
-            });
-            if !(mechanism.is_tc() && already) {
-                pairs.push((program, rule));
+            for interface in &rule.interfaces {
+                let already = placements.iter().any(|(p, _, i)| {
+                    p.name == program.name && i.is_some_and(|i| i.ifindex == interface.ifindex)
+                });
+                if !already {
+                    placements.push((program, rule, Some(interface)));
+                }
             }
         }
     }
-    Ok(pairs)
+    Ok(placements)
 }
 
 fn write_config(ebpf: &mut Ebpf, index: u32, config: &FaultConfig) -> Result<()> {

@@ -40,6 +40,22 @@ impl InterfaceScope {
         })
     }
 
+    /// Every interface that is up in this network namespace: where a cgroup's packets may leave.
+    pub fn every_up() -> Result<Vec<Self>> {
+        let links = netlink::links().map_err(|err| ChaosError::io("listing interfaces", err))?;
+        Ok(links
+            .into_iter()
+            .filter(|link| link.up)
+            .filter_map(|link| {
+                Some(Self {
+                    ifindex: u32::try_from(link.ifindex).ok()?,
+                    name: link.name,
+                    pod_netns: None,
+                })
+            })
+            .collect())
+    }
+
     /// The host-side peer of the veth inside the network namespace at `path`
     /// (`/var/run/netns/NAME` or `/proc/PID/ns/net`).
     pub fn host_side_of(path: &Path) -> Result<Self> {

@@ -231,6 +231,8 @@ pub struct Link {
     pub link: Option<i32>,
     /// IFLA_INFO_KIND, such as "veth".
     pub kind: Option<String>,
+    /// IFF_UP is set.
+    pub up: bool,
 }
 
 /// Every link in the calling thread's network namespace.
@@ -282,11 +284,15 @@ fn parse_link(payload: &[u8]) -> Link {
     let ifindex = payload
         .get(4..8)
         .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+    let flags = payload
+        .get(8..12)
+        .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap_or_default()));
     let mut link = Link {
         ifindex,
         name: String::new(),
         link: None,
         kind: None,
+        up: flags & libc::IFF_UP as u32 != 0,
     };
     for (kind, value) in attributes(payload.get(16..).unwrap_or_default()) {
         match kind {
@@ -340,6 +346,7 @@ mod tests {
         data.extend(attribute(IFLA_LINKINFO | 0x8000, &info));
         let mut payload = vec![0u8; 16];
         payload[4..8].copy_from_slice(&3i32.to_ne_bytes());
+        payload[8..12].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
         payload.extend(data);
         let link = parse_link(&payload);
         assert_eq!(
@@ -348,7 +355,8 @@ mod tests {
                 ifindex: 3,
                 name: "eth0".into(),
                 link: Some(7),
-                kind: Some("veth".into())
+                kind: Some("veth".into()),
+                up: true,
             }
         );
     }

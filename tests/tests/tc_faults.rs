@@ -218,6 +218,50 @@ fn netns_scope_finds_the_pods_host_side_veth_and_maps_directions() {
     run.stop();
 }
 
+/// With --cgroup alone a TC fault goes where the cgroup's packets leave: every interface that
+/// is up, egress, with the cgroup checked per packet.
+#[test]
+fn a_cgroup_alone_scopes_tc_faults_on_every_interface() {
+    require_root();
+    let net = VethPair::new("tccgall");
+    net.software_checksums();
+    let cgroup = TestCgroup::new("tc-cgroup-all");
+    let path = cgroup.path.to_str().unwrap();
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "corrupt",
+            "--cgroup",
+            path,
+            "--proto",
+            "udp",
+            "--fix-checksum",
+        ],
+    );
+    let armed = run.first_lines();
+    assert!(
+        armed.contains(&format!("interfaces lo, {}", net.a_if)),
+        "{armed}"
+    );
+    let inside = net.a.udp_to(Some(&cgroup), &net.b, &net.b_addr, 200);
+    assert_eq!(inside["altered"], 200, "the cgroup's datagrams: {inside}");
+    let outside = net.a.udp_to(None, &net.b, &net.b_addr, 200);
+    assert_eq!(outside["altered"], 0, "everyone else's: {outside}");
+    assert_eq!(run.stop().summary()["injected"], 200);
+
+    let ingress = chaos_tests::chaos(&[
+        "inject",
+        "reset",
+        "--cgroup",
+        path,
+        "--direction",
+        "ingress",
+    ]);
+    assert_eq!(ingress.code, Some(2), "{}", ingress.stderr);
+    assert!(ingress.stderr.contains("--direction"), "{}", ingress.stderr);
+}
+
 #[test]
 fn cgroup_scope_on_an_interface_only_hits_the_cgroup() {
     require_root();
