@@ -13,6 +13,7 @@ const RTM_GETQDISC: u16 = 38;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
@@ -76,7 +77,8 @@ fn header(kind: u16, flags: i32, body_len: usize) -> Vec<u8> {
     msg
 }
 
-fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
+/// A netlink attribute (type, value), padded to 4 bytes.
+pub fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
     let len = 4 + value.len();
     let mut attr = Vec::with_capacity(len.div_ceil(4) * 4);
     attr.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -109,6 +111,18 @@ fn qdisc_message(
     handle: u32,
     kind: &str,
 ) -> Vec<u8> {
+    qdisc_message_with_options(kind_of_message, flags, ifindex, parent, handle, kind, None)
+}
+
+fn qdisc_message_with_options(
+    kind_of_message: u16,
+    flags: i32,
+    ifindex: i32,
+    parent: u32,
+    handle: u32,
+    kind: &str,
+    options: Option<&[u8]>,
+) -> Vec<u8> {
     let mut body = Vec::new();
     // struct tcmsg: family, padding, ifindex, handle, parent, info.
     body.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
@@ -119,6 +133,9 @@ fn qdisc_message(
     let mut name = kind.as_bytes().to_vec();
     name.push(0);
     body.extend(attribute(TCA_KIND, &name));
+    if let Some(options) = options {
+        body.extend(attribute(TCA_OPTIONS, options));
+    }
     let mut msg = header(kind_of_message, flags, body.len());
     msg.extend(body);
     msg
@@ -134,6 +151,21 @@ pub fn add_root_qdisc(ifindex: i32, kind: &str) -> io::Result<()> {
         TC_H_ROOT,
         0,
         kind,
+    ))
+}
+
+/// Puts a root qdisc of `kind` with `handle` and raw `options` (its TCA_OPTIONS payload) on
+/// `ifindex`, replacing the current root: how the benchmark sets up netem to compare with.
+pub fn replace_root(ifindex: i32, kind: &str, handle: u32, options: &[u8]) -> io::Result<()> {
+    let flags = libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
+    request_ack(&qdisc_message_with_options(
+        RTM_NEWQDISC,
+        flags,
+        ifindex,
+        TC_H_ROOT,
+        handle,
+        kind,
+        Some(options),
     ))
 }
 

@@ -381,7 +381,7 @@ fn qdiscs_of(iface: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn median(values: &mut [u64]) -> u64 {
+pub(crate) fn median(values: &mut [u64]) -> u64 {
     values.sort_unstable();
     values.get(values.len() / 2).copied().unwrap_or(0)
 }
@@ -402,7 +402,8 @@ pub fn delay_case(report: &serde_json::Value) -> Outcome {
     }
 }
 
-fn rtts(addr: &str, count: u32) -> anyhow::Result<Vec<u64>> {
+/// Round-trip times in microseconds of `count` sequential probes to a `udp-echo` server.
+pub(crate) fn rtts(addr: &str, count: u32) -> anyhow::Result<Vec<u64>> {
     let output = Command::new(testkit_bin())
         .args(["udp-rtt", addr, &count.to_string()])
         .output()?;
@@ -420,25 +421,22 @@ fn rtts(addr: &str, count: u32) -> anyhow::Result<Vec<u64>> {
         .collect())
 }
 
-fn run_delay() -> anyhow::Result<String> {
+/// A `udp-echo` server on loopback, and the address it printed.
+pub(crate) fn udp_echo_server() -> anyhow::Result<(std::process::Child, String)> {
     use std::io::{BufRead as _, BufReader};
-    let serve = || -> anyhow::Result<(std::process::Child, String)> {
-        let mut child = Command::new(testkit_bin())
-            .args(["udp-echo", "127.0.0.1:0"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().context("stdout")?).read_line(&mut line)?;
-        Ok((
-            child,
-            line.trim()
-                .strip_prefix("ready ")
-                .context("ready")?
-                .to_string(),
-        ))
-    };
-    let (mut matched_server, matched) = serve()?;
-    let (mut other_server, other) = serve()?;
+    let mut child = Command::new(testkit_bin())
+        .args(["udp-echo", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().context("stdout")?).read_line(&mut line)?;
+    let addr = line.trim().strip_prefix("ready ").context("ready")?;
+    Ok((child, addr.to_string()))
+}
+
+fn run_delay() -> anyhow::Result<String> {
+    let (mut matched_server, matched) = udp_echo_server()?;
+    let (mut other_server, other) = udp_echo_server()?;
     let port = matched.rsplit(':').next().context("port")?;
     let before = qdiscs_of("lo")?;
     let baseline = median(&mut rtts(&matched, 20)?);

@@ -1,6 +1,7 @@
 //! Helpers for the root integration tests. Everything a test creates is owned by a guard whose
 //! `Drop` removes it, so a failing (panicking) test still cleans up.
 pub mod cases;
+pub mod vm_bench;
 
 use std::{
     io::{BufRead, BufReader, Read},

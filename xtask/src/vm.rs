@@ -99,29 +99,28 @@ const MODULES: &[&str] = &[
     "kernel/drivers/net/veth.ko",
 ];
 
-pub fn run() -> anyhow::Result<()> {
-    setup()?;
-    let started = Instant::now();
-    let kernels: Vec<Kernel> = KERNELS
-        .iter()
-        .map(|(label, source, lsm_modes)| {
-            let mut kernel = match source {
-                Source::Debian(pattern) => fetch_kernel(label, pattern)?,
-                Source::Built => {
-                    let built = kernel_build::ensure(&kernel_cache())?;
-                    Kernel {
-                        label,
-                        version: built.version,
-                        vmlinuz: built.bzimage,
-                        root: None,
-                        lsm_modes: &[],
-                    }
-                }
-            };
-            kernel.lsm_modes = lsm_modes;
-            Ok(kernel)
-        })
-        .collect::<anyhow::Result<_>>()?;
+/// One of `KERNELS`, downloaded or built on first use.
+fn kernel(
+    (label, source, lsm_modes): &(&'static str, Source, &'static [LsmMode]),
+) -> anyhow::Result<Kernel> {
+    let mut kernel = match source {
+        Source::Debian(pattern) => fetch_kernel(label, pattern)?,
+        Source::Built => {
+            let built = kernel_build::ensure(&kernel_cache())?;
+            Kernel {
+                label,
+                version: built.version,
+                vmlinuz: built.bzimage,
+                root: None,
+                lsm_modes: &[],
+            }
+        }
+    };
+    kernel.lsm_modes = lsm_modes;
+    Ok(kernel)
+}
+
+fn build_static_binaries() -> anyhow::Result<()> {
     println!("vm: building static binaries for the initramfs");
     util::cargo(&[
         "build",
@@ -134,7 +133,46 @@ pub fn run() -> anyhow::Result<()> {
         "-p",
         "chaos-tests",
         "--bins",
-    ])?;
+    ])
+}
+
+/// The benchmark's in-VM part on the current Debian 6.12, which has both fq and netem.
+pub fn bench() -> anyhow::Result<serde_json::Value> {
+    setup()?;
+    let entry = KERNELS
+        .iter()
+        .find(|(label, ..)| *label == "debian-6.12")
+        .context("the debian-6.12 kernel entry")?;
+    let kernel = kernel(entry)?;
+    build_static_binaries()?;
+    let initramfs = build_initramfs(&kernel)?;
+    let boot = format!("{}/bench", kernel.label);
+    println!("vm: booting {boot} ({})", kernel.version);
+    let console = boot_console(
+        &kernel,
+        &initramfs,
+        &format!("{} chaos_mode=bench", WITH_BPF_LSM.1),
+        &boot,
+    )?;
+    if let Some(failure) = console
+        .lines()
+        .find_map(|l| l.split_once("CHAOS-VM: BENCH-FAILED "))
+    {
+        bail!("the in-VM benchmark failed: {}", failure.1.trim());
+    }
+    let report = console
+        .lines()
+        .find_map(|l| l.split_once("CHAOS-VM: BENCH "))
+        .context("the VM printed no benchmark report")?
+        .1;
+    Ok(serde_json::from_str(report.trim())?)
+}
+
+pub fn run() -> anyhow::Result<()> {
+    setup()?;
+    let started = Instant::now();
+    let kernels: Vec<Kernel> = KERNELS.iter().map(kernel).collect::<anyhow::Result<_>>()?;
+    build_static_binaries()?;
 
     let mut matrix: BTreeMap<(String, String, String), (String, String)> = BTreeMap::new();
     let mut problems = Vec::new();
@@ -148,7 +186,7 @@ pub fn run() -> anyhow::Result<()> {
             }
             println!("vm: booting {boot} ({}), {cmdline}", kernel.version);
             let boot_started = Instant::now();
-            match boot_and_collect(kernel, &initramfs, cmdline, &boot) {
+            match boot_console(kernel, &initramfs, cmdline, &boot).map(|c| results_of(&c)) {
                 Ok(results) => {
                     println!(
                         "vm: {boot} finished in {:.0} s",
@@ -305,7 +343,8 @@ for module in /lib/modules/*.ko; do [ -e "$module" ] && insmod "$module"; done
 ip link set lo up
 echo "CHAOS-VM: BOOTED $(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
 export CHAOS_BPF=/bin/chaos-bpf CHAOS_TESTKIT=/bin/chaos-testkit
-/bin/chaos-vmtest
+# The kernel hands unknown "key=value" boot parameters to init as environment variables.
+/bin/chaos-vmtest ${chaos_mode:-test}
 echo "CHAOS-VM: EXIT $?"
 poweroff -f
 "#;
@@ -374,13 +413,14 @@ fn build_initramfs(kernel: &Kernel) -> anyhow::Result<PathBuf> {
 
 type Result4 = Vec<(String, String, String, String)>;
 
-/// Boots the kernel, keeps the console in target/vm/<boot>.log, and returns the RESULT lines.
-fn boot_and_collect(
+/// Boots the kernel with `cmdline` added, keeps the console in target/vm/<boot>.log, and returns
+/// it once the runner reported FINISHED.
+fn boot_console(
     kernel: &Kernel,
     initramfs: &Path,
-    lsm: &str,
+    cmdline: &str,
     boot: &str,
-) -> anyhow::Result<Result4> {
+) -> anyhow::Result<String> {
     let log_path = vm_dir().join(format!("{}.log", boot.replace('/', "-")));
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -399,7 +439,10 @@ fn boot_and_collect(
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", &format!("console=ttyS0 panic=-1 quiet {lsm}")])
+        .args([
+            "-append",
+            &format!("console=ttyS0 panic=-1 quiet {cmdline}"),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -441,7 +484,12 @@ fn boot_and_collect(
             log_path.display()
         );
     }
-    Ok(console
+    Ok(console)
+}
+
+/// The runner's `RESULT <fault> <mechanism> <status> <detail>` lines.
+fn results_of(console: &str) -> Result4 {
+    console
         .lines()
         .filter_map(|line| {
             let rest = line.trim_end().split_once("CHAOS-VM: RESULT ")?.1;
@@ -453,7 +501,7 @@ fn boot_and_collect(
                 parts.next().unwrap_or_default().to_string(),
             ))
         })
-        .collect())
+        .collect()
 }
 
 type Matrix = BTreeMap<(String, String, String), (String, String)>;

@@ -29,10 +29,14 @@ fn main() -> anyhow::Result<()> {
         "tcp-sink" => tcp_sink(arg(1).parse()?),
         "udp-echo" => udp_echo(arg(1).parse()?),
         "udp-rtt" => udp_rtt(arg(1).parse()?, arg(2).parse()?),
+        "tcp-echo" => tcp_echo(arg(1).parse()?),
+        "tcp-rr" => tcp_rr(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
+        "udp-flood" => udp_flood(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
         other => bail!(
             "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
              udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS | \
-             socket-call read|recv|recvfrom|recvmsg|write|send|sendto|sendmsg ADDR N"
+             socket-call read|recv|recvfrom|recvmsg|write|send|sendto|sendmsg ADDR N | \
+             udp-echo ADDR | udp-rtt ADDR N | tcp-echo ADDR | tcp-rr ADDR MS | udp-flood ADDR MS"
         ),
     }
 }
@@ -398,4 +402,78 @@ fn http_get(addr: SocketAddr) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::other("bad response"))
     }
+}
+
+/// Size of a request and of its response in `tcp-rr`: a small RPC.
+const RR_BYTES: usize = 64;
+
+/// Echoes every connection's bytes back, one thread per connection.
+fn tcp_echo(addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    println!("ready {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    for stream in listener.incoming() {
+        let mut stream = stream?;
+        std::thread::spawn(move || {
+            let _ = stream.set_nodelay(true);
+            let mut buf = [0u8; RR_BYTES];
+            while stream.read_exact(&mut buf).is_ok() && stream.write_all(&buf).is_ok() {}
+        });
+    }
+    Ok(())
+}
+
+/// Request/response over one TCP connection for `duration`: each transaction sends RR_BYTES and
+/// waits for them to come back, so the rate measures what each packet costs on its way.
+fn tcp_rr(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut buf = [7u8; RR_BYTES];
+    let started = Instant::now();
+    let mut transactions = 0u64;
+    while started.elapsed() < duration {
+        stream.write_all(&buf)?;
+        stream.read_exact(&mut buf)?;
+        transactions += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({ "transactions": transactions, "per_second": transactions as f64 / seconds })
+    );
+    Ok(())
+}
+
+/// 64-byte datagrams to `addr` as fast as the stack takes them, for `duration`: the send rate
+/// and the sender's CPU time per datagram (TC egress and netfilter OUTPUT run in its context).
+fn udp_flood(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    socket.connect(addr)?;
+    let payload = [0u8; 64];
+    let (started, cpu_before) = (Instant::now(), cpu_ns());
+    let (mut sent, mut errors) = (0u64, 0u64);
+    while started.elapsed() < duration {
+        for _ in 0..256 {
+            match socket.send(&payload) {
+                Ok(_) => sent += 1,
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_ns() - cpu_before;
+    println!(
+        "{}",
+        json!({
+            "sent": sent,
+            "send_errors": errors,
+            "per_second": sent as f64 / seconds,
+            "cpu_ns_per_datagram": cpu as f64 / sent.max(1) as f64,
+        })
+    );
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Runs inside a VM's initramfs as /init's payload: every fault × mechanism pair, reported on the
-//! console as `CHAOS-VM: RESULT <fault> <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask.
+//! console as `CHAOS-VM: RESULT <fault> <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask; or,
+//! with the argument `bench`, the benchmark's in-VM part as one `CHAOS-VM: BENCH <json>` line.
 use chaos_tests::{
     cases::{Outcome, vm_case, vm_cases},
     chaos, doctor_report,
@@ -19,6 +20,18 @@ fn report(fault: &str, mechanism: &str, outcome: &Outcome) {
 }
 
 fn main() {
+    // `chaos_mode=bench` on the kernel command line reaches /init, and here, as an argument.
+    if std::env::args().nth(1).as_deref() == Some("bench") {
+        match chaos_tests::vm_bench::delay_versus_netem() {
+            Ok(report) => println!("CHAOS-VM: BENCH {report}"),
+            Err(err) => println!(
+                "CHAOS-VM: BENCH-FAILED {}",
+                format!("{err:#}").replace('\n', " ")
+            ),
+        }
+        println!("CHAOS-VM: FINISHED");
+        return;
+    }
     for line in chaos(&["doctor"]).stdout.lines() {
         println!("CHAOS-VM: DOCTOR {line}");
     }

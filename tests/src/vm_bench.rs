@@ -1,0 +1,120 @@
+//! What `cargo xtask bench` measures inside the VM, where fq and netem both exist: the same delay
+//! through chaos-bpf (departure times under fq) and through netem, side by side on one kernel.
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use chaos::netlink;
+use serde_json::json;
+
+use crate::{
+    ChaosRun,
+    cases::{median, rtts, udp_echo_server},
+};
+
+const DELAY_MS: u64 = 10;
+const SAMPLES: u32 = 1000;
+/// netem's handle here, so the benchmark removes exactly what it added.
+const NETEM_HANDLE: u32 = 0xBE4C_0000;
+const LOOPBACK_IFINDEX: i32 = 1;
+
+/// Every UDP packet on lo delayed by 10 ms, first by chaos-bpf, then by netem. A probe's request
+/// and echo both leave through lo, so each round trip carries the delay twice: the per-packet
+/// delay is half the increase over the baseline. Errors are that minus 10 ms; arm and disarm are
+/// from the command to the first probe that shows (or no longer shows) the delay.
+pub fn delay_versus_netem() -> anyhow::Result<serde_json::Value> {
+    let (mut server, addr) = udp_echo_server()?;
+    let baseline = median(&mut rtts(&addr, 200)?);
+
+    let launched = Instant::now();
+    let run = ChaosRun::start(&[
+        "inject", "delay", "--iface", "lo", "--delay", "10ms", "--proto", "udp",
+    ]);
+    let chaos_arm = until_probe(&addr, baseline, true, launched)?;
+    let chaos = rtts(&addr, SAMPLES)?;
+    let stopping = Instant::now();
+    let summary = run.stop().summary();
+    let chaos_disarm = until_probe(&addr, baseline, false, stopping)?;
+    ensure!(
+        summary["injected"].as_u64() >= Some(u64::from(SAMPLES) * 2),
+        "chaos-bpf delayed fewer packets than sent: {summary}"
+    );
+
+    let started = Instant::now();
+    netlink::replace_root(
+        LOOPBACK_IFINDEX,
+        "netem",
+        NETEM_HANDLE,
+        &netem_options(DELAY_MS),
+    )
+    .context("adding netem (sch_netem loaded?)")?;
+    let netem_arm = until_probe(&addr, baseline, true, started)?;
+    let netem = rtts(&addr, SAMPLES)?;
+    let stopping = Instant::now();
+    netlink::delete_root(LOOPBACK_IFINDEX, NETEM_HANDLE, "netem").context("deleting netem")?;
+    let netem_disarm = until_probe(&addr, baseline, false, stopping)?;
+    let _ = server.kill();
+
+    Ok(json!({
+        "delay_ms": DELAY_MS,
+        "samples": SAMPLES,
+        "baseline_rtt_us": baseline,
+        "chaos-bpf": errors(chaos, baseline, chaos_arm, chaos_disarm),
+        "netem": errors(netem, baseline, netem_arm, netem_disarm),
+    }))
+}
+
+/// Per-packet delay error (median, p99), in ms, and the arm and disarm times.
+fn errors(mut rtts: Vec<u64>, baseline: u64, arm: Duration, disarm: Duration) -> serde_json::Value {
+    rtts.sort_unstable();
+    let error_ms =
+        |rtt: u64| (rtt.saturating_sub(baseline) as f64 / 2.0) / 1000.0 - DELAY_MS as f64;
+    let at =
+        |q: f64| rtts.get(((rtts.len() as f64 * q) as usize).min(rtts.len().saturating_sub(1)));
+    json!({
+        "median_error_ms": at(0.5).map(|r| error_ms(*r)),
+        "p99_error_ms": at(0.99).map(|r| error_ms(*r)),
+        "returned": rtts.len(),
+        "arm_ms": arm.as_secs_f64() * 1000.0,
+        "disarm_ms": disarm.as_secs_f64() * 1000.0,
+    })
+}
+
+/// Probes until one round trip does (or, with `delayed` false, does not) carry the delay; the
+/// time since `since`.
+fn until_probe(
+    addr: &str,
+    baseline: u64,
+    delayed: bool,
+    since: Instant,
+) -> anyhow::Result<Duration> {
+    // Halfway between undelayed and twice-delayed round trips.
+    let threshold = baseline + DELAY_MS * 1000;
+    while since.elapsed() < Duration::from_secs(60) {
+        if let Some(&rtt) = rtts(addr, 1)?.first()
+            && (rtt > threshold) == delayed
+        {
+            return Ok(since.elapsed());
+        }
+    }
+    anyhow::bail!(
+        "the delay did not {} within 60 s",
+        if delayed { "start" } else { "stop" }
+    )
+}
+
+/// TCA_OPTIONS of a netem qdisc that delays every packet by `ms`: the fixed struct
+/// (latency in µs, a 1000-packet limit, no loss, gap, duplication or jitter), then the
+/// nanosecond latency attribute newer kernels prefer.
+fn netem_options(ms: u64) -> Vec<u8> {
+    const TCA_NETEM_LATENCY64: u16 = 10;
+    let mut options = Vec::new();
+    for field in [ms as u32 * 1000, 1000, 0, 0, 0, 0] {
+        options.extend_from_slice(&field.to_ne_bytes());
+    }
+    let latency_ns = ms as i64 * 1_000_000;
+    options.extend(netlink::attribute(
+        TCA_NETEM_LATENCY64,
+        &latency_ns.to_ne_bytes(),
+    ));
+    options
+}
