@@ -35,10 +35,11 @@ pub enum Command {
         #[command(subcommand)]
         fault: Box<InjectCommand>,
     },
-    /// Run several faults at once, each with its own id, counters and deadline. FILE (or - for
-    /// standard input) has one fault per line, written as for `inject` ("delay --iface eth0
-    /// --delay 100ms"); `#` starts a comment. TC faults of a run share one program per interface
-    /// and direction, and combine per packet.
+    /// Run several faults at once, each with its own id, counters and deadline.
+    ///
+    /// FILE (or - for standard input) has one fault per line, written as for `inject` ("delay
+    /// --iface eth0 --delay 100ms"); `#` starts a comment. TC faults of a run share one program
+    /// per interface and direction, and combine per packet.
     Run {
         #[arg(value_name = "FILE")]
         file: PathBuf,

@@ -209,6 +209,17 @@ fn run_probe(mechanism: Mechanism) -> Probe {
     }
 }
 
+/// The object's program `name` as its type (`SchedClassifier`, `Lsm`, `KProbe` ...).
+fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("{name} missing from the object"))?
+        .try_into()
+        .map_err(|err| format!("{name}: {err}"))
+}
+
 fn load_object() -> Result<Ebpf, String> {
     object::load().map_err(|err| format!("loading the object: {err}"))
 }
@@ -254,11 +265,7 @@ fn attach_tc_probe(options: TcAttachOptions) -> Result<String, String> {
         aya::programs::tc::qdisc_add_clsact("lo").map_err(|err| format!("adding clsact: {err}"))?;
     }
     let mut ebpf = load_object()?;
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(names::TC_PROBE)
-        .ok_or("probe program missing from the object")?
-        .try_into()
-        .map_err(|err| format!("{err}"))?;
+    let program: &mut SchedClassifier = program_of(&mut ebpf, names::TC_PROBE)?;
     program
         .load()
         .map_err(|err| first_line(&format!("loading {}: {err:#}", names::TC_PROBE)))?;
@@ -292,11 +299,7 @@ fn probe_fmod_ret() -> Result<String, String> {
 fn probe_lsm() -> Result<String, String> {
     let btf = Btf::from_sys_fs().map_err(|err| format!("no kernel BTF: {err}"))?;
     let mut ebpf = load_object()?;
-    let program: &mut Lsm = ebpf
-        .program_mut(names::LSM_CONNECT)
-        .ok_or("program missing from the object")?
-        .try_into()
-        .map_err(|err| format!("{err}"))?;
+    let program: &mut Lsm = program_of(&mut ebpf, names::LSM_CONNECT)?;
     program
         .load("socket_connect", &btf)
         .map_err(|err| first_line(&format!("loading lsm/socket_connect: {err:#}")))?;
@@ -325,11 +328,7 @@ fn probe_kprobe_override() -> Result<String, String> {
         return Err("no kprobe PMU (CONFIG_KPROBES is off)".into());
     }
     let mut ebpf = load_object()?;
-    let program: &mut KProbe = ebpf
-        .program_mut(names::KPROBE_CONNECT)
-        .ok_or("program missing from the object")?
-        .try_into()
-        .map_err(|err| format!("{err}"))?;
+    let program: &mut KProbe = program_of(&mut ebpf, names::KPROBE_CONNECT)?;
     program.load().map_err(|err| {
         let text = format!("{err:#}");
         if text.contains("override_return") || text.contains("unknown func") {

@@ -110,17 +110,6 @@ fn qdisc_message(
     parent: u32,
     handle: u32,
     kind: &str,
-) -> Vec<u8> {
-    qdisc_message_with_options(kind_of_message, flags, ifindex, parent, handle, kind, None)
-}
-
-fn qdisc_message_with_options(
-    kind_of_message: u16,
-    flags: i32,
-    ifindex: i32,
-    parent: u32,
-    handle: u32,
-    kind: &str,
     options: Option<&[u8]>,
 ) -> Vec<u8> {
     let mut body = Vec::new();
@@ -151,6 +140,7 @@ pub fn add_root_qdisc(ifindex: i32, kind: &str) -> io::Result<()> {
         TC_H_ROOT,
         0,
         kind,
+        None,
     ))
 }
 
@@ -158,7 +148,7 @@ pub fn add_root_qdisc(ifindex: i32, kind: &str) -> io::Result<()> {
 /// `ifindex`, replacing the current root: how the benchmark sets up netem to compare with.
 pub fn replace_root(ifindex: i32, kind: &str, handle: u32, options: &[u8]) -> io::Result<()> {
     let flags = libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
-    request_ack(&qdisc_message_with_options(
+    request_ack(&qdisc_message(
         RTM_NEWQDISC,
         flags,
         ifindex,
@@ -179,6 +169,7 @@ pub fn add_clsact(ifindex: i32) -> io::Result<()> {
         TC_H_CLSACT,
         0xFFFF_0000,
         "clsact",
+        None,
     ))
 }
 
@@ -191,6 +182,7 @@ pub fn delete_clsact(ifindex: i32) -> io::Result<()> {
         TC_H_CLSACT,
         0xFFFF_0000,
         "clsact",
+        None,
     ))
 }
 
@@ -208,6 +200,7 @@ pub fn replace_root_with_fq(ifindex: i32) -> io::Result<()> {
         TC_H_ROOT,
         CHAOS_FQ_HANDLE,
         "fq",
+        None,
     ))
 }
 
@@ -220,6 +213,7 @@ pub fn delete_root(ifindex: i32, handle: u32, kind: &str) -> io::Result<()> {
         TC_H_ROOT,
         handle,
         kind,
+        None,
     ))
 }
 

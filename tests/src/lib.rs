@@ -169,18 +169,19 @@ impl ChaosOutput {
 
     /// Every summary line, in fault-id order (a `run` prints one per fault).
     pub fn summaries(&self) -> Vec<serde_json::Value> {
-        self.stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == "summary")
-            .collect()
+        self.records("summary")
     }
 
     pub fn events(&self) -> Vec<serde_json::Value> {
+        self.records("injection")
+    }
+
+    /// The JSON lines on stdout of one `type`.
+    fn records(&self, kind: &str) -> Vec<serde_json::Value> {
         self.stdout
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == "injection")
+            .filter(|v| v["type"] == kind)
             .collect()
     }
 }
@@ -519,7 +520,8 @@ impl Netns {
     }
 
     /// Sends `count` numbered datagrams from here (optionally from `cgroup`) to a receiver in
-    /// `to` at `to_addr`; the receiver's report (received, delivered, altered, missing).
+    /// `to` at `to_addr`, each send succeeding as a drop on the wire should; the receiver's
+    /// report (received, delivered, altered, missing).
     pub fn udp_to(
         &self,
         cgroup: Option<&TestCgroup>,
@@ -527,6 +529,19 @@ impl Netns {
         to_addr: &str,
         count: u64,
     ) -> serde_json::Value {
+        let (sent, received) = self.udp_exchange(cgroup, to, to_addr, count);
+        assert_eq!(sent["send_errors"], 0, "{sent}");
+        received
+    }
+
+    /// As `udp_to`, without judging the sender: (the sender's report, the receiver's).
+    pub fn udp_exchange(
+        &self,
+        cgroup: Option<&TestCgroup>,
+        to: &Netns,
+        to_addr: &str,
+        count: u64,
+    ) -> (serde_json::Value, serde_json::Value) {
         let (receiver, addr) = to.serve(&[
             "udp-recv",
             &format!("{to_addr}:0"),
@@ -534,8 +549,8 @@ impl Netns {
             "2000",
         ]);
         let sent = self.testkit(cgroup, &["udp-send", &addr, &count.to_string()]);
-        assert_eq!(sent["send_errors"], 0, "{sent}");
-        last_json_line(&receiver.wait_with_output().expect("receiver").stdout)
+        let received = last_json_line(&receiver.wait_with_output().expect("receiver").stdout);
+        (sent, received)
     }
 
     /// Runs the testkit in this namespace (and `cgroup`, if given); the last JSON line.
@@ -559,23 +574,38 @@ impl Netns {
 
     /// Starts a testkit server here and returns it with the address it printed after "ready".
     pub fn serve(&self, args: &[&str]) -> (Child, String) {
-        let mut child = self
-            .command(testkit_bin())
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let addr = line
-            .trim()
-            .strip_prefix("ready ")
-            .expect("ready line")
-            .to_string();
-        (child, addr)
+        let mut command = self.command(testkit_bin());
+        command.args(args);
+        serve_with(command)
     }
+
+    /// `serve` with the server held to one CPU (steadier benchmark numbers).
+    pub fn serve_on_cpu(&self, cpu: usize, args: &[&str]) -> (Child, String) {
+        let mut command = self.command("taskset");
+        command
+            .args(["-c", &cpu.to_string()])
+            .arg(testkit_bin())
+            .args(args);
+        serve_with(command)
+    }
+}
+
+/// Starts a server and returns it with the address it printed after "ready".
+fn serve_with(mut command: Command) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let addr = line
+        .trim()
+        .strip_prefix("ready ")
+        .expect("ready line")
+        .to_string();
+    (child, addr)
 }
 
 impl Drop for Netns {

@@ -444,8 +444,9 @@ fn tcp_rr(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 64-byte datagrams to `addr` as fast as the stack takes them, for `duration`: the send rate
-/// and the sender's CPU time per datagram (TC egress and netfilter OUTPUT run in its context).
+/// 64-byte datagrams to `addr` as fast as the stack takes them, for `duration`: sends per second
+/// (refused ones too: an iptables DROP refuses with EPERM), the refusals, and the sender's CPU
+/// time per send (TC egress and netfilter OUTPUT run in its context).
 fn udp_flood(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(if addr.is_ipv4() {
         "0.0.0.0:0"
@@ -466,13 +467,14 @@ fn udp_flood(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_ns() - cpu_before;
+    let attempts = sent + errors;
     println!(
         "{}",
         json!({
             "sent": sent,
             "send_errors": errors,
-            "per_second": sent as f64 / seconds,
-            "cpu_ns_per_datagram": cpu as f64 / sent.max(1) as f64,
+            "per_second": attempts as f64 / seconds,
+            "cpu_ns_per_datagram": cpu as f64 / attempts.max(1) as f64,
         })
     );
     Ok(())
