@@ -404,7 +404,16 @@ pub fn delay_case(report: &serde_json::Value) -> Outcome {
 
 /// Round-trip times in microseconds of `count` sequential probes to a `udp-echo` server.
 pub(crate) fn rtts(addr: &str, count: u32) -> anyhow::Result<Vec<u64>> {
-    let output = Command::new(testkit_bin())
+    rtts_from(None, addr, count)
+}
+
+/// `rtts`, probing from inside `cgroup` when given.
+fn rtts_from(cgroup: Option<&TestCgroup>, addr: &str, count: u32) -> anyhow::Result<Vec<u64>> {
+    let mut command = match cgroup {
+        Some(cgroup) => cgroup.command(testkit_bin()),
+        None => Command::new(testkit_bin()),
+    };
+    let output = command
         .args(["udp-rtt", addr, &count.to_string()])
         .output()?;
     ensure!(
@@ -448,8 +457,32 @@ fn run_delay() -> anyhow::Result<String> {
     let mut delayed = rtts(&matched, 200)?;
     let other_median = median(&mut rtts(&other, 20)?);
     let summary = run.stop().summary();
+
+    // A cgroup alone: its probes leave 50 ms late (the echo comes back undelayed), others' not.
+    let cgroup = TestCgroup::new("vm-delay");
+    let run = ChaosRun::start(&[
+        "inject",
+        "delay",
+        "--cgroup",
+        cgroup.path.to_str().context("path")?,
+        "--delay",
+        "50ms",
+        "--proto",
+        "udp",
+    ]);
+    let in_cgroup = median(&mut rtts_from(Some(&cgroup), &other, 50)?).saturating_sub(baseline);
+    let outside = median(&mut rtts(&other, 20)?);
+    run.stop();
     let after = qdiscs_of("lo")?;
     let _ = (matched_server.kill(), other_server.kill());
+    ensure!(
+        (45_000..=60_000).contains(&in_cgroup),
+        "the cgroup's median increase is {in_cgroup} us, not 50 ms"
+    );
+    ensure!(
+        outside < baseline + 20_000,
+        "a process outside the cgroup was delayed: median {outside} us"
+    );
 
     ensure!(
         delayed.len() == 200,
@@ -487,12 +520,14 @@ fn run_delay() -> anyhow::Result<String> {
         "lo's qdiscs differ after the run:\nbefore {before}\nafter {after}"
     );
     Ok(format!(
-        "median RTT +{:.1} ms (baseline {:.2} ms), min +{:.1}, p95 +{:.1}, max +{:.1} ms over 200 samples; unmatched port {:.2} ms; qdisc restored",
+        "median RTT +{:.1} ms (baseline {:.2} ms), min +{:.1}, p95 +{:.1}, max +{:.1} ms over 200 samples; unmatched port {:.2} ms; --cgroup alone 50 ms: +{:.1} ms inside, {:.2} ms outside; qdisc restored",
         increase as f64 / 1000.0,
         baseline as f64 / 1000.0,
         low as f64 / 1000.0,
         p95 as f64 / 1000.0,
         high as f64 / 1000.0,
-        other_median as f64 / 1000.0
+        other_median as f64 / 1000.0,
+        in_cgroup as f64 / 1000.0,
+        outside as f64 / 1000.0
     ))
 }

@@ -650,17 +650,17 @@ pub struct VethPair {
 }
 
 impl VethPair {
-    /// Turns checksum offload off (a's transmit, b's receive): veth trusts offloaded (partial)
+    /// Turns checksum offload off on both ends, both ways: veth trusts offloaded (partial)
     /// checksums, so only software checksums make the receiver verify what corrupt changed.
     pub fn software_checksums(&self) {
-        for (netns, iface, feature) in [(&self.a, &self.a_if, "tx"), (&self.b, &self.b_if, "rx")] {
+        for (netns, iface) in [(&self.a, &self.a_if), (&self.b, &self.b_if)] {
             let status = netns
                 .command("ethtool")
-                .args(["-K", iface, feature, "off"])
+                .args(["-K", iface, "tx", "off", "rx", "off"])
                 .stdout(Stdio::null())
                 .status()
                 .expect("ethtool");
-            assert!(status.success(), "ethtool -K {iface} {feature} off");
+            assert!(status.success(), "ethtool -K {iface} tx off rx off");
         }
     }
 

@@ -262,6 +262,91 @@ fn a_cgroup_alone_scopes_tc_faults_on_every_interface() {
     assert!(ingress.stderr.contains("--direction"), "{}", ingress.stderr);
 }
 
+/// reset and corrupt on a pod (--netns: run on the node, given the pod's namespace), and reset on
+/// a cgroup alone: the scope's flows break or change, the others do not.
+#[test]
+fn reset_and_corrupt_reach_a_pod_and_a_cgroup() {
+    require_root();
+    // `a` plays the node, `b` the pod.
+    let net = VethPair::new("tcpodrc");
+    net.software_checksums();
+    let pod = net.b.path();
+    let (_sink, sink_addr) = net.a.serve(&["tcp-sink", &format!("{}:0", net.a_addr)]);
+    let port = sink_addr.rsplit(':').next().unwrap();
+    // The node's ACKs become RSTs as they enter the pod: the pod's client is reset mid-transfer.
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "reset",
+            "--netns",
+            &pod,
+            "--direction",
+            "ingress",
+            "--sport",
+            port,
+            "--tcp-flags",
+            "ACK",
+        ],
+    );
+    let in_pod = net.b.testkit(None, &["tcp-send", &sink_addr, "4194304"]);
+    run.stop();
+    assert_eq!(in_pod["errno"], 104, "the pod's flow is reset: {in_pod}");
+    let after = net.b.testkit(None, &["tcp-send", &sink_addr, "4194304"]);
+    assert_eq!(
+        after["acknowledged"], 4194304,
+        "and works again after: {after}"
+    );
+
+    // What the pod sends arrives corrupted on the node.
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "corrupt",
+            "--netns",
+            &pod,
+            "--proto",
+            "udp",
+            "--fix-checksum",
+        ],
+    );
+    let from_pod = net.b.udp_to(None, &net.a, &net.a_addr, 300);
+    run.stop();
+    assert_eq!(from_pod["altered"], 300, "{from_pod}");
+
+    // A cgroup alone: its first segment to the server becomes a RST, so the server resets what
+    // follows; a process outside the cgroup completes the same transfer.
+    let (_server, server_addr) = net.b.serve(&["tcp-sink", &format!("{}:0", net.b_addr)]);
+    let port = server_addr.rsplit(':').next().unwrap();
+    let cgroup = TestCgroup::new("tc-reset-cg");
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "reset",
+            "--cgroup",
+            cgroup.path.to_str().unwrap(),
+            "--proto",
+            "tcp",
+            "--dport",
+            port,
+            "--loss-model",
+            "first:1",
+        ],
+    );
+    let inside = net
+        .a
+        .testkit(Some(&cgroup), &["tcp-send", &server_addr, "4194304"]);
+    let outside = net.a.testkit(None, &["tcp-send", &server_addr, "4194304"]);
+    run.stop();
+    assert!(
+        inside["errno"] == 104 || inside["errno"] == 32,
+        "the cgroup's flow is reset: {inside}"
+    );
+    assert_eq!(outside["acknowledged"], 4194304, "{outside}");
+}
+
 #[test]
 fn cgroup_scope_on_an_interface_only_hits_the_cgroup() {
     require_root();
