@@ -303,19 +303,90 @@ fn gilbert_elliott(rule: Rule) -> bool {
     random_u32(rule) >= deliver
 }
 
+/// The header bytes a packet is parsed from: Ethernet, IPv6 (or IPv4 with options) and TCP up
+/// to its flags. When they are in the linear data they are read in place, with no helper call.
+const HEADER_BYTES: usize = ETH_HLEN + 40 + 14;
+/// Where TCP/UDP starts after IPv4 without options, and after IPv6 without extension headers.
+const L4_AFTER_IPV4: usize = ETH_HLEN + 20;
+const L4_AFTER_IPV6: usize = ETH_HLEN + 40;
+
+/// Where the parser reads a packet's headers from.
+struct Headers<'a> {
+    ctx: &'a TcContext,
+    /// The packet's start when its first HEADER_BYTES are linear, 0 otherwise. The verifier
+    /// accepts reads at constant offsets from it after this one check against data_end; a
+    /// variable offset would need its own check, so those go through the helper.
+    linear: usize,
+}
+
+impl<'a> Headers<'a> {
+    #[inline(always)]
+    fn of(ctx: &'a TcContext) -> Self {
+        let start = ctx.data();
+        let linear = if start + HEADER_BYTES <= ctx.data_end() {
+            start
+        } else {
+            0
+        };
+        Self { ctx, linear }
+    }
+
+    /// The field at `offset`, which must be a constant at the (inlined) call site: in place
+    /// when the headers are linear.
+    #[inline(always)]
+    fn fixed<T: Copy>(&self, offset: usize) -> Option<T> {
+        if self.linear != 0 && offset + size_of::<T>() <= HEADER_BYTES {
+            // SAFETY: within the first HEADER_BYTES, which were checked against data_end. A plain
+            // load, as C programs read headers: the verifier allows any alignment without
+            // strict alignment, and x86_64 and arm64 load unaligned words. (An unaligned read
+            // would compile to a byte-by-byte loop, which is most of a parse's cost.)
+            Some(unsafe { core::ptr::read((self.linear + offset) as *const T) })
+        } else {
+            self.ctx.load(offset).ok()
+        }
+    }
+
+    /// The ports and TCP flags: in place after an IPv4 header without options or after IPv6,
+    /// through the helper after IPv4 options (each arm keeps its offsets constant).
+    #[inline(always)]
+    fn transport(&self, l4_offset: usize, tcp: bool) -> Option<([u16; 2], u8)> {
+        let read = |ports: Option<[u16; 2]>, flags: Option<u8>| {
+            Some((ports?, if tcp { flags? } else { 0 }))
+        };
+        match l4_offset {
+            L4_AFTER_IPV4 => read(self.fixed(L4_AFTER_IPV4), self.fixed(L4_AFTER_IPV4 + 13)),
+            L4_AFTER_IPV6 => read(self.fixed(L4_AFTER_IPV6), self.fixed(L4_AFTER_IPV6 + 13)),
+            _ => read(
+                self.ctx.load(l4_offset).ok(),
+                self.ctx.load(l4_offset + 13).ok(),
+            ),
+        }
+    }
+}
+
+/// An IPv6 address read as four words, as the byte array the filters use.
+#[inline(always)]
+fn words_to_bytes(words: [u32; 4]) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    bytes
+}
+
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Option<Packet> {
-    let ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    let headers = Headers::of(ctx);
+    let ethertype = u16::from_be(headers.fixed::<u16>(12)?);
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
     let (family, proto, l4_offset) = match ethertype {
         ETH_P_IP => {
-            let version_ihl: u8 = ctx.load(ETH_HLEN).ok()?;
-            let proto: u8 = ctx.load(ETH_HLEN + 9).ok()?;
-            let s: [u8; 4] = ctx.load(ETH_HLEN + 12).ok()?;
-            let d: [u8; 4] = ctx.load(ETH_HLEN + 16).ok()?;
-            src[..4].copy_from_slice(&s);
-            dst[..4].copy_from_slice(&d);
+            let version_ihl: u8 = headers.fixed(ETH_HLEN)?;
+            let proto: u8 = headers.fixed(ETH_HLEN + 9)?;
+            let [from, to]: [u32; 2] = headers.fixed(ETH_HLEN + 12)?;
+            src[..4].copy_from_slice(&from.to_ne_bytes());
+            dst[..4].copy_from_slice(&to.to_ne_bytes());
             (
                 AF_INET,
                 proto,
@@ -324,21 +395,19 @@ fn parse(ctx: &TcContext) -> Option<Packet> {
         }
         ETH_P_IPV6 => {
             // Extension headers are not walked: such packets match on addresses only.
-            let proto: u8 = ctx.load(ETH_HLEN + 6).ok()?;
-            src = ctx.load(ETH_HLEN + 8).ok()?;
-            dst = ctx.load(ETH_HLEN + 24).ok()?;
-            (AF_INET6, proto, ETH_HLEN + 40)
+            let proto: u8 = headers.fixed(ETH_HLEN + 6)?;
+            src = words_to_bytes(headers.fixed(ETH_HLEN + 8)?);
+            dst = words_to_bytes(headers.fixed(ETH_HLEN + 24)?);
+            (AF_INET6, proto, L4_AFTER_IPV6)
         }
         _ => return None,
     };
     let (mut sport, mut dport, mut tcp_flags) = (0, 0, 0);
     if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
-        let ports: [u8; 4] = ctx.load(l4_offset).ok()?;
-        sport = u16::from_be_bytes([ports[0], ports[1]]);
-        dport = u16::from_be_bytes([ports[2], ports[3]]);
-        if proto == IPPROTO_TCP {
-            tcp_flags = ctx.load(l4_offset + 13).ok()?;
-        }
+        let (ports, flags) = headers.transport(l4_offset, proto == IPPROTO_TCP)?;
+        sport = u16::from_be(ports[0]);
+        dport = u16::from_be(ports[1]);
+        tcp_flags = flags;
     }
     Some(Packet {
         family,
