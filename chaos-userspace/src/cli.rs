@@ -52,6 +52,9 @@ pub enum Command {
         /// Events each CPU may emit per second; beyond it events are sampled, counters stay exact.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_EVENTS_PER_CPU_PER_SEC)]
         events_per_cpu_per_sec: u32,
+        /// Serve every fault's counters for Prometheus at http://ADDR/metrics while running.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Remove TC filters and clsact qdiscs left by chaos-bpf runs that were killed (only the clsact
     /// path can leave any; tcx links and everything else die with the process).
@@ -181,6 +184,9 @@ pub struct CommonArgs {
     /// Events each CPU may emit per second; beyond it events are sampled, counters stay exact.
     #[arg(long, value_name = "N")]
     pub events_per_cpu_per_sec: Option<u32>,
+    /// Serve the fault's counters for Prometheus at http://ADDR/metrics while running.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub const DEFAULT_EVENTS_PER_CPU_PER_SEC: u32 = 1000;
@@ -254,6 +260,13 @@ pub fn read_experiment(path: &std::path::Path) -> Result<Vec<InjectCommand>, Cha
                 "--events",
                 "events are printed for the whole run",
                 "chaos-bpf run --events json FILE",
+            )));
+        }
+        if common.metrics.is_some() {
+            return Err(at_line(ChaosError::input(
+                "--metrics",
+                "one endpoint serves the whole run",
+                "chaos-bpf run --metrics ADDR FILE",
             )));
         }
         faults.push(parsed.fault);

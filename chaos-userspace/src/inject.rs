@@ -304,7 +304,12 @@ fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<Runn
                 let names: Vec<&str> = rule.interfaces.iter().map(|i| i.name.as_str()).collect();
                 names.join(",")
             });
-            faults.push(RunningFault::new(index, rule_index, summary, duration));
+            faults.push(RunningFault::new(
+                (index, rule_index),
+                instance.mechanism.id(),
+                summary,
+                duration,
+            ));
         }
         instances.push(instance);
     };

@@ -12,6 +12,7 @@ pub mod instance;
 pub mod interface;
 pub mod kernel_btf;
 pub mod mechanism;
+pub mod metrics;
 pub mod netlink;
 pub mod object;
 pub mod programs;

@@ -6,6 +6,7 @@ use chaos::{
     doctor,
     error::ChaosError,
     inject::{self, Plan},
+    metrics::MetricsListener,
     runner::{EventFormat, RunOptions},
 };
 use clap::Parser as _;
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let options = RunOptions {
                 duration: None,
                 events: common.events,
+                metrics: common.metrics.map(MetricsListener::bind).transpose()?,
             };
             let budget = common.events_budget();
             execute(vec![inject::plan(&fault)?], budget, options)
@@ -66,7 +68,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             duration,
             events,
             events_per_cpu_per_sec,
+            metrics,
         } => {
+            let metrics = metrics.map(MetricsListener::bind).transpose()?;
             let faults = read_experiment(&file)?;
             let plans = faults
                 .iter()
@@ -80,7 +84,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect::<Result<Vec<Plan>, _>>()?;
             let budget = events.map_or(0, |_: EventFormat| events_per_cpu_per_sec);
-            execute(plans, budget, RunOptions { duration, events })
+            let options = RunOptions {
+                duration,
+                events,
+                metrics,
+            };
+            execute(plans, budget, options)
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     io::{IsTerminal as _, Write as _},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,6 +19,7 @@ use tokio::{
 use crate::{
     error::{ChaosError, Result},
     instance::Instance,
+    metrics::{FaultMetrics, FaultSample, MetricsListener},
     telemetry::{Clock, Counters, EventRecord, Summary, status_line},
 };
 
@@ -26,11 +28,12 @@ pub enum EventFormat {
     Json,
 }
 
-#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// The whole run's deadline; each fault may also have its own.
     pub duration: Option<Duration>,
     pub events: Option<EventFormat>,
+    /// Where Prometheus scrapes the run's counters (`--metrics`), already bound.
+    pub metrics: Option<MetricsListener>,
 }
 
 /// Beyond this many faults the status is one line for all of them, every 10 s.
@@ -61,19 +64,27 @@ pub struct RunningFault {
     pub rule: usize,
     pub armed_at: Instant,
     pub deadline: Option<Instant>,
+    /// The kernel mechanism's id, for the metrics' labels.
+    pub mechanism: &'static str,
     /// Filled in with the scope when armed, and with the outcome when the fault ends.
     pub summary: Summary,
     ended: bool,
 }
 
 impl RunningFault {
-    pub fn new(instance: usize, rule: usize, summary: Summary, duration: Option<Duration>) -> Self {
+    pub fn new(
+        (instance, rule): (usize, usize),
+        mechanism: &'static str,
+        summary: Summary,
+        duration: Option<Duration>,
+    ) -> Self {
         let armed_at = Instant::now();
         Self {
             instance,
             rule,
             armed_at,
             deadline: duration.map(|d| armed_at + d),
+            mechanism,
             summary,
             ended: false,
         }
@@ -108,6 +119,23 @@ pub async fn run(
         mut sigterm,
         mut sigint,
     } = signals;
+    let metrics = match options.metrics {
+        Some(listener) => {
+            let shared = Arc::new(FaultMetrics::default());
+            if let Some(addr) = listener.local_addr() {
+                eprintln!("chaos-bpf: metrics on http://{addr}/metrics");
+            }
+            listener.serve(Arc::clone(&shared))?;
+            Some(shared)
+        }
+        None => None,
+    };
+    let sample = |live: &[Option<LiveInstance>], faults: &[RunningFault]| {
+        if let Some(metrics) = &metrics {
+            metrics.update(samples(live, faults));
+        }
+    };
+    sample(&live, &faults);
     let run_deadline = options.duration.map(|d| Instant::now() + d);
     let terminal = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -133,6 +161,7 @@ pub async fn run(
             _ = sigint.recv() => true,
             _ = ticker.tick() => {
                 print_status(&live, &faults, started.elapsed(), terminal);
+                sample(&live, &faults);
                 continue;
             }
         };
@@ -161,11 +190,43 @@ pub async fn run(
                 stop_instance(instance, &mut faults, index).await?;
             }
         }
+        sample(&live, &faults);
     }
     if terminal {
         eprintln!();
     }
     Ok(faults.into_iter().map(|f| f.summary).collect())
+}
+
+/// Each fault's counters for the metrics: live from its instance, or final from its summary.
+fn samples(live: &[Option<LiveInstance>], faults: &[RunningFault]) -> Vec<FaultSample> {
+    faults
+        .iter()
+        .map(|fault| {
+            let summary = &fault.summary;
+            let counters = live[fault.instance]
+                .as_ref()
+                .and_then(|l| l.instance.counters(fault.rule).ok())
+                .unwrap_or(Counters {
+                    matched: summary.matched,
+                    injected: summary.injected,
+                    events_sampled_out: summary.events_sampled_out,
+                    events_lost: summary.events_lost,
+                });
+            FaultSample {
+                fault_id: summary.fault_id,
+                fault: summary.fault,
+                mechanism: fault.mechanism,
+                scope: summary
+                    .cgroup
+                    .clone()
+                    .or_else(|| summary.interface.clone())
+                    .unwrap_or_default(),
+                armed: !fault.ended,
+                counters,
+            }
+        })
+        .collect()
 }
 
 /// Detaches an instance, reads its rules' final counters, and lets its reader drain what the

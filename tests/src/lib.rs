@@ -261,6 +261,24 @@ impl ChaosRun {
             .collect()
     }
 
+    /// Waits up to 10 s for a stderr line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> Option<String> {
+        if let Some(seen) = self.stderr_seen.iter().find(|l| l.contains(needle)) {
+            return Some(seen.clone());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = self
+            .stderr_lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.stderr_seen.push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
     /// Everything chaos-bpf printed on stderr up to arming.
     pub fn first_lines(&self) -> String {
         self.stderr_seen.join("\n")

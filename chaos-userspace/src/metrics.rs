@@ -1,0 +1,232 @@
+//! Prometheus metrics of a run (`--metrics ADDR`): each fault's counters, as the kernel counts
+//! them, served in the OpenMetrics text format at `http://ADDR/metrics` while the run lasts.
+//!
+//! The counters live in per-CPU maps owned by the runner; it samples them once per second (and
+//! when a fault ends) into [`FaultMetrics`], which a scrape reads. A scrape is therefore at most
+//! a second behind the summary's exact figures.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::{
+    error::{ChaosError, Result},
+    telemetry::Counters,
+};
+
+/// One fault as the metrics show it.
+#[derive(Debug, Clone)]
+pub struct FaultSample {
+    pub fault_id: u32,
+    pub fault: &'static str,
+    pub mechanism: &'static str,
+    /// The cgroup path or interface names.
+    pub scope: String,
+    pub armed: bool,
+    pub counters: Counters,
+}
+
+/// The latest sample of every fault of the run.
+#[derive(Debug, Default)]
+pub struct FaultMetrics {
+    samples: Mutex<Vec<FaultSample>>,
+}
+
+impl FaultMetrics {
+    pub fn update(&self, samples: Vec<FaultSample>) {
+        if let Ok(mut current) = self.samples.lock() {
+            *current = samples;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<FaultSample> {
+        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+type Value = fn(&FaultSample) -> u64;
+
+/// The counter families, one series per fault.
+const COUNTERS: &[(&str, &str, Value)] = &[
+    (
+        "chaos_fault_matched",
+        "Operations or packets that passed the fault's filters.",
+        |s| s.counters.matched,
+    ),
+    (
+        "chaos_fault_injected",
+        "Operations or packets the fault was applied to.",
+        |s| s.counters.injected,
+    ),
+    (
+        "chaos_fault_events_sampled_out",
+        "Injections without an event because of the per-CPU event budget.",
+        |s| s.counters.events_sampled_out,
+    ),
+    (
+        "chaos_fault_events_lost",
+        "Injections whose event was lost to a full ring buffer.",
+        |s| s.counters.events_lost,
+    ),
+];
+
+impl Collector for FaultMetrics {
+    fn encode(
+        &self,
+        mut encoder: DescriptorEncoder<'_>,
+    ) -> std::result::Result<(), std::fmt::Error> {
+        let samples = self.snapshot();
+        let labels = |s: &FaultSample| {
+            [
+                ("fault_id", s.fault_id.to_string()),
+                ("fault", s.fault.to_string()),
+                ("mechanism", s.mechanism.to_string()),
+                ("scope", s.scope.clone()),
+            ]
+        };
+        for (name, help, value) in COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for sample in &samples {
+                let labels = labels(sample);
+                ConstCounter::new(value(sample)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut armed = encoder.encode_descriptor(
+            "chaos_fault_armed",
+            "1 while the fault is armed, 0 after its deadline.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for sample in &samples {
+            let labels = labels(sample);
+            ConstGauge::new(i64::from(sample.armed)).encode(armed.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The metrics endpoint's socket, bound before anything is attached so a bad address fails the
+/// run with exit 2 and nothing to undo.
+pub struct MetricsListener {
+    listener: std::net::TcpListener,
+}
+
+impl MetricsListener {
+    pub fn bind(addr: SocketAddr) -> Result<Self> {
+        let listener = std::net::TcpListener::bind(addr).map_err(|err| {
+            ChaosError::input(
+                "--metrics",
+                format!("cannot listen on {addr}: {err}"),
+                "a free local address such as 127.0.0.1:9464 or [::]:9464",
+            )
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|err| ChaosError::io("the metrics socket", err))?;
+        Ok(Self { listener })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves `/metrics` until the runtime ends; other paths get 404.
+    pub fn serve(self, metrics: Arc<FaultMetrics>) -> Result<()> {
+        let listener = tokio::net::TcpListener::from_std(self.listener)
+            .map_err(|err| ChaosError::io("the metrics socket", err))?;
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(metrics));
+        let registry = Arc::new(registry);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(respond(stream, Arc::clone(&registry)));
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Answers one HTTP request: the metrics for GET /metrics, 404 otherwise. A client that does
+/// not send its request within 5 s is dropped.
+async fn respond(mut stream: tokio::net::TcpStream, registry: Arc<Registry>) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(5), read_head).await,
+        Ok(true)
+    ) {
+        return;
+    }
+    let line = String::from_utf8_lossy(&request);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, body) = if line.starts_with("GET ") && (path == "/metrics" || path == "/") {
+        let mut body = String::new();
+        match prometheus_client::encoding::text::encode(&mut body, &registry) {
+            Ok(()) => ("200 OK", body),
+            Err(_) => ("500 Internal Server Error", String::new()),
+        }
+    } else {
+        ("404 Not Found", "only /metrics is served\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; \
+         charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_is_a_series_of_each_family() {
+        let metrics = Arc::new(FaultMetrics::default());
+        metrics.update(vec![FaultSample {
+            fault_id: 3,
+            fault: "connect-error",
+            mechanism: "cgroup-sockaddr",
+            scope: "/sys/fs/cgroup/api".into(),
+            armed: true,
+            counters: Counters {
+                matched: 10,
+                injected: 4,
+                events_sampled_out: 1,
+                events_lost: 0,
+            },
+        }]);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(metrics));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let labels = r#"fault_id="3",fault="connect-error",mechanism="cgroup-sockaddr",scope="/sys/fs/cgroup/api""#;
+        for line in [
+            format!("chaos_fault_matched_total{{{labels}}} 10"),
+            format!("chaos_fault_injected_total{{{labels}}} 4"),
+            format!("chaos_fault_events_sampled_out_total{{{labels}}} 1"),
+            format!("chaos_fault_armed{{{labels}}} 1"),
+        ] {
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+    }
+}
