@@ -145,8 +145,13 @@ pub fn add_root_qdisc(ifindex: i32, kind: &str) -> io::Result<()> {
 }
 
 /// Puts a root qdisc of `kind` with `handle` and raw `options` (its TCA_OPTIONS payload) on
-/// `ifindex`, replacing the current root: how the benchmark sets up netem to compare with.
-pub fn replace_root(ifindex: i32, kind: &str, handle: u32, options: &[u8]) -> io::Result<()> {
+/// `ifindex`, replacing the current root (fq for delay; netem, which the benchmark compares with).
+pub fn replace_root(
+    ifindex: i32,
+    kind: &str,
+    handle: u32,
+    options: Option<&[u8]>,
+) -> io::Result<()> {
     let flags = libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
     request_ack(&qdisc_message(
         RTM_NEWQDISC,
@@ -155,7 +160,7 @@ pub fn replace_root(ifindex: i32, kind: &str, handle: u32, options: &[u8]) -> io
         TC_H_ROOT,
         handle,
         kind,
-        Some(options),
+        options,
     ))
 }
 
@@ -192,16 +197,7 @@ pub const CHAOS_FQ_HANDLE: u32 = 0xCA05_0000;
 
 /// Replaces the interface's root qdisc with fq (handle [`CHAOS_FQ_HANDLE`]).
 pub fn replace_root_with_fq(ifindex: i32) -> io::Result<()> {
-    let flags = libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
-    request_ack(&qdisc_message(
-        RTM_NEWQDISC,
-        flags,
-        ifindex,
-        TC_H_ROOT,
-        CHAOS_FQ_HANDLE,
-        "fq",
-        None,
-    ))
+    replace_root(ifindex, "fq", CHAOS_FQ_HANDLE, None)
 }
 
 /// Deletes the root qdisc with `handle`; the kernel puts the interface's default back.

@@ -608,8 +608,8 @@ impl Netns {
     }
 }
 
-/// Starts a server and returns it with the address it printed after "ready".
-fn serve_with(mut command: Command) -> (Child, String) {
+/// Starts a testkit server and returns it with the address it printed after "ready".
+pub fn serve_with(mut command: Command) -> (Child, String) {
     let mut child = command
         .stdout(Stdio::piped())
         .spawn()

@@ -44,7 +44,7 @@ pub fn delay_versus_netem() -> anyhow::Result<serde_json::Value> {
         LOOPBACK_IFINDEX,
         "netem",
         NETEM_HANDLE,
-        &netem_options(DELAY_MS),
+        Some(&netem_options(DELAY_MS)),
     )
     .context("adding netem (sch_netem loaded?)")?;
     let netem_arm = until_probe(&addr, baseline, true, started)?;

@@ -1,12 +1,10 @@
 //! drop on the real kernel: datagrams really go missing at the configured rate, senders see no
 //! error, TCP recovers, and the counters equal what the receiver missed.
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use chaos_tests::{
-    ChaosRun, TestCgroup, binomial_bound, last_json_line, require_root, tcp_counter, testkit_bin,
+    ChaosRun, TestCgroup, binomial_bound, last_json_line, require_root, serve_with, tcp_counter,
+    testkit_bin,
 };
 
 const DATAGRAMS: u64 = 3000;
@@ -18,21 +16,8 @@ fn receiver(cgroup: Option<&TestCgroup>, bind: &str) -> (std::process::Child, St
         Some(cgroup) => cgroup.command(testkit_bin()),
         None => Command::new(testkit_bin()),
     };
-    let mut child = command
-        .args(["udp-recv", bind, &DATAGRAMS.to_string(), "1500"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn receiver");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("ready ")
-        .expect("ready line")
-        .to_string();
-    (child, addr)
+    command.args(["udp-recv", bind, &DATAGRAMS.to_string(), "1500"]);
+    serve_with(command)
 }
 
 fn check_loss(direction: &str, received: u64, injected: u64) {
