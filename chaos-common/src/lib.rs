@@ -117,6 +117,8 @@ pub const MAX_FILTER_ENTRIES: u32 = 1 << 20;
 pub const MAX_TC_RULES: u32 = 65536;
 /// Rules one destination may be covered by (the entries of a [`RuleList`]).
 pub const MAX_RULES_PER_DESTINATION: usize = 15;
+/// The most a packet is delayed, all rules together: fq drops packets past its 10 s horizon.
+pub const MAX_DELAY_NS: u64 = 5_000_000_000;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
 
@@ -274,6 +276,9 @@ pub mod flags {
     pub const SEEDED: u32 = 1 << 8;
     /// corrupt: update the L4 checksum so the corruption reaches the application.
     pub const FIX_CHECKSUM: u32 = 1 << 9;
+    /// delay: some of the flow's packets get less delay than others (jitter, a probability, a
+    /// loss model), so departures are kept in flow order through the flow table.
+    pub const KEEP_ORDER: u32 = 1 << 10;
 }
 
 /// IP protocol numbers used by the protocol filter (0 = any).

@@ -16,7 +16,8 @@ use aya_ebpf::{
 };
 use chaos_common::{
     AF_INET, AF_INET6, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DIST_TABLE_SIZE, FaultKind,
-    LossState, MAX_RULES_PER_DESTINATION, RuleList, filter_field, flags, jitter, loss_model,
+    LossState, MAX_DELAY_NS, MAX_RULES_PER_DESTINATION, RuleList, filter_field, flags, jitter,
+    loss_model,
 };
 
 use crate::{
@@ -57,25 +58,37 @@ struct Packet {
     src: [u8; 16],
     dst: [u8; 16],
     proto: u8,
+    /// A TCP or UDP header follows (not for other protocols, nor for IPv4 fragments after the
+    /// first, whose payload would be read as ports).
+    has_l4: bool,
     sport: u16,
     dport: u16,
     l4_offset: usize,
     tcp_flags: u8,
 }
 
-/// `evaluate`'s answer when its rule drops the packet (a delay never comes near it).
+/// `evaluate`'s answer: [`DROPPED`], or the delay to add (0 for none) with [`KEEP_ORDER`] set
+/// when a delay rule matched the packet and its flow's order must be kept.
 const DROPPED: u64 = u64::MAX;
+const KEEP_ORDER: u64 = 1 << 62;
+const DELAY_MASK: u64 = KEEP_ORDER - 1;
 
 #[inline(always)]
 fn decide(ctx: &TcContext, direction: u8) -> i32 {
-    let Some(packet) = parse(ctx) else {
+    let headers = Headers::of(ctx);
+    let Some(mut packet) = network(&headers) else {
         return TC_ACT_UNSPEC;
     };
     let Some(candidates) = rules_covering(&packet) else {
         return TC_ACT_UNSPEC;
     };
-    // Only a scalar crosses iterations, so the verifier can prune each rule's evaluation.
-    let mut delay_ns = 0u64;
+    // The transport header only for packets some rule may match.
+    if transport(&headers, &mut packet).is_none() {
+        return TC_ACT_UNSPEC;
+    }
+    // Only a scalar crosses iterations (delays summed, the order bit or-ed in), so the verifier
+    // can prune each rule's evaluation.
+    let mut answers = 0u64;
     let count = candidates.count as usize;
     for i in 0..MAX_RULES_PER_DESTINATION {
         if i >= count {
@@ -83,11 +96,19 @@ fn decide(ctx: &TcContext, direction: u8) -> i32 {
         }
         match evaluate(ctx.skb.skb, &packet, candidates.rules[i], direction) {
             DROPPED => return TC_ACT_SHOT,
-            added => delay_ns += added,
+            answer => {
+                answers = ((answers & DELAY_MASK) + (answer & DELAY_MASK))
+                    | (answers & KEEP_ORDER)
+                    | (answer & KEEP_ORDER)
+            }
         }
     }
-    if delay_ns > 0 {
-        delay(ctx, delay_ns);
+    if answers != 0 {
+        delay(
+            ctx,
+            (answers & DELAY_MASK).min(MAX_DELAY_NS),
+            answers & KEEP_ORDER != 0,
+        );
     }
     TC_ACT_UNSPEC
 }
@@ -104,8 +125,8 @@ fn rules_covering(packet: &Packet) -> Option<&'static RuleList> {
 }
 
 /// Checks one candidate rule and, when it fires, applies it: reset and corrupt rewrite the packet
-/// here; the answer is [`DROPPED`], or the delay to add (0 for none). A real BPF-to-BPF call, not
-/// inlined: the verifier then checks it once per kind of state instead of once per loop turn.
+/// here. A real BPF-to-BPF call, not inlined: the verifier then checks it once per kind of state
+/// instead of once per loop turn.
 #[inline(never)]
 fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> u64 {
     let ctx = TcContext::new(skb);
@@ -124,20 +145,18 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
     if config.flags & direction_flag == 0 || (config.ifindex != 0 && config.ifindex != ifindex) {
         return 0;
     }
-    // With a cgroup scope, only packets of that subtree's sockets match.
-    if config.flags & flags::SCOPE_CGROUP != 0
-        // SAFETY: the context is a valid skb for this program type.
-        && unsafe { bpf_skb_ancestor_cgroup_id(skb, config.scope_cgroup_level as i32) }
-            != config.scope_cgroup_id
-    {
-        return 0;
-    }
-    if !matches(rule, packet) {
+    if !matches(rule, skb, packet) {
         return 0;
     }
     count(rule, Counter::Matched);
+    let is_delay = config.kind == FaultKind::Delay as u32;
+    let order = if is_delay && config.flags & flags::KEEP_ORDER != 0 {
+        KEEP_ORDER
+    } else {
+        0
+    };
     if !lose(rule) {
-        return 0;
+        return order;
     }
     count(rule, Counter::Injected);
     let peer = Peer {
@@ -162,7 +181,7 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
             rewrite_into_reset(&ctx, packet);
             0
         }
-        k if k == FaultKind::Delay as u32 => jittered(rule),
+        _ if is_delay => jittered(rule) | order,
         k if k == FaultKind::Corrupt as u32 => {
             corrupt(&ctx, rule, packet);
             0
@@ -171,28 +190,33 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
     }
 }
 
-/// Earliest Departure Time: the packet's `tstamp` says when fq may send it. Jitter is added per
-/// packet, but a flow's packets never depart before its previous one, so the flow keeps its order.
+/// Earliest Departure Time: the packet's `tstamp` says when fq may send it. With `keep_order`
+/// (jitter, or some of the flow's packets not delayed), a flow's packets never depart before its
+/// previous one, so the flow keeps its order; fq would otherwise send an earlier departure first.
 #[inline(always)]
-fn delay(ctx: &TcContext, delay_ns: u64) {
+fn delay(ctx: &TcContext, delay_ns: u64, keep_order: bool) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the context is a valid skb; TCP may already have paced it into the future.
     let base = unsafe { (*ctx.skb.skb).tstamp }.max(now);
     let mut departure = base + delay_ns;
-    // SAFETY: the context is a valid skb.
-    let flow = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
-    if let Some(previous) = FLOWS.get_ptr_mut(flow) {
-        // SAFETY: a live map value of this LRU map.
-        unsafe {
-            departure = departure.max(*previous);
-            *previous = departure;
+    if keep_order {
+        // SAFETY: the context is a valid skb.
+        let flow = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+        if let Some(previous) = FLOWS.get_ptr_mut(flow) {
+            // SAFETY: a live map value of this LRU map.
+            unsafe {
+                departure = departure.max(*previous);
+                *previous = departure;
+            }
+        } else {
+            let _ = FLOWS.insert(flow, departure, 0);
         }
-    } else {
-        let _ = FLOWS.insert(flow, departure, 0);
     }
-    // SAFETY: TC programs may write tstamp; at egress it is the (monotonic) departure time.
-    unsafe { (*ctx.skb.skb).tstamp = departure };
+    if departure > now {
+        // SAFETY: TC programs may write tstamp; at egress it is the (monotonic) departure time.
+        unsafe { (*ctx.skb.skb).tstamp = departure };
+    }
 }
 
 /// The rule's delay plus jitter: uniform in [-jitter, +jitter], or `jitter` times a value drawn
@@ -207,7 +231,9 @@ fn jittered(rule: Rule) -> u64 {
     }
     let r = u64::from(random_u32(rule));
     let offset: i64 = if params.distribution == jitter::UNIFORM {
-        ((r * (2 * spread + 1)) >> 32) as i64 - spread as i64
+        // r * width / 2^32 without overflowing 64 bits (width reaches 2^34 for 5 s of jitter).
+        let width = 2 * spread + 1;
+        ((r * (width >> 32)) + ((r * (width & 0xffff_ffff)) >> 32)) as i64 - spread as i64
     } else {
         let table = params
             .distribution
@@ -221,9 +247,10 @@ fn jittered(rule: Rule) -> u64 {
     (delay as i64 + offset).max(0) as u64
 }
 
-/// The rule's filters beyond the destination, which the index already checked.
+/// The rule's filters beyond the destination, which the index already checked: the cheap
+/// comparisons first, then the cgroup helper, then the tries.
 #[inline(always)]
-fn matches(rule: Rule, packet: &Packet) -> bool {
+fn matches(rule: Rule, skb: *mut __sk_buff, packet: &Packet) -> bool {
     let config = rule.config;
     let proto_ok = match config.proto {
         0 => true,
@@ -235,16 +262,28 @@ fn matches(rule: Rule, packet: &Packet) -> bool {
     if !proto_ok {
         return false;
     }
+    let tcp = packet.has_l4 && packet.proto == IPPROTO_TCP;
     // A reset needs an established flow: not a SYN (that would be a refused connection, which
     // connect-error models) and not a reset already.
     if config.kind == FaultKind::Reset as u32
-        && (packet.proto != IPPROTO_TCP || packet.tcp_flags & (TCP_RST | TCP_SYN) != 0)
+        && (!tcp || packet.tcp_flags & (TCP_RST | TCP_SYN) != 0)
     {
         return false;
     }
     if config.flags & flags::MATCH_TCP_FLAGS != 0
-        && (packet.proto != IPPROTO_TCP
-            || u32::from(packet.tcp_flags) & config.packet.tcp_flags == 0)
+        && (!tcp || u32::from(packet.tcp_flags) & config.packet.tcp_flags == 0)
+    {
+        return false;
+    }
+    let ports = config.flags & (flags::MATCH_PORT | flags::MATCH_SPORT);
+    if ports != 0 && !packet.has_l4 {
+        return false;
+    }
+    // With a cgroup scope, only packets of that subtree's sockets match.
+    if config.flags & flags::SCOPE_CGROUP != 0
+        // SAFETY: the context is a valid skb for this program type.
+        && unsafe { bpf_skb_ancestor_cgroup_id(skb, config.scope_cgroup_level as i32) }
+            != config.scope_cgroup_id
     {
         return false;
     }
@@ -303,44 +342,51 @@ fn gilbert_elliott(rule: Rule) -> bool {
     random_u32(rule) >= deliver
 }
 
-/// The header bytes a packet is parsed from: Ethernet, IPv6 (or IPv4 with options) and TCP up
-/// to its flags. When they are in the linear data they are read in place, with no helper call.
-const HEADER_BYTES: usize = ETH_HLEN + 40 + 14;
+/// The header bytes read in place when they are linear: Ethernet, IP and TCP up to its flags;
+/// IPv4 (without options) needs 48 of them, IPv6 68.
+const IPV4_HEADER_BYTES: usize = ETH_HLEN + 20 + 14;
+const IPV6_HEADER_BYTES: usize = ETH_HLEN + 40 + 14;
 /// Where TCP/UDP starts after IPv4 without options, and after IPv6 without extension headers.
 const L4_AFTER_IPV4: usize = ETH_HLEN + 20;
 const L4_AFTER_IPV6: usize = ETH_HLEN + 40;
+/// IPv4's fragment offset bits: non-zero for every fragment but the first.
+const IPV4_FRAGMENT_OFFSET: u16 = 0x1fff;
 
 /// Where the parser reads a packet's headers from.
 struct Headers<'a> {
     ctx: &'a TcContext,
-    /// The packet's start when its first HEADER_BYTES are linear, 0 otherwise. The verifier
-    /// accepts reads at constant offsets from it after this one check against data_end; a
-    /// variable offset would need its own check, so those go through the helper.
+    /// The packet's start, and how many bytes from it are linear (IPV6_HEADER_BYTES,
+    /// IPV4_HEADER_BYTES or 0), each checked once against data_end. The verifier accepts reads
+    /// at constant offsets within that; a variable offset would need its own check, so those go
+    /// through the helper.
+    start: usize,
     linear: usize,
 }
 
 impl<'a> Headers<'a> {
     #[inline(always)]
     fn of(ctx: &'a TcContext) -> Self {
-        let start = ctx.data();
-        let linear = if start + HEADER_BYTES <= ctx.data_end() {
-            start
+        let (start, end) = (ctx.data(), ctx.data_end());
+        let linear = if start + IPV6_HEADER_BYTES <= end {
+            IPV6_HEADER_BYTES
+        } else if start + IPV4_HEADER_BYTES <= end {
+            IPV4_HEADER_BYTES
         } else {
             0
         };
-        Self { ctx, linear }
+        Self { ctx, start, linear }
     }
 
     /// The field at `offset`, which must be a constant at the (inlined) call site: in place
-    /// when the headers are linear.
+    /// when the headers are linear that far.
     #[inline(always)]
     fn fixed<T: Copy>(&self, offset: usize) -> Option<T> {
-        if self.linear != 0 && offset + size_of::<T>() <= HEADER_BYTES {
-            // SAFETY: within the first HEADER_BYTES, which were checked against data_end. A plain
+        if offset + size_of::<T>() <= self.linear {
+            // SAFETY: within the linear bytes, which were checked against data_end. A plain
             // load, as C programs read headers: the verifier allows any alignment without
             // strict alignment, and x86_64 and arm64 load unaligned words. (An unaligned read
             // would compile to a byte-by-byte loop, which is most of a parse's cost.)
-            Some(unsafe { core::ptr::read((self.linear + offset) as *const T) })
+            Some(unsafe { core::ptr::read((self.start + offset) as *const T) })
         } else {
             self.ctx.load(offset).ok()
         }
@@ -349,7 +395,7 @@ impl<'a> Headers<'a> {
     /// The ports and TCP flags: in place after an IPv4 header without options or after IPv6,
     /// through the helper after IPv4 options (each arm keeps its offsets constant).
     #[inline(always)]
-    fn transport(&self, l4_offset: usize, tcp: bool) -> Option<([u16; 2], u8)> {
+    fn ports_and_flags(&self, l4_offset: usize, tcp: bool) -> Option<([u16; 2], u8)> {
         let read = |ports: Option<[u16; 2]>, flags: Option<u8>| {
             Some((ports?, if tcp { flags? } else { 0 }))
         };
@@ -374,51 +420,60 @@ fn words_to_bytes(words: [u32; 4]) -> [u8; 16] {
     bytes
 }
 
+/// The network layer: family, addresses, protocol and where the transport header starts.
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Option<Packet> {
-    let headers = Headers::of(ctx);
+fn network(headers: &Headers<'_>) -> Option<Packet> {
     let ethertype = u16::from_be(headers.fixed::<u16>(12)?);
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
-    let (family, proto, l4_offset) = match ethertype {
+    let (family, proto, l4_offset, first_fragment) = match ethertype {
         ETH_P_IP => {
             let version_ihl: u8 = headers.fixed(ETH_HLEN)?;
+            let header_words = usize::from(version_ihl & 0x0f);
+            if header_words < 5 {
+                return None;
+            }
+            let fragment: u16 = u16::from_be(headers.fixed(ETH_HLEN + 6)?);
             let proto: u8 = headers.fixed(ETH_HLEN + 9)?;
             let [from, to]: [u32; 2] = headers.fixed(ETH_HLEN + 12)?;
             src[..4].copy_from_slice(&from.to_ne_bytes());
             dst[..4].copy_from_slice(&to.to_ne_bytes());
-            (
-                AF_INET,
-                proto,
-                ETH_HLEN + usize::from(version_ihl & 0x0f) * 4,
-            )
+            let first = fragment & IPV4_FRAGMENT_OFFSET == 0;
+            (AF_INET, proto, ETH_HLEN + header_words * 4, first)
         }
         ETH_P_IPV6 => {
             // Extension headers are not walked: such packets match on addresses only.
             let proto: u8 = headers.fixed(ETH_HLEN + 6)?;
             src = words_to_bytes(headers.fixed(ETH_HLEN + 8)?);
             dst = words_to_bytes(headers.fixed(ETH_HLEN + 24)?);
-            (AF_INET6, proto, L4_AFTER_IPV6)
+            (AF_INET6, proto, L4_AFTER_IPV6, true)
         }
         _ => return None,
     };
-    let (mut sport, mut dport, mut tcp_flags) = (0, 0, 0);
-    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
-        let (ports, flags) = headers.transport(l4_offset, proto == IPPROTO_TCP)?;
-        sport = u16::from_be(ports[0]);
-        dport = u16::from_be(ports[1]);
-        tcp_flags = flags;
-    }
     Some(Packet {
         family,
         src,
         dst,
         proto,
-        sport,
-        dport,
+        has_l4: first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP),
+        sport: 0,
+        dport: 0,
         l4_offset,
-        tcp_flags,
+        tcp_flags: 0,
     })
+}
+
+/// The transport layer's ports and TCP flags, where there is one.
+#[inline(always)]
+fn transport(headers: &Headers<'_>, packet: &mut Packet) -> Option<()> {
+    if packet.has_l4 {
+        let (ports, flags) =
+            headers.ports_and_flags(packet.l4_offset, packet.proto == IPPROTO_TCP)?;
+        packet.sport = u16::from_be(ports[0]);
+        packet.dport = u16::from_be(ports[1]);
+        packet.tcp_flags = flags;
+    }
+    Some(())
 }
 
 /// BPF_F_MARK_MANGLED_0: a UDP checksum that becomes 0 is written as 0xffff (0 means "none").
@@ -429,6 +484,9 @@ const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 /// receiver that verifies it drops the packet (software checksums; offloaded ones are trusted).
 #[inline(always)]
 fn corrupt(ctx: &TcContext, rule: Rule, packet: &Packet) {
+    if !packet.has_l4 {
+        return;
+    }
     let (payload, checksum) = match packet.proto {
         IPPROTO_UDP => (packet.l4_offset + 8, packet.l4_offset + 6),
         IPPROTO_TCP => {

@@ -503,11 +503,11 @@ fn delay_spec(args: &DelayArgs) -> Result<FaultSpec, crate::error::ChaosError> {
             "a jitter no larger than --delay",
         ));
     }
-    if args.delay > Duration::from_secs(5) {
+    if args.delay + jitter > Duration::from_nanos(chaos_common::MAX_DELAY_NS) {
         return Err(ChaosError::input(
             "--delay",
-            "longer than 5s, past which fq drops packets (its horizon is 10s)",
-            "a delay up to 5s",
+            "delay plus jitter reaches past 5s; fq drops packets beyond its 10s horizon",
+            "a delay plus jitter up to 5s (several delays on one packet are capped at 5s too)",
         ));
     }
     let action = PacketAction::Delay {

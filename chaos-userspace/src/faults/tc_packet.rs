@@ -211,6 +211,14 @@ impl PacketFault {
             config.packet.delay_ns = delay_ns;
             config.packet.jitter_ns = jitter_ns;
             config.packet.distribution = distribution.kernel_value();
+            // Packets of one flow delayed by different amounts (or not at all) would leave out
+            // of order under fq: the program then keeps each flow's departures in order.
+            let uneven = jitter_ns > 0
+                || config.probability < chaos_common::PROBABILITY_ONE
+                || self.loss != LossModel::Random;
+            if uneven {
+                config.flags |= flags::KEEP_ORDER;
+            }
         }
         config.flags &= !(flags::EGRESS | flags::INGRESS);
         if hooks.egress {
