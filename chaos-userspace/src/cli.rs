@@ -211,9 +211,9 @@ struct ExperimentLine {
     fault: InjectCommand,
 }
 
-/// The faults of an experiment file (`-` reads standard input), each checked by the same parser
-/// as `inject`; errors name the file and line.
-pub fn read_experiment(path: &std::path::Path) -> Result<Vec<InjectCommand>, ChaosError> {
+/// The faults of an experiment file (`-` reads standard input) with their line numbers, each
+/// checked by the same parser as `inject`; errors name the file and line.
+pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(usize, InjectCommand)>, ChaosError> {
     let name = path.display().to_string();
     let text = if name == "-" {
         std::io::read_to_string(std::io::stdin())
@@ -269,7 +269,7 @@ pub fn read_experiment(path: &std::path::Path) -> Result<Vec<InjectCommand>, Cha
                 "chaos-bpf run --metrics ADDR FILE",
             )));
         }
-        faults.push(parsed.fault);
+        faults.push((number + 1, parsed.fault));
     }
     if faults.is_empty() {
         return Err(ChaosError::input(

@@ -226,6 +226,13 @@ pub async fn run(
     events_per_sec: u32,
     options: RunOptions,
 ) -> Result<Vec<Summary>> {
+    // Everything that can reject the TC rules together, before anything is printed or armed.
+    check_tc_capacity(
+        plans
+            .iter()
+            .filter(|plan| plan.choice.chosen.is_tc())
+            .map(|plan| &plan.spec),
+    )?;
     let mut explained = Vec::new();
     for plan in &plans {
         let line = plan.choice.explain(plan.spec.name());
@@ -325,6 +332,51 @@ fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<Runn
     }
     faults.sort_by_key(|f| f.summary.fault_id);
     Ok((instances, faults))
+}
+
+/// The TC rules of a run share one object: their destination index and filter tries must fit
+/// its maps. Checked while nothing is attached, so a run over the limits changes nothing.
+fn check_tc_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> Result<()> {
+    let count = rules.clone().count();
+    if count > chaos_common::MAX_TC_RULES as usize {
+        return Err(ChaosError::input(
+            "FILE",
+            format!("{count} TC faults in one run"),
+            format!("at most {}", chaos_common::MAX_TC_RULES),
+        ));
+    }
+    let destinations: Vec<Vec<crate::filters::Cidr>> = rules
+        .clone()
+        .map(|spec| spec.filters().peers.clone())
+        .collect();
+    let index = crate::rule_index::destination_index(&destinations)?;
+    if index.len() > chaos_common::MAX_CIDRS as usize {
+        return Err(ChaosError::input(
+            "--dst",
+            format!(
+                "{} distinct destinations over the run's TC faults",
+                index.len()
+            ),
+            format!("at most {}", chaos_common::MAX_CIDRS),
+        ));
+    }
+    let filter_entries: usize = rules
+        .map(|spec| match spec {
+            FaultSpec::Packet(fault, _) => {
+                let ports = fault.filters.ports.iter().chain(&fault.source_ports);
+                fault.sources.len() + ports.map(|range| range.prefixes().len()).sum::<usize>()
+            }
+            _ => 0,
+        })
+        .sum();
+    if filter_entries > chaos_common::MAX_FILTER_ENTRIES as usize {
+        return Err(ChaosError::input(
+            "--src",
+            format!("{filter_entries} source CIDRs and port blocks over the run's TC faults"),
+            format!("at most {}", chaos_common::MAX_FILTER_ENTRIES),
+        ));
+    }
+    Ok(())
 }
 
 /// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>".

@@ -74,11 +74,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let faults = read_experiment(&file)?;
             let plans = faults
                 .iter()
-                .enumerate()
-                .map(|(index, fault)| {
+                .map(|(line, fault)| {
                     inject::plan(fault).map_err(|source| ChaosError::AtLine {
                         file: file.display().to_string(),
-                        line: index + 1,
+                        line: *line,
                         source: Box::new(source),
                     })
                 })

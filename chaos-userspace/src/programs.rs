@@ -4,7 +4,10 @@ use std::os::fd::{AsFd as _, OwnedFd};
 
 use aya::{
     Btf, Ebpf,
-    programs::{KProbe, Lsm, ProgramError, SchedClassifier, TcAttachType, tc::TcAttachOptions},
+    programs::{
+        KProbe, Lsm, ProgramError, SchedClassifier, TcAttachType,
+        tc::{NlOptions, TcAttachOptions, TcHandle},
+    },
 };
 use aya_obj::generated::bpf_attach_type;
 use chaos_common::programs as names;
@@ -15,6 +18,7 @@ use crate::{
     mechanism::Mechanism,
     scope::CgroupScope,
     sys,
+    tc_records::FilterRecord,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -183,6 +187,10 @@ pub enum Attachment {
     TcFilter(TcFilter),
 }
 
+/// clsact filters go just ahead of the kernel's default first priority (49152), so chaos-bpf sees
+/// packets before filters added without one; its programs pass on what they do not act on.
+const CHAOS_FILTER_PRIORITY: u16 = 49151;
+
 /// A netlink TC filter taken out of aya, which does not detach such links when they are dropped.
 #[derive(Debug)]
 pub struct TcFilter(Option<aya::programs::tc::SchedClassifierLink>);
@@ -320,30 +328,56 @@ pub fn load_and_attach(
                     .map_err(program_error(name))?;
                 return Ok(Attachment::HeldByAya);
             }
-            // clsact: these outlive a SIGKILL, so each is recorded before anything else happens.
+            // clsact: these outlive a SIGKILL, so each is recorded before it is created.
             let recorder = target
                 .recorder
                 .ok_or_else(|| attach_failed(name, "needs a record of TC state"))?;
             let recorder_error =
                 |err: std::io::Error| attach_failed(name, format!("recording TC state: {err}"));
+            // A note another chaos-bpf run wrote stays: that run added the clsact.
+            let noted = recorder
+                .borrow()
+                .mark_clsact(interface.ifindex)
+                .map_err(recorder_error)?;
             match crate::netlink::add_clsact(interface.ifindex as i32) {
-                Ok(()) => recorder
-                    .borrow()
-                    .mark_clsact(interface.ifindex)
-                    .map_err(recorder_error)?,
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(err) => return Err(attach_failed(name, format!("adding clsact: {err}"))),
+                Ok(()) => {}
+                // Somebody else's clsact: it is not ours to remove.
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if noted {
+                        recorder
+                            .borrow()
+                            .unmark_clsact(interface.ifindex)
+                            .map_err(recorder_error)?;
+                    }
+                }
+                Err(err) => {
+                    if noted {
+                        let _ = recorder.borrow().unmark_clsact(interface.ifindex);
+                    }
+                    return Err(attach_failed(name, format!("adding clsact: {err}")));
+                }
             }
-            let options = TcAttachOptions::Netlink(Default::default());
+            // The filter's priority and handle are chosen here, so it is recorded first.
+            let filter = FilterRecord {
+                ifname: interface.name.clone(),
+                ingress: attach_type == TcAttachType::Ingress,
+                priority: CHAOS_FILTER_PRIORITY,
+                handle: std::process::id().max(1),
+            };
+            recorder
+                .borrow_mut()
+                .add_filter(filter.clone())
+                .map_err(recorder_error)?;
+            let options = TcAttachOptions::Netlink(NlOptions {
+                priority: filter.priority,
+                handle: TcHandle::from(filter.handle),
+                ..Default::default()
+            });
             let id = program
                 .attach_with_options(&interface.name, attach_type, options)
                 .map_err(program_error(name))?;
-            let link = program.take_link(id).map_err(program_error(name))?;
-            recorder
-                .borrow_mut()
-                .add_filter(&link, &interface.name)
-                .map_err(recorder_error)?;
-            return Ok(Attachment::TcFilter(TcFilter(Some(link))));
+            let filter = TcFilter(Some(program.take_link(id).map_err(program_error(name))?));
+            return Ok(Attachment::TcFilter(filter));
         }
         Hook::FmodRet(function) => {
             let attachment = fmod_ret::load_and_attach(ebpf, name, function, btf()?)

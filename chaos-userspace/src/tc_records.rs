@@ -94,25 +94,32 @@ impl Recorder {
         self.save()
     }
 
-    /// Notes a filter before anything else can happen to the process.
-    pub fn add_filter(&mut self, link: &SchedClassifierLink, ifname: &str) -> std::io::Result<()> {
-        let (Ok(attach_type), Ok(priority), Ok(handle)) =
-            (link.attach_type(), link.priority(), link.handle())
-        else {
-            return Ok(()); // a tcx link: nothing survives the process
-        };
-        self.record.filters.push(FilterRecord {
-            ifname: ifname.to_string(),
-            ingress: attach_type == TcAttachType::Ingress,
-            priority,
-            handle: u32::from(handle),
-        });
+    /// Notes a clsact filter this run is about to attach, before attaching it.
+    pub fn add_filter(&mut self, filter: FilterRecord) -> std::io::Result<()> {
+        self.record.filters.push(filter);
         self.save()
     }
 
-    /// Notes that this run adds the clsact qdisc of `ifindex` (before adding it).
-    pub fn mark_clsact(&self, ifindex: u32) -> std::io::Result<()> {
-        fs::write(marker("clsact", self.record.netns, ifindex), b"")
+    /// Notes that a run adds the clsact qdisc of `ifindex` (before adding it). True when this call
+    /// wrote the note; false when another chaos-bpf run's note is already there.
+    pub fn mark_clsact(&self, ifindex: u32) -> std::io::Result<bool> {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker("clsact", self.record.netns, ifindex))
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The clsact of `ifindex` turned out to be somebody else's: not ours to remove.
+    pub fn unmark_clsact(&self, ifindex: u32) -> std::io::Result<()> {
+        match fs::remove_file(marker("clsact", self.record.netns, ifindex)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
     }
 
     /// Notes that this run puts fq at the root of `ifindex` (before doing so).

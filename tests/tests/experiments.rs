@@ -152,6 +152,37 @@ fn a_bad_line_names_its_number_and_attaches_nothing() {
     );
     assert!(attached_program_ids(&cgroup.path).is_empty());
 
+    // A line the kernel-side checks reject (after blank and comment lines), and TC rules that
+    // only fail together: the earlier connect-error line must not have been armed meanwhile.
+    let no_such_interface = TempFile::new(
+        "bad-iface",
+        &format!(
+            "\n# c\nconnect-error --cgroup {}\n\ndrop --iface chaosnope0\n",
+            cgroup.path.display()
+        ),
+    );
+    let output = chaos(&["run", no_such_interface.arg()]);
+    assert_eq!(output.code, Some(2), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("line 5: --iface"),
+        "{}",
+        output.stderr
+    );
+    let mut overlapping = format!("connect-error --cgroup {}\n", cgroup.path.display());
+    for _ in 0..16 {
+        overlapping.push_str("drop --iface lo --dst 10.0.0.0/8\n");
+    }
+    let overlapping = TempFile::new("overlap", &overlapping);
+    let output = chaos(&["run", overlapping.arg()]);
+    assert_eq!(output.code, Some(2), "{}", output.stderr);
+    let stderr = output.stderr.trim_end();
+    assert!(stderr.contains("16 rules cover 10.0.0.0/8"), "{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "nothing was armed first: {stderr}"
+    );
+
     let events_per_line = TempFile::new(
         "events-per-line",
         &format!(
