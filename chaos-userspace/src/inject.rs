@@ -78,6 +78,17 @@ pub fn preflight(
     };
     if let (FaultSpec::Packet(fault, hooks), Some(interface)) = (&mut *spec, interfaces.first()) {
         *hooks = interface.hooks(fault.direction);
+        if cgroup.is_some() && hooks.ingress && !interface.veth {
+            return Err(ChaosError::input(
+                "--direction",
+                format!(
+                    "packets arriving on {} have no socket yet at TC ingress, so --cgroup cannot \
+                     select them",
+                    interface.name
+                ),
+                "egress with --cgroup, or a veth (a pod's host-side end keeps the pod's socket)",
+            ));
+        }
         if matches!(
             fault.action,
             crate::faults::tc_packet::PacketAction::Delay { .. }

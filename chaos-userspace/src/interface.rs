@@ -15,7 +15,12 @@ pub struct InterfaceScope {
     /// Set for `--netns`: the interface is the pod's host-side veth, where the pod's egress is
     /// this interface's ingress and the other way round.
     pub pod_netns: Option<String>,
+    /// A veth end: packets arriving on it still carry the sending socket (and its cgroup).
+    pub veth: bool,
 }
+
+const ARPHRD_ETHER: u16 = 1;
+const ARPHRD_LOOPBACK: u16 = 772;
 
 /// Which TC hooks of the interface a fault attaches to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,24 +38,48 @@ impl InterfaceScope {
                 "an interface name, as `ip link` lists",
             )
         })?;
+        let veth = netlink::links()
+            .map_err(|err| ChaosError::io("listing interfaces", err))?
+            .iter()
+            .any(|l| l.ifindex as u32 == ifindex && l.kind.as_deref() == Some("veth"));
         Ok(Self {
             name: name.to_string(),
             ifindex,
             pod_netns: None,
+            veth,
         })
     }
 
-    /// Every interface that is up in this network namespace: where a cgroup's packets may leave.
+    /// Where a cgroup's packets may leave this network namespace: every interface that is up,
+    /// Ethernet or loopback, and not under another one. Enslaved ports (bridge, bond, VRF) and
+    /// the lower devices of VLANs and macvlans would see the same packet a second time, socket
+    /// and all, and fault it twice; L3 devices (tunnels, WireGuard) carry no Ethernet header.
     pub fn every_up() -> Result<Vec<Self>> {
         let links = netlink::links().map_err(|err| ChaosError::io("listing interfaces", err))?;
+        let under_another: Vec<i32> = links
+            .iter()
+            .filter(|l| {
+                matches!(
+                    l.kind.as_deref(),
+                    Some("vlan" | "macvlan" | "macvtap" | "ipvlan")
+                ) && !l.link_elsewhere
+            })
+            .filter_map(|l| l.link)
+            .collect();
         Ok(links
             .into_iter()
-            .filter(|link| link.up)
+            .filter(|link| {
+                link.up
+                    && matches!(link.link_type, ARPHRD_ETHER | ARPHRD_LOOPBACK)
+                    && link.master.is_none()
+                    && !under_another.contains(&link.ifindex)
+            })
             .filter_map(|link| {
                 Some(Self {
                     ifindex: u32::try_from(link.ifindex).ok()?,
                     name: link.name,
                     pod_netns: None,
+                    veth: link.kind.as_deref() == Some("veth"),
                 })
             })
             .collect())
@@ -100,6 +129,7 @@ impl InterfaceScope {
             name,
             ifindex,
             pod_netns: Some(path.display().to_string()),
+            veth: true,
         })
     }
 
@@ -177,6 +207,7 @@ mod tests {
             name: "veth1".into(),
             ifindex: 9,
             pod_netns: Some("/x".into()),
+            veth: true,
         };
         assert_eq!(
             host.hooks(Direction::Egress),

@@ -16,7 +16,9 @@ const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_INFO_KIND: u16 = 1;
 pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 /// Parent of the clsact qdisc (TC_H_CLSACT).
@@ -255,6 +257,12 @@ pub struct Link {
     pub kind: Option<String>,
     /// IFF_UP is set.
     pub up: bool,
+    /// ARPHRD_* (1 for Ethernet, 772 for loopback).
+    pub link_type: u16,
+    /// IFLA_MASTER: the bridge, bond or VRF this link is enslaved to.
+    pub master: Option<i32>,
+    /// IFLA_LINK names a link in another namespace (IFLA_LINK_NETNSID is present).
+    pub link_elsewhere: bool,
 }
 
 /// Every link in the calling thread's network namespace.
@@ -309,12 +317,18 @@ fn parse_link(payload: &[u8]) -> Link {
     let flags = payload
         .get(8..12)
         .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap_or_default()));
+    let link_type = payload
+        .get(2..4)
+        .map_or(0, |b| u16::from_ne_bytes(b.try_into().unwrap_or_default()));
     let mut link = Link {
         ifindex,
         name: String::new(),
         link: None,
         kind: None,
         up: flags & libc::IFF_UP as u32 != 0,
+        link_type,
+        master: None,
+        link_elsewhere: false,
     };
     for (kind, value) in attributes(payload.get(16..).unwrap_or_default()) {
         match kind {
@@ -324,6 +338,12 @@ fn parse_link(payload: &[u8]) -> Link {
                     .get(..4)
                     .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or_default()))
             }
+            IFLA_MASTER => {
+                link.master = value
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or_default()))
+            }
+            IFLA_LINK_NETNSID => link.link_elsewhere = true,
             IFLA_LINKINFO => {
                 link.kind = attributes(value)
                     .find(|(k, _)| *k == IFLA_INFO_KIND)
@@ -368,6 +388,7 @@ mod tests {
         data.extend(attribute(IFLA_LINKINFO | 0x8000, &info));
         let mut payload = vec![0u8; 16];
         payload[4..8].copy_from_slice(&3i32.to_ne_bytes());
+        payload[2..4].copy_from_slice(&1u16.to_ne_bytes());
         payload[8..12].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
         payload.extend(data);
         let link = parse_link(&payload);
@@ -379,6 +400,9 @@ mod tests {
                 link: Some(7),
                 kind: Some("veth".into()),
                 up: true,
+                link_type: 1,
+                master: None,
+                link_elsewhere: false,
             }
         );
     }

@@ -347,6 +347,37 @@ fn reset_and_corrupt_reach_a_pod_and_a_cgroup() {
     assert_eq!(outside["acknowledged"], 4194304, "{outside}");
 }
 
+/// --cgroup alone skips devices that would see a packet twice: a bridge's enslaved port carries
+/// what already went through the bridge.
+#[test]
+fn a_cgroup_alone_skips_enslaved_ports() {
+    require_root();
+    let netns = Netns::new("tcbr");
+    netns.ip(&["link", "add", "chbr0", "type", "bridge"]);
+    netns.ip(&[
+        "link", "add", "chp0", "type", "veth", "peer", "name", "chp1",
+    ]);
+    netns.ip(&["link", "set", "chp0", "master", "chbr0"]);
+    for link in ["chbr0", "chp0", "chp1"] {
+        netns.ip(&["link", "set", link, "up"]);
+    }
+    let cgroup = TestCgroup::new("tc-bridge");
+    let run = chaos_in(
+        &netns,
+        &[
+            "inject",
+            "corrupt",
+            "--cgroup",
+            cgroup.path.to_str().unwrap(),
+            "--proto",
+            "udp",
+        ],
+    );
+    let armed = run.first_lines();
+    assert!(armed.contains("interfaces lo, chbr0, chp1,"), "{armed}");
+    run.stop();
+}
+
 #[test]
 fn cgroup_scope_on_an_interface_only_hits_the_cgroup() {
     require_root();
