@@ -360,7 +360,8 @@ pub mod jitter {
     pub const TABLES: u32 = 2;
 }
 
-/// One fault instance's configuration, the single entry of [`maps::CONFIG`].
+/// One rule's configuration: an entry of [`maps::CONFIG`] (a syscall or cgroup_skb fault is the
+/// one rule of its object; each TC fault of a run is one rule of the run's TC object).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultConfig {

@@ -15,7 +15,13 @@ use aya_ebpf::{
 };
 use chaos_common::FaultConfig;
 
-use crate::socket_ops::{Memory, Target, in_scope, judge, negative_errno, read};
+use crate::{
+    matching::address_matches,
+    socket_ops::{
+        Memory, Target, address_peer, in_scope, judge, judge_peer, negative_errno, protocol_of,
+        read,
+    },
+};
 
 const S_IFMT: u16 = 0o170_000;
 const S_IFSOCK: u16 = 0o140_000;
@@ -43,22 +49,29 @@ fn fail_socket_call(ctx: &ProbeContext, connect: bool) -> u32 {
     let Some(regs) = ctx.arg::<*const c_void>(0) else {
         return 0;
     };
-    let Some(sock) = socket_of_first_argument(config, regs) else {
-        return 0;
-    };
-    let target = if connect {
+    let errno = if connect {
+        // The address the process passes is filtered first: cheaper than walking the
+        // descriptor table, which only tells the protocol.
         let Some(address) = read::<*const c_void>(regs, config.fd_offsets.regs_arg1) else {
             return 0;
         };
-        Target::ConnectAddress {
-            sock,
-            address,
-            memory: Memory::User,
+        let Some(mut peer) = address_peer(address, Memory::User) else {
+            return 0;
+        };
+        if !address_matches(rule, &peer) {
+            return 0;
         }
+        let Some(sock) = socket_of_first_argument(config, regs) else {
+            return 0;
+        };
+        peer.proto = protocol_of(config, sock);
+        judge_peer(rule, &peer)
     } else {
-        Target::Socket(sock)
+        let Some(sock) = socket_of_first_argument(config, regs) else {
+            return 0;
+        };
+        judge(rule, Target::Socket(sock))
     };
-    let errno = judge(rule, target);
     if errno != 0 {
         // SAFETY: the context is this kprobe's registers, at the entry of an error-injectable
         // function (the kernel refused the attachment otherwise).

@@ -39,6 +39,13 @@ pub fn peer_matches(rule: Rule, peer: &Peer) -> bool {
     if config.proto != 0 && config.proto != u32::from(peer.proto) {
         return false;
     }
+    address_matches(rule, peer)
+}
+
+/// The peer port and address filters alone.
+#[inline(always)]
+pub fn address_matches(rule: Rule, peer: &Peer) -> bool {
+    let config = rule.config;
     if config.flags & flags::MATCH_PORT != 0 && !port_matches(rule, filter_field::PEER, peer.port) {
         return false;
     }

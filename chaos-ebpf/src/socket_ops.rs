@@ -1,6 +1,7 @@
 //! The decision for syscall faults on hooks that run for every task (fmod_ret and LSM on
-//! `security_socket_*`): scope by cgroup ancestry, read the peer from the socket or the connect
-//! address, filter, draw, and return the errno to inject (0 = let the call proceed).
+//! `security_socket_*`, kprobes on the syscall entry points): scope by cgroup ancestry, read the
+//! peer from the socket or the connect address, filter, draw, and return the errno to inject
+//! (0 = let the call proceed).
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
@@ -73,13 +74,23 @@ pub fn judge(rule: Rule, target: Target) -> u32 {
             sock,
             address,
             memory,
-        } => connect_peer(sock, config, address, memory),
+        } => address_peer(address, memory).map(|peer| Peer {
+            proto: protocol_of(config, sock),
+            ..peer
+        }),
     };
     // Only IPv4/IPv6 sockets: unix sockets, netlink and friends are never failed.
-    let Some(peer) = peer else {
-        return 0;
-    };
-    if !peer_matches(rule, &peer) {
+    match peer {
+        Some(peer) => judge_peer(rule, &peer),
+        None => 0,
+    }
+}
+
+/// The filters, the draw and the report for a call whose peer is known.
+#[inline(always)]
+pub fn judge_peer(rule: Rule, peer: &Peer) -> u32 {
+    let config = rule.config;
+    if !peer_matches(rule, peer) {
         return 0;
     }
     count(rule, Counter::Matched);
@@ -87,7 +98,7 @@ pub fn judge(rule: Rule, target: Target) -> u32 {
         return 0;
     }
     count(rule, Counter::Injected);
-    emit(rule, &peer, &Subject::current_task(config.errno));
+    emit(rule, peer, &Subject::current_task(config.errno));
     config.errno & MAX_ERRNO
 }
 
@@ -150,8 +161,9 @@ pub fn read<T>(base: *const c_void, offset: u16) -> Option<T> {
     Memory::Kernel.read(base, offset)
 }
 
+/// TCP or UDP by the socket's type, 0 for other types.
 #[inline(always)]
-fn protocol_of(config: &FaultConfig, sock: *const c_void) -> u8 {
+pub fn protocol_of(config: &FaultConfig, sock: *const c_void) -> u8 {
     match read::<i16>(sock, config.sock_offsets.socket_type) {
         Some(SOCK_STREAM) => IPPROTO_TCP,
         Some(SOCK_DGRAM) => IPPROTO_UDP,
@@ -178,24 +190,13 @@ fn socket_peer(config: &FaultConfig, sock: *const c_void) -> Option<Peer> {
     )
 }
 
+/// The peer a connect() names (protocol still unknown: 0), from its `struct sockaddr`.
 #[inline(always)]
-fn connect_peer(
-    sock: *const c_void,
-    config: &FaultConfig,
-    address: *const c_void,
-    memory: Memory,
-) -> Option<Peer> {
+pub fn address_peer(address: *const c_void, memory: Memory) -> Option<Peer> {
     // struct sockaddr_in / sockaddr_in6: family at 0, port at 2, IPv4 at 4, IPv6 at 8.
     let family: u16 = memory.read(address, 0)?;
     let port = u16::from_be(memory.read(address, 2)?);
-    peer_at(
-        memory,
-        address,
-        family,
-        port,
-        (4, 8),
-        protocol_of(config, sock),
-    )
+    peer_at(memory, address, family, port, (4, 8), 0)
 }
 
 /// The peer whose IPv4 or IPv6 address lies at the given (v4, v6) offsets of `base`; other

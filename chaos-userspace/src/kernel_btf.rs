@@ -5,15 +5,24 @@ use chaos_common::{FdOffsets, SockOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// The running kernel's BTF, parsed once per process (it is several megabytes).
+fn vmlinux() -> Result<&'static Btf, String> {
+    static VMLINUX: std::sync::OnceLock<Result<Btf, String>> = std::sync::OnceLock::new();
+    VMLINUX
+        .get_or_init(|| Btf::from_file(VMLINUX_BTF).map_err(|err| format!("{VMLINUX_BTF}: {err}")))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// Offsets of the socket fields the syscall-fault programs read.
 pub fn sock_offsets() -> Result<SockOffsets, String> {
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|err| format!("{VMLINUX_BTF}: {err}"))?;
+    let btf = vmlinux()?;
     // `struct sock` starts with `struct sock_common __sk_common`; check rather than assume.
-    let common = member_offset(&btf, "sock", "__sk_common")?;
-    let in_sock = |member: &str| member_offset(&btf, "sock_common", member).map(|o| o + common);
+    let common = member_offset(btf, "sock", "__sk_common")?;
+    let in_sock = |member: &str| member_offset(btf, "sock_common", member).map(|o| o + common);
     Ok(SockOffsets {
-        socket_sk: member_offset(&btf, "socket", "sk")?,
-        socket_type: member_offset(&btf, "socket", "type")?,
+        socket_sk: member_offset(btf, "socket", "sk")?,
+        socket_type: member_offset(btf, "socket", "type")?,
         skc_family: in_sock("skc_family")?,
         skc_daddr: in_sock("skc_daddr")?,
         skc_dport: in_sock("skc_dport")?,
@@ -24,18 +33,18 @@ pub fn sock_offsets() -> Result<SockOffsets, String> {
 
 /// Offsets the kprobe programs need to go from a syscall's descriptor to its socket.
 pub fn fd_offsets() -> Result<FdOffsets, String> {
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|err| format!("{VMLINUX_BTF}: {err}"))?;
-    let (regs_arg0, regs_arg1) = syscall_argument_offsets(&btf)?;
+    let btf = vmlinux()?;
+    let (regs_arg0, regs_arg1) = syscall_argument_offsets(btf)?;
     Ok(FdOffsets {
         regs_arg0,
         regs_arg1,
-        task_files: member_offset(&btf, "task_struct", "files")?,
-        files_fdt: member_offset(&btf, "files_struct", "fdt")?,
-        fdtable_max_fds: member_offset(&btf, "fdtable", "max_fds")?,
-        fdtable_fd: member_offset(&btf, "fdtable", "fd")?,
-        file_inode: member_offset(&btf, "file", "f_inode")?,
-        file_private_data: member_offset(&btf, "file", "private_data")?,
-        inode_mode: member_offset(&btf, "inode", "i_mode")?,
+        task_files: member_offset(btf, "task_struct", "files")?,
+        files_fdt: member_offset(btf, "files_struct", "fdt")?,
+        fdtable_max_fds: member_offset(btf, "fdtable", "max_fds")?,
+        fdtable_fd: member_offset(btf, "fdtable", "fd")?,
+        file_inode: member_offset(btf, "file", "f_inode")?,
+        file_private_data: member_offset(btf, "file", "private_data")?,
+        inode_mode: member_offset(btf, "inode", "i_mode")?,
         _pad: [0; 3],
     })
 }

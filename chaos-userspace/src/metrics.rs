@@ -139,7 +139,7 @@ impl MetricsListener {
         self.listener.local_addr().ok()
     }
 
-    /// Serves `/metrics` until the runtime ends; other paths get 404.
+    /// Serves the metrics at `/metrics` (and `/`) until the runtime ends; other paths get 404.
     pub fn serve(self, metrics: Arc<FaultMetrics>) -> Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|err| ChaosError::io("the metrics socket", err))?;

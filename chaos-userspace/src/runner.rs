@@ -72,6 +72,12 @@ pub struct RunningFault {
 }
 
 impl RunningFault {
+    fn end(&mut self, by: &'static str) {
+        self.summary.ended_by = by;
+        self.summary.duration_ms = self.armed_at.elapsed().as_millis() as u64;
+        self.ended = true;
+    }
+
     pub fn new(
         (instance, rule): (usize, usize),
         mechanism: &'static str,
@@ -141,6 +147,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let started = Instant::now();
+    let mut ticks: u64 = 0;
 
     while faults.iter().any(|f| !f.ended) {
         let next_deadline = faults
@@ -160,12 +167,14 @@ pub async fn run(
             _ = sigterm.recv() => true,
             _ = sigint.recv() => true,
             _ = ticker.tick() => {
-                print_status(&live, &faults, started.elapsed(), terminal);
+                ticks += 1;
+                print_status(&live, &faults, (started.elapsed(), ticks), terminal);
                 sample(&live, &faults);
                 continue;
             }
         };
         let now = Instant::now();
+        let mut undisarmable = Vec::new();
         for fault in faults.iter_mut().filter(|f| !f.ended) {
             let due = signalled
                 || fault.deadline.is_some_and(|d| d <= now)
@@ -173,12 +182,22 @@ pub async fn run(
             if !due {
                 continue;
             }
-            if let Some(instance) = live[fault.instance].as_mut() {
-                instance.instance.disarm(fault.rule)?;
+            if let Some(instance) = live[fault.instance].as_mut()
+                && let Err(err) = instance.instance.disarm(fault.rule)
+            {
+                // Its object goes now: detaching is the one sure way to stop the rule.
+                eprintln!(
+                    "chaos-bpf: {}#{}: disarming failed ({err}); detaching its programs",
+                    fault.summary.fault, fault.summary.fault_id
+                );
+                undisarmable.push(fault.instance);
             }
-            fault.summary.ended_by = if signalled { "signal" } else { "duration" };
-            fault.summary.duration_ms = fault.armed_at.elapsed().as_millis() as u64;
-            fault.ended = true;
+            fault.end(if signalled { "signal" } else { "duration" });
+        }
+        for fault in faults.iter_mut().filter(|f| !f.ended) {
+            if undisarmable.contains(&fault.instance) {
+                fault.end("error");
+            }
         }
         // Instances whose faults have all ended are detached now; the others keep running.
         for (index, slot) in live.iter_mut().enumerate() {
@@ -187,7 +206,7 @@ pub async fn run(
                 .filter(|f| f.instance == index)
                 .all(|f| f.ended);
             if finished && let Some(instance) = slot.take() {
-                stop_instance(instance, &mut faults, index).await?;
+                stop_instance(instance, &mut faults, index).await;
             }
         }
         sample(&live, &faults);
@@ -231,26 +250,29 @@ fn samples(live: &[Option<LiveInstance>], faults: &[RunningFault]) -> Vec<FaultS
 
 /// Detaches an instance, reads its rules' final counters, and lets its reader drain what the
 /// programs emitted before the summaries.
-async fn stop_instance(
-    live: LiveInstance,
-    faults: &mut [RunningFault],
-    index: usize,
-) -> Result<()> {
-    let counters = live.instance.stop()?;
+async fn stop_instance(live: LiveInstance, faults: &mut [RunningFault], index: usize) {
+    let counters = live.instance.stop();
     let _ = live.stop_reader.send(());
     let emitted = live.reader.await.unwrap_or_default();
     for fault in faults.iter_mut().filter(|f| f.instance == index) {
         let summary = &mut fault.summary;
-        summary.record(&counters.get(fault.rule).copied().unwrap_or_default());
+        match counters.get(fault.rule) {
+            Some(Ok(final_counts)) => summary.record(final_counts),
+            // The summary keeps the counts read last; the others' summaries are unaffected.
+            Some(Err(err)) => eprintln!(
+                "chaos-bpf: {}#{}: reading the final counters: {err}",
+                summary.fault, summary.fault_id
+            ),
+            None => {}
+        }
         summary.events_emitted = emitted.get(&summary.fault_id).copied().unwrap_or(0);
     }
-    Ok(())
 }
 
 fn print_status(
     live: &[Option<LiveInstance>],
     faults: &[RunningFault],
-    elapsed: Duration,
+    (elapsed, ticks): (Duration, u64),
     terminal: bool,
 ) {
     let counters = |fault: &RunningFault| {
@@ -268,7 +290,7 @@ fn print_status(
                 Some(status_line(name, id, f.armed_at.elapsed(), &counters(f)?))
             })
             .collect()
-    } else if elapsed.as_secs().is_multiple_of(10) {
+    } else if ticks.is_multiple_of(10) {
         let total = running
             .iter()
             .filter_map(|f| counters(f))

@@ -179,7 +179,8 @@ pub struct Summary {
     pub cgroup_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
-    /// Why the run ended: "duration", "signal".
+    /// Why the fault ended: "duration" (its own or the run's), "signal", or "error" (its
+    /// object had to be detached early).
     pub ended_by: &'static str,
 }
 

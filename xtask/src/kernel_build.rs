@@ -5,9 +5,7 @@
 //! built in. The result is cached, keyed by the source version and the option list, so it is
 //! built once per machine (about 10 to 15 minutes on 2 cores).
 use std::{
-    collections::hash_map::DefaultHasher,
     fs,
-    hash::{Hash as _, Hasher as _},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -99,6 +97,31 @@ const OPTIONS: &[&str] = &[
     "BPF_LSM",
 ];
 
+/// `scripts/config` arguments besides enabling `OPTIONS`.
+const OTHER_SETTINGS: &[&str] = &[
+    "--disable",
+    "DEBUG_INFO_NONE",
+    "--disable",
+    "UNWINDER_GUESS",
+    "--enable",
+    "UNWINDER_ORC",
+    "--set-str",
+    "LSM",
+    "lockdown,capability,bpf",
+];
+
+/// The cache key of the configuration: FNV-1a over every option and setting, stable across
+/// Rust releases (unlike std's hasher), so only a changed configuration rebuilds.
+fn config_key() -> u64 {
+    OPTIONS
+        .iter()
+        .chain(OTHER_SETTINGS)
+        .flat_map(|word| word.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// A built kernel image and its release string.
 pub struct Built {
     pub bzimage: PathBuf,
@@ -109,12 +132,7 @@ pub struct Built {
 pub fn ensure(cache: &Path) -> anyhow::Result<Built> {
     setup::debian_packages(BUILD_PACKAGES)?;
     let source_version = package_version(SOURCE_PACKAGE)?;
-    let mut hasher = DefaultHasher::new();
-    OPTIONS.hash(&mut hasher);
-    let dir = cache.join(format!(
-        "chaos-kpo-{source_version}-{:016x}",
-        hasher.finish()
-    ));
+    let dir = cache.join(format!("chaos-kpo-{source_version}-{:016x}", config_key()));
     let (bzimage, release) = (dir.join("bzImage"), dir.join("release"));
     if !bzimage.exists() || !release.exists() {
         build(cache, &dir)?;
@@ -190,17 +208,7 @@ fn build(cache: &Path, dir: &Path) -> anyhow::Result<()> {
     for option in OPTIONS {
         config.args(["--enable", option]);
     }
-    config.args([
-        "--disable",
-        "DEBUG_INFO_NONE",
-        "--disable",
-        "UNWINDER_GUESS",
-        "--enable",
-        "UNWINDER_ORC",
-        "--set-str",
-        "LSM",
-        "lockdown,capability,bpf",
-    ]);
+    config.args(OTHER_SETTINGS);
     util::exec(&mut config)?;
     make(&["olddefconfig"])?;
     let resolved = fs::read_to_string(source.join(".config"))?;
@@ -224,7 +232,12 @@ fn build(cache: &Path, dir: &Path) -> anyhow::Result<()> {
             .args(["ARCH=x86_64", "-s", "kernelrelease"])
             .current_dir(&source),
     )?;
-    let partial = dir.with_extension("partial");
+    let partial = dir.with_file_name(format!(
+        "{}.partial",
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("chaos-kpo")
+    ));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial)?;
     fs::copy(

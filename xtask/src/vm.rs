@@ -171,7 +171,19 @@ pub fn bench() -> anyhow::Result<serde_json::Value> {
 pub fn run() -> anyhow::Result<()> {
     setup()?;
     let started = Instant::now();
-    let kernels: Vec<Kernel> = KERNELS.iter().map(kernel).collect::<anyhow::Result<_>>()?;
+    // CHAOS_VM_ONLY=debian-6.12/bpf-lsm boots just that one while iterating (and fetches or
+    // builds no other kernel).
+    let only = std::env::var("CHAOS_VM_ONLY").ok();
+    let selected = |boot: &str| only.as_deref().is_none_or(|only| boot.starts_with(only));
+    let kernels: Vec<Kernel> = KERNELS
+        .iter()
+        .filter(|(label, _, modes)| {
+            modes
+                .iter()
+                .any(|(mode, _)| selected(&format!("{label}/{mode}")))
+        })
+        .map(kernel)
+        .collect::<anyhow::Result<_>>()?;
     build_static_binaries()?;
 
     let mut matrix: BTreeMap<(String, String, String), (String, String)> = BTreeMap::new();
@@ -180,8 +192,7 @@ pub fn run() -> anyhow::Result<()> {
         let initramfs = build_initramfs(kernel)?;
         for (mode, cmdline) in kernel.lsm_modes {
             let boot = format!("{}/{mode}", kernel.label);
-            // CHAOS_VM_ONLY=debian-6.12/bpf-lsm boots just that one while iterating.
-            if std::env::var("CHAOS_VM_ONLY").is_ok_and(|only| !boot.starts_with(&only)) {
+            if !selected(&boot) {
                 continue;
             }
             println!("vm: booting {boot} ({}), {cmdline}", kernel.version);
@@ -209,7 +220,10 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     print_matrix(&matrix);
-    problems.extend(uncovered_pairs(&matrix));
+    // Coverage is judged on full runs only: a CHAOS_VM_ONLY run leaves out the other kernels.
+    if only.is_none() {
+        problems.extend(uncovered_pairs(&matrix));
+    }
     println!("vm: suite took {:.0} s", started.elapsed().as_secs_f64());
     fs::write(vm_dir().join("matrix.txt"), render_matrix(&matrix))?;
     if !problems.is_empty() {

@@ -29,7 +29,8 @@ pub enum FaultSpec {
     SocketCall(socket_call::SocketCallError),
     /// drop on a pure cgroup scope: cgroup_skb.
     Drop(packet_drop::PacketDrop),
-    /// drop or reset on an interface: TC.
+    /// drop, reset, corrupt or delay at the TC layer: on an interface, a pod's veth, or a
+    /// cgroup's packets on every interface.
     Packet(tc_packet::PacketFault, crate::interface::Hooks),
 }
 
