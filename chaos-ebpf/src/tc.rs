@@ -58,9 +58,9 @@ struct Packet {
     src: [u8; 16],
     dst: [u8; 16],
     proto: u8,
-    /// A TCP or UDP header follows (not for other protocols, nor for IPv4 fragments after the
-    /// first, whose payload would be read as ports).
-    has_l4: bool,
+    /// 0 without a TCP or UDP header (other protocols, and IPv4 fragments after the first, whose
+    /// payload would otherwise be read as ports). Ports and flags then stay 0, which no port
+    /// filter (ranges start at 1) and no TCP-flags filter matches.
     sport: u16,
     dport: u16,
     l4_offset: usize,
@@ -262,21 +262,19 @@ fn matches(rule: Rule, skb: *mut __sk_buff, packet: &Packet) -> bool {
     if !proto_ok {
         return false;
     }
-    let tcp = packet.has_l4 && packet.proto == IPPROTO_TCP;
-    // A reset needs an established flow: not a SYN (that would be a refused connection, which
-    // connect-error models) and not a reset already.
+    // A reset needs an established flow: a TCP header that is not a SYN (that would be a
+    // refused connection, which connect-error models) and not a reset already.
     if config.kind == FaultKind::Reset as u32
-        && (!tcp || packet.tcp_flags & (TCP_RST | TCP_SYN) != 0)
+        && (packet.proto != IPPROTO_TCP
+            || packet.l4_offset == 0
+            || packet.tcp_flags & (TCP_RST | TCP_SYN) != 0)
     {
         return false;
     }
     if config.flags & flags::MATCH_TCP_FLAGS != 0
-        && (!tcp || u32::from(packet.tcp_flags) & config.packet.tcp_flags == 0)
+        && (packet.proto != IPPROTO_TCP
+            || u32::from(packet.tcp_flags) & config.packet.tcp_flags == 0)
     {
-        return false;
-    }
-    let ports = config.flags & (flags::MATCH_PORT | flags::MATCH_SPORT);
-    if ports != 0 && !packet.has_l4 {
         return false;
     }
     // With a cgroup scope, only packets of that subtree's sockets match.
@@ -450,15 +448,15 @@ fn network(headers: &Headers<'_>) -> Option<Packet> {
         }
         _ => return None,
     };
+    let has_l4 = first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP);
     Some(Packet {
         family,
         src,
         dst,
         proto,
-        has_l4: first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP),
         sport: 0,
         dport: 0,
-        l4_offset,
+        l4_offset: if has_l4 { l4_offset } else { 0 },
         tcp_flags: 0,
     })
 }
@@ -466,7 +464,7 @@ fn network(headers: &Headers<'_>) -> Option<Packet> {
 /// The transport layer's ports and TCP flags, where there is one.
 #[inline(always)]
 fn transport(headers: &Headers<'_>, packet: &mut Packet) -> Option<()> {
-    if packet.has_l4 {
+    if packet.l4_offset != 0 {
         let (ports, flags) =
             headers.ports_and_flags(packet.l4_offset, packet.proto == IPPROTO_TCP)?;
         packet.sport = u16::from_be(ports[0]);
@@ -484,7 +482,7 @@ const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 /// receiver that verifies it drops the packet (software checksums; offloaded ones are trusted).
 #[inline(always)]
 fn corrupt(ctx: &TcContext, rule: Rule, packet: &Packet) {
-    if !packet.has_l4 {
+    if packet.l4_offset == 0 {
         return;
     }
     let (payload, checksum) = match packet.proto {

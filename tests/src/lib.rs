@@ -214,7 +214,9 @@ impl ChaosRun {
             stderr_lines: rx,
             stderr_seen: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A hang guard, not a performance bound: under emulation (the VM suite) loading and
+        // verifying takes seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match run.stderr_lines.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
