@@ -7,7 +7,7 @@
 //! the trampoline stops at the first program that returns non-zero).
 use core::ffi::c_void;
 
-use crate::socket_ops::{Memory, Target, decide, negative_errno};
+use crate::socket_ops::{Target, decide, negative_errno};
 
 #[inline(always)]
 fn arg(ctx: *mut c_void, n: usize) -> *const c_void {
@@ -36,6 +36,5 @@ pub fn chaos_fmr_conn(ctx: *mut c_void) -> i64 {
     negative_errno(decide(Target::ConnectAddress {
         sock: arg(ctx, 0),
         address: arg(ctx, 1),
-        memory: Memory::Kernel,
     }))
 }

@@ -4,7 +4,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 
-use crate::socket_ops::{Memory, Target, decide, negative_errno};
+use crate::socket_ops::{Target, decide, negative_errno};
 
 #[inline(always)]
 fn arg(ctx: &LsmContext, n: usize) -> *const c_void {
@@ -36,6 +36,5 @@ pub fn chaos_lsm_conn(ctx: LsmContext) -> i32 {
     deny(decide(Target::ConnectAddress {
         sock: arg(&ctx, 0),
         address: arg(&ctx, 1),
-        memory: Memory::Kernel,
     }))
 }

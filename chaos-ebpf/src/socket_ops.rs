@@ -23,12 +23,11 @@ const IPPROTO_UDP: u8 = 17;
 pub enum Target {
     /// recvmsg/sendmsg: the socket's connected peer (`struct socket *`).
     Socket(*const c_void),
-    /// connect: the socket and the address being connected to (`struct sockaddr *`), in kernel
-    /// memory (LSM, fmod_ret) or still in the process's memory (syscall entry).
+    /// connect: the socket and the address being connected to (`struct sockaddr *`, already
+    /// copied into the kernel: LSM and fmod_ret hooks run after the copy).
     ConnectAddress {
         sock: *const c_void,
         address: *const c_void,
-        memory: Memory,
     },
 }
 
@@ -70,14 +69,12 @@ pub fn judge(rule: Rule, target: Target) -> u32 {
     let config = rule.config;
     let peer = match target {
         Target::Socket(sock) => socket_peer(config, sock),
-        Target::ConnectAddress {
-            sock,
-            address,
-            memory,
-        } => address_peer(address, memory).map(|peer| Peer {
-            proto: protocol_of(config, sock),
-            ..peer
-        }),
+        Target::ConnectAddress { sock, address } => {
+            address_peer(address, Memory::Kernel).map(|peer| Peer {
+                proto: protocol_of(config, sock),
+                ..peer
+            })
+        }
     };
     // Only IPv4/IPv6 sockets: unix sockets, netlink and friends are never failed.
     match peer {

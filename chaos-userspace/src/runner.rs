@@ -138,7 +138,7 @@ pub async fn run(
     };
     let sample = |live: &[Option<LiveInstance>], faults: &[RunningFault]| {
         if let Some(metrics) = &metrics {
-            metrics.update(samples(live, faults));
+            metrics.update(samples(faults, &live_counters(live, faults)));
         }
     };
     sample(&live, &faults);
@@ -168,8 +168,18 @@ pub async fn run(
             _ = sigint.recv() => true,
             _ = ticker.tick() => {
                 ticks += 1;
-                print_status(&live, &faults, (started.elapsed(), ticks), terminal);
-                sample(&live, &faults);
+                // One read of the kernel's counters serves the status line and the metrics; a
+                // tick that prints nothing and serves no metrics reads none.
+                let wanted = metrics.is_some()
+                    || faults.len() <= FAULTS_WITH_OWN_STATUS_LINES
+                    || ticks.is_multiple_of(10);
+                if wanted {
+                    let counters = live_counters(&live, &faults);
+                    print_status(&faults, &counters, (started.elapsed(), ticks), terminal);
+                    if let Some(metrics) = &metrics {
+                        metrics.update(samples(&faults, &counters));
+                    }
+                }
                 continue;
             }
         };
@@ -217,21 +227,32 @@ pub async fn run(
     Ok(faults.into_iter().map(|f| f.summary).collect())
 }
 
-/// Each fault's counters for the metrics: live from its instance, or final from its summary.
-fn samples(live: &[Option<LiveInstance>], faults: &[RunningFault]) -> Vec<FaultSample> {
+/// Each fault's counters as its instance counts them now; `None` once the instance is stopped
+/// (the summary holds the final counts then) or where the read failed.
+fn live_counters(live: &[Option<LiveInstance>], faults: &[RunningFault]) -> Vec<Option<Counters>> {
     faults
         .iter()
         .map(|fault| {
-            let summary = &fault.summary;
-            let counters = live[fault.instance]
+            live[fault.instance]
                 .as_ref()
                 .and_then(|l| l.instance.counters(fault.rule).ok())
-                .unwrap_or(Counters {
-                    matched: summary.matched,
-                    injected: summary.injected,
-                    events_sampled_out: summary.events_sampled_out,
-                    events_lost: summary.events_lost,
-                });
+        })
+        .collect()
+}
+
+/// Each fault for the metrics: its live counters, or the final ones from its summary.
+fn samples(faults: &[RunningFault], counters: &[Option<Counters>]) -> Vec<FaultSample> {
+    faults
+        .iter()
+        .zip(counters)
+        .map(|(fault, live)| {
+            let summary = &fault.summary;
+            let counters = live.unwrap_or(Counters {
+                matched: summary.matched,
+                injected: summary.injected,
+                events_sampled_out: summary.events_sampled_out,
+                events_lost: summary.events_lost,
+            });
             FaultSample {
                 fault_id: summary.fault_id,
                 fault: summary.fault,
@@ -270,31 +291,35 @@ async fn stop_instance(live: LiveInstance, faults: &mut [RunningFault], index: u
 }
 
 fn print_status(
-    live: &[Option<LiveInstance>],
     faults: &[RunningFault],
+    counters: &[Option<Counters>],
     (elapsed, ticks): (Duration, u64),
     terminal: bool,
 ) {
-    let counters = |fault: &RunningFault| {
-        live[fault.instance]
-            .as_ref()
-            .and_then(|l| l.instance.counters(fault.rule).ok())
-    };
-    let running: Vec<&RunningFault> = faults.iter().filter(|f| !f.ended).collect();
+    let running: Vec<(&RunningFault, &Option<Counters>)> = faults
+        .iter()
+        .zip(counters)
+        .filter(|(f, _)| !f.ended)
+        .collect();
     let lines: Vec<String> = if faults.len() <= FAULTS_WITH_OWN_STATUS_LINES {
         // A failed read only costs one status line; the run goes on.
         running
             .iter()
-            .filter_map(|f| {
+            .filter_map(|(f, counts)| {
                 let (name, id) = (f.summary.fault, f.summary.fault_id);
-                Some(status_line(name, id, f.armed_at.elapsed(), &counters(f)?))
+                Some(status_line(
+                    name,
+                    id,
+                    f.armed_at.elapsed(),
+                    counts.as_ref()?,
+                ))
             })
             .collect()
     } else if ticks.is_multiple_of(10) {
         let total = running
             .iter()
-            .filter_map(|f| counters(f))
-            .fold(Counters::default(), |sum, c| sum.plus(&c));
+            .filter_map(|(_, counts)| counts.as_ref())
+            .fold(Counters::default(), |sum, c| sum.plus(c));
         vec![status_line(
             &format!("{} faults", running.len()),
             0,

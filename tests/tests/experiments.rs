@@ -130,21 +130,29 @@ fn ten_thousand_rules_arm_and_only_the_matching_one_fires() {
     assert!(summaries[..10_000].iter().all(|s| s["matched"] == 0));
 }
 
+/// `chaos-bpf run` on an experiment file that must be refused: exit 2, nothing on stdout; its
+/// stderr.
+fn refused_run(name: &str, contents: &str) -> String {
+    let experiment = TempFile::new(name, contents);
+    let output = chaos(&["run", experiment.arg()]);
+    let stderr = output.stderr.trim_end().to_string();
+    assert_eq!(output.code, Some(2), "{stderr}");
+    assert!(output.stdout.is_empty(), "{}", output.stdout);
+    stderr
+}
+
 /// A bad line is named with its number, exit 2, and nothing from earlier lines is attached.
 #[test]
 fn a_bad_line_names_its_number_and_attaches_nothing() {
     require_root();
     let cgroup = TestCgroup::new("exbad");
-    let experiment = TempFile::new(
+    let path = cgroup.path.display();
+    let stderr = refused_run(
         "bad",
         &format!(
-            "connect-error --cgroup {0}\n\n# fine so far\ndrop --cgroup {0} --probability 2\n",
-            cgroup.path.display()
+            "connect-error --cgroup {path}\n\n# fine so far\ndrop --cgroup {path} --probability 2\n"
         ),
     );
-    let output = chaos(&["run", experiment.arg()]);
-    let stderr = output.stderr.trim_end();
-    assert_eq!(output.code, Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("line 4:") && stderr.contains("--probability"),
@@ -154,28 +162,16 @@ fn a_bad_line_names_its_number_and_attaches_nothing() {
 
     // A line the kernel-side checks reject (after blank and comment lines), and TC rules that
     // only fail together: the earlier connect-error line must not have been armed meanwhile.
-    let no_such_interface = TempFile::new(
+    let stderr = refused_run(
         "bad-iface",
-        &format!(
-            "\n# c\nconnect-error --cgroup {}\n\ndrop --iface chaosnope0\n",
-            cgroup.path.display()
-        ),
+        &format!("\n# c\nconnect-error --cgroup {path}\n\ndrop --iface chaosnope0\n"),
     );
-    let output = chaos(&["run", no_such_interface.arg()]);
-    assert_eq!(output.code, Some(2), "{}", output.stderr);
-    assert!(
-        output.stderr.contains("line 5: --iface"),
-        "{}",
-        output.stderr
-    );
-    let mut overlapping = format!("connect-error --cgroup {}\n", cgroup.path.display());
+    assert!(stderr.contains("line 5: --iface"), "{stderr}");
+    let mut overlapping = format!("connect-error --cgroup {path}\n");
     for _ in 0..16 {
         overlapping.push_str("drop --iface lo --dst 10.0.0.0/8\n");
     }
-    let overlapping = TempFile::new("overlap", &overlapping);
-    let output = chaos(&["run", overlapping.arg()]);
-    assert_eq!(output.code, Some(2), "{}", output.stderr);
-    let stderr = output.stderr.trim_end();
+    let stderr = refused_run("overlap", &overlapping);
     assert!(stderr.contains("16 rules cover 10.0.0.0/8"), "{stderr}");
     assert_eq!(
         stderr.lines().count(),
@@ -183,18 +179,12 @@ fn a_bad_line_names_its_number_and_attaches_nothing() {
         "nothing was armed first: {stderr}"
     );
 
-    let events_per_line = TempFile::new(
+    let stderr = refused_run(
         "events-per-line",
-        &format!(
-            "connect-error --cgroup {} --events json\n",
-            cgroup.path.display()
-        ),
+        &format!("connect-error --cgroup {path} --events json\n"),
     );
-    let output = chaos(&["run", events_per_line.arg()]);
-    assert_eq!(output.code, Some(2), "{}", output.stderr);
     assert!(
-        output.stderr.contains("chaos-bpf run --events json FILE"),
-        "{}",
-        output.stderr
+        stderr.contains("chaos-bpf run --events json FILE"),
+        "{stderr}"
     );
 }
