@@ -17,29 +17,28 @@ use nix::{
     unistd::Pid,
 };
 
-/// The chaos-bpf binary under test: `$CHAOS_BPF`, or the one built beside the test binary.
+/// The chaos-bpf binary under test: `$CHAOS_BPF`, or the one built beside this executable.
 pub fn chaos_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHAOS_BPF") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/chaos-bpf
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("chaos-bpf")
+    built_binary("CHAOS_BPF", "chaos-bpf")
 }
 
-/// The testkit helper: `$CHAOS_TESTKIT`, or the one built beside the test binary.
+/// The testkit helper: `$CHAOS_TESTKIT`, or the one built beside this executable.
 pub fn testkit_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHAOS_TESTKIT") {
+    built_binary("CHAOS_TESTKIT", "chaos-testkit")
+}
+
+/// `$VAR`, else `name` in this executable's profile directory: test executables live in
+/// `target/<profile>/deps/`, binaries (the demo, the bench) in `target/<profile>/` itself.
+fn built_binary(var: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
         return path.into();
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("chaos-testkit")
+    let exe = std::env::current_exe().expect("executable path");
+    let mut dir = exe.parent().expect("executable directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("profile directory");
+    }
+    dir.join(name)
 }
 
 pub fn require_root() {

@@ -1,6 +1,6 @@
-//! `cargo xtask setup | test | demo`: everything a fresh machine needs, in one place.
-mod bench;
-mod demo;
+//! `cargo xtask setup | test | demo | bench`: everything a fresh machine needs, in one place.
+//! Every task runs `setup` first, then drives cargo and the project's binaries as subprocesses:
+//! nothing here links the crates whose build needs the eBPF toolchain.
 mod kernel_build;
 mod setup;
 mod util;
@@ -58,12 +58,11 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench => {
             setup::run()?;
-            bench::run()
+            bench()
         }
         Task::Demo => {
             setup::run()?;
-            util::cargo(&["build", "--quiet"])?;
-            demo::run()
+            demo()
         }
     }
 }
@@ -86,7 +85,30 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     util::cargo_as_root(&args)?;
     if extra.is_empty() {
         println!("\n== demo (tested: it fails unless the faults visibly hit the demo service)");
-        demo::run()?;
+        demo()?;
     }
     Ok(())
+}
+
+/// Builds chaos-bpf, the testkit and the demo, then runs the demo as root.
+fn demo() -> anyhow::Result<()> {
+    util::cargo(&["build", "--quiet"])?;
+    util::run_as_root(&util::target_dir().join("debug/chaos-demo"), &[])
+}
+
+/// The tools to compare against, release builds (arming 10,000 rules and chaos-bpf's footprint
+/// as users would run it), the in-VM part (the VM plumbing lives here), then the host part.
+fn bench() -> anyhow::Result<()> {
+    setup::debian_packages(&["iperf3", "iptables", "nftables"])?;
+    util::cargo(&["build", "--quiet", "--release", "--bins"])?;
+    println!("bench: delay beside netem in a VM first (Debian 6.12 has both)");
+    let vm_result = vm::bench()?;
+    let out_dir = util::target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let vm_file = out_dir.join("vm.json");
+    std::fs::write(&vm_file, vm_result.to_string())?;
+    util::run_as_root(
+        &util::target_dir().join("release/chaos-bench"),
+        &[vm_file.as_os_str()],
+    )
 }

@@ -1,9 +1,10 @@
-//! Installs what a fresh machine lacks and nothing else, saying what it installs.
+//! Installs what a fresh machine lacks and nothing else, saying what it installs. A step that
+//! cannot be done ends setup with one line: what is missing and how to install it by hand.
 use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
-use crate::util::{exec, output, privileged};
+use crate::util::{is_root, output};
 
 const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the tests and the demo use: bpftool reads the kernel's program lists.
@@ -17,60 +18,87 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The eBPF crate builds `core` from source with the nightly toolchain.
 fn nightly_rust_src() -> anyhow::Result<()> {
+    let Ok(toolchains) = output(Command::new("rustup").args(["toolchain", "list"])) else {
+        bail!(
+            "setup: rustup is not on PATH; chaos-bpf needs rustup's stable and nightly toolchains \
+             (install rustup from your distribution or rustup.rs, then: rustup toolchain install nightly)"
+        );
+    };
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        bail!(
+            "setup: no nightly toolchain (the eBPF crate needs it); install it by hand: \
+             rustup toolchain install nightly --component rust-src"
+        );
+    }
     let installed = output(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
         "--toolchain",
         "nightly",
-    ]))
-    .context(
-        "the nightly toolchain is needed for the eBPF crate (rustup toolchain install nightly)",
-    )?;
-    if !installed.lines().any(|line| line.starts_with("rust-src")) {
-        println!(
-            "setup: installing rust-src for the nightly toolchain (eBPF builds core from source)"
+    ]))?;
+    if installed.lines().any(|line| line.starts_with("rust-src")) {
+        return Ok(());
+    }
+    println!("setup: installing rust-src for the nightly toolchain (eBPF builds core from source)");
+    let added = Command::new("rustup")
+        .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+        .status();
+    if !added.is_ok_and(|s| s.success()) {
+        bail!(
+            "setup: could not add rust-src to the nightly toolchain; install it by hand: \
+             rustup component add rust-src --toolchain nightly"
         );
-        exec(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
     }
     Ok(())
 }
 
-fn bpf_linker() -> anyhow::Result<()> {
-    let current = Command::new("bpf-linker")
+fn bpf_linker_version() -> Option<String> {
+    Command::new("bpf-linker")
         .arg("--version")
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if current
-        .as_deref()
-        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
-    {
-        return Ok(());
-    }
-    println!(
-        "setup: installing bpf-linker {BPF_LINKER_VERSION} (links the eBPF object; uses rustc's LLVM 22)"
-    );
-    exec(Command::new(env!("CARGO")).args([
-        "install",
-        "bpf-linker",
-        "--version",
-        BPF_LINKER_VERSION,
-        "--locked",
-        "--no-default-features",
-        "--features",
-        "rust-llvm-22",
-    ]))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+/// bpf-linker built against rustc's own LLVM 22, so no LLVM from apt is needed.
+fn bpf_linker() -> anyhow::Result<()> {
+    if bpf_linker_version().is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    let by_hand = format!(
+        "cargo install bpf-linker --version {BPF_LINKER_VERSION} --locked --no-default-features \
+         --features rust-llvm-22"
+    );
+    println!("setup: installing bpf-linker {BPF_LINKER_VERSION} (links the eBPF object)");
+    let installed = Command::new(env!("CARGO"))
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "rust-llvm-22",
+        ])
+        .status();
+    if !installed.is_ok_and(|s| s.success()) {
+        bail!("setup: building bpf-linker failed; install it by hand: {by_hand}");
+    }
+    if bpf_linker_version().is_none() {
+        bail!(
+            "setup: bpf-linker was installed into cargo's bin directory, which is not on PATH; \
+             add it (export PATH=\"$HOME/.cargo/bin:$PATH\") and run setup again"
+        );
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages of `packages` that are missing (none: nothing runs).
 pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages
         .iter()
@@ -85,15 +113,39 @@ pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    println!("setup: installing Debian packages {}", missing.join(" "));
-    exec(privileged("apt-get").args(["update", "-qq"]))?;
-    let status = privileged("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()?;
-    if !status.success() {
-        bail!("apt-get install {} failed", missing.join(" "));
+    let list = missing.join(" ");
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        bail!(
+            "setup: apt-get not found (setup installs packages only on Debian and Ubuntu); \
+             install by hand with your package manager: {list}"
+        );
+    }
+    if !is_root()
+        && !Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        bail!(
+            "setup: installing {list} needs root; run as root (sudo -E cargo xtask ...) or \
+             install by hand: sudo apt-get install {list}"
+        );
+    }
+    println!("setup: installing Debian packages {list}");
+    let apt = |args: &[&str]| {
+        crate::util::privileged("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !apt(&["update", "-qq"]) {
+        bail!("setup: apt-get update failed; install by hand: apt-get install {list}");
+    }
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&missing);
+    if !apt(&install) {
+        bail!("setup: apt-get install {list} failed; see apt's message above");
     }
     Ok(())
 }

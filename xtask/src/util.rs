@@ -1,4 +1,8 @@
-use std::process::Command;
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, bail};
 
@@ -29,6 +33,28 @@ pub fn cargo_as_root(args: &[&str]) -> anyhow::Result<()> {
         command.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
     exec(&mut command)
+}
+
+/// The workspace's root directory.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    workspace().join("target")
+}
+
+/// Runs one of the project's binaries as root (through `sudo -E` when we are not).
+pub fn run_as_root(program: &Path, args: &[&OsStr]) -> anyhow::Result<()> {
+    let mut command = if is_root() {
+        Command::new(program)
+    } else {
+        let mut command = Command::new("sudo");
+        command.arg("-E").arg(program);
+        command
+    };
+    exec(command.args(args))
 }
 
 /// Output of a command that must succeed, as text.

@@ -52,12 +52,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const CONSOLE_TAIL_LINES: usize = 40;
 const VM_PACKAGES: &[&str] = &["qemu-system-x86", "cpio", "busybox-static", "xz-utils"];
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn vm_dir() -> PathBuf {
-    workspace().join("target/vm")
+    util::workspace().join("target/vm")
 }
 
 /// Kernels are cached outside the checkout, so fresh clones on the same machine (CI) reuse them:
@@ -197,13 +193,18 @@ pub fn run() -> anyhow::Result<()> {
             }
             println!("vm: booting {boot} ({}), {cmdline}", kernel.version);
             let boot_started = Instant::now();
-            match boot_console(kernel, &initramfs, cmdline, &boot).map(|c| results_of(&c)) {
-                Ok(results) => {
+            match boot_console(kernel, &initramfs, cmdline, &boot) {
+                Ok(console_text) => {
+                    let results = results_of(&console_text);
                     println!(
                         "vm: {boot} finished in {:.0} s",
                         boot_started.elapsed().as_secs_f64()
                     );
-                    for (fault, mechanism) in chaos_tests::cases::vm_cases() {
+                    let plan = plan_of(&console_text);
+                    if plan.is_empty() {
+                        problems.push(format!("{boot}: the runner planned no case"));
+                    }
+                    for (fault, mechanism) in plan {
                         if !results.iter().any(|r| r.0 == fault && r.1 == mechanism) {
                             problems.push(format!("{boot}: no report for {fault} via {mechanism}"));
                         }
@@ -405,7 +406,7 @@ fn build_initramfs(kernel: &Kernel) -> anyhow::Result<PathBuf> {
         }
     }
     fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static")?;
-    let release = workspace().join("target").join(MUSL).join("release");
+    let release = util::workspace().join("target").join(MUSL).join("release");
     for binary in ["chaos-bpf", "chaos-testkit", "chaos-vmtest"] {
         fs::copy(release.join(binary), root.join("bin").join(binary))
             .with_context(|| format!("copying {binary}"))?;
@@ -502,6 +503,18 @@ fn boot_console(
 }
 
 /// The runner's `RESULT <fault> <mechanism> <status> <detail>` lines.
+/// The cases the in-VM runner announced before running them.
+fn plan_of(console: &str) -> Vec<(String, String)> {
+    console
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim_end().split_once("CHAOS-VM: PLAN ")?.1;
+            let (fault, mechanism) = rest.split_once(' ')?;
+            Some((fault.to_string(), mechanism.to_string()))
+        })
+        .collect()
+}
+
 fn results_of(console: &str) -> Result4 {
     console
         .lines()

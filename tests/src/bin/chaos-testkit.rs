@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         "tcp-sink" => tcp_sink(arg(1).parse()?),
         "udp-echo" => udp_echo(arg(1).parse()?),
         "udp-rtt" => udp_rtt(arg(1).parse()?, arg(2).parse()?),
+        "udp-load" => udp_load(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
         "tcp-echo" => tcp_echo(arg(1).parse()?),
         "tcp-rr" => tcp_rr(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
         "udp-flood" => udp_flood(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
@@ -36,7 +37,8 @@ fn main() -> anyhow::Result<()> {
             "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
              udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS | \
              socket-call read|recv|recvfrom|recvmsg|write|send|sendto|sendmsg ADDR N | \
-             udp-echo ADDR | udp-rtt ADDR N | tcp-echo ADDR | tcp-rr ADDR MS | udp-flood ADDR MS"
+             udp-echo ADDR | udp-rtt ADDR N | udp-load ADDR MS | tcp-echo ADDR | tcp-rr ADDR MS | \
+             udp-flood ADDR MS"
         ),
     }
 }
@@ -332,6 +334,42 @@ fn udp_rtt(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
         }
     }
     println!("{}", json!({ "rtts_us": rtts }));
+    Ok(())
+}
+
+/// Request/response against a `udp-echo` server for a while, one datagram each way and a 50 ms
+/// timeout: a lost request or reply is a failed request, so the failure share is the loss.
+fn udp_load(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    socket.connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let deadline = Instant::now() + duration;
+    let (mut ok, mut failed) = (0u32, 0u32);
+    let mut buf = [0u8; 16];
+    let mut seq = 0u32;
+    while Instant::now() < deadline {
+        seq += 1;
+        socket.send(&seq.to_be_bytes())?;
+        // An echo of an earlier, timed-out request is not this one's answer.
+        let answered = loop {
+            match socket.recv(&mut buf) {
+                Ok(4) if buf[..4] == seq.to_be_bytes() => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        if answered {
+            ok += 1
+        } else {
+            failed += 1
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!("{}", json!({ "ok": ok, "failed": failed }));
     Ok(())
 }
 

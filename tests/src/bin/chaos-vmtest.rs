@@ -1,6 +1,7 @@
-//! Runs inside a VM's initramfs as /init's payload: every fault × mechanism pair, reported on the
-//! console as `CHAOS-VM: RESULT <fault> <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask; or,
-//! with the argument `bench`, the benchmark's in-VM part as one `CHAOS-VM: BENCH <json>` line.
+//! Runs inside a VM's initramfs as /init's payload: every fault × mechanism pair, planned on the
+//! console as `CHAOS-VM: PLAN <fault> <mechanism>` and then reported as `CHAOS-VM: RESULT <fault>
+//! <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask; or, with the argument `bench`, the
+//! benchmark's in-VM part as one `CHAOS-VM: BENCH <json>` line.
 use chaos_tests::{
     cases::{Outcome, vm_case, vm_cases},
     chaos, doctor_report,
@@ -36,6 +37,10 @@ fn main() {
         println!("CHAOS-VM: DOCTOR {line}");
     }
     let doctor = doctor_report();
+    // The plan first: the xtask checks that every planned case reports.
+    for (fault, mechanism) in vm_cases() {
+        println!("CHAOS-VM: PLAN {fault} {mechanism}");
+    }
     for (fault, mechanism) in vm_cases() {
         report(fault, mechanism, &vm_case(&doctor, fault, mechanism));
     }

@@ -3,6 +3,9 @@
 //! Ratios are taken pair by pair (baseline, condition, baseline, condition ...) because these
 //! machines drift; every figure has min, median and max over the rounds. Nothing here is a test
 //! assertion: it reports, and says where a goal is missed.
+//!
+//! `cargo xtask bench` installs the tools, builds this binary in release mode beside chaos-bpf,
+//! runs the in-VM part (it owns the VM plumbing) and passes its JSON result as the only argument.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -16,8 +19,6 @@ use anyhow::{Context, bail, ensure};
 use chaos_tests::{ChaosRun, Netns, TempFile, TestCgroup, VethPair, tcp_sink};
 use serde_json::json;
 
-use crate::{setup, util, vm};
-
 const ROUNDS: usize = 3;
 /// The idle-overhead ratios are the noisiest figures here: more, shorter rounds.
 const IDLE_ROUNDS: usize = 5;
@@ -25,7 +26,6 @@ const MEASURE_SECONDS: &str = "2";
 const MEASURE_MS: &str = "2000";
 const PRECISION_DATAGRAMS: u64 = 100_000;
 const RULE_COUNTS: [usize; 3] = [1, 100, 10_000];
-const BENCH_PACKAGES: &[&str] = &["iperf3", "iptables", "nftables"];
 /// The idle-overhead goal: at least this fraction of the no-program rate.
 const IDLE_GOAL: f64 = 0.97;
 
@@ -66,6 +66,14 @@ fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
+fn exec(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed: {status}");
+    Ok(())
+}
+
 /// The report as it is built: JSON for target/bench/bench.json, Markdown for the README.
 #[derive(Default)]
 struct Report {
@@ -94,29 +102,17 @@ impl Report {
     }
 }
 
-pub fn run() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     ensure!(
-        util::is_root(),
+        nix::unistd::geteuid().is_root(),
         "the bench attaches eBPF programs and netfilter rules: run it as root"
     );
-    setup::debian_packages(BENCH_PACKAGES)?;
-    // Release builds: arming 10,000 rules and chaos-bpf's own footprint as users would run it.
-    util::cargo(&[
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "chaos-userspace",
-        "-p",
-        "chaos-tests",
-        "--bins",
-    ])?;
-    let release = target_dir().join("release");
-    // SAFETY: single-threaded here; the helpers read these to find the binaries.
-    unsafe {
-        std::env::set_var("CHAOS_BPF", release.join("chaos-bpf"));
-        std::env::set_var("CHAOS_TESTKIT", release.join("chaos-testkit"));
-    }
+    let vm_result = std::env::args()
+        .nth(1)
+        .context("usage: chaos-bench VM-RESULT.json (cargo xtask bench runs it)")?;
+    let vm_result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&vm_result).with_context(|| format!("reading {vm_result}"))?,
+    )?;
     let started = Instant::now();
     let mut report = Report::default();
 
@@ -130,8 +126,8 @@ pub fn run() -> anyhow::Result<()> {
     arm_latency(&mut report)?;
     println!("bench: 5/6 memory with 10,000 rules");
     memory(&mut report)?;
-    println!("bench: 6/6 delay: chaos-bpf and netem in a VM (Debian 6.12 has both)");
-    delay_in_vm(&mut report)?;
+    println!("bench: 6/6 delay: chaos-bpf and netem in a VM (measured before, by the xtask)");
+    delay_in_vm(&mut report, vm_result);
 
     let machine = machine();
     let seconds = started.elapsed().as_secs();
@@ -631,7 +627,7 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
     };
     let (mut chaos_arm, mut chaos_disarm, mut ipt_arm, mut ipt_disarm) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let chaos = target_dir().join("release/chaos-bpf");
+    let chaos = chaos_tests::chaos_bin();
     for _ in 0..ROUNDS {
         let launched = Instant::now();
         let mut child = Command::new(&chaos)
@@ -668,10 +664,10 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
             "tcp-reset",
         ];
         let started = Instant::now();
-        util::exec(Command::new("iptables").arg("-A").args(rule))?;
+        exec(Command::new("iptables").arg("-A").args(rule))?;
         ipt_arm.push((started.elapsed() + connects(true)).as_secs_f64() * 1000.0);
         let started = Instant::now();
-        util::exec(Command::new("iptables").arg("-D").args(rule))?;
+        exec(Command::new("iptables").arg("-D").args(rule))?;
         ipt_disarm.push((started.elapsed() + connects(false)).as_secs_f64() * 1000.0);
     }
     report.section(
@@ -769,8 +765,7 @@ fn map_memory_of(program_ids: &[u32]) -> anyhow::Result<u64> {
 }
 
 /// 10 ms of delay through chaos-bpf and netem in a VM: error per packet and arm latency.
-fn delay_in_vm(report: &mut Report) -> anyhow::Result<()> {
-    let result = vm::bench()?;
+fn delay_in_vm(report: &mut Report, result: serde_json::Value) {
     report.section(
         "Delay of 10 ms on loopback, every UDP packet, in a Debian 6.12 VM (TCG emulation)",
         &[
@@ -793,5 +788,4 @@ fn delay_in_vm(report: &mut Report) -> anyhow::Result<()> {
         ]);
     }
     report.json.insert("delay_vm", result);
-    Ok(())
 }
