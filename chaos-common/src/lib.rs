@@ -11,6 +11,9 @@
 /// every TC fault of a run on any interface is one rule of a shared rule set. Everything per rule
 /// is indexed by the rule's position in [`CONFIG`]; filters live in tries keyed by that index.
 pub mod maps {
+    /// `Array<u32>` of one entry, the kill switch: non-zero and no program of the object injects
+    /// anything, before any detach. Every program reads it first.
+    pub const CONTROL: &str = "CHAOS_CONTROL";
     /// `Array<FaultConfig>`: one entry per rule.
     pub const CONFIG: &str = "CHAOS_CONFIG";
     /// `LpmTrie<AddrKey<4>, u8>`: each rule's IPv4 CIDRs per [`crate::filter_field`].
@@ -41,6 +44,7 @@ pub mod maps {
 
     /// Every map the object must define; a userspace test checks the object against this list.
     pub const ALL: &[&str] = &[
+        CONTROL,
         CONFIG,
         ADDR_V4,
         ADDR_V6,
@@ -285,9 +289,11 @@ pub mod flags {
 
 /// IP protocol numbers used by the protocol filter (0 = any).
 pub mod proto {
-    pub const ANY: u32 = 0;
-    pub const TCP: u32 = 6;
-    pub const UDP: u32 = 17;
+    pub const ANY: u8 = 0;
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
 }
 
 /// Byte offsets of the socket fields the syscall-fault programs read, resolved by userspace from
@@ -371,6 +377,10 @@ pub struct FaultConfig {
     pub probability: u64,
     /// With [`flags::SCOPE_CGROUP`]: the target cgroup's id ...
     pub scope_cgroup_id: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) from which the rule injects nothing, whatever user
+    /// space does: a hung or stopped chaos-bpf cannot extend a fault. Every rule has one; an
+    /// all-zero slot is expired as well as unarmed.
+    pub expires_ns: u64,
     /// Identifies this fault in events and metrics.
     pub fault_id: u32,
     /// [`FaultKind`] as a raw value.
@@ -446,7 +456,7 @@ pub const DIRECTION_INGRESS: u8 = 2;
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
 const _: () = assert!(core::mem::size_of::<FdOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8);
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 4 * 10 + 16 + 24 + 56);
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 8 + 4 * 10 + 16 + 24 + 56);
 const _: () = assert!(core::mem::size_of::<RuleList>() == 4 * (1 + MAX_RULES_PER_DESTINATION));
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4 + 16 + 2 + 2 + 1 + 1 + 2 + 16);

@@ -4,11 +4,11 @@
 use aya_ebpf::{
     helpers::generated::bpf_set_retval, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
-use chaos_common::{AF_INET, AF_INET6, Counter};
+use chaos_common::{AF_INET, AF_INET6};
 
 use crate::{
-    matching::{Peer, armed_rule, draw, peer_matches},
-    telemetry::{Subject, count, emit},
+    matching::{Peer, armed_rule, killed, peer_matches, strike},
+    telemetry::Subject,
 };
 
 const ALLOW: i32 = 1;
@@ -59,22 +59,19 @@ pub fn chaos_connect6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn decide(peer: &Peer) -> i32 {
+    if killed() {
+        return ALLOW;
+    }
     // The program runs only for the target cgroup: the object has this one rule.
     let Some(rule) = armed_rule(0) else {
         return ALLOW;
     };
-    if !peer_matches(rule, peer) {
-        return ALLOW;
-    }
-    count(rule, Counter::Matched);
-    if !draw(rule, rule.config.probability) {
-        return ALLOW;
-    }
-    count(rule, Counter::Injected);
     let errno = rule.config.errno;
+    if !peer_matches(rule, peer) || !strike(rule, peer, || Subject::current_task(errno)) {
+        return ALLOW;
+    }
     // SAFETY: the helper only sets the hook's return value; errno is at most 4095 (userspace
     // checks), so the negation cannot overflow.
     unsafe { bpf_set_retval(-(errno as i32)) };
-    emit(rule, peer, &Subject::current_task(errno));
     REJECT
 }

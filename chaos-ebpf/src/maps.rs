@@ -11,6 +11,9 @@ use chaos_common::{
     LossState, MAX_CIDRS, MAX_FILTER_ENTRIES, PortKey, RuleList, jitter,
 };
 
+#[map(name = "CHAOS_CONTROL")]
+pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "CHAOS_CONFIG")]
 pub static CONFIG: Array<FaultConfig> = Array::with_max_entries(1, 0);
 

@@ -1,12 +1,18 @@
 //! The decision shared by every mechanism: does this operation match a rule's filters, and does
 //! the probability draw say inject? Filters of all rules share tries keyed by rule index.
-use aya_ebpf::{helpers::bpf_get_prandom_u32, maps::lpm_trie::Key};
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    maps::lpm_trie::Key,
+};
 use chaos_common::{
-    AF_INET, AF_INET6, FILTER_KEY_PREFIX_BITS, FaultConfig, LossState, addr_key, filter_field,
-    flags, port_key,
+    AF_INET, AF_INET6, Counter, FILTER_KEY_PREFIX_BITS, FaultConfig, LossState, addr_key,
+    filter_field, flags, port_key,
 };
 
-use crate::maps::{ADDR_V4, ADDR_V6, CONFIG, LOSS_STATE, PORTS};
+use crate::{
+    maps::{ADDR_V4, ADDR_V6, CONFIG, CONTROL, LOSS_STATE, PORTS},
+    telemetry::{Subject, count, emit},
+};
 
 /// The remote end of a connection or packet, as the filters see it.
 pub struct Peer {
@@ -25,11 +31,54 @@ pub struct Rule {
     pub config: &'static FaultConfig,
 }
 
-/// Rule `index`, or `None` while userspace is still filling its filters or after its deadline.
+/// The kill switch (see [`chaos_common::maps::CONTROL`]): every program asks this first, so a
+/// flipped switch costs an operation one array read. A missing entry counts as killed.
+#[inline(always)]
+pub fn killed() -> bool {
+    CONTROL.get(0).is_none_or(|switch| *switch != 0)
+}
+
+/// Rule `index`, or `None` while userspace is still filling its filters or after it disarmed it.
 #[inline(always)]
 pub fn armed_rule(index: u32) -> Option<Rule> {
     let config = CONFIG.get(index)?;
     (config.armed != 0).then_some(Rule { index, config })
+}
+
+/// An operation passed the rule's filters: `None` past the rule's deadline (the rule is then as
+/// if absent, whatever userspace does), else it counts as matched, and the time is returned for
+/// the event. The clock is read only here, so operations the filters reject never pay for it.
+#[inline(always)]
+pub fn matched(rule: Rule) -> Option<u64> {
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now >= rule.config.expires_ns {
+        return None;
+    }
+    count(rule, Counter::Matched);
+    Some(now)
+}
+
+/// The fault applies: count it and report it. The subject is built only now (it costs helpers).
+#[inline(always)]
+pub fn injected(rule: Rule, now: u64, peer: &Peer, subject: impl FnOnce() -> Subject) {
+    count(rule, Counter::Injected);
+    emit(rule, now, peer, &subject());
+}
+
+/// matched, probability draw, injected, event: the whole decision after the filters for the
+/// syscall and cgroup_skb paths (TC puts its loss model in place of the draw). True when the
+/// fault applies.
+#[inline(always)]
+pub fn strike(rule: Rule, peer: &Peer, subject: impl FnOnce() -> Subject) -> bool {
+    let Some(now) = matched(rule) else {
+        return false;
+    };
+    if !draw(rule, rule.config.probability) {
+        return false;
+    }
+    injected(rule, now, peer, subject);
+    true
 }
 
 /// Proto, peer port and peer address filters (syscall and cgroup_skb faults).

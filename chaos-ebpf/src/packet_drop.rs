@@ -4,11 +4,11 @@
 use aya_ebpf::{
     helpers::generated::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext,
 };
-use chaos_common::{AF_INET, AF_INET6, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, flags};
+use chaos_common::{AF_INET, AF_INET6, DIRECTION_EGRESS, DIRECTION_INGRESS, flags, proto};
 
 use crate::{
-    matching::{Peer, armed_rule, draw, peer_matches},
-    telemetry::{Subject, count, emit},
+    matching::{Peer, armed_rule, killed, peer_matches, strike},
+    telemetry::Subject,
 };
 
 const PASS: i32 = 1;
@@ -16,9 +16,6 @@ const DROP: i32 = 0;
 /// Egress "drop, with congestion notification": the stack treats it like a congested device
 /// (the sender's send() succeeds, TCP backs off and retransmits) instead of failing with EPERM.
 const DROP_CN: i32 = 2;
-
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 #[cgroup_skb(egress)]
 pub fn chaos_skb_out(ctx: SkBuffContext) -> i32 {
@@ -32,6 +29,9 @@ pub fn chaos_skb_in(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn decide(ctx: &SkBuffContext, direction: u8, direction_flag: u32, drop_verdict: i32) -> i32 {
+    if killed() {
+        return PASS;
+    }
     // The program runs only for the target cgroup's sockets: the object has this one rule.
     let Some(rule) = armed_rule(0) else {
         return PASS;
@@ -42,27 +42,16 @@ fn decide(ctx: &SkBuffContext, direction: u8, direction_flag: u32, drop_verdict:
     let Some(peer) = parse_peer(ctx, direction == DIRECTION_EGRESS) else {
         return PASS;
     };
-    if !peer_matches(rule, &peer) {
-        return PASS;
-    }
-    count(rule, Counter::Matched);
-    if !draw(rule, rule.config.probability) {
-        return PASS;
-    }
-    count(rule, Counter::Injected);
-    emit(
-        rule,
-        &peer,
-        &Subject {
+    let struck = peer_matches(rule, &peer)
+        && strike(rule, &peer, || Subject {
             // SAFETY: the context is a valid skb for this program type.
             cgroup_id: unsafe { bpf_skb_cgroup_id(ctx.skb.skb) },
             pid: 0,
             comm: [0; 16],
             errno: 0,
             direction,
-        },
-    );
-    drop_verdict
+        });
+    if struck { drop_verdict } else { PASS }
 }
 
 /// Reads the remote peer from the IP and transport headers (cgroup_skb data starts at the
@@ -87,7 +76,7 @@ fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<Peer> {
         }
         _ => return None,
     };
-    let port = if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+    let port = if proto == proto::TCP || proto == proto::UDP {
         // Source port first, then destination port; the peer's is the far end's.
         let ports: [u8; 4] = ctx.load(l4_offset).ok()?;
         let (hi, lo) = if egress {

@@ -7,17 +7,15 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{
     bpf_get_current_ancestor_cgroup_id, bpf_probe_read_kernel, bpf_probe_read_user,
 };
-use chaos_common::{AF_INET, AF_INET6, Counter, FaultConfig, flags};
+use chaos_common::{AF_INET, AF_INET6, FaultConfig, flags, proto};
 
 use crate::{
-    matching::{Peer, Rule, armed_rule, draw, peer_matches},
-    telemetry::{Subject, count, emit},
+    matching::{Peer, Rule, armed_rule, killed, peer_matches, strike},
+    telemetry::Subject,
 };
 
 const SOCK_STREAM: i16 = 1;
 const SOCK_DGRAM: i16 = 2;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 /// Where the hook finds the peer.
 pub enum Target {
@@ -35,9 +33,12 @@ pub enum Target {
 const MAX_ERRNO: u32 = 4095;
 
 /// The object's rule if the current task is in scope. This runs first and is all that tasks
-/// outside the cgroup pay: one helper call and a compare.
+/// outside the cgroup pay: the kill switch, one helper call and a compare.
 #[inline(always)]
 pub fn in_scope() -> Option<Rule> {
+    if killed() {
+        return None;
+    }
     let rule = armed_rule(0)?;
     let config = rule.config;
     if config.flags & flags::SCOPE_CGROUP != 0
@@ -86,17 +87,11 @@ pub fn judge(rule: Rule, target: Target) -> u32 {
 /// The filters, the draw and the report for a call whose peer is known.
 #[inline(always)]
 pub fn judge_peer(rule: Rule, peer: &Peer) -> u32 {
-    let config = rule.config;
-    if !peer_matches(rule, peer) {
+    let errno = rule.config.errno;
+    if !peer_matches(rule, peer) || !strike(rule, peer, || Subject::current_task(errno)) {
         return 0;
     }
-    count(rule, Counter::Matched);
-    if !draw(rule, config.probability) {
-        return 0;
-    }
-    count(rule, Counter::Injected);
-    emit(rule, peer, &Subject::current_task(config.errno));
-    config.errno & MAX_ERRNO
+    errno & MAX_ERRNO
 }
 
 /// `-errno` as "r = 0; r -= errno". LLVM would emit BPF_NEG for a plain negation, and verifiers
@@ -162,8 +157,8 @@ pub fn read<T>(base: *const c_void, offset: u16) -> Option<T> {
 #[inline(always)]
 pub fn protocol_of(config: &FaultConfig, sock: *const c_void) -> u8 {
     match read::<i16>(sock, config.sock_offsets.socket_type) {
-        Some(SOCK_STREAM) => IPPROTO_TCP,
-        Some(SOCK_DGRAM) => IPPROTO_UDP,
+        Some(SOCK_STREAM) => proto::TCP,
+        Some(SOCK_DGRAM) => proto::UDP,
         _ => 0,
     }
 }

@@ -15,15 +15,18 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use chaos_common::{
-    AF_INET, AF_INET6, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DIST_TABLE_SIZE, FaultKind,
-    LossState, MAX_DELAY_NS, MAX_RULES_PER_DESTINATION, RuleList, filter_field, flags, jitter,
-    loss_model,
+    AF_INET, AF_INET6, DIRECTION_EGRESS, DIRECTION_INGRESS, DIST_TABLE_SIZE, FaultKind, LossState,
+    MAX_DELAY_NS, MAX_RULES_PER_DESTINATION, RuleList, filter_field, flags, jitter, loss_model,
+    proto,
 };
 
 use crate::{
     maps::{DIST, FLOWS, LOSS_STATE, TC_INDEX_V4, TC_INDEX_V6},
-    matching::{Peer, Rule, addr_matches, armed_rule, draw, next, port_matches, random_u32},
-    telemetry::{Subject, count, emit},
+    matching::{
+        Peer, Rule, addr_matches, armed_rule, draw, injected, killed, matched, next, port_matches,
+        random_u32,
+    },
+    telemetry::Subject,
 };
 
 /// "No verdict": the next tcx program, clsact filter or the default action decides, so other
@@ -34,10 +37,6 @@ const TC_ACT_SHOT: i32 = 2;
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
@@ -75,6 +74,9 @@ const DELAY_MASK: u64 = KEEP_ORDER - 1;
 
 #[inline(always)]
 fn decide(ctx: &TcContext, direction: u8) -> i32 {
+    if killed() {
+        return TC_ACT_UNSPEC;
+    }
     let headers = Headers::of(ctx);
     let Some(mut packet) = network(&headers) else {
         return TC_ACT_UNSPEC;
@@ -148,7 +150,9 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
     if !matches(rule, skb, packet) {
         return 0;
     }
-    count(rule, Counter::Matched);
+    let Some(now) = matched(rule) else {
+        return 0;
+    };
     let is_delay = config.kind == FaultKind::Delay as u32;
     let order = if is_delay && config.flags & flags::KEEP_ORDER != 0 {
         KEEP_ORDER
@@ -158,24 +162,19 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
     if !lose(rule) {
         return order;
     }
-    count(rule, Counter::Injected);
     let peer = Peer {
         family: packet.family,
         addr: if egress { packet.dst } else { packet.src },
         port: if egress { packet.dport } else { packet.sport },
         proto: packet.proto,
     };
-    emit(
-        rule,
-        &peer,
-        &Subject {
-            cgroup_id: 0,
-            pid: 0,
-            comm: [0; 16],
-            errno: 0,
-            direction,
-        },
-    );
+    injected(rule, now, &peer, || Subject {
+        cgroup_id: 0,
+        pid: 0,
+        comm: [0; 16],
+        errno: 0,
+        direction,
+    });
     match config.kind {
         k if k == FaultKind::Reset as u32 => {
             rewrite_into_reset(&ctx, packet);
@@ -254,8 +253,8 @@ fn matches(rule: Rule, skb: *mut __sk_buff, packet: &Packet) -> bool {
     let config = rule.config;
     let proto_ok = match config.proto {
         0 => true,
-        p if p == u32::from(IPPROTO_ICMP) => {
-            packet.proto == IPPROTO_ICMP || packet.proto == IPPROTO_ICMPV6
+        p if p == u32::from(proto::ICMP) => {
+            packet.proto == proto::ICMP || packet.proto == proto::ICMPV6
         }
         p => p == u32::from(packet.proto),
     };
@@ -265,14 +264,14 @@ fn matches(rule: Rule, skb: *mut __sk_buff, packet: &Packet) -> bool {
     // A reset needs an established flow: a TCP header that is not a SYN (that would be a
     // refused connection, which connect-error models) and not a reset already.
     if config.kind == FaultKind::Reset as u32
-        && (packet.proto != IPPROTO_TCP
+        && (packet.proto != proto::TCP
             || packet.l4_offset == 0
             || packet.tcp_flags & (TCP_RST | TCP_SYN) != 0)
     {
         return false;
     }
     if config.flags & flags::MATCH_TCP_FLAGS != 0
-        && (packet.proto != IPPROTO_TCP
+        && (packet.proto != proto::TCP
             || u32::from(packet.tcp_flags) & config.packet.tcp_flags == 0)
     {
         return false;
@@ -448,7 +447,7 @@ fn network(headers: &Headers<'_>) -> Option<Packet> {
         }
         _ => return None,
     };
-    let has_l4 = first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP);
+    let has_l4 = first_fragment && (proto == proto::TCP || proto == proto::UDP);
     Some(Packet {
         family,
         src,
@@ -466,7 +465,7 @@ fn network(headers: &Headers<'_>) -> Option<Packet> {
 fn transport(headers: &Headers<'_>, packet: &mut Packet) -> Option<()> {
     if packet.l4_offset != 0 {
         let (ports, flags) =
-            headers.ports_and_flags(packet.l4_offset, packet.proto == IPPROTO_TCP)?;
+            headers.ports_and_flags(packet.l4_offset, packet.proto == proto::TCP)?;
         packet.sport = u16::from_be(ports[0]);
         packet.dport = u16::from_be(ports[1]);
         packet.tcp_flags = flags;
@@ -486,8 +485,8 @@ fn corrupt(ctx: &TcContext, rule: Rule, packet: &Packet) {
         return;
     }
     let (payload, checksum) = match packet.proto {
-        IPPROTO_UDP => (packet.l4_offset + 8, packet.l4_offset + 6),
-        IPPROTO_TCP => {
+        proto::UDP => (packet.l4_offset + 8, packet.l4_offset + 6),
+        proto::TCP => {
             let Ok(data_offset) = ctx.load::<u8>(packet.l4_offset + 12) else {
                 return;
             };
@@ -516,7 +515,7 @@ fn corrupt(ctx: &TcContext, rule: Rule, packet: &Packet) {
     if rule.config.flags & flags::FIX_CHECKSUM != 0
         && let Ok(new_word) = ctx.load::<u16>(word)
     {
-        let mangled = if packet.proto == IPPROTO_UDP {
+        let mangled = if packet.proto == proto::UDP {
             BPF_F_MARK_MANGLED_0
         } else {
             0

@@ -1,7 +1,5 @@
 //! Exact per-CPU counters, and sampled events through the ring buffer.
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-};
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid};
 use chaos_common::{Counter, Event};
 
 use crate::{
@@ -42,15 +40,14 @@ impl Subject {
 }
 
 /// Emits one event, unless this CPU used its budget for the current second or the ring is full;
-/// either case is counted, so the counters stay exact when events are sampled.
+/// either case is counted, so the counters stay exact when events are sampled. `now` is
+/// `bpf_ktime_get_ns()`, already read for the rule's deadline.
 #[inline(always)]
-pub fn emit(rule: Rule, peer: &Peer, subject: &Subject) {
+pub fn emit(rule: Rule, now: u64, peer: &Peer, subject: &Subject) {
     let config = rule.config;
     if config.events_per_sec == 0 {
         return;
     }
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     if !take_budget(now, config.events_per_sec) {
         count(rule, Counter::EventsSampledOut);
         return;

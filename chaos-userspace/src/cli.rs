@@ -55,6 +55,9 @@ pub enum Command {
         /// Serve every fault's counters for Prometheus at http://ADDR/metrics while running.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// The longest any fault of the run may live (the kernel enforces it); default 1h.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        max_duration: Option<Duration>,
     },
     /// Remove TC filters and clsact qdiscs left by chaos-bpf runs that were killed (only the clsact
     /// path can leave any; tcx links and everything else die with the process).
@@ -175,9 +178,14 @@ pub struct CommonArgs {
     /// Only this protocol.
     #[arg(long, value_enum)]
     pub proto: Option<Protocol>,
-    /// Stop after this long (30s, 5m, 1h30m); without it, run until Ctrl-C or SIGTERM.
+    /// Stop after this long (30s, 5m, 1h30m); without it, run until Ctrl-C, SIGTERM or
+    /// --max-duration.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// The longest a fault may live, and the lifetime of one without --duration: the kernel
+    /// stops injecting at this deadline even if chaos-bpf hangs.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_duration: Option<Duration>,
     /// Print one line per injected fault on stdout.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub events: Option<EventFormat>,
@@ -190,6 +198,8 @@ pub struct CommonArgs {
 }
 
 pub const DEFAULT_EVENTS_PER_CPU_PER_SEC: u32 = 1000;
+/// No rule without a deadline exists: a fault without `--duration` lives at most this long.
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(3600);
 
 impl CommonArgs {
     /// The kernel's per-CPU event budget: 0 when events are not printed.
@@ -267,6 +277,13 @@ pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(usize, InjectComma
                 "--metrics",
                 "one endpoint serves the whole run",
                 "chaos-bpf run --metrics ADDR FILE",
+            )));
+        }
+        if common.max_duration.is_some() {
+            return Err(at_line(ChaosError::input(
+                "--max-duration",
+                "the limit is the whole run's",
+                "chaos-bpf run --max-duration D FILE (a line may set its own --duration)",
             )));
         }
         faults.push((number + 1, parsed.fault));

@@ -191,9 +191,9 @@ pub enum Protocol {
 impl Protocol {
     pub fn number(protocol: Option<Protocol>) -> u32 {
         match protocol {
-            None => proto::ANY,
-            Some(Protocol::Tcp) => proto::TCP,
-            Some(Protocol::Udp) => proto::UDP,
+            None => u32::from(proto::ANY),
+            Some(Protocol::Tcp) => u32::from(proto::TCP),
+            Some(Protocol::Udp) => u32::from(proto::UDP),
         }
     }
 }

@@ -1,4 +1,6 @@
 //! `chaos-bpf inject`: validate everything, choose the mechanism, arm, run, report.
+use std::time::Duration;
+
 use crate::{
     cli::InjectCommand,
     error::{ChaosError, Result},
@@ -237,7 +239,8 @@ pub async fn run(
     events_per_sec: u32,
     options: RunOptions,
 ) -> Result<Vec<Summary>> {
-    // Everything that can reject the TC rules together, before anything is printed or armed.
+    // Everything that can reject the faults together, before anything is printed or armed.
+    let lifetimes = lifetimes(&plans, &options)?;
     check_tc_capacity(
         plans
             .iter()
@@ -253,7 +256,7 @@ pub async fn run(
         }
     }
     let signals = runner::StopSignals::install()?;
-    let (instances, faults) = arm(plans, events_per_sec)?;
+    let (instances, faults) = arm(plans, &lifetimes, events_per_sec)?;
     if faults.len() > 8 {
         let programs: Vec<String> = instances.iter().flat_map(program_names).collect();
         eprintln!(
@@ -265,26 +268,58 @@ pub async fn run(
     } else {
         for fault in &faults {
             let instance = &instances[fault.instance];
-            let duration = fault.deadline.map(|d| d - fault.armed_at);
-            eprintln!(
-                "{}",
-                armed_line(&instance.rules[fault.rule], instance, duration)
-            );
+            eprintln!("{}", armed_line(&instance.rules[fault.rule], instance));
         }
     }
     runner::run(instances, faults, options, signals).await
 }
 
+/// Each plan's lifetime: its own duration, else the run's, else the run's maximum; never longer
+/// than the maximum (checked before anything is armed).
+fn lifetimes(plans: &[Plan], options: &RunOptions) -> Result<Vec<Duration>> {
+    let max = options.max_duration;
+    let too_long = |field: &'static str, duration: Duration| {
+        ChaosError::input(
+            field,
+            format!(
+                "{} is longer than --max-duration {}",
+                humantime::format_duration(duration),
+                humantime::format_duration(max)
+            ),
+            "a duration up to --max-duration (raise it with --max-duration D)",
+        )
+    };
+    if let Some(run) = options.duration.filter(|d| *d > max) {
+        return Err(too_long("--duration", run));
+    }
+    plans
+        .iter()
+        .map(|plan| match plan.duration {
+            Some(own) if own > max => Err(too_long("--duration", own)),
+            own => Ok([own, options.duration]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(max)),
+        })
+        .collect()
+}
+
 /// Groups the plans into kernel objects: all TC faults share one (their rules combine per
 /// packet); every other fault has its own.
-fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<RunningFault>)> {
+fn arm(
+    plans: Vec<Plan>,
+    lifetimes: &[Duration],
+    events_per_sec: u32,
+) -> Result<(Vec<Instance>, Vec<RunningFault>)> {
     let mut tc_mechanism: Option<Mechanism> = None;
     let mut tc_rules = Vec::new();
     let mut singles = Vec::new();
-    for (index, plan) in plans.into_iter().enumerate() {
+    for (index, (plan, lifetime)) in plans.into_iter().zip(lifetimes).enumerate() {
         let chosen = plan.choice.chosen;
         let rule = RuleSpec {
             fault_id: index as u32 + 1,
+            lifetime: *lifetime,
             spec: plan.spec,
             cgroup: plan.scopes.cgroup,
             interfaces: plan.scopes.interfaces,
@@ -304,17 +339,17 @@ fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<Runn
                 }
                 _ => tc_mechanism = Some(chosen),
             }
-            tc_rules.push((rule, plan.duration));
+            tc_rules.push(rule);
         } else {
-            singles.push((rule, chosen, plan.duration));
+            singles.push((rule, chosen));
         }
     }
     let mut instances = Vec::new();
     let mut faults = Vec::new();
-    let mut add = |instance: Instance, durations: Vec<Option<std::time::Duration>>| {
+    let mut add = |instance: Instance| {
         let index = instances.len();
         let ids: Vec<u32> = instance.programs.iter().map(|(_, id)| *id).collect();
-        for (rule_index, (rule, duration)) in instance.rules.iter().zip(durations).enumerate() {
+        for (rule_index, rule) in instance.rules.iter().enumerate() {
             let mut summary = Summary::armed(rule.spec.name(), rule.fault_id, ids.clone());
             summary.cgroup = rule.cgroup.as_ref().map(|c| c.path.display().to_string());
             summary.cgroup_id = rule.cgroup.as_ref().map(|c| c.id);
@@ -326,20 +361,16 @@ fn arm(plans: Vec<Plan>, events_per_sec: u32) -> Result<(Vec<Instance>, Vec<Runn
                 (index, rule_index),
                 instance.mechanism.id(),
                 summary,
-                duration,
+                rule.lifetime,
             ));
         }
         instances.push(instance);
     };
-    for (rule, mechanism, duration) in singles {
-        add(
-            Instance::arm(vec![rule], mechanism, events_per_sec)?,
-            vec![duration],
-        );
+    for (rule, mechanism) in singles {
+        add(Instance::arm(vec![rule], mechanism, events_per_sec)?);
     }
     if let Some(mechanism) = tc_mechanism {
-        let (rules, durations): (Vec<RuleSpec>, Vec<_>) = tc_rules.into_iter().unzip();
-        add(Instance::arm(rules, mechanism, events_per_sec)?, durations);
+        add(Instance::arm(tc_rules, mechanism, events_per_sec)?);
     }
     faults.sort_by_key(|f| f.summary.fault_id);
     Ok((instances, faults))
@@ -400,11 +431,8 @@ fn program_names(instance: &Instance) -> Vec<String> {
         .collect()
 }
 
-fn armed_line(
-    rule: &RuleSpec,
-    instance: &Instance,
-    duration: Option<std::time::Duration>,
-) -> String {
+/// The armed line names the rule's lifetime: the kernel stops it then, at the latest.
+fn armed_line(rule: &RuleSpec, instance: &Instance) -> String {
     let programs = program_names(instance);
     let mut scope = Vec::new();
     match rule.interfaces.as_slice() {
@@ -435,9 +463,7 @@ fn armed_line(
             .trim_start(),
         scope.join(", "),
         programs.join(", "),
-        duration
-            .map(|d| format!(" for {}", humantime::format_duration(d)))
-            .unwrap_or_default(),
+        format_args!(" for {}", humantime::format_duration(rule.lifetime)),
     )
 }
 

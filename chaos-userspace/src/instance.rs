@@ -33,6 +33,8 @@ use crate::{
 pub struct RuleSpec {
     pub fault_id: u32,
     pub spec: FaultSpec,
+    /// From arming to the kernel-enforced expiry of the rule.
+    pub lifetime: std::time::Duration,
     pub cgroup: Option<CgroupScope>,
     /// TC: where it acts. With several (a cgroup's packets on every interface), the rule matches
     /// on any of them.
@@ -53,6 +55,13 @@ pub struct Instance {
     /// Dropped last: removes this run's record of TC state.
     _records: Option<RefCell<Recorder>>,
     ebpf: Ebpf,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> Result<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_err(|err| ChaosError::io("reading CLOCK_MONOTONIC", std::io::Error::from(err)))?;
+    Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }
 
 fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ChaosError {
@@ -151,8 +160,12 @@ impl Instance {
                 fill_distributions(&mut ebpf)?;
             }
         }
-        for config in &mut configs {
+        // The kernel's deadline: from here, whatever this process does (hangs, is stopped), the
+        // programs stop injecting at each rule's expiry. Same clock as bpf_ktime_get_ns().
+        let now = monotonic_ns()?;
+        for (config, rule) in configs.iter_mut().zip(&rules) {
             config.armed = 1;
+            config.expires_ns = now.saturating_add(rule.lifetime.as_nanos() as u64);
         }
         for (index, config) in configs.iter().enumerate() {
             write_config(&mut ebpf, index as u32, config)?;
@@ -203,6 +216,17 @@ impl Instance {
             totals[counter as usize] = values.iter().sum();
         }
         Ok(Counters::from_totals(totals))
+    }
+
+    /// Flips the object's kill switch: no rule injects from the programs' next run on.
+    pub fn kill(&mut self) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(maps::CONTROL)
+            .ok_or_else(|| missing_map(maps::CONTROL))?;
+        let mut switch: Array<&mut MapData, u32> =
+            Array::try_from(map).map_err(map_error(maps::CONTROL))?;
+        switch.set(0, 1, 0).map_err(map_error(maps::CONTROL))
     }
 
     /// Stops one rule at once (every CPU sees `armed = 0` on its next run); the programs stay.

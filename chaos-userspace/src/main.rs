@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use chaos::{
-    cli::{Cli, Command, one_line_usage_error, read_experiment},
+    cli::{Cli, Command, DEFAULT_MAX_DURATION, one_line_usage_error, read_experiment},
     doctor,
     error::ChaosError,
     inject::{self, Plan},
@@ -57,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let common = fault.common();
             let options = RunOptions {
                 duration: None,
+                max_duration: common.max_duration.unwrap_or(DEFAULT_MAX_DURATION),
                 events: common.events,
                 metrics: common.metrics.map(MetricsListener::bind).transpose()?,
             };
@@ -69,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             events,
             events_per_cpu_per_sec,
             metrics,
+            max_duration,
         } => {
             let metrics = metrics.map(MetricsListener::bind).transpose()?;
             let faults = read_experiment(&file)?;
@@ -85,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let budget = events.map_or(0, |_: EventFormat| events_per_cpu_per_sec);
             let options = RunOptions {
                 duration,
+                max_duration: max_duration.unwrap_or(DEFAULT_MAX_DURATION),
                 events,
                 metrics,
             };

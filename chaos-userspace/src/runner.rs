@@ -31,6 +31,9 @@ pub enum EventFormat {
 pub struct RunOptions {
     /// The whole run's deadline; each fault may also have its own.
     pub duration: Option<Duration>,
+    /// The lifetime of a fault with no duration of its own or of the run's, and the longest any
+    /// may have.
+    pub max_duration: Duration,
     pub events: Option<EventFormat>,
     /// Where Prometheus scrapes the run's counters (`--metrics`), already bound.
     pub metrics: Option<MetricsListener>,
@@ -63,7 +66,8 @@ pub struct RunningFault {
     pub instance: usize,
     pub rule: usize,
     pub armed_at: Instant,
-    pub deadline: Option<Instant>,
+    /// Also the kernel's: each rule carries it as an expiry the programs enforce.
+    pub deadline: Instant,
     /// The kernel mechanism's id, for the metrics' labels.
     pub mechanism: &'static str,
     /// Filled in with the scope when armed, and with the outcome when the fault ends.
@@ -82,14 +86,14 @@ impl RunningFault {
         (instance, rule): (usize, usize),
         mechanism: &'static str,
         summary: Summary,
-        duration: Option<Duration>,
+        lifetime: Duration,
     ) -> Self {
         let armed_at = Instant::now();
         Self {
             instance,
             rule,
             armed_at,
-            deadline: duration.map(|d| armed_at + d),
+            deadline: armed_at + lifetime,
             mechanism,
             summary,
             ended: false,
@@ -142,7 +146,6 @@ pub async fn run(
         }
     };
     sample(&live, &faults);
-    let run_deadline = options.duration.map(|d| Instant::now() + d);
     let terminal = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -153,8 +156,7 @@ pub async fn run(
         let next_deadline = faults
             .iter()
             .filter(|f| !f.ended)
-            .filter_map(|f| f.deadline)
-            .chain(run_deadline)
+            .map(|f| f.deadline)
             .min();
         let sleep = async {
             match next_deadline {
@@ -183,12 +185,18 @@ pub async fn run(
                 continue;
             }
         };
+        if signalled {
+            // The kill switch first: one map write per object stops every rule at once, before
+            // the rules are disarmed and the programs detached one by one. If it fails, the
+            // per-rule disarm below still runs.
+            for instance in live.iter_mut().flatten() {
+                let _ = instance.instance.kill();
+            }
+        }
         let now = Instant::now();
         let mut undisarmable = Vec::new();
         for fault in faults.iter_mut().filter(|f| !f.ended) {
-            let due = signalled
-                || fault.deadline.is_some_and(|d| d <= now)
-                || run_deadline.is_some_and(|d| d <= now);
+            let due = signalled || fault.deadline <= now;
             if !due {
                 continue;
             }
