@@ -1,5 +1,7 @@
 //! Exact per-CPU counters, and sampled events through the ring buffer.
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+};
 use chaos_common::{Counter, Event};
 
 use crate::{

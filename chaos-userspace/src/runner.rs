@@ -153,11 +153,7 @@ pub async fn run(
     let mut ticks: u64 = 0;
 
     while faults.iter().any(|f| !f.ended) {
-        let next_deadline = faults
-            .iter()
-            .filter(|f| !f.ended)
-            .map(|f| f.deadline)
-            .min();
+        let next_deadline = faults.iter().filter(|f| !f.ended).map(|f| f.deadline).min();
         let sleep = async {
             match next_deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,

@@ -129,7 +129,11 @@ fn a_fault_without_duration_lives_until_max_duration() {
         "--cgroup",
         cgroup.path.to_str().unwrap(),
     ]);
-    assert!(run.first_lines().contains(" for 1h"), "{}", run.first_lines());
+    assert!(
+        run.first_lines().contains(" for 1h"),
+        "{}",
+        run.first_lines()
+    );
 }
 
 #[test]

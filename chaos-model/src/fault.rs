@@ -1,0 +1,150 @@
+//! A fault as data: what it does, where, to which traffic, how often, for how long. Every front
+//! end (CLI flags, `run` files, the agent's JSON, experiment YAML, the Kubernetes resource)
+//! produces this, and [`crate::validate`] checks it the same way whatever produced it.
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::values::{
+    Cidr, Direction, Distribution, Errno, FaultKind, HumanDuration, LossModel, MechanismRequest,
+    PortRange, Probability, Protocol, TcpFlags,
+};
+
+/// One fault.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Fault {
+    /// What the fault does.
+    pub kind: FaultKind,
+    /// connect-error, recv-error, send-error: the errno the call fails with (connect-error:
+    /// ECONNREFUSED unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<Errno>,
+    /// Where it acts.
+    #[serde(default, skip_serializing_if = "Scope::is_empty")]
+    pub scope: Scope,
+    /// Which traffic it acts on; empty matches everything in scope.
+    #[serde(default, rename = "match", skip_serializing_if = "Match::is_empty")]
+    pub matches: Match,
+    /// Packet faults: sent, received or both (default egress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// The share of matching operations that fail (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<Probability>,
+    /// TC packet faults: how losses are spread (default random).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossModel>,
+    /// TC packet faults: makes the decisions reproducible for a given packet sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// delay: how much later matching packets leave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<HumanDuration>,
+    /// delay: the spread around it (at most the delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<HumanDuration>,
+    /// delay: how the jitter is spread (default uniform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+    /// corrupt: fix the L4 checksum so the corruption reaches the application.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fix_checksum: bool,
+    /// The kernel mechanism (default auto: the best this kernel supports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<MechanismRequest>,
+    /// How long the fault lives; the kernel stops it then even if chaos-bpf hangs. Without it, the
+    /// agent's or run's maximum (1h unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<HumanDuration>,
+    /// Report each injection as an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Events>,
+}
+
+/// Where a fault acts. Socket-call faults need a cgroup; packet faults take a cgroup, an
+/// interface or a network namespace (its host-side veth).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scope {
+    /// A cgroup v2 directory, absolute or relative to the cgroup2 mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// An interface in chaos-bpf's network namespace (TC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// A network namespace (/var/run/netns/NAME, /proc/PID/ns/net): its host-side veth (TC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+impl Scope {
+    pub fn is_empty(&self) -> bool {
+        self == &Scope::default()
+    }
+}
+
+/// Which traffic: every list is "any of these"; all given filters must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Match {
+    /// The remote peer's address (syscall and cgroup faults), or the packet's destination (TC).
+    #[serde(default, alias = "peer", skip_serializing_if = "Vec::is_empty")]
+    pub dst: Vec<Cidr>,
+    /// The remote peer's port (syscall and cgroup faults), or the destination port (TC).
+    #[serde(default, alias = "dport", skip_serializing_if = "Vec::is_empty")]
+    pub port: Vec<PortRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Protocol>,
+    /// TC: the packet's source address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src: Vec<Cidr>,
+    /// TC: the packet's source port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sport: Vec<PortRange>,
+    /// TC, TCP only: segments with any of these flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<TcpFlags>,
+}
+
+impl Match {
+    pub fn is_empty(&self) -> bool {
+        self == &Match::default()
+    }
+}
+
+/// Events for each injection, limited per CPU per second (the counters stay exact).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Events {
+    #[serde(default = "Events::default_per_cpu_per_sec")]
+    pub per_cpu_per_sec: u32,
+}
+
+impl Events {
+    pub const DEFAULT_PER_CPU_PER_SEC: u32 = 1000;
+
+    fn default_per_cpu_per_sec() -> u32 {
+        Self::DEFAULT_PER_CPU_PER_SEC
+    }
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            per_cpu_per_sec: Self::DEFAULT_PER_CPU_PER_SEC,
+        }
+    }
+}
+
+impl Default for FaultKind {
+    fn default() -> Self {
+        FaultKind::ConnectError
+    }
+}
+
+/// Several faults at once: a `run` file, an experiment's faults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FaultSet {
+    pub faults: Vec<Fault>,
+}

@@ -1,0 +1,341 @@
+//! The one check every fault goes through, whatever produced it. Value-level mistakes are caught
+//! while parsing (each value type's `FromStr`); what is left are rules between fields. Errors name
+//! the field by its path in the model (`faults[2].match.port[0]`); the CLI maps paths to flags.
+use std::fmt;
+
+use chaos_common::{MAX_CIDRS, MAX_DELAY_NS};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    errno::describe_list,
+    fault::{Fault, FaultSet},
+    values::{Errno, FaultKind, LossModel, MechanismRequest, Protocol},
+};
+
+/// A field that is wrong: where, what, and what would be accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path in the model: `errno`, `match.port[0]`, `faults[2].scope.cgroup`.
+    pub path: String,
+    pub problem: String,
+    /// Empty when the problem says it already (serde's own messages list the fields).
+    pub accepted: String,
+}
+
+impl FieldError {
+    pub fn new(
+        path: impl Into<String>,
+        problem: impl Into<String>,
+        accepted: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            problem: problem.into(),
+            accepted: accepted.into(),
+        }
+    }
+
+    /// The same error for a field one level down: `faults[2]` + `match.port`.
+    pub fn within(mut self, parent: &str) -> Self {
+        self.path = if self.path.is_empty() {
+            parent.to_string()
+        } else {
+            format!("{parent}.{}", self.path)
+        };
+        self
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() {
+            "(document)"
+        } else {
+            &self.path
+        };
+        write!(f, "{path}: {}", self.problem)?;
+        if !self.accepted.is_empty() {
+            write!(f, "; accepted: {}", self.accepted)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Errnos `connect(2)` can really return, so applications meet failures they must handle.
+pub const CONNECT_ERRNOS: &[Errno] = &[
+    Errno(111), // ECONNREFUSED
+    Errno(110), // ETIMEDOUT
+    Errno(101), // ENETUNREACH
+    Errno(113), // EHOSTUNREACH
+    Errno(13),  // EACCES
+    Errno(1),   // EPERM
+    Errno(104), // ECONNRESET
+    Errno(99),  // EADDRNOTAVAIL
+];
+
+/// The mechanisms a fault kind may ask for (besides auto).
+pub fn mechanisms_for(kind: FaultKind) -> &'static [MechanismRequest] {
+    use MechanismRequest::*;
+    match kind {
+        FaultKind::ConnectError => &[CgroupSockAddr, FmodRet, BpfLsm, KprobeOverride],
+        FaultKind::RecvError | FaultKind::SendError => &[FmodRet, BpfLsm, KprobeOverride],
+        FaultKind::Drop | FaultKind::Reset | FaultKind::Delay | FaultKind::Corrupt => {
+            &[Tcx, TcClsact]
+        }
+    }
+}
+
+impl Fault {
+    /// The errno a socket-call fault fails with (connect-error defaults to ECONNREFUSED).
+    pub fn effective_errno(&self) -> Option<Errno> {
+        match self.kind {
+            FaultKind::ConnectError => Some(self.errno.unwrap_or(Errno::ECONNREFUSED)),
+            FaultKind::RecvError | FaultKind::SendError => self.errno,
+            _ => None,
+        }
+    }
+
+    /// Options only the TC layer has: a drop with any of them is a TC drop, not cgroup_skb's.
+    pub fn tc_only_option(&self) -> Option<&'static str> {
+        if !self.matches.src.is_empty() {
+            Some("match.src")
+        } else if !self.matches.sport.is_empty() {
+            Some("match.sport")
+        } else if self.matches.tcp_flags.is_some() {
+            Some("match.tcpFlags")
+        } else if self.loss.is_some_and(|l| l != LossModel::Random) {
+            Some("loss")
+        } else if self.seed.is_some() {
+            Some("seed")
+        } else if self.mechanism.is_some_and(|m| m != MechanismRequest::Auto) {
+            Some("mechanism")
+        } else {
+            None
+        }
+    }
+}
+
+/// Checks the rules between a fault's fields. Nothing here touches the system: whether the
+/// cgroup exists or the kernel has the mechanism is the engine's to find out.
+pub fn validate(fault: &Fault) -> Result<(), FieldError> {
+    let kind = fault.kind;
+    let only_for = |path: &str, kinds: &str| {
+        FieldError::new(
+            path,
+            format!("{kind} does not take it"),
+            format!("only {kinds} take {path}"),
+        )
+    };
+    // Fields of one kind only.
+    if fault.errno.is_some() && !kind.is_socket_call() {
+        return Err(only_for(
+            "errno",
+            "connect-error, recv-error and send-error",
+        ));
+    }
+    if kind != FaultKind::Delay {
+        for (present, path) in [
+            (fault.delay.is_some(), "delay"),
+            (fault.jitter.is_some(), "jitter"),
+            (fault.distribution.is_some(), "distribution"),
+        ] {
+            if present {
+                return Err(only_for(path, "delay faults"));
+            }
+        }
+    }
+    if fault.fix_checksum && kind != FaultKind::Corrupt {
+        return Err(only_for("fixChecksum", "corrupt faults"));
+    }
+    if let Some(mechanism) = fault.mechanism
+        && mechanism != MechanismRequest::Auto
+        && !mechanisms_for(kind).contains(&mechanism)
+    {
+        let accepted: Vec<&str> = std::iter::once("auto")
+            .chain(mechanisms_for(kind).iter().map(|m| m.name()))
+            .collect();
+        return Err(FieldError::new(
+            "mechanism",
+            format!("{mechanism} cannot realise {kind}"),
+            accepted.join(", "),
+        ));
+    }
+    if fault.matches.dst.len() > MAX_CIDRS as usize {
+        return Err(FieldError::new(
+            "match.dst",
+            format!("{} CIDRs", fault.matches.dst.len()),
+            format!("at most {MAX_CIDRS}"),
+        ));
+    }
+    if fault.matches.tcp_flags.is_some() && fault.matches.proto == Some(Protocol::Udp) {
+        return Err(FieldError::new(
+            "match.tcpFlags",
+            "TCP flags cannot match UDP packets",
+            "tcpFlags with proto tcp or no proto",
+        ));
+    }
+
+    let scope = &fault.scope;
+    if scope.iface.is_some() && scope.netns.is_some() {
+        return Err(FieldError::new(
+            "scope.netns",
+            "given together with scope.iface",
+            "one of scope.iface and scope.netns",
+        ));
+    }
+    if kind.is_socket_call() {
+        validate_socket_call(fault)?;
+    } else if scope.is_empty() {
+        return Err(FieldError::new(
+            "scope.cgroup",
+            "no scope given",
+            "scope.cgroup, scope.iface or scope.netns",
+        ));
+    }
+    if kind == FaultKind::Delay {
+        validate_delay(fault)?;
+    }
+    Ok(())
+}
+
+fn validate_socket_call(fault: &Fault) -> Result<(), FieldError> {
+    let kind = fault.kind;
+    if fault.scope.cgroup.is_none() {
+        return Err(FieldError::new(
+            "scope.cgroup",
+            "missing",
+            "a cgroup v2 directory: syscall faults are scoped by cgroup",
+        ));
+    }
+    for (present, path) in [
+        (fault.scope.iface.is_some(), "scope.iface"),
+        (fault.scope.netns.is_some(), "scope.netns"),
+        (fault.direction.is_some(), "direction"),
+    ] {
+        if present {
+            return Err(FieldError::new(
+                path,
+                format!("{kind} fails socket calls of a cgroup, it has no {path}"),
+                "scope.cgroup",
+            ));
+        }
+    }
+    if let Some(option) = fault.tc_only_option().filter(|o| *o != "mechanism") {
+        return Err(FieldError::new(
+            option,
+            format!("only TC packet faults take it, not {kind}"),
+            "drop, reset, delay or corrupt for packet-level options",
+        ));
+    }
+    match (kind, fault.errno) {
+        (FaultKind::ConnectError, Some(errno)) if !CONNECT_ERRNOS.contains(&errno) => {
+            Err(FieldError::new(
+                "errno",
+                format!("connect() does not fail with {errno}"),
+                describe_list(CONNECT_ERRNOS),
+            ))
+        }
+        (FaultKind::RecvError | FaultKind::SendError, None) => {
+            Err(FieldError::new("errno", "missing", describe_list(&[])))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn validate_delay(fault: &Fault) -> Result<(), FieldError> {
+    let Some(delay) = fault.delay else {
+        return Err(FieldError::new(
+            "delay",
+            "missing",
+            "how much later packets leave, such as 200ms",
+        ));
+    };
+    let jitter = fault.jitter.map(|j| j.0).unwrap_or_default();
+    if jitter > delay.0 {
+        return Err(FieldError::new(
+            "jitter",
+            format!(
+                "{} is larger than the delay",
+                humantime::format_duration(jitter)
+            ),
+            "a jitter no larger than the delay",
+        ));
+    }
+    if delay.0 + jitter > std::time::Duration::from_nanos(MAX_DELAY_NS) {
+        return Err(FieldError::new(
+            "delay",
+            "delay plus jitter reaches past 5s; fq drops packets beyond its 10s horizon",
+            "a delay plus jitter up to 5s (several delays on one packet are capped at 5s too)",
+        ));
+    }
+    Ok(())
+}
+
+/// How a document is written. YAML is chosen for `.yaml`/`.yml` files and for text that does not
+/// start like JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+impl Format {
+    pub fn of(path: Option<&str>, text: &str) -> Format {
+        match path.and_then(|p| p.rsplit_once('.')).map(|(_, ext)| ext) {
+            Some("json") => Format::Json,
+            Some("yaml" | "yml") => Format::Yaml,
+            _ if text.trim_start().starts_with(['{', '[']) => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// Parses one document, naming the field a mistake is in.
+pub fn parse<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, FieldError> {
+    let located = |path: String, message: String| FieldError::new(path, message, "");
+    match format {
+        Format::Json => {
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            let value: T = serde_path_to_error::deserialize(&mut deserializer)
+                .map_err(|err| located(path_of(err.path()), err.inner().to_string()))?;
+            deserializer
+                .end()
+                .map_err(|err| located(String::new(), err.to_string()))?;
+            Ok(value)
+        }
+        Format::Yaml => serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+            .map_err(|err| located(path_of(err.path()), err.inner().to_string())),
+    }
+}
+
+/// serde_path_to_error writes the root as ".".
+fn path_of(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." { String::new() } else { text }
+}
+
+/// Parses and validates one fault.
+pub fn parse_fault(text: &str, format: Format) -> Result<Fault, FieldError> {
+    let fault: Fault = parse(text, format)?;
+    validate(&fault)?;
+    Ok(fault)
+}
+
+/// Parses and validates several faults; errors name the fault (`faults[2].match.port`).
+pub fn parse_fault_set(text: &str, format: Format) -> Result<FaultSet, FieldError> {
+    let set: FaultSet = parse(text, format)?;
+    validate_set(&set)?;
+    Ok(set)
+}
+
+pub fn validate_set(set: &FaultSet) -> Result<(), FieldError> {
+    if set.faults.is_empty() {
+        return Err(FieldError::new("faults", "empty", "one fault or more"));
+    }
+    for (index, fault) in set.faults.iter().enumerate() {
+        validate(fault).map_err(|err| err.within(&format!("faults[{index}]")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The fault model as users write it: the documented example, every way a field can be wrong
+//! (named by its path), YAML and JSON alike, and the schema.
+use chaos_model::{
+    Errno, Fault, FaultKind, Format, Probability, parse_fault, parse_fault_set, validate,
+};
+
+/// The example the README and the agent's API documentation show, accepted as written.
+const DOCUMENTED: &str = r#"{"kind": "connect-error", "errno": "ECONNREFUSED", "scope": {"cgroup": "/sys/fs/cgroup/system.slice/api.service"},
+ "match": {"port": [5432]}, "probability": 0.3, "duration": "60s"}"#;
+
+fn json_error(text: &str) -> String {
+    parse_fault(text, Format::Json).unwrap_err().to_string()
+}
+
+#[test]
+fn the_documented_example_is_accepted_as_written() {
+    let fault = parse_fault(DOCUMENTED, Format::Json).expect("documented example");
+    assert_eq!(fault.kind, FaultKind::ConnectError);
+    assert_eq!(fault.errno, Some(Errno(111)));
+    assert_eq!(fault.probability, Some(Probability(0.3)));
+    assert_eq!(fault.matches.port[0].first, 5432);
+    assert_eq!(fault.duration.unwrap().0.as_secs(), 60);
+    // What it serialises to parses back to the same fault.
+    let again = serde_json::to_string(&fault).unwrap();
+    assert_eq!(parse_fault(&again, Format::Json).unwrap(), fault);
+}
+
+#[test]
+fn errnos_by_number_and_probabilities_as_percentages() {
+    let fault = parse_fault(
+        r#"{"kind": "recv-error", "errno": 104, "scope": {"cgroup": "x"}, "probability": "30%"}"#,
+        Format::Json,
+    )
+    .unwrap();
+    assert_eq!(fault.errno, Some(Errno(104)));
+    assert_eq!(fault.probability, Some(Probability(0.3)));
+}
+
+#[test]
+fn yaml_reads_the_same_model() {
+    let yaml = "kind: delay\nscope:\n  iface: eth0\nmatch:\n  dst: [10.1.4.7]\n  port: [5432, 8000-8100]\ndelay: 100ms\njitter: 20ms\ndistribution: pareto\n";
+    let fault = parse_fault(yaml, Format::Yaml).unwrap();
+    assert_eq!(fault.kind, FaultKind::Delay);
+    assert_eq!(fault.matches.port.len(), 2);
+    assert_eq!(fault.delay.unwrap().0.as_millis(), 100);
+}
+
+#[test]
+fn value_errors_name_the_field_path_and_what_is_accepted() {
+    let cases = [
+        (
+            r#"{"kind": "drop", "scope": {"cgroup": "x"}, "match": {"port": [70000]}}"#,
+            "match.port[0]: 70000 is not a port; accepted: 1-65535, or a range such as 8000-8100",
+        ),
+        (
+            r#"{"kind": "connect-error", "scope": {"cgroup": "x"}, "probability": 1.5}"#,
+            "probability: 1.5 is outside [0, 1]; accepted:",
+        ),
+        (
+            r#"{"kind": "connect-error", "scope": {"cgroup": "x"}, "errno": "EFOO"}"#,
+            "errno: \"EFOO\" is not an errno",
+        ),
+        (
+            r#"{"kind": "connect-error", "scope": {"cgroup": "x"}, "duration": "soon"}"#,
+            "duration: \"soon\" is not a positive duration",
+        ),
+        (
+            r#"{"kind": "explode", "scope": {"cgroup": "x"}}"#,
+            "kind: \"explode\" is not a fault kind; accepted: connect-error, recv-error",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"cgroup": "x"}, "match": {"dst": ["10.0.0.0/40"]}}"#,
+            "match.dst[0]: 10.0.0.0/40: the prefix must be 0 to 32",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = json_error(text);
+        assert!(error.starts_with(expected), "{text}\n  got: {error}");
+        assert!(!error.contains('\n'), "{error}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_rejected_at_every_level() {
+    for (text, path) in [
+        (
+            r#"{"kind": "drop", "scope": {"cgroup": "x"}, "probabilty": 0.3}"#,
+            "probabilty",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"cgroup": "x", "pod": "p"}}"#,
+            "pod",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"cgroup": "x"}, "match": {"ports": [1]}}"#,
+            "ports",
+        ),
+    ] {
+        let error = json_error(text);
+        assert!(
+            error.contains(&format!("unknown field `{path}`")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn rules_between_fields_name_the_field() {
+    let cases = [
+        (r#"{"kind": "connect-error"}"#, "scope.cgroup: missing"),
+        (r#"{"kind": "drop"}"#, "scope.cgroup: no scope given"),
+        (
+            r#"{"kind": "connect-error", "scope": {"cgroup": "x"}, "errno": "EIO"}"#,
+            "errno: connect() does not fail with EIO (5); accepted: ECONNREFUSED (111)",
+        ),
+        (
+            r#"{"kind": "send-error", "scope": {"cgroup": "x"}}"#,
+            "errno: missing",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"cgroup": "x"}, "errno": "EIO"}"#,
+            "errno: drop does not take it",
+        ),
+        (
+            r#"{"kind": "delay", "scope": {"iface": "lo"}}"#,
+            "delay: missing",
+        ),
+        (
+            r#"{"kind": "delay", "scope": {"iface": "lo"}, "delay": "10ms", "jitter": "20ms"}"#,
+            "jitter: 20ms is larger than the delay",
+        ),
+        (
+            r#"{"kind": "delay", "scope": {"iface": "lo"}, "delay": "6s"}"#,
+            "delay: delay plus jitter reaches past 5s",
+        ),
+        (
+            r#"{"kind": "send-error", "errno": "EPIPE", "scope": {"cgroup": "x"}, "mechanism": "cgroup-sockaddr"}"#,
+            "mechanism: cgroup-sockaddr cannot realise send-error; accepted: auto, fmod-ret, bpf-lsm, kprobe-override",
+        ),
+        (
+            r#"{"kind": "recv-error", "errno": "EIO", "scope": {"cgroup": "x"}, "seed": 3}"#,
+            "seed: only TC packet faults take it",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"iface": "lo"}, "match": {"proto": "udp", "tcpFlags": "SYN"}}"#,
+            "match.tcpFlags: TCP flags cannot match UDP packets",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"iface": "lo", "netns": "/proc/1/ns/net"}}"#,
+            "scope.netns: given together with scope.iface",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = json_error(text);
+        assert!(error.starts_with(expected), "{text}\n  got: {error}");
+    }
+}
+
+#[test]
+fn fault_sets_name_the_fault_in_the_path() {
+    let text = r#"{"faults": [
+        {"kind": "drop", "scope": {"cgroup": "x"}},
+        {"kind": "drop", "scope": {"cgroup": "x"}},
+        {"kind": "drop", "scope": {"cgroup": "x"}, "match": {"port": [70000]}}
+    ]}"#;
+    let error = parse_fault_set(text, Format::Json).unwrap_err().to_string();
+    assert!(
+        error.starts_with("faults[2].match.port[0]: 70000 is not a port"),
+        "{error}"
+    );
+    let text =
+        r#"{"faults": [{"kind": "drop", "scope": {"cgroup": "x"}}, {"kind": "connect-error"}]}"#;
+    let error = parse_fault_set(text, Format::Json).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "faults[1].scope.cgroup: missing; accepted: a cgroup v2 directory: syscall faults are scoped by cgroup"
+    );
+}
+
+#[test]
+fn the_schema_describes_every_field_and_rejects_unknown_ones() {
+    let schema = chaos_model::fault_schema();
+    let properties = schema["properties"].as_object().expect("properties");
+    for field in [
+        "kind",
+        "errno",
+        "scope",
+        "match",
+        "probability",
+        "duration",
+        "delay",
+        "mechanism",
+    ] {
+        assert!(
+            properties.contains_key(field),
+            "{field} missing from {schema}"
+        );
+    }
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["required"], serde_json::json!(["kind"]));
+}
+
+#[test]
+fn a_validated_fault_stays_valid_through_serde() {
+    let fault = Fault {
+        kind: FaultKind::Drop,
+        scope: chaos_model::Scope {
+            cgroup: Some("x".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    validate(&fault).unwrap();
+    let text = serde_yaml::to_string(&fault).unwrap();
+    assert_eq!(parse_fault(&text, Format::Yaml).unwrap(), fault);
+}
