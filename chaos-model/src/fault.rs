@@ -136,6 +136,8 @@ impl Default for Events {
     }
 }
 
+// The keyword macro's enums derive no Default; a fault's default kind is only for `..Default`.
+#[allow(clippy::derivable_impls)]
 impl Default for FaultKind {
     fn default() -> Self {
         FaultKind::ConnectError
