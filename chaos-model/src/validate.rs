@@ -306,7 +306,19 @@ pub fn parse<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, Field
             Ok(value)
         }
         Format::Yaml => serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|err| located(path_of(err.path()), err.inner().to_string())),
+            .map_err(|err| {
+                let path = path_of(err.path());
+                // serde_yaml's message starts with where it was (the path, or for an unknown
+                // field its parent's): ours names the field itself, so keep one.
+                let message = err.inner().to_string();
+                let message = match message.split_once(": ") {
+                    Some((place, rest)) if !place.contains(' ') && path.starts_with(place) => {
+                        rest.to_string()
+                    }
+                    _ => message,
+                };
+                located(path, message)
+            }),
     }
 }
 

@@ -102,6 +102,11 @@ pub struct Probability(pub f64);
 
 impl Probability {
     pub const ALWAYS: Probability = Probability(1.0);
+
+    /// The kernel's threshold out of 2^32: exact at both ends, 1/2^32 resolution in between.
+    pub fn threshold(self) -> u64 {
+        (self.0 * chaos_common::PROBABILITY_ONE as f64).round() as u64
+    }
 }
 
 impl FromStr for Probability {
@@ -256,7 +261,7 @@ impl FromStr for PortRange {
     type Err = ValueError;
 
     fn from_str(text: &str) -> Result<Self, ValueError> {
-        let accepted = "1-65535, or a range such as 8000-8100";
+        let accepted = "a port from 1 to 65535, or a range such as 8000-8100";
         let parse = |t: &str| match t.trim().parse::<u32>() {
             Ok(port @ 1..=65535) => Ok(port as u16),
             Ok(port) => Err(ValueError::new(format!("{port} is not a port"), accepted)),
@@ -686,7 +691,7 @@ mod tests {
         }
         assert_eq!(
             "70000".parse::<PortRange>().unwrap_err().to_string(),
-            "70000 is not a port; accepted: 1-65535, or a range such as 8000-8100"
+            "70000 is not a port; accepted: a port from 1 to 65535, or a range such as 8000-8100"
         );
     }
 

@@ -50,7 +50,7 @@ fn value_errors_name_the_field_path_and_what_is_accepted() {
     let cases = [
         (
             r#"{"kind": "drop", "scope": {"cgroup": "x"}, "match": {"port": [70000]}}"#,
-            "match.port[0]: 70000 is not a port; accepted: 1-65535, or a range such as 8000-8100",
+            "match.port[0]: 70000 is not a port; accepted: a port from 1 to 65535, or a range such as 8000-8100",
         ),
         (
             r#"{"kind": "connect-error", "scope": {"cgroup": "x"}, "probability": 1.5}"#,

@@ -1,21 +1,17 @@
-//! The command line. Values are parsed by the same `FromStr`/parser functions the library uses,
-//! so a bad value fails before anything is loaded, with a message naming the flag.
+//! The command line: flags become the fault model (`chaos_model::Fault`), the same data the
+//! agent's JSON and fault files are, and go through the same validation. Every value is parsed
+//! by the model's own `FromStr`, so a bad value fails before anything is loaded, with a message
+//! naming the flag; errors that name a model path (`scope.cgroup`) are shown with the flag.
 use std::{path::PathBuf, time::Duration};
 
+use chaos_model::{
+    Cidr, Direction, Distribution, Errno, Events, Fault, FaultKind, Format, HumanDuration,
+    LossModel, Match, MechanismRequest, PortRange, Probability, Protocol, Scope, TcpFlags,
+    ValueError, validate::CONNECT_ERRNOS,
+};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{
-    errno::Errno,
-    error::ChaosError,
-    faults::{
-        FaultSpec, Filters, packet_drop,
-        socket_call::{self, SocketCall, SocketCallError},
-        tc_packet::{self, LossModel, PacketAction, PacketFault},
-    },
-    filters::{Cidr, Direction, PortRange, Probability, Protocol},
-    mechanism::Mechanism,
-    runner::EventFormat,
-};
+use crate::{error::ChaosError, runner::EventFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,26 +34,27 @@ pub enum Command {
     /// Run several faults at once, each with its own id, counters and deadline.
     ///
     /// FILE (or - for standard input) has one fault per line, written as for `inject` ("delay
-    /// --iface eth0 --delay 100ms"); `#` starts a comment. TC faults of a run share one program
-    /// per interface and direction, and combine per packet.
+    /// --iface eth0 --delay 100ms"); `#` starts a comment. A FILE ending in .json, .yaml or .yml
+    /// holds the fault model instead: {"faults": [...]}, each as `chaos-bpf schema` describes.
+    /// TC faults of a run share one program per interface and direction, and combine per packet.
     Run {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Stop every fault after this long (a line's own --duration can end it sooner).
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        duration: Option<Duration>,
+        #[arg(long, value_name = "DURATION")]
+        duration: Option<HumanDuration>,
         /// Print one line per injected fault on stdout.
         #[arg(long, value_enum, value_name = "FORMAT")]
         events: Option<EventFormat>,
         /// Events each CPU may emit per second; beyond it events are sampled, counters stay exact.
-        #[arg(long, value_name = "N", default_value_t = DEFAULT_EVENTS_PER_CPU_PER_SEC)]
+        #[arg(long, value_name = "N", default_value_t = Events::DEFAULT_PER_CPU_PER_SEC)]
         events_per_cpu_per_sec: u32,
         /// Serve every fault's counters for Prometheus at http://ADDR/metrics while running.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
         /// The longest any fault of the run may live (the kernel enforces it); default 1h.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        max_duration: Option<Duration>,
+        #[arg(long, value_name = "DURATION")]
+        max_duration: Option<HumanDuration>,
     },
     /// Remove TC filters and clsact qdiscs left by chaos-bpf runs that were killed (only the clsact
     /// path can leave any; tcx links and everything else die with the process).
@@ -68,6 +65,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema of the fault model (what the agent's API and fault files take).
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,42 +106,14 @@ pub struct DelayArgs {
     #[command(flatten)]
     pub packet: PacketArgs,
     /// How much later matching packets leave (200ms, 1s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub delay: Duration,
+    #[arg(long, value_name = "DURATION")]
+    pub delay: HumanDuration,
     /// Spread around the delay: half-width (uniform) or standard deviation (normal).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub jitter: Option<Duration>,
-    #[arg(long, value_enum, default_value_t = tc_packet::Distribution::Uniform)]
-    pub distribution: tc_packet::Distribution,
-}
-
-/// `--mechanism`: which kernel mechanism fails the call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum MechanismArg {
-    /// The best one this kernel supports.
-    Auto,
-    /// cgroup connect hooks + bpf_set_retval (connect-error only).
-    #[value(name = "cgroup-sockaddr")]
-    CgroupSockaddr,
-    /// fmod_ret on security_socket_* (BPF trampolines).
-    FmodRet,
-    /// BPF LSM socket_* hooks (doctor calls it bpf-lsm; both spellings work).
-    #[value(alias = "bpf-lsm")]
-    Lsm,
-    /// kprobe + bpf_override_return.
-    KprobeOverride,
-}
-
-impl MechanismArg {
-    fn mechanism(self) -> Option<Mechanism> {
-        match self {
-            MechanismArg::Auto => None,
-            MechanismArg::CgroupSockaddr => Some(Mechanism::CgroupSockAddr),
-            MechanismArg::FmodRet => Some(Mechanism::FmodRet),
-            MechanismArg::Lsm => Some(Mechanism::BpfLsm),
-            MechanismArg::KprobeOverride => Some(Mechanism::KprobeOverride),
-        }
-    }
+    #[arg(long, value_name = "DURATION")]
+    pub jitter: Option<HumanDuration>,
+    /// uniform, normal or pareto.
+    #[arg(long, value_name = "DIST")]
+    pub distribution: Option<Distribution>,
 }
 
 /// Options every fault takes.
@@ -150,15 +121,10 @@ impl MechanismArg {
 pub struct CommonArgs {
     /// cgroup v2 directory to scope the fault to (absolute, or relative to the cgroup2 mount).
     #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-    /// Fraction of matching operations to fail, 0 to 1.
-    #[arg(
-        long,
-        value_name = "P",
-        default_value = "1",
-        allow_negative_numbers = true
-    )]
-    pub probability: Probability,
+    pub cgroup: Option<String>,
+    /// Fraction of matching operations to fail, 0 to 1 (or a percentage: 30%).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub probability: Option<Probability>,
     /// Only peers in these CIDRs (repeat or comma-separate; IPv4 and IPv6).
     #[arg(
         long = "dst",
@@ -175,17 +141,17 @@ pub struct CommonArgs {
         value_delimiter = ','
     )]
     pub port: Vec<PortRange>,
-    /// Only this protocol.
-    #[arg(long, value_enum)]
+    /// Only this protocol: tcp or udp.
+    #[arg(long, value_name = "PROTO")]
     pub proto: Option<Protocol>,
     /// Stop after this long (30s, 5m, 1h30m); without it, run until Ctrl-C, SIGTERM or
     /// --max-duration.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<HumanDuration>,
     /// The longest a fault may live, and the lifetime of one without --duration: the kernel
     /// stops injecting at this deadline even if chaos-bpf hangs.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub max_duration: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub max_duration: Option<HumanDuration>,
     /// Print one line per injected fault on stdout.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub events: Option<EventFormat>,
@@ -197,19 +163,250 @@ pub struct CommonArgs {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-pub const DEFAULT_EVENTS_PER_CPU_PER_SEC: u32 = 1000;
 /// No rule without a deadline exists: a fault without `--duration` lives at most this long.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(3600);
 
-impl CommonArgs {
-    /// The kernel's per-CPU event budget: 0 when events are not printed.
-    pub fn events_budget(&self) -> u32 {
-        match self.events {
-            Some(_) => self
-                .events_per_cpu_per_sec
-                .unwrap_or(DEFAULT_EVENTS_PER_CPU_PER_SEC),
-            None => 0,
+#[derive(Debug, Args)]
+pub struct ConnectErrorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Errno connect() fails with, by name or number (default ECONNREFUSED).
+    #[arg(long, value_name = "ERRNO", value_parser = parse_connect_errno)]
+    pub errno: Option<Errno>,
+    /// Kernel mechanism: auto (the best this kernel supports), cgroup-sockaddr, fmod-ret,
+    /// bpf-lsm (or lsm), kprobe-override.
+    #[arg(long, value_name = "MECHANISM")]
+    pub mechanism: Option<MechanismRequest>,
+}
+
+#[derive(Debug, Args)]
+pub struct SocketErrorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Errno the call fails with, by name (ECONNRESET, ETIMEDOUT, EIO, EPIPE, ...) or number.
+    #[arg(long, value_name = "ERRNO")]
+    pub errno: Errno,
+    /// Kernel mechanism: auto (the best this kernel supports), fmod-ret, bpf-lsm (or lsm),
+    /// kprobe-override.
+    #[arg(long, value_name = "MECHANISM")]
+    pub mechanism: Option<MechanismRequest>,
+}
+
+#[derive(Debug, Args)]
+pub struct DropArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub packet: PacketArgs,
+}
+
+/// Where and how packet faults act at the TC layer.
+#[derive(Debug, Args)]
+pub struct PacketArgs {
+    /// Which packets: sent by the scope, received by it, or both (as the pod sees it with
+    /// --netns): egress (default), ingress, both.
+    #[arg(long, value_name = "DIRECTION")]
+    pub direction: Option<Direction>,
+    /// Act on this interface (TC).
+    #[arg(long, value_name = "IFACE", conflicts_with = "netns")]
+    pub iface: Option<String>,
+    /// Act on the host-side veth of this network namespace (/var/run/netns/NAME, /proc/PID/ns/net).
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<String>,
+    /// Only sources in these CIDRs (TC).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub src: Vec<Cidr>,
+    /// Only these source ports or ranges (TC).
+    #[arg(long, value_name = "N[-M]", value_delimiter = ',')]
+    pub sport: Vec<PortRange>,
+    /// Only TCP segments with one of these flags (TC): SYN,ACK,...
+    #[arg(long, value_name = "FLAGS")]
+    pub tcp_flags: Option<TcpFlags>,
+    /// How losses are spread (TC): random, every-nth:N, first:N, gilbert-elliott:P,R,H,K.
+    #[arg(long, value_name = "MODEL")]
+    pub loss_model: Option<LossModel>,
+    /// Make the sequence of decisions reproducible for a given packet sequence (TC).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// How TC programs attach: auto, tcx (6.6+; links die with the process) or tc-clsact.
+    #[arg(long, value_name = "MECHANISM")]
+    pub mechanism: Option<MechanismRequest>,
+}
+
+/// `--errno` of connect-error: the same parser as every errno, with connect's list in the error.
+fn parse_connect_errno(text: &str) -> Result<Errno, ValueError> {
+    text.parse::<Errno>().map_err(|err| {
+        ValueError::new(
+            err.problem,
+            chaos_model::errno::describe_list(CONNECT_ERRNOS),
+        )
+    })
+}
+
+impl InjectCommand {
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            InjectCommand::ConnectError(args) => &args.common,
+            InjectCommand::RecvError(args) | InjectCommand::SendError(args) => &args.common,
+            InjectCommand::Drop(args) | InjectCommand::Reset(args) => &args.common,
+            InjectCommand::Delay(args) => &args.common,
+            InjectCommand::Corrupt(args) => &args.common,
         }
+    }
+
+    /// The interface options, for packet faults.
+    pub fn packet(&self) -> Option<&PacketArgs> {
+        match self {
+            InjectCommand::Drop(args) | InjectCommand::Reset(args) => Some(&args.packet),
+            InjectCommand::Delay(args) => Some(&args.packet),
+            InjectCommand::Corrupt(args) => Some(&args.packet),
+            _ => None,
+        }
+    }
+
+    /// The fault these flags describe, as the model has it. Not yet validated: the engine runs
+    /// the one validation every front end goes through.
+    pub fn to_fault(&self) -> Fault {
+        let common = self.common();
+        let mut fault = Fault {
+            kind: self.kind(),
+            scope: Scope {
+                cgroup: common.cgroup.clone(),
+                iface: self.packet().and_then(|p| p.iface.clone()),
+                netns: self.packet().and_then(|p| p.netns.clone()),
+            },
+            matches: Match {
+                dst: common.dst.clone(),
+                port: common.port.clone(),
+                proto: common.proto,
+                ..Match::default()
+            },
+            probability: common.probability,
+            duration: common.duration,
+            events: common.events.map(|_| Events {
+                per_cpu_per_sec: common
+                    .events_per_cpu_per_sec
+                    .unwrap_or(Events::DEFAULT_PER_CPU_PER_SEC),
+            }),
+            ..Fault::default()
+        };
+        match self {
+            InjectCommand::ConnectError(args) => {
+                fault.errno = args.errno;
+                fault.mechanism = args.mechanism;
+            }
+            InjectCommand::RecvError(args) | InjectCommand::SendError(args) => {
+                fault.errno = Some(args.errno);
+                fault.mechanism = args.mechanism;
+            }
+            InjectCommand::Delay(args) => {
+                fault.delay = Some(args.delay);
+                fault.jitter = args.jitter;
+                fault.distribution = args.distribution;
+            }
+            InjectCommand::Corrupt(args) => fault.fix_checksum = args.fix_checksum,
+            InjectCommand::Drop(_) | InjectCommand::Reset(_) => {}
+        }
+        if let Some(packet) = self.packet() {
+            fault.direction = packet.direction;
+            fault.matches.src = packet.src.clone();
+            fault.matches.sport = packet.sport.clone();
+            fault.matches.tcp_flags = packet.tcp_flags;
+            fault.loss = packet.loss_model;
+            fault.seed = packet.seed;
+            fault.mechanism = packet.mechanism;
+        }
+        fault
+    }
+
+    fn kind(&self) -> FaultKind {
+        match self {
+            InjectCommand::ConnectError(_) => FaultKind::ConnectError,
+            InjectCommand::RecvError(_) => FaultKind::RecvError,
+            InjectCommand::SendError(_) => FaultKind::SendError,
+            InjectCommand::Drop(_) => FaultKind::Drop,
+            InjectCommand::Reset(_) => FaultKind::Reset,
+            InjectCommand::Delay(_) => FaultKind::Delay,
+            InjectCommand::Corrupt(_) => FaultKind::Corrupt,
+        }
+    }
+}
+
+/// The flag that sets a model field, for errors on the command line (`match.port[0]` is
+/// `--port`). Paths without a flag of their own are shown as they are.
+pub fn flag_for(path: &str) -> Option<&'static str> {
+    let field = path.split('[').next().unwrap_or(path);
+    Some(match field {
+        "kind" => return None,
+        "scope.cgroup" => "--cgroup",
+        "scope.iface" => "--iface",
+        "scope.netns" => "--netns",
+        "match.dst" => "--dst",
+        "match.port" => "--port",
+        "match.proto" => "--proto",
+        "match.src" => "--src",
+        "match.sport" => "--sport",
+        "match.tcpFlags" => "--tcp-flags",
+        "loss" => "--loss-model",
+        "fixChecksum" => "--fix-checksum",
+        "errno" => "--errno",
+        "probability" => "--probability",
+        "seed" => "--seed",
+        "delay" => "--delay",
+        "jitter" => "--jitter",
+        "distribution" => "--distribution",
+        "mechanism" => "--mechanism",
+        "duration" => "--duration",
+        "direction" => "--direction",
+        _ => return None,
+    })
+}
+
+/// Model paths in a message (`scope.cgroup, scope.iface or scope.netns`) as flags.
+fn flags_in(text: &str) -> String {
+    text.split_inclusive([' ', ','])
+        .map(|word| {
+            let bare = word.trim_end_matches([' ', ',']);
+            match flag_for(bare) {
+                Some(flag) if bare.contains('.') || bare == "errno" => {
+                    format!("{flag}{}", &word[bare.len()..])
+                }
+                _ => word.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// A library error as the command line shows it: model paths become the flags that set them.
+pub fn on_the_command_line(error: ChaosError) -> ChaosError {
+    match error {
+        ChaosError::Field(mut field) => {
+            if let Some(flag) = flag_for(&field.path) {
+                field.path = flag.to_string();
+            }
+            field.problem = flags_in(&field.problem);
+            field.accepted = flags_in(&field.accepted);
+            ChaosError::Field(field)
+        }
+        ChaosError::Input {
+            field,
+            problem,
+            accepted,
+        } => ChaosError::Input {
+            field: flag_for(field).unwrap_or(field),
+            problem: flags_in(&problem),
+            accepted: flags_in(&accepted),
+        },
+        ChaosError::AtLine {
+            file,
+            line,
+            problem,
+        } => ChaosError::AtLine {
+            file,
+            line,
+            problem: Box::new(on_the_command_line(*problem)),
+        },
+        other => other,
     }
 }
 
@@ -221,9 +418,19 @@ struct ExperimentLine {
     fault: InjectCommand,
 }
 
-/// The faults of an experiment file (`-` reads standard input) with their line numbers, each
-/// checked by the same parser as `inject`; errors name the file and line.
-pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(usize, InjectCommand)>, ChaosError> {
+/// Where a fault of a `run` file came from, for errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A line of a file of `inject` lines.
+    Line(usize),
+    /// `faults[N]` of a JSON or YAML fault set.
+    Index(usize),
+}
+
+/// The faults of a `run` file (`-` reads standard input), in the model, with where each came
+/// from: lines are checked by the same parser as `inject`, JSON and YAML by the model's. Errors
+/// name the file and the line or field.
+pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(Origin, Fault)>, ChaosError> {
     let name = path.display().to_string();
     let text = if name == "-" {
         std::io::read_to_string(std::io::stdin())
@@ -237,12 +444,30 @@ pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(usize, InjectComma
             "a readable file of fault lines, or - for standard input",
         )
     })?;
+    let structured = [".json", ".yaml", ".yml"]
+        .iter()
+        .any(|ext| name.ends_with(ext));
+    if structured {
+        let set =
+            chaos_model::parse_fault_set(&text, Format::of(Some(&name), &text)).map_err(|err| {
+                ChaosError::InFile {
+                    file: name.clone(),
+                    problem: Box::new(ChaosError::Field(err)),
+                }
+            })?;
+        return Ok(set
+            .faults
+            .into_iter()
+            .enumerate()
+            .map(|(index, fault)| (Origin::Index(index), fault))
+            .collect());
+    }
     let mut faults = Vec::new();
     for (number, line) in text.lines().enumerate() {
-        let at_line = |source: ChaosError| ChaosError::AtLine {
+        let at_line = |problem: ChaosError| ChaosError::AtLine {
             file: name.clone(),
             line: number + 1,
-            source: Box::new(source),
+            problem: Box::new(problem),
         };
         let line = line.split('#').next().unwrap_or_default().trim();
         if line.is_empty() {
@@ -286,7 +511,7 @@ pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(usize, InjectComma
                 "chaos-bpf run --max-duration D FILE (a line may set its own --duration)",
             )));
         }
-        faults.push((number + 1, parsed.fault));
+        faults.push((Origin::Line(number + 1), parsed.fault.to_fault()));
     }
     if faults.is_empty() {
         return Err(ChaosError::input(
@@ -296,292 +521,6 @@ pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(usize, InjectComma
         ));
     }
     Ok(faults)
-}
-
-#[derive(Debug, Args)]
-pub struct ConnectErrorArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// Errno connect() fails with, by name or number.
-    #[arg(long, value_name = "ERRNO", default_value = "ECONNREFUSED", value_parser = socket_call::parse_connect_errno)]
-    pub errno: Errno,
-    /// Kernel mechanism; auto picks the best this kernel supports.
-    #[arg(long, value_enum, default_value_t = MechanismArg::Auto)]
-    pub mechanism: MechanismArg,
-}
-
-#[derive(Debug, Args)]
-pub struct SocketErrorArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// Errno the call fails with, by name (ECONNRESET, ETIMEDOUT, EIO, EPIPE, ...) or number.
-    #[arg(long, value_name = "ERRNO", value_parser = socket_call::parse_any_errno)]
-    pub errno: Errno,
-    /// Kernel mechanism; auto picks the best this kernel supports.
-    #[arg(long, value_enum, default_value_t = MechanismArg::Auto)]
-    pub mechanism: MechanismArg,
-}
-
-#[derive(Debug, Args)]
-pub struct DropArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub packet: PacketArgs,
-}
-
-/// Where and how packet faults act at the TC layer.
-#[derive(Debug, Args)]
-pub struct PacketArgs {
-    /// Which packets: sent by the scope, received by it, or both (as the pod sees it with --netns).
-    #[arg(long, value_enum, default_value_t = Direction::Egress)]
-    pub direction: Direction,
-    /// Act on this interface (TC).
-    #[arg(long, value_name = "IFACE", conflicts_with = "netns")]
-    pub iface: Option<String>,
-    /// Act on the host-side veth of this network namespace (/var/run/netns/NAME, /proc/PID/ns/net).
-    #[arg(long, value_name = "PATH")]
-    pub netns: Option<PathBuf>,
-    /// Only sources in these CIDRs (TC).
-    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
-    pub src: Vec<Cidr>,
-    /// Only these source ports or ranges (TC).
-    #[arg(long, value_name = "N[-M]", value_delimiter = ',')]
-    pub sport: Vec<PortRange>,
-    /// Only TCP segments with one of these flags (TC): SYN,ACK,...
-    #[arg(long, value_name = "FLAGS", value_parser = tc_packet::parse_tcp_flags)]
-    pub tcp_flags: Option<u32>,
-    /// How losses are spread (TC): random, every-nth:N, first:N, gilbert-elliott:P,R,H,K.
-    #[arg(long, value_name = "MODEL", default_value = "random")]
-    pub loss_model: LossModel,
-    /// Make the sequence of decisions reproducible for a given packet sequence (TC).
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
-    /// How TC programs attach: tcx links (6.6+; die with the process) or clsact filters.
-    #[arg(long, value_enum, default_value_t = TcMechanismArg::Auto)]
-    pub mechanism: TcMechanismArg,
-}
-
-/// `--mechanism` for packet faults on an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TcMechanismArg {
-    /// tcx where the kernel has it, else clsact.
-    Auto,
-    Tcx,
-    #[value(name = "tc-clsact")]
-    TcClsact,
-}
-
-impl PacketArgs {
-    fn on_interface(&self) -> bool {
-        self.iface.is_some() || self.netns.is_some()
-    }
-
-    /// The TC-only options that were given, by flag name.
-    fn tc_only_options(&self) -> Option<&'static str> {
-        if !self.src.is_empty() {
-            Some("--src")
-        } else if !self.sport.is_empty() {
-            Some("--sport")
-        } else if self.tcp_flags.is_some() {
-            Some("--tcp-flags")
-        } else if self.loss_model != LossModel::Random {
-            Some("--loss-model")
-        } else if self.seed.is_some() {
-            Some("--seed")
-        } else if self.mechanism != TcMechanismArg::Auto {
-            Some("--mechanism")
-        } else {
-            None
-        }
-    }
-
-    fn fault(&self, action: PacketAction, filters: Filters) -> FaultSpec {
-        let fault = PacketFault {
-            action,
-            direction: self.direction,
-            filters,
-            sources: self.src.clone(),
-            source_ports: self.sport.clone(),
-            tcp_flags: self.tcp_flags.unwrap_or(0),
-            loss: self.loss_model,
-            seed: self.seed,
-            mechanism: match self.mechanism {
-                TcMechanismArg::Auto => None,
-                TcMechanismArg::Tcx => Some(Mechanism::Tcx),
-                TcMechanismArg::TcClsact => Some(Mechanism::TcClsact),
-            },
-        };
-        // Preflight swaps the hooks when --netns names a pod's namespace.
-        let hooks = crate::interface::InterfaceScope::plain_hooks(self.direction);
-        FaultSpec::Packet(fault, hooks)
-    }
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        _ => Err("accepted: a positive duration such as 30s, 5m or 1h30m".into()),
-    }
-}
-
-impl CommonArgs {
-    fn filters(&self) -> Filters {
-        Filters {
-            peers: self.dst.clone(),
-            ports: self.port.clone(),
-            protocol: self.proto,
-            probability: self.probability,
-        }
-    }
-}
-
-impl InjectCommand {
-    pub fn common(&self) -> &CommonArgs {
-        match self {
-            InjectCommand::ConnectError(args) => &args.common,
-            InjectCommand::RecvError(args) | InjectCommand::SendError(args) => &args.common,
-            InjectCommand::Drop(args) | InjectCommand::Reset(args) => &args.common,
-            InjectCommand::Delay(args) => &args.common,
-            InjectCommand::Corrupt(args) => &args.common,
-        }
-    }
-
-    /// The interface options, for packet faults.
-    pub fn packet(&self) -> Option<&PacketArgs> {
-        match self {
-            InjectCommand::Drop(args) | InjectCommand::Reset(args) => Some(&args.packet),
-            InjectCommand::Delay(args) => Some(&args.packet),
-            InjectCommand::Corrupt(args) => Some(&args.packet),
-            _ => None,
-        }
-    }
-
-    /// The fault, or a one-line input error for combinations clap cannot check.
-    pub fn spec(&self) -> Result<FaultSpec, crate::error::ChaosError> {
-        match self {
-            InjectCommand::ConnectError(args) => socket_call_spec(
-                SocketCall::Connect,
-                args.errno,
-                args.mechanism,
-                &args.common,
-            ),
-            InjectCommand::RecvError(args) => {
-                socket_call_spec(SocketCall::Recv, args.errno, args.mechanism, &args.common)
-            }
-            InjectCommand::SendError(args) => {
-                socket_call_spec(SocketCall::Send, args.errno, args.mechanism, &args.common)
-            }
-            // A cgroup's drop is cgroup_skb's, unless TC-only options ask for the TC layer.
-            InjectCommand::Drop(args)
-                if !args.packet.on_interface() && args.packet.tc_only_options().is_none() =>
-            {
-                if args.common.cgroup.is_none() {
-                    return Err(no_scope());
-                }
-                Ok(FaultSpec::Drop(packet_drop::PacketDrop {
-                    direction: args.packet.direction,
-                    filters: args.common.filters(),
-                }))
-            }
-            InjectCommand::Drop(args) => {
-                tc_scope(&args.common, &args.packet)?;
-                Ok(args.packet.fault(PacketAction::Drop, args.common.filters()))
-            }
-            InjectCommand::Reset(args) => {
-                tc_scope(&args.common, &args.packet)?;
-                Ok(args
-                    .packet
-                    .fault(PacketAction::Reset, args.common.filters()))
-            }
-            InjectCommand::Delay(args) => delay_spec(args),
-            InjectCommand::Corrupt(args) => {
-                tc_scope(&args.common, &args.packet)?;
-                let action = PacketAction::Corrupt {
-                    fix_checksum: args.fix_checksum,
-                };
-                Ok(args.packet.fault(action, args.common.filters()))
-            }
-        }
-    }
-}
-
-fn delay_spec(args: &DelayArgs) -> Result<FaultSpec, crate::error::ChaosError> {
-    use crate::error::ChaosError;
-    tc_scope(&args.common, &args.packet)?;
-    let jitter = args.jitter.unwrap_or_default();
-    if jitter > args.delay {
-        return Err(ChaosError::input(
-            "--jitter",
-            format!(
-                "{} is larger than the delay",
-                humantime::format_duration(jitter)
-            ),
-            "a jitter no larger than --delay",
-        ));
-    }
-    if args.delay + jitter > Duration::from_nanos(chaos_common::MAX_DELAY_NS) {
-        return Err(ChaosError::input(
-            "--delay",
-            "delay plus jitter reaches past 5s; fq drops packets beyond its 10s horizon",
-            "a delay plus jitter up to 5s (several delays on one packet are capped at 5s too)",
-        ));
-    }
-    let action = PacketAction::Delay {
-        delay_ns: args.delay.as_nanos() as u64,
-        jitter_ns: jitter.as_nanos() as u64,
-        distribution: args.distribution,
-    };
-    Ok(args.packet.fault(action, args.common.filters()))
-}
-
-/// TC faults act on an interface, a pod's veth, or a cgroup's packets on every interface.
-fn tc_scope(common: &CommonArgs, packet: &PacketArgs) -> Result<(), ChaosError> {
-    if packet.on_interface() || common.cgroup.is_some() {
-        Ok(())
-    } else {
-        Err(no_scope())
-    }
-}
-
-fn no_scope() -> crate::error::ChaosError {
-    crate::error::ChaosError::input(
-        "--cgroup",
-        "no scope given",
-        "--cgroup PATH, --iface IFACE or --netns PATH",
-    )
-}
-
-fn socket_call_spec(
-    call: SocketCall,
-    errno: Errno,
-    mechanism: MechanismArg,
-    common: &CommonArgs,
-) -> Result<FaultSpec, crate::error::ChaosError> {
-    if common.cgroup.is_none() {
-        return Err(crate::error::ChaosError::input(
-            "--cgroup",
-            "missing",
-            "a cgroup v2 directory: syscall faults are scoped by cgroup",
-        ));
-    }
-    let mechanism = mechanism.mechanism();
-    if let Some(forced) = mechanism
-        && !call.mechanisms().contains(&forced)
-    {
-        let accepted: Vec<&str> = call.mechanisms().iter().map(|m| m.id()).collect();
-        return Err(crate::error::ChaosError::input(
-            "--mechanism",
-            format!("{} cannot fail this call", forced.id()),
-            format!("auto, {}", accepted.join(", ")),
-        ));
-    }
-    Ok(FaultSpec::SocketCall(SocketCallError {
-        call,
-        errno,
-        filters: common.filters(),
-        mechanism,
-    }))
 }
 
 /// clap's error as one line: "invalid value 'x' for '--probability <P>': ...".
@@ -603,6 +542,13 @@ pub fn one_line_usage_error(error: &clap::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::FaultSpec;
+
+    /// What the engine makes of a command: the model's validation, errors shown with flags.
+    fn spec_of(fault: &InjectCommand) -> Result<FaultSpec, ChaosError> {
+        FaultSpec::from_model(&fault.to_fault())
+            .map_err(|err| on_the_command_line(ChaosError::Field(err)))
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("chaos-bpf").chain(args.iter().copied()))
@@ -633,9 +579,9 @@ mod tests {
             panic!()
         };
         let common = fault.common();
-        assert_eq!(common.duration, Some(Duration::from_secs(30)));
+        assert_eq!(common.duration.map(|d| d.0), Some(Duration::from_secs(30)));
         assert_eq!(common.dst.len(), 2);
-        let FaultSpec::SocketCall(spec) = fault.spec().unwrap() else {
+        let FaultSpec::SocketCall(spec) = spec_of(&fault).unwrap() else {
             panic!()
         };
         assert_eq!(spec.errno, Errno(110));
@@ -646,7 +592,7 @@ mod tests {
     fn bad_values_name_the_flag_and_what_is_accepted() {
         let cases: &[(&[&str], &str)] = &[
             (&["--errno", "EFOO"], "--errno"),
-            (&["--errno", "EIO"], "ECONNREFUSED (111)"),
+            (&["--errno", "EFOO"], "ECONNREFUSED (111)"),
             (&["--probability", "1.5"], "outside [0, 1]"),
             (&["--dst", "10.0.0.0/40"], "--dst"),
             (&["--port", "70000"], "--port"),
@@ -679,7 +625,7 @@ mod tests {
         let Command::Inject { fault } = cli.command else {
             panic!()
         };
-        assert!(fault.spec().is_ok());
+        assert!(spec_of(&fault).is_ok());
         let cli = parse(&[
             "inject",
             "send-error",
@@ -694,10 +640,10 @@ mod tests {
         let Command::Inject { fault } = cli.command else {
             panic!()
         };
-        let err = fault.spec().unwrap_err().to_string();
+        let err = spec_of(&fault).unwrap_err().to_string();
         assert_eq!(
             err,
-            "--mechanism: cgroup-sockaddr cannot fail this call; accepted: auto, fmod-ret, \
+            "--mechanism: cgroup-sockaddr cannot realise send-error; accepted: auto, fmod-ret, \
              bpf-lsm, kprobe-override"
         );
         // Every value the message offers is one the flag takes.
@@ -713,17 +659,38 @@ mod tests {
         );
     }
 
+    /// Values clap accepts but the model's rules refuse, named by their flag.
+    #[test]
+    fn rule_errors_name_the_flag() {
+        for (args, expected) in [
+            (
+                &["inject", "connect-error", "--cgroup", "x", "--errno", "EIO"][..],
+                "--errno: connect() does not fail with EIO (5); accepted: ECONNREFUSED (111)",
+            ),
+            (
+                &[
+                    "inject", "delay", "--iface", "lo", "--delay", "1ms", "--jitter", "2ms",
+                ],
+                "--jitter: 2ms is larger than the delay",
+            ),
+        ] {
+            let Command::Inject { fault } = parse(args).unwrap().command else {
+                panic!()
+            };
+            let err = spec_of(&fault).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+            assert_eq!(spec_of(&fault).unwrap_err().exit_code(), 2);
+        }
+    }
+
     #[test]
     fn missing_scope_names_the_accepted_ones() {
         let cli = parse(&["inject", "drop"]).unwrap();
         let Command::Inject { fault } = cli.command else {
             panic!()
         };
-        let err = fault.spec().unwrap_err().to_string();
-        assert!(
-            err.contains("--cgroup PATH, --iface IFACE or --netns PATH"),
-            "{err}"
-        );
+        let err = spec_of(&fault).unwrap_err().to_string();
+        assert!(err.contains("--cgroup, --iface or --netns"), "{err}");
     }
 
     #[test]
@@ -732,7 +699,7 @@ mod tests {
             let Command::Inject { fault } = parse(args).unwrap().command else {
                 panic!()
             };
-            fault.spec()
+            spec_of(&fault)
         };
         // A plain cgroup drop is cgroup_skb's; TC-only options move it to the TC layer.
         assert!(matches!(
@@ -749,10 +716,7 @@ mod tests {
                 FaultSpec::Packet(..)
             ));
             let err = spec(&["inject", kind]).unwrap_err().to_string();
-            assert!(
-                err.contains("--cgroup PATH, --iface IFACE or --netns PATH"),
-                "{err}"
-            );
+            assert!(err.contains("--cgroup, --iface or --netns"), "{err}");
         }
         let cli = parse(&[
             "inject",
@@ -768,7 +732,7 @@ mod tests {
         let Command::Inject { fault } = cli.command else {
             panic!()
         };
-        assert!(matches!(fault.spec().unwrap(), FaultSpec::Packet(..)));
+        assert!(matches!(spec_of(&fault).unwrap(), FaultSpec::Packet(..)));
         assert!(parse(&["inject", "drop", "--iface", "lo", "--netns", "/x"]).is_err());
     }
 }

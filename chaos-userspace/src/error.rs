@@ -11,16 +11,26 @@ pub enum ChaosError {
         problem: String,
         accepted: String,
     },
+    /// A field of a fault (the model) is wrong; the path names it (`match.port[0]`, or the flag
+    /// on the command line).
+    #[error("{0}")]
+    Field(#[from] chaos_model::FieldError),
+    /// A problem in a JSON or YAML file. (The inner error is part of this message, not a
+    /// separate cause: `{:#}` would print it twice.)
+    #[error("{file}: {problem}")]
+    InFile {
+        file: String,
+        problem: Box<ChaosError>,
+    },
     /// A command line clap rejected, as one line.
     #[error("{0}")]
     Usage(String),
     /// A problem on one line of an experiment file.
-    #[error("{file} line {line}: {source}")]
+    #[error("{file} line {line}: {problem}")]
     AtLine {
         file: String,
         line: usize,
-        #[source]
-        source: Box<ChaosError>,
+        problem: Box<ChaosError>,
     },
     #[error(
         "must run as root: loading and attaching eBPF programs needs CAP_BPF, CAP_NET_ADMIN and \
@@ -81,8 +91,12 @@ impl ChaosError {
     /// 2 for what the user can fix (bad input, privileges, kernel support), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Input { .. } | Self::Usage(_) | Self::NotRoot | Self::Unsupported { .. } => 2,
-            Self::AtLine { source, .. } => source.exit_code(),
+            Self::Input { .. }
+            | Self::Field(_)
+            | Self::Usage(_)
+            | Self::NotRoot
+            | Self::Unsupported { .. } => 2,
+            Self::AtLine { problem, .. } | Self::InFile { problem, .. } => problem.exit_code(),
             _ => 1,
         }
     }

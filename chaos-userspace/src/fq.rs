@@ -33,7 +33,7 @@ pub fn ensure(interface: &InterfaceScope, recorder: &Recorder) -> Result<Option<
         Some(q) if q.kind == "fq" => Ok(None),
         // Handle 0: the default the kernel attached (noqueue, pfifo_fast, mq, fq_codel...).
         Some(q) if q.handle != 0 => Err(ChaosError::input(
-            "--iface",
+            "scope.iface",
             format!(
                 "{} has a configured root qdisc ({} {:x}:), and delay needs fq there; chaos-bpf will not replace it",
                 interface.name,

@@ -1,8 +1,9 @@
 //! `chaos-bpf inject`: validate everything, choose the mechanism, arm, run, report.
 use std::time::Duration;
 
+use chaos_model::Fault;
+
 use crate::{
-    cli::InjectCommand,
     error::{ChaosError, Result},
     faults::FaultSpec,
     instance::{Instance, RuleSpec},
@@ -63,7 +64,7 @@ pub fn preflight(
     let filters = spec.filters();
     if filters.peers.len() > chaos_common::MAX_CIDRS as usize {
         return Err(ChaosError::input(
-            "--dst",
+            "match.dst",
             format!("{} CIDRs given", filters.peers.len()),
             format!("at most {} CIDRs", chaos_common::MAX_CIDRS),
         ));
@@ -82,7 +83,7 @@ pub fn preflight(
         *hooks = interface.hooks(fault.direction);
         if cgroup.is_some() && hooks.ingress && !interface.veth {
             return Err(ChaosError::input(
-                "--direction",
+                "direction",
                 format!(
                     "packets arriving on {} have no socket yet at TC ingress, so --cgroup cannot \
                      select them",
@@ -97,7 +98,7 @@ pub fn preflight(
         ) && hooks.ingress
         {
             return Err(ChaosError::input(
-                "--direction",
+                "direction",
                 "delay can only hold packets back as they leave an interface",
                 if interface.pod_netns.is_some() {
                     "ingress (the pod's ingress is its host-side veth's egress)"
@@ -134,7 +135,7 @@ fn cgroup_packets_leave_by(spec: &FaultSpec) -> Result<Vec<InterfaceScope>> {
         && fault.direction != crate::filters::Direction::Egress
     {
         return Err(ChaosError::input(
-            "--direction",
+            "direction",
             "a cgroup's own packets are only known as they leave: at TC ingress they have no \
              socket yet",
             "egress with --cgroup alone, or --iface/--netns for ingress",
@@ -143,7 +144,7 @@ fn cgroup_packets_leave_by(spec: &FaultSpec) -> Result<Vec<InterfaceScope>> {
     let interfaces = InterfaceScope::every_up()?;
     if interfaces.is_empty() {
         return Err(ChaosError::input(
-            "--cgroup",
+            "scope.cgroup",
             "no interface is up in this network namespace",
             "a namespace whose interfaces carry the cgroup's traffic",
         ));
@@ -211,34 +212,33 @@ pub struct Plan {
     pub choice: MechanismChoice,
     /// The fault's own deadline.
     pub duration: Option<std::time::Duration>,
+    /// Events each CPU may emit per second for this fault; 0 for none.
+    pub events_per_sec: u32,
 }
 
-/// Validates one `inject` command against the kernel and resolves its scopes.
-pub fn plan(command: &InjectCommand) -> Result<Plan> {
-    let mut spec = command.spec()?;
-    let common = command.common();
-    let packet = command.packet();
+/// Validates one fault of the model, checks it against the kernel and resolves its scopes.
+/// Nothing is attached.
+pub fn plan(fault: &Fault) -> Result<Plan> {
+    let mut spec = FaultSpec::from_model(fault)?;
+    let scope = &fault.scope;
     let (scopes, choice) = preflight(
         &mut spec,
-        common.cgroup.as_deref(),
-        packet.and_then(|p| p.iface.as_deref()),
-        packet.and_then(|p| p.netns.as_deref()),
+        scope.cgroup.as_deref().map(std::path::Path::new),
+        scope.iface.as_deref(),
+        scope.netns.as_deref().map(std::path::Path::new),
     )?;
     Ok(Plan {
         spec,
         scopes,
         choice,
-        duration: common.duration,
+        duration: fault.duration.map(|d| d.0),
+        events_per_sec: fault.events.map_or(0, |e| e.per_cpu_per_sec),
     })
 }
 
 /// Arms every planned fault, then runs them until each has ended. Fault ids follow the plans'
 /// order, from 1.
-pub async fn run(
-    plans: Vec<Plan>,
-    events_per_sec: u32,
-    options: RunOptions,
-) -> Result<Vec<Summary>> {
+pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> {
     // Everything that can reject the faults together, before anything is printed or armed.
     let lifetimes = lifetimes(&plans, &options)?;
     check_tc_capacity(
@@ -256,7 +256,7 @@ pub async fn run(
         }
     }
     let signals = runner::StopSignals::install()?;
-    let (instances, faults) = arm(plans, &lifetimes, events_per_sec)?;
+    let (instances, faults) = arm(plans, &lifetimes)?;
     if faults.len() > 8 {
         let programs: Vec<String> = instances.iter().flat_map(program_names).collect();
         eprintln!(
@@ -295,7 +295,7 @@ fn lifetimes(plans: &[Plan], options: &RunOptions) -> Result<Vec<Duration>> {
     plans
         .iter()
         .map(|plan| match plan.duration {
-            Some(own) if own > max => Err(too_long("--duration", own)),
+            Some(own) if own > max => Err(too_long("duration", own)),
             own => Ok([own, options.duration]
                 .into_iter()
                 .flatten()
@@ -307,11 +307,7 @@ fn lifetimes(plans: &[Plan], options: &RunOptions) -> Result<Vec<Duration>> {
 
 /// Groups the plans into kernel objects: all TC faults share one (their rules combine per
 /// packet); every other fault has its own.
-fn arm(
-    plans: Vec<Plan>,
-    lifetimes: &[Duration],
-    events_per_sec: u32,
-) -> Result<(Vec<Instance>, Vec<RunningFault>)> {
+fn arm(plans: Vec<Plan>, lifetimes: &[Duration]) -> Result<(Vec<Instance>, Vec<RunningFault>)> {
     let mut tc_mechanism: Option<Mechanism> = None;
     let mut tc_rules = Vec::new();
     let mut singles = Vec::new();
@@ -320,6 +316,7 @@ fn arm(
         let rule = RuleSpec {
             fault_id: index as u32 + 1,
             lifetime: *lifetime,
+            events_per_sec: plan.events_per_sec,
             spec: plan.spec,
             cgroup: plan.scopes.cgroup,
             interfaces: plan.scopes.interfaces,
@@ -328,7 +325,7 @@ fn arm(
             match tc_mechanism {
                 Some(m) if m != chosen => {
                     return Err(ChaosError::input(
-                        "--mechanism",
+                        "mechanism",
                         format!(
                             "TC faults of one run asked for both {} and {}",
                             m.id(),
@@ -367,10 +364,10 @@ fn arm(
         instances.push(instance);
     };
     for (rule, mechanism) in singles {
-        add(Instance::arm(vec![rule], mechanism, events_per_sec)?);
+        add(Instance::arm(vec![rule], mechanism)?);
     }
     if let Some(mechanism) = tc_mechanism {
-        add(Instance::arm(tc_rules, mechanism, events_per_sec)?);
+        add(Instance::arm(tc_rules, mechanism)?);
     }
     faults.sort_by_key(|f| f.summary.fault_id);
     Ok((instances, faults))
@@ -394,7 +391,7 @@ fn check_tc_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> 
     let index = crate::rule_index::destination_index(&destinations)?;
     if index.len() > chaos_common::MAX_CIDRS as usize {
         return Err(ChaosError::input(
-            "--dst",
+            "match.dst",
             format!(
                 "{} distinct destinations over the run's TC faults",
                 index.len()
@@ -413,7 +410,7 @@ fn check_tc_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> 
         .sum();
     if filter_entries > chaos_common::MAX_FILTER_ENTRIES as usize {
         return Err(ChaosError::input(
-            "--src",
+            "match.src",
             format!("{filter_entries} source CIDRs and port blocks over the run's TC faults"),
             format!("at most {}", chaos_common::MAX_FILTER_ENTRIES),
         ));

@@ -35,6 +35,8 @@ pub struct RuleSpec {
     pub spec: FaultSpec,
     /// From arming to the kernel-enforced expiry of the rule.
     pub lifetime: std::time::Duration,
+    /// Events each CPU may emit per second for this rule; 0 for none.
+    pub events_per_sec: u32,
     pub cgroup: Option<CgroupScope>,
     /// TC: where it acts. With several (a cgroup's packets on every interface), the rule matches
     /// on any of them.
@@ -78,12 +80,12 @@ fn missing_map(name: &'static str) -> ChaosError {
 impl Instance {
     /// Loads the programs, fills every rule's filters, arms the configurations and only then
     /// attaches, so the first packet or call the programs see is already judged by the full rules.
-    pub fn arm(rules: Vec<RuleSpec>, mechanism: Mechanism, events_per_sec: u32) -> Result<Self> {
+    pub fn arm(rules: Vec<RuleSpec>, mechanism: Mechanism) -> Result<Self> {
         let tc = mechanism.is_tc();
         let mut configs = Vec::with_capacity(rules.len());
         let mut btf = None;
         for rule in &rules {
-            let mut config = rule.spec.config(rule.fault_id, events_per_sec);
+            let mut config = rule.spec.config(rule.fault_id, rule.events_per_sec);
             if let [interface] = rule.interfaces.as_slice() {
                 config.ifindex = interface.ifindex;
             }

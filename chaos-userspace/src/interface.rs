@@ -33,7 +33,7 @@ impl InterfaceScope {
     pub fn by_name(name: &str) -> Result<Self> {
         let ifindex = ifindex_of(name).ok_or_else(|| {
             ChaosError::input(
-                "--iface",
+                "scope.iface",
                 format!("no interface named {name:?} here"),
                 "an interface name, as `ip link` lists",
             )
@@ -90,7 +90,11 @@ impl InterfaceScope {
     pub fn host_side_of(path: &Path) -> Result<Self> {
         let accepted = "a network namespace file (/var/run/netns/NAME or /proc/PID/ns/net) with a veth whose peer is in this namespace";
         let netns = File::open(path).map_err(|err| {
-            ChaosError::input("--netns", format!("{}: {err}", path.display()), accepted)
+            ChaosError::input(
+                "scope.netns",
+                format!("{}: {err}", path.display()),
+                accepted,
+            )
         })?;
         let inside = std::thread::scope(|scope| {
             scope
@@ -103,7 +107,11 @@ impl InterfaceScope {
                 .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
         })
         .map_err(|err| {
-            ChaosError::input("--netns", format!("{}: {err}", path.display()), accepted)
+            ChaosError::input(
+                "scope.netns",
+                format!("{}: {err}", path.display()),
+                accepted,
+            )
         })?;
         let peer = inside
             .iter()
@@ -111,16 +119,16 @@ impl InterfaceScope {
             .find_map(|link| link.link)
             .ok_or_else(|| {
                 ChaosError::input(
-                    "--netns",
+                    "scope.netns",
                     format!("{} has no veth", path.display()),
                     accepted,
                 )
             })?;
         let ifindex = u32::try_from(peer)
-            .map_err(|_| ChaosError::input("--netns", "bad peer index", accepted))?;
+            .map_err(|_| ChaosError::input("scope.netns", "bad peer index", accepted))?;
         let name = name_of(ifindex).ok_or_else(|| {
             ChaosError::input(
-                "--netns",
+                "scope.netns",
                 format!("the veth peer (ifindex {ifindex}) is not in this namespace"),
                 accepted,
             )
@@ -196,7 +204,7 @@ mod tests {
         assert_eq!(InterfaceScope::by_name("lo").unwrap().ifindex, 1);
         let err = InterfaceScope::by_name("nope0").unwrap_err().to_string();
         assert!(
-            err.starts_with("--iface: no interface named \"nope0\""),
+            err.starts_with("scope.iface: no interface named \"nope0\""),
             "{err}"
         );
     }

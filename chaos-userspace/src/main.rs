@@ -2,7 +2,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use chaos::{
-    cli::{Cli, Command, DEFAULT_MAX_DURATION, one_line_usage_error, read_experiment},
+    cli::{
+        Cli, Command, DEFAULT_MAX_DURATION, Origin, on_the_command_line, one_line_usage_error,
+        read_experiment,
+    },
     doctor,
     error::ChaosError,
     inject::{self, Plan},
@@ -53,16 +56,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&chaos_model::fault_schema())?
+            );
+            Ok(())
+        }
         Command::Inject { fault } => {
             let common = fault.common();
             let options = RunOptions {
                 duration: None,
-                max_duration: common.max_duration.unwrap_or(DEFAULT_MAX_DURATION),
+                max_duration: common.max_duration.map_or(DEFAULT_MAX_DURATION, |d| d.0),
                 events: common.events,
                 metrics: common.metrics.map(MetricsListener::bind).transpose()?,
             };
-            let budget = common.events_budget();
-            execute(vec![inject::plan(&fault)?], budget, options)
+            let plan = inject::plan(&fault.to_fault()).map_err(on_the_command_line)?;
+            execute(vec![plan], options)
         }
         Command::Run {
             file,
@@ -73,26 +83,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_duration,
         } => {
             let metrics = metrics.map(MetricsListener::bind).transpose()?;
-            let faults = read_experiment(&file)?;
+            let faults = read_experiment(&file).map_err(on_the_command_line)?;
+            let name = file.display().to_string();
             let plans = faults
-                .iter()
-                .map(|(line, fault)| {
-                    inject::plan(fault).map_err(|source| ChaosError::AtLine {
-                        file: file.display().to_string(),
-                        line: *line,
-                        source: Box::new(source),
+                .into_iter()
+                .map(|(origin, mut fault)| {
+                    // Events are the run's to print: every fault reports, or none.
+                    fault.events = events.map(|_: EventFormat| chaos_model::Events {
+                        per_cpu_per_sec: events_per_cpu_per_sec,
+                    });
+                    inject::plan(&fault).map_err(|source| match origin {
+                        Origin::Line(line) => on_the_command_line(ChaosError::AtLine {
+                            file: name.clone(),
+                            line,
+                            problem: Box::new(source),
+                        }),
+                        Origin::Index(index) => ChaosError::InFile {
+                            file: name.clone(),
+                            problem: Box::new(within(source, &format!("faults[{index}]"))),
+                        },
                     })
                 })
                 .collect::<Result<Vec<Plan>, _>>()?;
-            let budget = events.map_or(0, |_: EventFormat| events_per_cpu_per_sec);
             let options = RunOptions {
-                duration,
-                max_duration: max_duration.unwrap_or(DEFAULT_MAX_DURATION),
+                duration: duration.map(|d| d.0),
+                max_duration: max_duration.map_or(DEFAULT_MAX_DURATION, |d| d.0),
                 events,
                 metrics,
             };
-            execute(plans, budget, options)
+            execute(plans, options)
         }
+    }
+}
+
+/// A fault's error inside a fault set, named by its place there (`faults[2].scope.cgroup`).
+fn within(error: ChaosError, parent: &str) -> ChaosError {
+    match error {
+        ChaosError::Field(field) => ChaosError::Field(field.within(parent)),
+        ChaosError::Input {
+            field,
+            problem,
+            accepted,
+        } => {
+            ChaosError::Field(chaos_model::FieldError::new(field, problem, accepted).within(parent))
+        }
+        other => other,
     }
 }
 
@@ -105,12 +140,12 @@ fn require_root() -> Result<(), ChaosError> {
 }
 
 /// Arms and runs the planned faults, then prints one summary line per fault.
-fn execute(plans: Vec<Plan>, events_per_sec: u32, options: RunOptions) -> anyhow::Result<()> {
+fn execute(plans: Vec<Plan>, options: RunOptions) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let summaries = runtime.block_on(inject::run(plans, events_per_sec, options))?;
+    let summaries = runtime.block_on(inject::run(plans, options))?;
     for summary in summaries {
         println!("{}", serde_json::to_string(&summary)?);
     }

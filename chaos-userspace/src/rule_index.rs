@@ -45,7 +45,7 @@ pub fn destination_index(destinations: &[Vec<Cidr>]) -> Result<Vec<IndexEntry>> 
         }
         if rules.len() > MAX_RULES_PER_DESTINATION {
             return Err(ChaosError::input(
-                "--dst",
+                "match.dst",
                 format!("{} rules cover {destination}", rules.len()),
                 format!(
                     "at most {MAX_RULES_PER_DESTINATION} rules whose destinations overlap \
@@ -122,7 +122,7 @@ mod tests {
             .collect();
         let err = destination_index(&overlapping).unwrap_err().to_string();
         let expected = format!(
-            "--dst: {} rules cover 10.0.0.0/8; accepted: at most {MAX_RULES_PER_DESTINATION}",
+            "match.dst: {} rules cover 10.0.0.0/8; accepted: at most {MAX_RULES_PER_DESTINATION}",
             MAX_RULES_PER_DESTINATION + 1
         );
         assert!(err.starts_with(&expected), "{err}");

@@ -41,28 +41,28 @@ impl CgroupScope {
         };
         let metadata = std::fs::metadata(&resolved).map_err(|err| {
             ChaosError::input(
-                "--cgroup",
+                "scope.cgroup",
                 format!("{}: {err}", resolved.display()),
                 accepted.clone(),
             )
         })?;
         if !metadata.is_dir() {
             return Err(ChaosError::input(
-                "--cgroup",
+                "scope.cgroup",
                 format!("{} is not a directory", resolved.display()),
                 accepted,
             ));
         }
         let fs = nix::sys::statfs::statfs(&resolved).map_err(|err| {
             ChaosError::input(
-                "--cgroup",
+                "scope.cgroup",
                 format!("{}: {err}", resolved.display()),
                 accepted.clone(),
             )
         })?;
         if fs.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC {
             return Err(ChaosError::input(
-                "--cgroup",
+                "scope.cgroup",
                 format!("{} is not on cgroup v2", resolved.display()),
                 accepted,
             ));
@@ -77,7 +77,7 @@ impl CgroupScope {
             .and_then(|mount| mount.level_of(&canonical))
             .ok_or_else(|| {
                 ChaosError::input(
-                    "--cgroup",
+                    "scope.cgroup",
                     format!(
                         "{} is not below this host's cgroup2 mount",
                         canonical.display()

@@ -142,7 +142,7 @@ impl EventRecord {
                 DIRECTION_INGRESS => Some("ingress"),
                 _ => None,
             },
-            errno: errno.map(|e| e.name().unwrap_or_else(|| e.0.to_string())),
+            errno: errno.map(|e| e.name().map_or_else(|| e.0.to_string(), str::to_string)),
             errno_value: errno.map(|e| e.0),
             verdict: match kind {
                 Some(FaultKind::ConnectError | FaultKind::RecvError | FaultKind::SendError) => {

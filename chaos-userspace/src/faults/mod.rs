@@ -8,9 +8,11 @@ use std::fmt::Write as _;
 
 use chaos_common::{FaultConfig, FaultKind, flags};
 
+use chaos_model::{Direction, Fault, FieldError, MechanismRequest};
+
 use crate::{
     errno::Errno,
-    filters::{Cidr, PortRange, Probability, Protocol},
+    filters::{Cidr, PortRange, Probability, Protocol, protocol_number},
     mechanism::Mechanism,
     programs::ProgramSpec,
 };
@@ -65,7 +67,84 @@ pub fn extra_requirements(kind: FaultKind) -> &'static [Mechanism] {
     }
 }
 
+/// The kernel mechanism a fault asks for; `None` lets chaos-bpf choose.
+fn requested(mechanism: Option<MechanismRequest>) -> Option<Mechanism> {
+    Some(match mechanism? {
+        MechanismRequest::Auto => return None,
+        MechanismRequest::CgroupSockAddr => Mechanism::CgroupSockAddr,
+        MechanismRequest::FmodRet => Mechanism::FmodRet,
+        MechanismRequest::BpfLsm => Mechanism::BpfLsm,
+        MechanismRequest::KprobeOverride => Mechanism::KprobeOverride,
+        MechanismRequest::Tcx => Mechanism::Tcx,
+        MechanismRequest::TcClsact => Mechanism::TcClsact,
+    })
+}
+
 impl FaultSpec {
+    /// What the kernel side makes of a fault of the model: checked by the one validation every
+    /// front end goes through, then mapped to its programs and configuration.
+    pub fn from_model(fault: &Fault) -> Result<FaultSpec, FieldError> {
+        chaos_model::validate(fault)?;
+        let filters = Filters {
+            peers: fault.matches.dst.clone(),
+            ports: fault.matches.port.clone(),
+            protocol: fault.matches.proto,
+            probability: fault.probability.unwrap_or(Probability::ALWAYS),
+        };
+        let mechanism = requested(fault.mechanism);
+        let direction = fault.direction.unwrap_or(Direction::Egress);
+        let call = match fault.kind {
+            chaos_model::FaultKind::ConnectError => Some(socket_call::SocketCall::Connect),
+            chaos_model::FaultKind::RecvError => Some(socket_call::SocketCall::Recv),
+            chaos_model::FaultKind::SendError => Some(socket_call::SocketCall::Send),
+            _ => None,
+        };
+        if let (Some(call), Some(errno)) = (call, fault.effective_errno()) {
+            return Ok(FaultSpec::SocketCall(socket_call::SocketCallError {
+                call,
+                errno,
+                filters,
+                mechanism,
+            }));
+        }
+        let on_interface = fault.scope.iface.is_some() || fault.scope.netns.is_some();
+        let action = match fault.kind {
+            // A cgroup's drop is cgroup_skb's, unless TC-only options ask for the TC layer.
+            chaos_model::FaultKind::Drop if !on_interface && fault.tc_only_option().is_none() => {
+                return Ok(FaultSpec::Drop(packet_drop::PacketDrop {
+                    direction,
+                    filters,
+                }));
+            }
+            chaos_model::FaultKind::Reset => tc_packet::PacketAction::Reset,
+            chaos_model::FaultKind::Corrupt => tc_packet::PacketAction::Corrupt {
+                fix_checksum: fault.fix_checksum,
+            },
+            chaos_model::FaultKind::Delay => tc_packet::PacketAction::Delay {
+                delay_ns: fault.delay.map_or(0, |d| d.0.as_nanos() as u64),
+                jitter_ns: fault.jitter.map_or(0, |j| j.0.as_nanos() as u64),
+                distribution: fault
+                    .distribution
+                    .unwrap_or(tc_packet::Distribution::Uniform),
+            },
+            _ => tc_packet::PacketAction::Drop,
+        };
+        let packet = tc_packet::PacketFault {
+            action,
+            direction,
+            filters,
+            sources: fault.matches.src.clone(),
+            source_ports: fault.matches.sport.clone(),
+            tcp_flags: fault.matches.tcp_flags.map_or(0, |f| f.0),
+            loss: fault.loss.unwrap_or(tc_packet::LossModel::Random),
+            seed: fault.seed,
+            mechanism,
+        };
+        // Preflight swaps the hooks when the scope is a pod's network namespace.
+        let hooks = crate::interface::InterfaceScope::plain_hooks(direction);
+        Ok(FaultSpec::Packet(packet, hooks))
+    }
+
     pub fn kind(&self) -> FaultKind {
         match self {
             FaultSpec::SocketCall(fault) => fault.call.kind(),
@@ -159,7 +238,7 @@ impl FaultSpec {
             kind: self.kind() as u32,
             errno: self.errno().map_or(0, |errno| errno.0),
             flags: flag_bits,
-            proto: Protocol::number(filters.protocol),
+            proto: protocol_number(filters.protocol),
             events_per_sec,
             ..FaultConfig::default()
         };
@@ -244,6 +323,24 @@ mod tests {
     use super::*;
     use crate::filters::Direction;
     use socket_call::{SocketCall, SocketCallError};
+
+    /// The model accepts exactly the mechanisms the kernel side can realise, per kind.
+    #[test]
+    fn the_model_and_the_kernel_side_agree_on_mechanisms() {
+        for (kind, mechanisms) in KINDS {
+            let model_kind: chaos_model::FaultKind = kind_name(*kind).parse().unwrap();
+            let from_model: Vec<Mechanism> = chaos_model::validate::mechanisms_for(model_kind)
+                .iter()
+                .filter_map(|m| requested(Some(*m)))
+                .collect();
+            let realisable: Vec<Mechanism> = mechanisms
+                .iter()
+                .copied()
+                .filter(|m| *m != Mechanism::CgroupSkb)
+                .collect();
+            assert_eq!(from_model, realisable, "{}", kind_name(*kind));
+        }
+    }
 
     fn filters() -> Filters {
         Filters {

@@ -25,18 +25,6 @@ pub enum SocketCall {
     Send,
 }
 
-/// Errnos `connect(2)` can really return, so applications meet failures they must handle.
-pub const CONNECT_ERRNOS: &[Errno] = &[
-    Errno(111), // ECONNREFUSED
-    Errno(110), // ETIMEDOUT
-    Errno(101), // ENETUNREACH
-    Errno(113), // EHOSTUNREACH
-    Errno(13),  // EACCES
-    Errno(1),   // EPERM
-    Errno(104), // ECONNRESET
-    Errno(99),  // EADDRNOTAVAIL
-];
-
 impl SocketCall {
     pub fn kind(self) -> FaultKind {
         match self {
@@ -81,14 +69,6 @@ impl SocketCall {
             _ => return None,
         })
     }
-
-    /// Errnos accepted for this call; empty means any errno by name or number.
-    pub fn allowed_errnos(self) -> &'static [Errno] {
-        match self {
-            SocketCall::Connect => CONNECT_ERRNOS,
-            SocketCall::Recv | SocketCall::Send => &[],
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -98,20 +78,6 @@ pub struct SocketCallError {
     pub filters: Filters,
     /// Forced by `--mechanism`; `None` lets chaos-bpf choose.
     pub mechanism: Option<Mechanism>,
-}
-
-/// clap value parsers for `--errno`, one per call because the accepted sets differ.
-pub fn parse_connect_errno(text: &str) -> Result<Errno, String> {
-    parse_errno(SocketCall::Connect, text)
-}
-
-pub fn parse_any_errno(text: &str) -> Result<Errno, String> {
-    parse_errno(SocketCall::Recv, text)
-}
-
-fn parse_errno(call: SocketCall, text: &str) -> Result<Errno, String> {
-    Errno::parse_one_of(text, call.allowed_errnos())
-        .map_err(|accepted| format!("accepted: {accepted}"))
 }
 
 #[cfg(test)]
@@ -131,14 +97,5 @@ mod tests {
                 .programs(Mechanism::CgroupSockAddr)
                 .is_none()
         );
-    }
-
-    #[test]
-    fn connect_errnos_are_restricted_and_recv_errnos_are_not() {
-        assert!(parse_connect_errno("EIO").is_err());
-        assert_eq!(parse_connect_errno("ECONNREFUSED"), Ok(Errno(111)));
-        assert_eq!(parse_any_errno("EIO"), Ok(Errno(5)));
-        assert_eq!(parse_any_errno("4000"), Ok(Errno(4000)));
-        assert!(parse_any_errno("ENOPE").unwrap_err().contains("errno name"));
     }
 }

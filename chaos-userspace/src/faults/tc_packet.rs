@@ -1,7 +1,5 @@
 //! drop and reset at the TC layer, on an interface, a pod's host-side veth, or a cgroup's packets
 //! on an interface: tcx links where the kernel has them (6.6+), clsact filters otherwise.
-use std::str::FromStr;
-
 use chaos_common::{FaultKind, PacketParams, flags, loss_model};
 
 use super::Filters;
@@ -28,24 +26,14 @@ pub enum PacketAction {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Distribution {
-    /// Uniform in [delay - jitter, delay + jitter].
-    Uniform,
-    /// Normal around delay with standard deviation jitter.
-    Normal,
-    /// netem's pareto: a heavy tail of late packets, from 0.67 jitter early to about 25 late.
-    Pareto,
-}
+pub use chaos_model::{Distribution, LossModel};
 
-impl Distribution {
-    /// The kernel's `jitter` value.
-    pub fn kernel_value(self) -> u32 {
-        match self {
-            Distribution::Uniform => chaos_common::jitter::UNIFORM,
-            Distribution::Normal => chaos_common::jitter::NORMAL,
-            Distribution::Pareto => chaos_common::jitter::PARETO,
-        }
+/// The kernel's `jitter` value of a distribution.
+pub fn distribution_value(distribution: Distribution) -> u32 {
+    match distribution {
+        Distribution::Uniform => chaos_common::jitter::UNIFORM,
+        Distribution::Normal => chaos_common::jitter::NORMAL,
+        Distribution::Pareto => chaos_common::jitter::PARETO,
     }
 }
 
@@ -67,99 +55,33 @@ pub fn distribution_tables() -> Vec<i32> {
         .collect()
 }
 
-/// How drops are spread over matching packets.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum LossModel {
-    /// Each packet independently, with `--probability`.
-    Random,
-    /// Every Nth matching packet.
-    EveryNth(u32),
-    /// The first N matching packets.
-    First(u32),
-    /// Bursts: good→bad with p, bad→good with r, delivery h in bad and k in good (netem's gemodel).
-    GilbertElliott { p: f64, r: f64, h: f64, k: f64 },
-}
-
-impl FromStr for LossModel {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let accepted =
-            "random, every-nth:N, first:N or gilbert-elliott:P,R,H,K (fractions in [0, 1])";
-        let (name, args) = text.split_once(':').unwrap_or((text, ""));
-        let count = |args: &str| match args.parse::<u32>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!(
-                "{name} needs a positive count; accepted: {accepted}"
-            )),
-        };
-        match name {
-            "random" if args.is_empty() => Ok(LossModel::Random),
-            "every-nth" => count(args).map(LossModel::EveryNth),
-            "first" => count(args).map(LossModel::First),
-            "gilbert-elliott" => {
-                let values: Vec<f64> = args
-                    .split(',')
-                    .filter_map(|v| v.trim().parse().ok())
-                    .collect();
-                match values[..] {
-                    [p, r, h, k] if values.iter().all(|v| (0.0..=1.0).contains(v)) => {
-                        Ok(LossModel::GilbertElliott { p, r, h, k })
-                    }
-                    _ => Err(format!(
-                        "gilbert-elliott takes four fractions P,R,H,K; accepted: {accepted}"
-                    )),
-                }
-            }
-            _ => Err(format!("accepted: {accepted}")),
-        }
-    }
-}
-
 /// A fraction as a u32 threshold against a uniform u32 (1.0 saturates to u32::MAX).
 fn threshold(fraction: f64) -> u32 {
     (fraction * 4_294_967_296.0).min(u32::MAX as f64) as u32
 }
 
-impl LossModel {
-    fn params(self) -> PacketParams {
-        let mut params = PacketParams::default();
-        match self {
-            LossModel::Random => params.loss_model = loss_model::RANDOM,
-            LossModel::EveryNth(n) => {
-                params.loss_model = loss_model::EVERY_NTH;
-                params.loss_n = n;
-            }
-            LossModel::First(n) => {
-                params.loss_model = loss_model::FIRST_N;
-                params.loss_n = n;
-            }
-            LossModel::GilbertElliott { p, r, h, k } => {
-                params.loss_model = loss_model::GILBERT_ELLIOTT;
-                params.ge_p = threshold(p);
-                params.ge_r = threshold(r);
-                params.ge_h = threshold(h);
-                params.ge_k = threshold(k);
-            }
+/// The kernel's parameters of a loss model.
+fn loss_params(loss: LossModel) -> PacketParams {
+    let mut params = PacketParams::default();
+    match loss {
+        LossModel::Random => params.loss_model = loss_model::RANDOM,
+        LossModel::EveryNth(n) => {
+            params.loss_model = loss_model::EVERY_NTH;
+            params.loss_n = n;
         }
-        params
+        LossModel::First(n) => {
+            params.loss_model = loss_model::FIRST_N;
+            params.loss_n = n;
+        }
+        LossModel::GilbertElliott { p, r, h, k } => {
+            params.loss_model = loss_model::GILBERT_ELLIOTT;
+            params.ge_p = threshold(p);
+            params.ge_r = threshold(r);
+            params.ge_h = threshold(h);
+            params.ge_k = threshold(k);
+        }
     }
-}
-
-/// TCP flag names for `--tcp-flags`.
-pub fn parse_tcp_flags(text: &str) -> Result<u32, String> {
-    let accepted = "comma-separated TCP flags: FIN, SYN, RST, PSH, ACK, URG";
-    text.split(',')
-        .map(|flag| match flag.trim().to_ascii_uppercase().as_str() {
-            "FIN" => Ok(0x01),
-            "SYN" => Ok(0x02),
-            "RST" => Ok(0x04),
-            "PSH" => Ok(0x08),
-            "ACK" => Ok(0x10),
-            "URG" => Ok(0x20),
-            _ => Err(format!("accepted: {accepted}")),
-        })
-        .try_fold(0, |all, flag| flag.map(|f| all | f))
+    params
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -200,7 +122,7 @@ impl PacketFault {
 
     /// Bits and parameters beyond the shared filters.
     pub fn apply(&self, config: &mut chaos_common::FaultConfig, hooks: Hooks) {
-        config.packet = self.loss.params();
+        config.packet = loss_params(self.loss);
         config.packet.tcp_flags = self.tcp_flags;
         if let PacketAction::Delay {
             delay_ns,
@@ -210,7 +132,7 @@ impl PacketFault {
         {
             config.packet.delay_ns = delay_ns;
             config.packet.jitter_ns = jitter_ns;
-            config.packet.distribution = distribution.kernel_value();
+            config.packet.distribution = distribution_value(distribution);
             // Packets of one flow delayed by different amounts (or not at all) would leave out
             // of order under fq: the program then keeps each flow's departures in order.
             let uneven = jitter_ns > 0
@@ -250,39 +172,15 @@ impl PacketFault {
 mod tests {
     use super::*;
 
+    /// Parsing is the model's (tested there); here, the kernel's thresholds.
     #[test]
-    fn loss_models_parse() {
-        assert_eq!("random".parse::<LossModel>(), Ok(LossModel::Random));
-        assert_eq!(
-            "every-nth:3".parse::<LossModel>(),
-            Ok(LossModel::EveryNth(3))
-        );
-        assert_eq!("first:10".parse::<LossModel>(), Ok(LossModel::First(10)));
-        assert_eq!(
-            "gilbert-elliott:0.01,0.3,0,1".parse::<LossModel>(),
-            Ok(LossModel::GilbertElliott {
-                p: 0.01,
-                r: 0.3,
-                h: 0.0,
-                k: 1.0
-            })
-        );
-        for bad in [
-            "every-nth:0",
-            "first:x",
-            "gilbert-elliott:1,2",
-            "gilbert-elliott:0.1,0.2,0.3,1.5",
-            "bursty",
-        ] {
-            assert!(bad.parse::<LossModel>().is_err(), "{bad}");
-        }
-        let params = LossModel::GilbertElliott {
+    fn loss_params_are_kernel_thresholds() {
+        let params = loss_params(LossModel::GilbertElliott {
             p: 0.5,
             r: 1.0,
             h: 0.0,
             k: 1.0,
-        }
-        .params();
+        });
         assert_eq!(
             (params.ge_p, params.ge_r, params.ge_h, params.ge_k),
             (1 << 31, u32::MAX, 0, u32::MAX)
@@ -314,12 +212,5 @@ mod tests {
             "never earlier than 2/3 jitter"
         );
         assert!(*pareto.iter().max().unwrap() > 20 * 4096, "a heavy tail");
-    }
-
-    #[test]
-    fn tcp_flags_parse() {
-        assert_eq!(parse_tcp_flags("SYN"), Ok(0x02));
-        assert_eq!(parse_tcp_flags("psh,ack"), Ok(0x18));
-        assert!(parse_tcp_flags("SYN,BOGUS").is_err());
     }
 }
