@@ -4,6 +4,7 @@
 //! naming the flag; errors that name a model path (`scope.cgroup`) are shown with the flag.
 use std::{path::PathBuf, time::Duration};
 
+use chaos::error::ChaosError;
 use chaos_model::{
     Cidr, Direction, Distribution, Errno, Events, Fault, FaultKind, Format, HumanDuration,
     LossModel, Match, MechanismRequest, PortRange, Probability, Protocol, Scope, TcpFlags,
@@ -11,7 +12,11 @@ use chaos_model::{
 };
 use clap::{Args, Parser, Subcommand};
 
-use crate::{error::ChaosError, runner::EventFormat};
+/// How injections are printed on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    Json,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -542,7 +547,7 @@ pub fn one_line_usage_error(error: &clap::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faults::FaultSpec;
+    use chaos::{errno::Errno, faults::FaultSpec};
 
     /// What the engine makes of a command: the model's validation, errors shown with flags.
     fn spec_of(fault: &InjectCommand) -> Result<FaultSpec, ChaosError> {

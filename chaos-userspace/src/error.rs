@@ -32,6 +32,14 @@ pub enum ChaosError {
         line: usize,
         problem: Box<ChaosError>,
     },
+    /// The engine already holds as many faults as it may.
+    #[error(
+        "faults: {limit} are armed already, the most this engine holds; accepted: stop one first, or raise --max-faults"
+    )]
+    Capacity { limit: usize },
+    /// No fault has this id (or it ended long enough ago to be forgotten).
+    #[error("fault {0}: no such fault")]
+    NotFound(u32),
     #[error(
         "must run as root: loading and attaching eBPF programs needs CAP_BPF, CAP_NET_ADMIN and \
          CAP_SYS_ADMIN (try sudo)"

@@ -1,5 +1,5 @@
-//! `chaos-bpf inject`: validate everything, choose the mechanism, arm, run, report.
-use std::time::Duration;
+//! Planning a fault: validate it, resolve its scopes and choose the mechanism this kernel has,
+//! before anything is attached. The engine arms what is planned here.
 
 use chaos_model::Fault;
 
@@ -9,9 +9,7 @@ use crate::{
     instance::{Instance, RuleSpec},
     interface::InterfaceScope,
     mechanism::{Mechanism, probe, probe_with_prerequisites},
-    runner::{self, RunOptions, RunningFault},
     scope::CgroupScope,
-    telemetry::Summary,
 };
 
 /// The mechanism a fault will use, and why better ones were passed over.
@@ -207,6 +205,8 @@ pub fn choose_mechanism(spec: &FaultSpec) -> Result<MechanismChoice> {
 /// A fault checked and resolved: its scopes exist and its mechanism works here. Nothing is
 /// attached yet.
 pub struct Plan {
+    /// The fault as it was asked for.
+    pub fault: Fault,
     pub spec: FaultSpec,
     pub scopes: Scopes,
     pub choice: MechanismChoice,
@@ -228,6 +228,7 @@ pub fn plan(fault: &Fault) -> Result<Plan> {
         scope.netns.as_deref().map(std::path::Path::new),
     )?;
     Ok(Plan {
+        fault: fault.clone(),
         spec,
         scopes,
         choice,
@@ -236,146 +237,9 @@ pub fn plan(fault: &Fault) -> Result<Plan> {
     })
 }
 
-/// Arms every planned fault, then runs them until each has ended. Fault ids follow the plans'
-/// order, from 1.
-pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> {
-    // Everything that can reject the faults together, before anything is printed or armed.
-    let lifetimes = lifetimes(&plans, &options)?;
-    check_tc_capacity(
-        plans
-            .iter()
-            .filter(|plan| plan.choice.chosen.is_tc())
-            .map(|plan| &plan.spec),
-    )?;
-    let mut explained = Vec::new();
-    for plan in &plans {
-        let line = plan.choice.explain(plan.spec.name());
-        if !explained.contains(&line) {
-            eprintln!("{line}");
-            explained.push(line);
-        }
-    }
-    let signals = runner::StopSignals::install()?;
-    let (instances, faults) = arm(plans, &lifetimes)?;
-    if faults.len() > 8 {
-        let programs: Vec<String> = instances.iter().flat_map(program_names).collect();
-        eprintln!(
-            "chaos-bpf: armed {} faults in {} kernel object(s) via {}",
-            faults.len(),
-            instances.len(),
-            programs.join(", ")
-        );
-    } else {
-        for fault in &faults {
-            let instance = &instances[fault.instance];
-            eprintln!("{}", armed_line(&instance.rules[fault.rule], instance));
-        }
-    }
-    runner::run(instances, faults, options, signals).await
-}
-
-/// Each plan's lifetime: its own duration, else the run's, else the run's maximum; never longer
-/// than the maximum (checked before anything is armed).
-fn lifetimes(plans: &[Plan], options: &RunOptions) -> Result<Vec<Duration>> {
-    let max = options.max_duration;
-    let too_long = |field: &'static str, duration: Duration| {
-        ChaosError::input(
-            field,
-            format!(
-                "{} is longer than --max-duration {}",
-                humantime::format_duration(duration),
-                humantime::format_duration(max)
-            ),
-            "a duration up to --max-duration (raise it with --max-duration D)",
-        )
-    };
-    if let Some(run) = options.duration.filter(|d| *d > max) {
-        return Err(too_long("--duration", run));
-    }
-    plans
-        .iter()
-        .map(|plan| match plan.duration {
-            Some(own) if own > max => Err(too_long("duration", own)),
-            own => Ok([own, options.duration]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(max)),
-        })
-        .collect()
-}
-
-/// Groups the plans into kernel objects: all TC faults share one (their rules combine per
-/// packet); every other fault has its own.
-fn arm(plans: Vec<Plan>, lifetimes: &[Duration]) -> Result<(Vec<Instance>, Vec<RunningFault>)> {
-    let mut tc_mechanism: Option<Mechanism> = None;
-    let mut tc_rules = Vec::new();
-    let mut singles = Vec::new();
-    for (index, (plan, lifetime)) in plans.into_iter().zip(lifetimes).enumerate() {
-        let chosen = plan.choice.chosen;
-        let rule = RuleSpec {
-            fault_id: index as u32 + 1,
-            lifetime: *lifetime,
-            events_per_sec: plan.events_per_sec,
-            spec: plan.spec,
-            cgroup: plan.scopes.cgroup,
-            interfaces: plan.scopes.interfaces,
-        };
-        if chosen.is_tc() {
-            match tc_mechanism {
-                Some(m) if m != chosen => {
-                    return Err(ChaosError::input(
-                        "mechanism",
-                        format!(
-                            "TC faults of one run asked for both {} and {}",
-                            m.id(),
-                            chosen.id()
-                        ),
-                        "one TC attach mechanism per run (tcx or tc-clsact)",
-                    ));
-                }
-                _ => tc_mechanism = Some(chosen),
-            }
-            tc_rules.push(rule);
-        } else {
-            singles.push((rule, chosen));
-        }
-    }
-    let mut instances = Vec::new();
-    let mut faults = Vec::new();
-    let mut add = |instance: Instance| {
-        let index = instances.len();
-        let ids: Vec<u32> = instance.programs.iter().map(|(_, id)| *id).collect();
-        for (rule_index, rule) in instance.rules.iter().enumerate() {
-            let mut summary = Summary::armed(rule.spec.name(), rule.fault_id, ids.clone());
-            summary.cgroup = rule.cgroup.as_ref().map(|c| c.path.display().to_string());
-            summary.cgroup_id = rule.cgroup.as_ref().map(|c| c.id);
-            summary.interface = (!rule.interfaces.is_empty()).then(|| {
-                let names: Vec<&str> = rule.interfaces.iter().map(|i| i.name.as_str()).collect();
-                names.join(",")
-            });
-            faults.push(RunningFault::new(
-                (index, rule_index),
-                instance.mechanism.id(),
-                summary,
-                rule.lifetime,
-            ));
-        }
-        instances.push(instance);
-    };
-    for (rule, mechanism) in singles {
-        add(Instance::arm(vec![rule], mechanism)?);
-    }
-    if let Some(mechanism) = tc_mechanism {
-        add(Instance::arm(tc_rules, mechanism)?);
-    }
-    faults.sort_by_key(|f| f.summary.fault_id);
-    Ok((instances, faults))
-}
-
 /// The TC rules of a run share one object: their destination index and filter tries must fit
 /// its maps. Checked while nothing is attached, so a run over the limits changes nothing.
-fn check_tc_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> Result<()> {
+pub fn check_tc_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> Result<()> {
     let count = rules.clone().count();
     if count > chaos_common::MAX_TC_RULES as usize {
         return Err(ChaosError::input(
@@ -420,7 +284,7 @@ fn check_tc_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> 
 
 /// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>".
 /// "name (prog id N)" for each program of the instance: ids `bpftool prog show` lists.
-fn program_names(instance: &Instance) -> Vec<String> {
+pub fn program_names(instance: &Instance) -> Vec<String> {
     instance
         .programs
         .iter()
@@ -429,7 +293,7 @@ fn program_names(instance: &Instance) -> Vec<String> {
 }
 
 /// The armed line names the rule's lifetime: the kernel stops it then, at the latest.
-fn armed_line(rule: &RuleSpec, instance: &Instance) -> String {
+pub fn armed_line(rule: &RuleSpec, instance: &Instance) -> String {
     let programs = program_names(instance);
     let mut scope = Vec::new();
     match rule.interfaces.as_slice() {

@@ -1,6 +1,8 @@
-//! chaos-bpf's loader: faults, scopes, kernel probes and telemetry. `main.rs` only wires these.
-pub mod cli;
+//! chaos-bpf's library: the fault engine, planning, kernel programs and mechanisms, network
+//! plumbing and telemetry. It prints nothing and handles no signal; the binary's front ends
+//! (`cli`, the agent) do.
 pub mod doctor;
+pub mod engine;
 pub mod errno;
 pub mod error;
 pub mod faults;
@@ -17,7 +19,6 @@ pub mod netlink;
 pub mod object;
 pub mod programs;
 pub mod rule_index;
-pub mod runner;
 pub mod scope;
 pub mod sys;
 pub mod tc_records;

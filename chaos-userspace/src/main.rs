@@ -1,18 +1,22 @@
+//! chaos-bpf: wires the command line to the library's engine and front ends.
+mod cli;
+mod foreground;
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use chaos::{
-    cli::{
-        Cli, Command, DEFAULT_MAX_DURATION, Origin, on_the_command_line, one_line_usage_error,
-        read_experiment,
-    },
     doctor,
     error::ChaosError,
     inject::{self, Plan},
     metrics::MetricsListener,
-    runner::{EventFormat, RunOptions},
 };
 use clap::Parser as _;
+use cli::{
+    Cli, Command, DEFAULT_MAX_DURATION, EventFormat, Origin, on_the_command_line,
+    one_line_usage_error, read_experiment,
+};
+use foreground::RunOptions;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -145,7 +149,9 @@ fn execute(plans: Vec<Plan>, options: RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let summaries = runtime.block_on(inject::run(plans, options))?;
+    let summaries = runtime
+        .block_on(foreground::run(plans, options))
+        .map_err(on_the_command_line)?;
     for summary in summaries {
         println!("{}", serde_json::to_string(&summary)?);
     }

@@ -362,7 +362,7 @@ pub fn load_and_attach(
                 ifname: interface.name.clone(),
                 ingress: attach_type == TcAttachType::Ingress,
                 priority: CHAOS_FILTER_PRIORITY,
-                handle: std::process::id().max(1),
+                handle: recorder.borrow().filter_handle(),
             };
             recorder
                 .borrow_mut()

@@ -9,6 +9,7 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 use aya::programs::{
@@ -32,6 +33,10 @@ pub struct FilterRecord {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
     pid: u32,
+    /// The process's start time (clock ticks after boot, /proc/PID/stat): with the pid, who owns
+    /// the record, even after the pid is reused (pid 1 of a restarted container).
+    #[serde(default)]
+    started: u64,
     /// The network namespace's inode: records are only undone from the same namespace.
     netns: u64,
     /// Interfaces this run attached to: a qdisc chaos-bpf added stays while a live run uses it.
@@ -45,6 +50,7 @@ struct Record {
 pub struct Recorder {
     path: PathBuf,
     record: Record,
+    object: u32,
 }
 
 fn current_netns() -> u64 {
@@ -53,9 +59,26 @@ fn current_netns() -> u64 {
         .unwrap_or(0)
 }
 
-fn pid_alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its closing one.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
+
+/// Whether the process that wrote `record` still runs: its pid, with its start time. This
+/// process's own records are therefore always live (every object of an agent keeps its own).
+fn owner_alive(record: &Record) -> bool {
+    match start_time(record.pid) {
+        Some(started) => record.started == 0 || started == record.started,
+        None => false,
+    }
+}
+
+/// Objects of this process that record TC state, numbered so their records and filter handles
+/// never collide (an agent holds many).
+static OBJECTS: AtomicU32 = AtomicU32::new(0);
 
 /// Deletes a qdisc chaos-bpf added to the interface with this index.
 type DeleteQdisc = fn(i32) -> std::io::Result<()>;
@@ -76,14 +99,23 @@ impl Recorder {
     pub fn new() -> std::io::Result<Self> {
         fs::create_dir_all(RECORDS_DIR)?;
         let pid = std::process::id();
+        let object = OBJECTS.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
-            path: Path::new(RECORDS_DIR).join(format!("run-{pid}.json")),
+            path: Path::new(RECORDS_DIR).join(format!("run-{pid}-{object}.json")),
             record: Record {
                 pid,
+                started: start_time(pid).unwrap_or(0),
                 netns: current_netns(),
                 ..Record::default()
             },
+            object,
         })
+    }
+
+    /// The handle of this object's clsact filters: unique per process and object, so two
+    /// objects (or two chaos-bpf processes) never ask for the same one.
+    pub fn filter_handle(&self) -> u32 {
+        ((self.record.pid & 0x3F_FFFF) << 10 | (self.object & 0x3FF)).max(1)
     }
 
     /// Notes an interface this run attaches to, before attaching.
@@ -176,7 +208,7 @@ pub fn cleanup_stale() -> std::io::Result<CleanupReport> {
         else {
             continue;
         };
-        if pid_alive(record.pid) && record.pid != std::process::id() {
+        if owner_alive(&record) {
             continue;
         }
         if record.netns != netns {
@@ -237,7 +269,7 @@ fn remove_unused_qdiscs(netns: u64) -> std::io::Result<usize> {
     let live_interfaces: Vec<String> = fs::read_dir(RECORDS_DIR)?
         .flatten()
         .filter_map(|e| serde_json::from_slice::<Record>(&fs::read(e.path()).ok()?).ok())
-        .filter(|r| r.netns == netns && pid_alive(r.pid))
+        .filter(|r| r.netns == netns && owner_alive(r))
         .flat_map(|r| {
             r.interfaces
                 .into_iter()

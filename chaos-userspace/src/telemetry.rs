@@ -70,7 +70,7 @@ impl Clock {
 }
 
 /// One injected fault, as printed with `--events json`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct EventRecord {
     #[serde(rename = "type")]
     pub record_type: &'static str,
@@ -159,7 +159,7 @@ impl EventRecord {
 }
 
 /// The last line a run prints.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     #[serde(rename = "type")]
     pub record_type: &'static str,

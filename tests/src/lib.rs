@@ -152,6 +152,9 @@ pub struct ChaosRun {
     child: Child,
     stderr_lines: std::sync::mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
+    /// Reads stdout all along, so a run printing much (an `armed` record per fault of 10,000)
+    /// never blocks on a full pipe.
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 /// What a finished run printed.
@@ -200,6 +203,12 @@ impl ChaosRun {
             .spawn()
             .expect("spawn chaos-bpf");
         let stderr = child.stderr.take().expect("stderr");
+        let mut stdout_pipe = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout_pipe.read_to_string(&mut text);
+            text
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -212,6 +221,7 @@ impl ChaosRun {
             child,
             stderr_lines: rx,
             stderr_seen: Vec::new(),
+            stdout: Some(stdout),
         };
         // A hang guard, not a performance bound: under emulation (the VM suite) loading and
         // verifying takes seconds.
@@ -302,11 +312,12 @@ impl ChaosRun {
     }
 
     pub fn wait(&mut self) -> ChaosOutput {
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            let _ = out.read_to_string(&mut stdout);
-        }
         let status = self.child.wait().expect("wait chaos-bpf");
+        let stdout = self
+            .stdout
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
         let mut stderr = std::mem::take(&mut self.stderr_seen);
         while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_millis(200)) {
             stderr.push(line);
