@@ -83,7 +83,7 @@ pub enum EngineEvent {
     /// A fault is armed: its view, the human line the CLI prints, and its object's programs
     /// as `name (prog id N)`.
     Armed {
-        fault: FaultView,
+        fault: Box<FaultView>,
         line: String,
         programs: Vec<String>,
     },
@@ -298,7 +298,7 @@ impl Engine {
             ids.push(rule.fault_id);
             if let Some(fault) = self.view_of(rule.fault_id, &instance) {
                 self.sink.send(EngineEvent::Armed {
-                    fault,
+                    fault: Box::new(fault),
                     line,
                     programs,
                 });
