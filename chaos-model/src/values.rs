@@ -141,8 +141,14 @@ impl fmt::Display for Probability {
     }
 }
 
+impl Serialize for Probability {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.0)
+    }
+}
+
 text_value!(
-    Probability,
+    @parse Probability,
     "Probability",
     ["number", "string"],
     "A fraction from 0 to 1 (0.3) or a percentage (\"30%\")."
@@ -317,8 +323,19 @@ impl PortRange {
     }
 }
 
+/// A single port as a number, a range as text: as users write them.
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            serializer.serialize_u16(self.first)
+        } else {
+            serializer.collect_str(self)
+        }
+    }
+}
+
 text_value!(
-    PortRange,
+    @parse PortRange,
     "PortRange",
     ["integer", "string"],
     "A port (5432) or an inclusive range (\"8000-8100\")."

@@ -72,6 +72,65 @@ pub enum Command {
     },
     /// Print the JSON Schema of the fault model (what the agent's API and fault files take).
     Schema,
+    /// Run as a node agent: an HTTP JSON API that arms and stops faults in this process.
+    Agent {
+        /// HOST:PORT, or unix:/PATH for a Unix socket (root only).
+        #[arg(long, value_name = "ADDR", default_value = crate::agent::DEFAULT_LISTEN)]
+        listen: crate::agent::Listen,
+        /// A file holding the bearer token the API requires (mode 0600). Needed to listen
+        /// anywhere but loopback or a Unix socket.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// The longest a fault may live, and the lifetime of one without a duration.
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        max_duration: HumanDuration,
+        /// Faults armed at once; one more is refused (HTTP 429).
+        #[arg(long, value_name = "N", default_value_t = 1024)]
+        max_faults: usize,
+    },
+    /// Talk to a running agent: create, list, show and stop faults, follow its events.
+    Fault {
+        /// The agent: HOST:PORT or unix:/PATH.
+        #[arg(long, value_name = "ADDR", default_value = crate::agent::DEFAULT_LISTEN, env = "CHAOS_AGENT", global = true)]
+        agent: crate::agent::Listen,
+        /// The agent's bearer token, in a file.
+        #[arg(long, value_name = "PATH", env = "CHAOS_TOKEN_FILE", global = true)]
+        token_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: FaultCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// Arm the fault in FILE (JSON or YAML, as `chaos-bpf schema` describes; - for stdin).
+    Create {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Every fault the agent holds, armed and recently ended.
+    List {
+        /// The API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One fault with its counters.
+    Show { id: u32 },
+    /// Stop one fault, or every fault (the kill switch).
+    Stop {
+        #[arg(required_unless_present = "all")]
+        id: Option<u32>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// The agent's events as JSON lines: the recent ones, and with --follow every new one.
+    Events {
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,6 +37,9 @@ pub enum ChaosError {
         "faults: {limit} are armed already, the most this engine holds; accepted: stop one first, or raise --max-faults"
     )]
     Capacity { limit: usize },
+    /// The agent refused a request: its HTTP status and message.
+    #[error("agent: {message} (HTTP {status})")]
+    Agent { status: u16, message: String },
     /// No fault has this id (or it ended long enough ago to be forgotten).
     #[error("fault {0}: no such fault")]
     NotFound(u32),
@@ -104,6 +107,8 @@ impl ChaosError {
             | Self::Usage(_)
             | Self::NotRoot
             | Self::Unsupported { .. } => 2,
+            // What the agent refused as the caller's mistake (400, 401, 404, 422, 429).
+            Self::Agent { status, .. } if (400..500).contains(status) => 2,
             Self::AtLine { problem, .. } | Self::InFile { problem, .. } => problem.exit_code(),
             _ => 1,
         }

@@ -11,7 +11,7 @@ use chaos::{
     engine::{Engine, EngineConfig, EngineEvent, Sink},
     error::{ChaosError, Result},
     inject::Plan,
-    metrics::{FaultMetrics, MetricsListener},
+    metrics::{FaultMetrics, MetricsListener, registry_of},
     telemetry::{Counters, Summary, status_line},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -136,7 +136,7 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
             if let Some(addr) = listener.local_addr() {
                 eprintln!("chaos-bpf: metrics on http://{addr}/metrics");
             }
-            listener.serve(Arc::clone(&shared))?;
+            listener.serve(Arc::new(registry_of(Arc::clone(&shared))))?;
             shared.update(engine.samples());
             Some(shared)
         }

@@ -1,5 +1,7 @@
 //! chaos-bpf: wires the command line to the library's engine and front ends.
+mod agent;
 mod cli;
+mod client;
 mod foreground;
 
 use std::process::ExitCode;
@@ -58,6 +60,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", report.table());
             }
+            Ok(())
+        }
+        Command::Agent {
+            listen,
+            token_file,
+            metrics,
+            max_duration,
+            max_faults,
+        } => {
+            require_root()?;
+            let metrics = metrics.map(MetricsListener::bind).transpose()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(agent::run(agent::AgentOptions {
+                listen,
+                token_file,
+                metrics,
+                max_duration: max_duration.0,
+                max_faults,
+            }))?;
+            Ok(())
+        }
+        Command::Fault {
+            agent,
+            token_file,
+            command,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let client = client::AgentClient { agent, token_file };
+            runtime.block_on(client.run(command))?;
             Ok(())
         }
         Command::Schema => {

@@ -144,20 +144,29 @@ pub struct Probe {
     pub detail: String,
 }
 
-/// What the kernel supports does not change while chaos-bpf runs: each mechanism is probed once
-/// per process, however many faults ask.
+/// How long a failed probe is believed: a long-lived agent must see a module loaded later
+/// (`modprobe sch_fq`). What works keeps working, so a success is kept for the process.
+const FAILED_PROBE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Each mechanism is probed once per process while it works, however many faults ask; a failure
+/// is probed again after [`FAILED_PROBE_TTL`].
 pub fn probe(mechanism: Mechanism) -> Probe {
-    static PROBED: std::sync::Mutex<Vec<Probe>> = std::sync::Mutex::new(Vec::new());
+    type Probed = Vec<(Probe, std::time::Instant)>;
+    static PROBED: std::sync::Mutex<Probed> = std::sync::Mutex::new(Vec::new());
+    let fresh = |(probe, at): &(Probe, std::time::Instant)| {
+        probe.mechanism == mechanism && (probe.supported || at.elapsed() < FAILED_PROBE_TTL)
+    };
     if let Some(known) = PROBED
         .lock()
         .ok()
-        .and_then(|probed| probed.iter().find(|p| p.mechanism == mechanism).cloned())
+        .and_then(|probed| probed.iter().find(|p| fresh(p)).map(|(p, _)| p.clone()))
     {
         return known;
     }
     let probe = run_probe(mechanism);
     if let Ok(mut probed) = PROBED.lock() {
-        probed.push(probe.clone());
+        probed.retain(|(p, _)| p.mechanism != mechanism);
+        probed.push((probe.clone(), std::time::Instant::now()));
     }
     probe
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics of a run (`--metrics ADDR`): each fault's counters, as the kernel counts
-//! them, served in the OpenMetrics text format at `http://ADDR/metrics` while the run lasts.
+//! them, served in the OpenMetrics text format at `http://ADDR/metrics` (axum) while the run or
+//! the agent lasts.
 //!
 //! The counters live in per-CPU maps owned by the runner; it samples them once per second (and
 //! when a fault ends) into [`FaultMetrics`], which a scrape reads. A scrape is therefore at most
@@ -7,7 +8,6 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use prometheus_client::{
@@ -16,7 +16,6 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
     error::{ChaosError, Result},
@@ -139,60 +138,48 @@ impl MetricsListener {
         self.listener.local_addr().ok()
     }
 
-    /// Serves the metrics at `/metrics` (and `/`) until the runtime ends; other paths get 404.
-    pub fn serve(self, metrics: Arc<FaultMetrics>) -> Result<()> {
+    /// Serves `registry` at `/metrics` (and `/`) until the runtime ends; other paths get 404.
+    pub fn serve(self, registry: Arc<Registry>) -> Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|err| ChaosError::io("the metrics socket", err))?;
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(metrics));
-        let registry = Arc::new(registry);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(respond(stream, Arc::clone(&registry)));
-            }
-        });
+        tokio::spawn(async move { axum::serve(listener, router(registry)).await });
         Ok(())
     }
 }
 
-/// Answers one HTTP request: the metrics for GET /metrics, 404 otherwise. A client that does
-/// not send its request within 5 s is dropped.
-async fn respond(mut stream: tokio::net::TcpStream, registry: Arc<Registry>) {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => request.extend_from_slice(&buf[..n]),
+/// A registry with every fault's series.
+pub fn registry_of(metrics: Arc<FaultMetrics>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(metrics));
+    registry
+}
+
+/// `GET /metrics` (and `/`): the registry in the OpenMetrics text format.
+pub fn router(registry: Arc<Registry>) -> axum::Router {
+    let scrape = move || {
+        let registry = Arc::clone(&registry);
+        async move {
+            let mut body = String::new();
+            match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                Ok(()) => (
+                    axum::http::StatusCode::OK,
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                ),
+                Err(_) => (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                    String::new(),
+                ),
             }
         }
-        true
     };
-    if !matches!(
-        tokio::time::timeout(Duration::from_secs(5), read_head).await,
-        Ok(true)
-    ) {
-        return;
-    }
-    let line = String::from_utf8_lossy(&request);
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, body) = if line.starts_with("GET ") && (path == "/metrics" || path == "/") {
-        let mut body = String::new();
-        match prometheus_client::encoding::text::encode(&mut body, &registry) {
-            Ok(()) => ("200 OK", body),
-            Err(_) => ("500 Internal Server Error", String::new()),
-        }
-    } else {
-        ("404 Not Found", "only /metrics is served\n".to_string())
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; \
-         charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape.clone()))
+        .route("/", axum::routing::get(scrape))
 }
 
 #[cfg(test)]

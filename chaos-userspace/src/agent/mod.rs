@@ -1,0 +1,330 @@
+//! `chaos-bpf agent`: a long-lived engine behind an HTTP JSON API, for people, CI and (next) the
+//! Kubernetes controller. Every fault it arms carries its deadline into the kernel, the process
+//! holds every attachment (nothing is pinned), so a SIGKILL of the agent removes them all.
+mod api;
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chaos::{
+    engine::{Engine, EngineConfig, EngineEvent, Sink},
+    error::{ChaosError, Result},
+    metrics::{FaultMetrics, MetricsListener, registry_of},
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::broadcast,
+};
+
+/// Where the API listens: a TCP address, or `unix:PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Ok(Listen::Unix(path.into())),
+            Some(_) => Err("accepted: unix:/ABSOLUTE/PATH, or HOST:PORT".into()),
+            None => text.parse().map(Listen::Tcp).map_err(|_| {
+                "accepted: an address such as 127.0.0.1:9477, or unix:/run/chaos-bpf/agent.sock"
+                    .into()
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "http://{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+pub struct AgentOptions {
+    pub listen: Listen,
+    pub token_file: Option<PathBuf>,
+    pub metrics: Option<MetricsListener>,
+    pub max_duration: Duration,
+    pub max_faults: usize,
+}
+
+/// Request bodies beyond this are refused (413) before they are read.
+const BODY_LIMIT: usize = 1 << 20;
+/// Events `GET /v1/events` replays to a new reader, and what a slow reader may fall behind.
+const EVENT_BACKLOG: usize = 1024;
+/// Ended faults the agent still shows.
+const HISTORY: usize = 256;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    kernel: String,
+}
+
+/// What every request handler shares.
+pub struct Shared {
+    engine: tokio::sync::Mutex<Engine>,
+    events: Arc<EventHub>,
+    token: Option<Vec<u8>>,
+    fault_metrics: Arc<FaultMetrics>,
+    requests: Family<CodeLabel, Counter>,
+    active: Gauge,
+}
+
+impl Shared {
+    /// After every change: the metrics' view of the faults.
+    fn refresh_metrics(&self, engine: &Engine) {
+        self.fault_metrics.update(engine.samples());
+        self.active.set(engine.active() as i64);
+    }
+}
+
+/// The engine's events as JSON lines: kept (a bounded backlog) for new readers, and broadcast
+/// to the streaming ones.
+pub struct EventHub {
+    backlog: Mutex<VecDeque<Arc<str>>>,
+    live: broadcast::Sender<Arc<str>>,
+}
+
+impl EventHub {
+    fn publish(&self, line: String) {
+        let line: Arc<str> = line.into();
+        if let Ok(mut backlog) = self.backlog.lock() {
+            if backlog.len() == EVENT_BACKLOG {
+                backlog.pop_front();
+            }
+            backlog.push_back(Arc::clone(&line));
+        }
+        // No reader: nothing to do.
+        let _ = self.live.send(line);
+    }
+
+    fn backlog(&self) -> Vec<Arc<str>> {
+        self.backlog
+            .lock()
+            .map(|b| b.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Sink for EventHub {
+    fn send(&self, event: EngineEvent) {
+        let line = match event {
+            EngineEvent::Armed { fault, .. } => {
+                serde_json::to_string(&serde_json::json!({ "type": "armed", "fault": fault }))
+            }
+            EngineEvent::Injection(record) => serde_json::to_string(&record),
+            EngineEvent::Ended(summary) => serde_json::to_string(&summary),
+            EngineEvent::Warning(message) => {
+                eprintln!("chaos-bpf agent: {message}");
+                serde_json::to_string(&serde_json::json!({ "type": "warning", "message": message }))
+            }
+        };
+        if let Ok(line) = line {
+            self.publish(line);
+        }
+    }
+}
+
+/// The token file: a secret, so readable by its owner only (mode 0600 or stricter).
+fn read_token(path: &Path) -> Result<Vec<u8>> {
+    let refuse = |problem: String| {
+        ChaosError::input(
+            "--token-file",
+            problem,
+            "a non-empty file readable by its owner only (chmod 600)",
+        )
+    };
+    let metadata =
+        std::fs::metadata(path).map_err(|err| refuse(format!("{}: {err}", path.display())))?;
+    let mode = metadata.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "{} has mode {mode:o}: others could read the token",
+            path.display()
+        )));
+    }
+    let token = std::fs::read_to_string(path)
+        .map_err(|err| refuse(format!("{}: {err}", path.display())))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(refuse(format!("{} is empty", path.display())));
+    }
+    Ok(token.as_bytes().to_vec())
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C, then stops every fault.
+pub async fn run(options: AgentOptions) -> Result<()> {
+    let token = options.token_file.as_deref().map(read_token).transpose()?;
+    if let Listen::Tcp(addr) = &options.listen
+        && !addr.ip().is_loopback()
+        && token.is_none()
+    {
+        return Err(ChaosError::input(
+            "--listen",
+            format!("{addr} is reachable from other hosts and no --token-file is given"),
+            "a loopback address, unix:PATH, or --token-file with a bearer token",
+        ));
+    }
+    let (live, _) = broadcast::channel(EVENT_BACKLOG);
+    let events = Arc::new(EventHub {
+        backlog: Mutex::new(VecDeque::new()),
+        live,
+    });
+    let engine = Engine::new(
+        EngineConfig {
+            max_duration: options.max_duration,
+            max_faults: options.max_faults,
+            history: HISTORY,
+        },
+        Arc::clone(&events) as Arc<dyn Sink>,
+    );
+    let fault_metrics = Arc::new(FaultMetrics::default());
+    let shared = Arc::new(Shared {
+        engine: tokio::sync::Mutex::new(engine),
+        events,
+        token,
+        fault_metrics: Arc::clone(&fault_metrics),
+        requests: Family::default(),
+        active: Gauge::default(),
+    });
+
+    if let Some(listener) = options.metrics {
+        let mut registry = registry_of(fault_metrics);
+        registry.register(
+            "chaos_faults_active",
+            "Faults armed now.",
+            shared.active.clone(),
+        );
+        registry.register(
+            "chaos_agent_api_requests",
+            "API requests answered, by HTTP status code.",
+            shared.requests.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                kernel: kernel_release(),
+            })
+            .set(1);
+        registry.register(
+            "chaos_build_info",
+            "chaos-bpf's version and the kernel's.",
+            build,
+        );
+        if let Some(addr) = listener.local_addr() {
+            eprintln!("chaos-bpf agent: metrics on http://{addr}/metrics");
+        }
+        listener.serve(Arc::new(registry))?;
+    }
+
+    let router = api::router(Arc::clone(&shared), BODY_LIMIT);
+    let mut sigterm = signal(SignalKind::terminate())
+        .map_err(|err| ChaosError::io("installing the SIGTERM handler", err))?;
+    let mut sigint = signal(SignalKind::interrupt())
+        .map_err(|err| ChaosError::io("installing the SIGINT handler", err))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+    };
+    let expiry = tokio::spawn(expire_faults(Arc::clone(&shared)));
+    let served = match &options.listen {
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+                ChaosError::input(
+                    "--listen",
+                    format!("cannot listen on {addr}: {err}"),
+                    "a free address such as 127.0.0.1:9477",
+                )
+            })?;
+            eprintln!("chaos-bpf agent: API on {}", options.listen);
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Listen::Unix(path) => {
+            let listener = bind_unix(path)?;
+            eprintln!("chaos-bpf agent: API on {}", options.listen);
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await;
+            let _ = std::fs::remove_file(path);
+            served
+        }
+    };
+    expiry.abort();
+    // Every fault ends with the agent: the kill switches first, then the rules, then the objects.
+    let stopped = shared.engine.lock().await.stop_all("signal").await;
+    eprintln!("chaos-bpf agent: stopped {stopped} fault(s)");
+    served.map_err(|err| ChaosError::io("serving the API", err))
+}
+
+/// A Unix socket for the API, readable and writable by root only.
+fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| ChaosError::io(format!("creating {}", dir.display()), err))?;
+    }
+    // A socket left by an agent that was killed; a live agent's would answer (and bind fails).
+    if std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|err| {
+        ChaosError::input(
+            "--listen",
+            format!("cannot listen on {}: {err}", path.display()),
+            "a socket path no other agent uses",
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|err| ChaosError::io(format!("securing {}", path.display()), err))?;
+    Ok(listener)
+}
+
+/// Ends faults as their deadlines pass (the kernel has stopped them already; this detaches
+/// what is no longer needed and reports it) and keeps the metrics fresh, once a second at least.
+async fn expire_faults(shared: Arc<Shared>) {
+    loop {
+        let next = shared.engine.lock().await.next_deadline();
+        let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+        let wake = next.map_or(tick, |deadline| tick.min(deadline.into()));
+        tokio::time::sleep_until(wake).await;
+        let mut engine = shared.engine.lock().await;
+        engine.expire().await;
+        shared.refresh_metrics(&engine);
+    }
+}
