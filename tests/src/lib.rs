@@ -1,5 +1,6 @@
 //! Helpers for the root integration tests. Everything a test creates is owned by a guard whose
 //! `Drop` removes it, so a failing (panicking) test still cleans up.
+pub mod agent;
 pub mod cases;
 pub mod vm_bench;
 

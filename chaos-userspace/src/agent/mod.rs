@@ -271,7 +271,11 @@ pub async fn run(options: AgentOptions) -> Result<()> {
                     "a free address such as 127.0.0.1:9477",
                 )
             })?;
-            eprintln!("chaos-bpf agent: API on {}", options.listen);
+            // The address bound, which port 0 chose.
+            let bound = listener
+                .local_addr()
+                .map_or(options.listen.clone(), Listen::Tcp);
+            eprintln!("chaos-bpf agent: API on {bound}");
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await

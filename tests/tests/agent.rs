@@ -1,0 +1,423 @@
+//! `chaos-bpf agent` through its real HTTP API: a fault created from JSON makes a real process
+//! in the cgroup fail with the errno, list/show report the kernel's counters, the event stream
+//! carries the injection, a stop heals the process, and what the API refuses (401, 400, 404,
+//! 422, 429) leaves the kernel's program list as it was.
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{
+    TempFile, TestCgroup, agent::Agent, chaos, doctor_report, eventually, program_loaded,
+    require_root, tcp_sink,
+};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+/// These tests compare the kernel's whole program list: one at a time, so no other test of this
+/// binary loads programs meanwhile (cargo runs test binaries one after another).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn connect_error(cgroup: &TestCgroup, port: u16) -> serde_json::Value {
+    json!({
+        "kind": "connect-error", "errno": "ECONNREFUSED",
+        "scope": {"cgroup": cgroup.path},
+        "match": {"port": [port]}, "probability": 1, "duration": "60s"
+    })
+}
+
+/// The kernel's program ids, as `bpftool prog show` lists them.
+fn loaded_program_ids() -> Vec<u64> {
+    let output = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool");
+    let programs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let mut ids: Vec<u64> = programs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn program_ids(view: &serde_json::Value) -> Vec<u64> {
+    view["program_ids"]
+        .as_array()
+        .expect("program ids")
+        .iter()
+        .filter_map(|id| id.as_u64())
+        .collect()
+}
+
+#[test]
+fn the_whole_flow_through_the_api() {
+    require_root();
+    let _serial = one_at_a_time();
+    let addr = tcp_sink("127.0.0.1:0");
+    let cgroup = TestCgroup::new("agent-flow");
+    let agent = Agent::start(&[]);
+
+    let created = agent.create(&connect_error(&cgroup, addr.port()));
+    let id = created["id"].as_u64().expect("id");
+    assert_eq!(created["state"], "armed");
+    assert_eq!(created["mechanism"], "cgroup-sockaddr");
+    let programs = program_ids(&created);
+    assert!(programs.iter().all(|p| program_loaded(*p)), "{created}");
+
+    let result = cgroup.testkit(&["connect", &addr.to_string(), "4"]);
+    assert_eq!(
+        result["errnos"]["111"], 4,
+        "ECONNREFUSED from the kernel: {result}"
+    );
+
+    let shown = agent.get(&format!("/v1/faults/{id}")).json();
+    assert_eq!(shown["counters"]["injected"], 4, "{shown}");
+    assert_eq!(shown["counters"]["matched"], 4);
+    let listed = agent.get("/v1/faults").json();
+    assert_eq!(listed["faults"][0]["counters"]["injected"], 4, "{listed}");
+
+    // The event stream: the armed record, then one injection per failed connect.
+    let events = agent.get("/v1/events?follow=false").body;
+    let injections: Vec<serde_json::Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "injection" && e["fault_id"] == id)
+        .collect();
+    assert_eq!(injections.len(), 4, "{events}");
+    assert_eq!(injections[0]["errno"], "ECONNREFUSED");
+    assert_eq!(injections[0]["peer"], addr.to_string());
+
+    let stopped = agent.delete(&format!("/v1/faults/{id}"));
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert_eq!(stopped.json()["state"], "ended");
+    assert_eq!(stopped.json()["ended_by"], "stopped");
+    let result = cgroup.testkit(&["connect", &addr.to_string(), "4"]);
+    assert_eq!(result["ok"], 4, "connects work again: {result}");
+    assert!(
+        eventually(Duration::from_secs(5), || programs
+            .iter()
+            .all(|p| !program_loaded(*p))),
+        "the fault's programs are unloaded"
+    );
+    let (code, stderr) = agent.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn refused_requests_change_nothing_in_the_kernel() {
+    require_root();
+    let _serial = one_at_a_time();
+    let addr = tcp_sink("127.0.0.1:0");
+    let cgroup = TestCgroup::new("agent-refused");
+    let agent = Agent::start(&["--max-faults", "1"]);
+    let fault = connect_error(&cgroup, addr.port()).to_string();
+    let before = loaded_program_ids();
+
+    let cases = [
+        (
+            "wrong token",
+            agent.request("POST", "/v1/faults", Some("not-the-token"), Some(&fault)),
+            401,
+            "Bearer",
+        ),
+        (
+            "no token",
+            agent.request("POST", "/v1/faults", None, Some(&fault)),
+            401,
+            "Bearer",
+        ),
+        (
+            "no token, GET",
+            agent.request("GET", "/v1/faults", None, None),
+            401,
+            "Bearer",
+        ),
+        (
+            "bad port",
+            agent.post(
+                "/v1/faults",
+                &fault.replace(&format!("[{}]", addr.port()), "[70000]"),
+            ),
+            400,
+            "match.port[0]: 70000 is not a port",
+        ),
+        (
+            "unknown field",
+            agent.post(
+                "/v1/faults",
+                r#"{"kind": "drop", "scope": {"cgroup": "x"}, "colour": 1}"#,
+            ),
+            400,
+            "unknown field `colour`",
+        ),
+        (
+            "not JSON",
+            agent.post("/v1/faults", "kind: drop"),
+            400,
+            "expected value",
+        ),
+        (
+            "missing cgroup",
+            agent.post(
+                "/v1/faults",
+                r#"{"kind": "drop", "scope": {"cgroup": "/sys/fs/cgroup/unified/chaos-none"}}"#,
+            ),
+            400,
+            "scope.cgroup: ",
+        ),
+        (
+            "unknown fault",
+            agent.get("/v1/faults/999"),
+            404,
+            "no such fault",
+        ),
+        (
+            "not an id",
+            agent.delete("/v1/faults/abc"),
+            404,
+            "no such fault",
+        ),
+    ];
+    for (case, answer, status, needle) in cases {
+        assert_eq!(answer.status, status, "{case}: {}", answer.body);
+        assert!(answer.body.contains(needle), "{case}: {}", answer.body);
+        assert_eq!(
+            loaded_program_ids(),
+            before,
+            "{case} loaded or left a program"
+        );
+    }
+    // A body over 1 MiB is refused before it is read.
+    let huge = format!(r#"{{"kind": "drop", "pad": "{}"}}"#, "x".repeat(2 << 20));
+    assert_eq!(agent.post("/v1/faults", &huge).status, 413);
+
+    // A mechanism this kernel lacks: 422 with doctor's reason.
+    let doctor = doctor_report();
+    let lacking = ["fmod-ret", "bpf-lsm", "kprobe-override"]
+        .into_iter()
+        .find(|m| {
+            doctor["mechanisms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|entry| entry["mechanism"].as_str() == Some(m) && entry["supported"] == false)
+        });
+    match lacking {
+        Some(mechanism) => {
+            let fault = json!({"kind": "recv-error", "errno": "EIO", "scope": {"cgroup": cgroup.path}, "mechanism": mechanism});
+            let answer = agent.post("/v1/faults", &fault.to_string());
+            assert_eq!(answer.status, 422, "{mechanism}: {}", answer.body);
+            assert!(answer.body.contains("does not support"), "{}", answer.body);
+            assert_eq!(loaded_program_ids(), before);
+        }
+        None => println!(
+            "skip 422: this kernel has every syscall mechanism (the VM suite refuses the missing ones)"
+        ),
+    }
+
+    // One fault fits, the second is refused (429) while the first runs.
+    agent.create(&connect_error(&cgroup, addr.port()));
+    let second = agent.post("/v1/faults", &fault);
+    assert_eq!(second.status, 429, "{}", second.body);
+    assert_eq!(agent.get("/healthz").status, 200);
+    let ready = agent.request("GET", "/readyz", None, None);
+    assert_eq!(ready.status, 200, "the probes need no token");
+}
+
+/// The SIGSTOP test for the agent: frozen, it cannot end the fault, and the kernel does.
+#[test]
+fn a_frozen_agent_cannot_extend_a_fault() {
+    require_root();
+    let _serial = one_at_a_time();
+    let addr = tcp_sink("127.0.0.1:0");
+    let cgroup = TestCgroup::new("agent-frozen");
+    let agent = Agent::start(&[]);
+    let mut fault = connect_error(&cgroup, addr.port());
+    fault["duration"] = json!("2s");
+    let armed_at = Instant::now();
+    let created = agent.create(&fault);
+    assert_eq!(
+        cgroup.testkit(&["connect", &addr.to_string(), "3"])["ok"],
+        0
+    );
+    agent.signal(Signal::SIGSTOP);
+    std::thread::sleep(
+        (armed_at + Duration::from_millis(2500)).saturating_duration_since(Instant::now()),
+    );
+    assert!(
+        program_ids(&created).iter().all(|p| program_loaded(*p)),
+        "still attached"
+    );
+    let after = cgroup.testkit(&["connect", &addr.to_string(), "20"]);
+    assert_eq!(
+        after["ok"], 20,
+        "past the deadline, with the agent frozen: {after}"
+    );
+    agent.signal(Signal::SIGCONT);
+    let id = created["id"].as_u64().unwrap();
+    assert!(eventually(Duration::from_secs(5), || {
+        agent.get(&format!("/v1/faults/{id}")).json()["ended_by"] == "duration"
+    }));
+}
+
+/// `POST /v1/faults:stop-all` flips every object's kill switch; `chaos-bpf fault stop --all`
+/// is its client. Command to last injected fault, measured.
+#[test]
+fn the_kill_switch_stops_every_fault_at_once() {
+    require_root();
+    let _serial = one_at_a_time();
+    let addr = tcp_sink("127.0.0.1:0");
+    let cgroups: Vec<TestCgroup> = (0..3)
+        .map(|i| TestCgroup::new(&format!("agent-kill-{i}")))
+        .collect();
+    let agent = Agent::start(&[]);
+    for cgroup in &cgroups {
+        agent.create(&connect_error(cgroup, addr.port()));
+    }
+    for cgroup in &cgroups {
+        assert_eq!(
+            cgroup.testkit(&["connect", &addr.to_string(), "2"])["ok"],
+            0
+        );
+    }
+    let started = Instant::now();
+    let output = chaos(&[
+        "fault",
+        "--agent",
+        &agent.addr.to_string(),
+        "--token-file",
+        agent.token_file.arg(),
+        "stop",
+        "--all",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(output.code, Some(0), "{}", output.stderr);
+    assert!(
+        output.stdout.contains(r#""stopped":3"#),
+        "{}",
+        output.stdout
+    );
+    println!("chaos-bpf fault stop --all: command to every fault stopped in {took:?}");
+    for cgroup in &cgroups {
+        assert_eq!(
+            cgroup.testkit(&["connect", &addr.to_string(), "2"])["ok"],
+            2
+        );
+    }
+}
+
+/// The CLI client: create from a YAML file, list, show, events, and its errors.
+#[test]
+fn the_fault_commands_are_a_client_of_the_agent() {
+    require_root();
+    let _serial = one_at_a_time();
+    let addr = tcp_sink("127.0.0.1:0");
+    let cgroup = TestCgroup::new("agent-cli");
+    let agent = Agent::start(&[]);
+    let target = agent.addr.to_string();
+    let fault_cmd = |args: &[&str]| {
+        let mut all = vec![
+            "fault",
+            "--agent",
+            &target,
+            "--token-file",
+            agent.token_file.arg(),
+        ];
+        all.extend_from_slice(args);
+        chaos(&all)
+    };
+    let yaml = TempFile::new(
+        "fault.yaml",
+        &format!(
+            "kind: connect-error\nerrno: ETIMEDOUT\nscope:\n  cgroup: {}\n",
+            cgroup.path.display()
+        ),
+    );
+    let created = fault_cmd(&["create", yaml.arg()]);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let id = serde_json::from_str::<serde_json::Value>(&created.stdout).unwrap()["id"].to_string();
+    assert_eq!(
+        cgroup.testkit(&["connect", &addr.to_string(), "2"])["errnos"]["110"],
+        2
+    );
+    let listed = fault_cmd(&["list"]);
+    assert!(
+        listed.stdout.contains("connect-error") && listed.stdout.contains("armed"),
+        "{}",
+        listed.stdout
+    );
+    let shown = fault_cmd(&["show", &id]);
+    assert!(
+        shown.stdout.contains(r#""injected": 2"#),
+        "{}",
+        shown.stdout
+    );
+    let events = fault_cmd(&["events"]);
+    assert_eq!(
+        events
+            .stdout
+            .lines()
+            .filter(|l| l.contains(r#""type":"injection""#))
+            .count(),
+        2
+    );
+    assert_eq!(fault_cmd(&["stop", &id]).code, Some(0));
+    let missing = fault_cmd(&["show", "12345"]);
+    assert_eq!(missing.code, Some(2));
+    assert_eq!(
+        missing.stderr.trim().lines().count(),
+        1,
+        "{}",
+        missing.stderr
+    );
+    let bad = TempFile::new(
+        "bad.json",
+        r#"{"kind": "drop", "scope": {"cgroup": "x"}, "probability": 2}"#,
+    );
+    let refused = fault_cmd(&["create", bad.arg()]);
+    assert_eq!(refused.code, Some(2));
+    assert!(
+        refused.stderr.contains("probability: 2 is outside [0, 1]"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn the_agent_refuses_unsafe_start_ups() {
+    require_root();
+    let _serial = one_at_a_time();
+    let open = TempFile::new("open-token", "secret");
+    std::fs::set_permissions(&open.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = chaos(&[
+        "agent",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        open.arg(),
+    ]);
+    assert_eq!(output.code, Some(2), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("--token-file:") && output.stderr.contains("mode 644"),
+        "{}",
+        output.stderr
+    );
+    let output = chaos(&["agent", "--listen", "0.0.0.0:0"]);
+    assert_eq!(output.code, Some(2), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("--listen:") && output.stderr.contains("--token-file"),
+        "{}",
+        output.stderr
+    );
+    let output = chaos(&["agent", "--listen", "unix:relative.sock"]);
+    assert_eq!(output.code, Some(2), "{}", output.stderr);
+}
