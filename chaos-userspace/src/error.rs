@@ -12,9 +12,9 @@ pub enum ChaosError {
         accepted: String,
     },
     /// A field of a fault (the model) is wrong; the path names it (`match.port[0]`, or the flag
-    /// on the command line).
+    /// on the command line). Not a `source`: the message is the whole error, printed once.
     #[error("{0}")]
-    Field(#[from] chaos_model::FieldError),
+    Field(chaos_model::FieldError),
     /// A problem in a JSON or YAML file. (The inner error is part of this message, not a
     /// separate cause: `{:#}` would print it twice.)
     #[error("{file}: {problem}")]
@@ -112,6 +112,12 @@ impl ChaosError {
             Self::AtLine { problem, .. } | Self::InFile { problem, .. } => problem.exit_code(),
             _ => 1,
         }
+    }
+}
+
+impl From<chaos_model::FieldError> for ChaosError {
+    fn from(error: chaos_model::FieldError) -> Self {
+        ChaosError::Field(error)
     }
 }
 

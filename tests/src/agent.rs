@@ -23,7 +23,8 @@ pub struct Agent {
     pub token_file: TempFile,
     pub metrics: Option<SocketAddr>,
     http: ureq::Agent,
-    stderr: mpsc::Receiver<String>,
+    /// Behind a lock so the agent can be shared by the threads of a test.
+    stderr: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 /// An answer: status and body.
@@ -36,6 +37,22 @@ impl Answer {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
     }
+}
+
+/// The kernel's programs whose names are chaos-bpf's (`chaos_...`), by id.
+pub fn chaos_programs() -> Vec<(u64, String)> {
+    let output = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool");
+    let programs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    programs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
+        .filter(|(_, name)| name.starts_with("chaos"))
+        .collect()
 }
 
 /// A free loopback port (bound and released; the agent binds it right after).
@@ -105,7 +122,7 @@ impl Agent {
             token_file,
             metrics,
             http,
-            stderr: rx,
+            stderr: std::sync::Mutex::new(rx),
         }
     }
 
@@ -125,6 +142,18 @@ impl Agent {
         token: Option<&str>,
         body: Option<&str>,
     ) -> Answer {
+        self.try_request(method, path, token, body)
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
+    }
+
+    /// The same, with a transport error (an agent killed mid-request) as an error.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<Answer, ureq::Error> {
         let url = self.url(path);
         let authorization = token.map(|t| format!("Bearer {t}"));
         let response = match (method, body) {
@@ -150,11 +179,11 @@ impl Agent {
                 request.send("")
             }
         };
-        let mut response = response.unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+        let mut response = response?;
         let status = response.status().as_u16();
         let mut body = String::new();
         let _ = response.body_mut().as_reader().read_to_string(&mut body);
-        Answer { status, body }
+        Ok(Answer { status, body })
     }
 
     pub fn get(&self, path: &str) -> Answer {
@@ -198,8 +227,10 @@ impl Agent {
         self.signal(Signal::SIGTERM);
         let status = self.child.wait().expect("wait");
         let mut lines = Vec::new();
-        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
-            lines.push(line);
+        if let Ok(stderr) = self.stderr.lock() {
+            while let Ok(line) = stderr.recv_timeout(Duration::from_millis(200)) {
+                lines.push(line);
+            }
         }
         (status.code(), lines.join("\n"))
     }

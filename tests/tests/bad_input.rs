@@ -54,6 +54,14 @@ fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
         &["--errno", "accepted"],
         &cgroup,
     );
+    // Exactly, so a message printed twice (an error that is also its own cause) is caught.
+    let output = chaos(&connect(&["--errno", "EIO"]));
+    assert_eq!(
+        output.stderr.trim(),
+        "chaos-bpf: error: --errno: connect() does not fail with EIO (5); accepted: ECONNREFUSED \
+         (111), ETIMEDOUT (110), ENETUNREACH (101), EHOSTUNREACH (113), EACCES (13), EPERM (1), \
+         ECONNRESET (104), EADDRNOTAVAIL (99) (by name or number)"
+    );
     for call in ["recv-error", "send-error"] {
         assert_rejected(
             &["inject", call, "--cgroup", path, "--errno", "ENOTANERRNO"],

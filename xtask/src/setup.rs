@@ -9,7 +9,8 @@ use crate::util::{is_root, output};
 const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the tests and the demo use: bpftool reads the kernel's program lists.
 /// ethtool turns veth checksum offload off, so the corrupt test can watch receivers verify.
-const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "ethtool"];
+/// prometheus is the real server that scrapes the agent in its test.
+const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "ethtool", "prometheus"];
 
 pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;

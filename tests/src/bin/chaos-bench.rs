@@ -670,6 +670,7 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
         exec(Command::new("iptables").arg("-D").args(rule))?;
         ipt_disarm.push((started.elapsed() + connects(false)).as_secs_f64() * 1000.0);
     }
+    let (agent_arm, agent_disarm, agent_kill) = agent_latency(&cgroup, sink, &probe)?;
     report.section(
         "Arm and disarm: command to first and last injected fault (ms)",
         &["tool", "arm", "disarm"],
@@ -682,6 +683,16 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
             chaos_disarm,
         ),
         ("iptables -A/-D REJECT tcp-reset", ipt_arm, ipt_disarm),
+        (
+            "chaos-bpf agent: POST /v1/faults, DELETE /v1/faults/ID",
+            agent_arm,
+            agent_disarm,
+        ),
+        (
+            "chaos-bpf agent: kill switch, POST /v1/faults:stop-all (3 faults)",
+            Vec::new(),
+            agent_kill,
+        ),
     ] {
         let (arm, disarm) = (Spread::of(arm), Spread::of(disarm));
         report.row(&[
@@ -696,6 +707,38 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
     }
     report.json.insert("arm_latency", rows.into());
     Ok(())
+}
+
+/// Through a running agent: request to the first failed connect in the cgroup (arm), and to the
+/// first that works again (stop, one fault; the kill switch, three). The probe is a process in
+/// the cgroup, as for the CLI row.
+fn agent_latency(
+    cgroup: &TestCgroup,
+    sink: std::net::SocketAddr,
+    probe: &dyn Fn(bool) -> Duration,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let agent = chaos_tests::agent::Agent::start(&[]);
+    let fault = json!({"kind": "connect-error", "scope": {"cgroup": cgroup.path}, "match": {"port": [sink.port()]}});
+    let (mut arm, mut disarm, mut kill) = (Vec::new(), Vec::new(), Vec::new());
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let created = agent.create(&fault);
+        arm.push(ms(started.elapsed() + probe(true)));
+        let started = Instant::now();
+        let stopped = agent.delete(&format!("/v1/faults/{}", created["id"]));
+        ensure!(stopped.status == 200, "DELETE: {}", stopped.body);
+        disarm.push(ms(started.elapsed() + probe(false)));
+        for _ in 0..3 {
+            agent.create(&fault);
+        }
+        probe(true);
+        let started = Instant::now();
+        let answer = agent.post("/v1/faults:stop-all", "");
+        ensure!(answer.status == 200, "stop-all: {}", answer.body);
+        kill.push(ms(started.elapsed() + probe(false)));
+    }
+    Ok((arm, disarm, kill))
 }
 
 /// chaos-bpf's resident memory and its maps' kernel memory with 10,000 rules armed.
