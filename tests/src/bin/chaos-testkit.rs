@@ -145,16 +145,19 @@ fn socket_call(kind: &str, addr: SocketAddr, count: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// N numbered datagrams, paced so the receiver's buffer never overflows: every loss is chaos's.
-fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
-    // The unspecified address: the kernel picks the source for the route to `addr`.
-    let bind: SocketAddr = if addr.is_ipv4() {
+/// A UDP socket of `addr`'s family on the unspecified address: the kernel picks the source for
+/// the route to `addr`.
+fn udp_socket_for(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    UdpSocket::bind(if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
         "[::]:0"
-    }
-    .parse()?;
-    let socket = UdpSocket::bind(bind)?;
+    })
+}
+
+/// N numbered datagrams, paced so the receiver's buffer never overflows: every loss is chaos's.
+fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
+    let socket = udp_socket_for(addr)?;
     let mut failed = 0;
     for seq in 0..count {
         // Sequence number, its complement (so any flipped bit shows), then zeros.
@@ -311,13 +314,7 @@ fn udp_echo(addr: SocketAddr) -> anyhow::Result<()> {
 /// N sequential round trips to a `udp-echo` server; prints each RTT in microseconds (a lost one
 /// is skipped after 2 s).
 fn udp_rtt(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()?;
-    let socket = UdpSocket::bind(bind)?;
+    let socket = udp_socket_for(addr)?;
     socket.connect(addr)?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut rtts = Vec::new();
@@ -340,11 +337,7 @@ fn udp_rtt(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
 /// Request/response against a `udp-echo` server for a while, one datagram each way and a 50 ms
 /// timeout: a lost request or reply is a failed request, so the failure share is the loss.
 fn udp_load(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind(if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })?;
+    let socket = udp_socket_for(addr)?;
     socket.connect(addr)?;
     socket.set_read_timeout(Some(Duration::from_millis(50)))?;
     let deadline = Instant::now() + duration;
@@ -494,11 +487,7 @@ fn tcp_rr(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
 /// (refused ones too: an iptables DROP refuses with EPERM), the refusals, and the sender's CPU
 /// time per send (TC egress and netfilter OUTPUT run in its context).
 fn udp_flood(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind(if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })?;
+    let socket = udp_socket_for(addr)?;
     socket.connect(addr)?;
     let payload = [0u8; 64];
     let (started, cpu_before) = (Instant::now(), cpu_ns());
