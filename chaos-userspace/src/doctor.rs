@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::{
     faults::{KINDS, kind_name},
-    mechanism::{Mechanism, Probe, probe},
+    mechanism::Mechanism,
+    probe::{Probe, probe},
 };
 
 /// One fault × mechanism pair.

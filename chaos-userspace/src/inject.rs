@@ -8,7 +8,8 @@ use crate::{
     faults::FaultSpec,
     instance::{Instance, RuleSpec},
     interface::InterfaceScope,
-    mechanism::{Mechanism, probe, probe_with_prerequisites},
+    mechanism::Mechanism,
+    probe::{probe, probe_with_prerequisites},
     scope::CgroupScope,
 };
 

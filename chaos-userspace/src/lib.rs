@@ -17,6 +17,7 @@ pub mod mechanism;
 pub mod metrics;
 pub mod netlink;
 pub mod object;
+pub mod probe;
 pub mod programs;
 pub mod rule_index;
 pub mod scope;
