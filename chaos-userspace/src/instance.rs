@@ -6,7 +6,7 @@
 use std::{cell::RefCell, collections::BTreeSet};
 
 use aya::{
-    Btf, Ebpf,
+    Ebpf,
     maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use chaos_common::{
@@ -109,7 +109,7 @@ impl Instance {
                     config.fd_offsets = kernel_btf::fd_offsets().map_err(unsupported)?;
                 }
                 if btf.is_none() {
-                    btf = Some(Btf::from_sys_fs().map_err(|err| unsupported(err.to_string()))?);
+                    btf = Some(&kernel_btf::kernel().map_err(unsupported)?.aya);
                 }
             }
             configs.push(config);
@@ -178,7 +178,7 @@ impl Instance {
         for (program, rule, interface) in programs_to_attach(&rules, mechanism)? {
             let target = AttachTarget {
                 cgroup: rule.cgroup.as_ref(),
-                btf: btf.as_ref(),
+                btf,
                 interface,
                 tc_mechanism: mechanism,
                 recorder: records.as_ref(),

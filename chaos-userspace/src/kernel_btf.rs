@@ -1,22 +1,48 @@
-//! Reads struct layouts from the running kernel's BTF. Rust eBPF has no CO-RE relocations, so
-//! programs that read kernel structs get the offsets through their configuration instead.
+//! The running kernel's BTF, read once per process and held in one value: aya's parse (what
+//! loading LSM and fmod_ret programs needs) and the struct layouts the programs read. Rust eBPF
+//! has no CO-RE relocations, so programs that read kernel structs get the offsets through their
+//! configuration; they are computed once, with btf-rs, because aya keeps its type walk private.
 use btf_rs::{Btf, Struct, Type};
 use chaos_common::{FdOffsets, SockOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// The running kernel's BTF, parsed once per process (it is several megabytes).
-fn vmlinux() -> Result<&'static Btf, String> {
-    static VMLINUX: std::sync::OnceLock<Result<Btf, String>> = std::sync::OnceLock::new();
-    VMLINUX
-        .get_or_init(|| Btf::from_file(VMLINUX_BTF).map_err(|err| format!("{VMLINUX_BTF}: {err}")))
+/// What chaos-bpf needs from the kernel's BTF (several megabytes: parsed once).
+pub struct KernelBtf {
+    pub aya: aya::Btf,
+    sock: Result<SockOffsets, String>,
+    fd: Result<FdOffsets, String>,
+}
+
+/// The kernel's BTF, or why there is none.
+pub fn kernel() -> Result<&'static KernelBtf, String> {
+    static KERNEL: std::sync::OnceLock<Result<KernelBtf, String>> = std::sync::OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let aya = aya::Btf::from_sys_fs().map_err(|err| format!("{VMLINUX_BTF}: {err}"))?;
+            let layouts =
+                Btf::from_file(VMLINUX_BTF).map_err(|err| format!("{VMLINUX_BTF}: {err}"))?;
+            Ok(KernelBtf {
+                aya,
+                sock: read_sock_offsets(&layouts),
+                fd: read_fd_offsets(&layouts),
+            })
+        })
         .as_ref()
         .map_err(Clone::clone)
 }
 
 /// Offsets of the socket fields the syscall-fault programs read.
 pub fn sock_offsets() -> Result<SockOffsets, String> {
-    let btf = vmlinux()?;
+    kernel()?.sock.clone()
+}
+
+/// Offsets the kprobe programs need to go from a syscall's descriptor to its socket.
+pub fn fd_offsets() -> Result<FdOffsets, String> {
+    kernel()?.fd.clone()
+}
+
+fn read_sock_offsets(btf: &Btf) -> Result<SockOffsets, String> {
     // `struct sock` starts with `struct sock_common __sk_common`; check rather than assume.
     let common = member_offset(btf, "sock", "__sk_common")?;
     let in_sock = |member: &str| member_offset(btf, "sock_common", member).map(|o| o + common);
@@ -31,9 +57,7 @@ pub fn sock_offsets() -> Result<SockOffsets, String> {
     })
 }
 
-/// Offsets the kprobe programs need to go from a syscall's descriptor to its socket.
-pub fn fd_offsets() -> Result<FdOffsets, String> {
-    let btf = vmlinux()?;
+fn read_fd_offsets(btf: &Btf) -> Result<FdOffsets, String> {
     let (regs_arg0, regs_arg1) = syscall_argument_offsets(btf)?;
     Ok(FdOffsets {
         regs_arg0,

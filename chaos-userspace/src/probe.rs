@@ -4,7 +4,7 @@
 use std::{fs, io, os::fd::AsFd as _, path::Path};
 
 use aya::{
-    Btf, Ebpf,
+    Ebpf,
     maps::MapType,
     programs::{KProbe, Lsm, SchedClassifier, TcAttachType, tc::TcAttachOptions},
     sys::is_map_supported,
@@ -78,9 +78,9 @@ fn run_probe(mechanism: Mechanism) -> Probe {
             Ok(false) => Err("the kernel refused BPF_MAP_TYPE_RINGBUF".into()),
             Err(err) => Err(format!("probe failed: {err}")),
         },
-        Mechanism::Btf => Btf::from_sys_fs()
-            .map(|_| "parsed /sys/kernel/btf/vmlinux".to_string())
-            .map_err(|err| format!("/sys/kernel/btf/vmlinux: {err}")),
+        Mechanism::Btf => {
+            crate::kernel_btf::kernel().map(|_| "parsed /sys/kernel/btf/vmlinux".to_string())
+        }
         Mechanism::BpfLink => probe_bpf_link(),
     };
     match outcome {
@@ -170,13 +170,15 @@ fn attach_tc_probe(options: TcAttachOptions) -> Result<String, String> {
 /// Loads and attaches the real connect fmod_ret program, unarmed (it returns what it is given),
 /// and detaches it again: proof that trampolines and BPF_MODIFY_RETURN work here.
 fn probe_fmod_ret() -> Result<String, String> {
-    let btf = Btf::from_sys_fs().map_err(|err| format!("no kernel BTF: {err}"))?;
+    let btf = &crate::kernel_btf::kernel()
+        .map_err(|err| format!("no kernel BTF: {err}"))?
+        .aya;
     let ebpf = load_object()?;
     crate::fmod_ret::load_and_attach(
         &ebpf,
         names::FMOD_RET_CONNECT,
         "security_socket_connect",
-        &btf,
+        btf,
     )
     .map_err(|err| first_line(&err))?;
     Ok("loaded and attached fmod_ret on security_socket_connect".into())
@@ -185,11 +187,13 @@ fn probe_fmod_ret() -> Result<String, String> {
 /// Loads the real connect LSM program (never attached here), then checks that the bpf LSM is
 /// active: without it the program loads and attaches but never runs.
 fn probe_lsm() -> Result<String, String> {
-    let btf = Btf::from_sys_fs().map_err(|err| format!("no kernel BTF: {err}"))?;
+    let btf = &crate::kernel_btf::kernel()
+        .map_err(|err| format!("no kernel BTF: {err}"))?
+        .aya;
     let mut ebpf = load_object()?;
     let program: &mut Lsm = program_of(&mut ebpf, names::LSM_CONNECT)?;
     program
-        .load("socket_connect", &btf)
+        .load("socket_connect", btf)
         .map_err(|err| first_line(&format!("loading lsm/socket_connect: {err:#}")))?;
     match active_lsms() {
         Ok(list) if list.split(',').any(|lsm| lsm == "bpf") => {
