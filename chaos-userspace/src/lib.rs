@@ -1,26 +1,21 @@
-//! chaos-bpf's library: the fault engine, planning, kernel programs and mechanisms, network
-//! plumbing and telemetry. It prints nothing and handles no signal; the binary's front ends
-//! (`cli`, the agent) do.
-pub mod doctor;
+//! chaos-bpf's library, in layers: the fault engine (`engine`) and planning (`inject`) over the
+//! fault kinds (`faults`), the kernel side (`kernel`), network plumbing (`net`) and telemetry.
+//! The model of a fault is the `chaos-model` crate. It prints nothing and handles no signal; the
+//! binary's front ends (the CLI, the agent) do.
 pub mod engine;
 pub mod errno;
 pub mod error;
 pub mod faults;
 pub mod filters;
-pub mod fmod_ret;
-pub mod fq;
 pub mod inject;
-pub mod instance;
-pub mod interface;
-pub mod kernel_btf;
-pub mod mechanism;
-pub mod metrics;
-pub mod netlink;
-pub mod object;
-pub mod probe;
-pub mod programs;
-pub mod rule_index;
+pub mod kernel;
+pub mod net;
 pub mod scope;
-pub mod sys;
-pub mod tc_records;
 pub mod telemetry;
+
+// The layers' modules by their short names too, as the crate's own code refers to them.
+pub use kernel::{
+    doctor, fmod_ret, instance, kernel_btf, mechanism, object, probe, programs, rule_index, sys,
+};
+pub use net::{fq, interface, netlink, tc_records};
+pub use telemetry::metrics;

@@ -1,5 +1,7 @@
 //! What a run reports: exact counters, one JSON line per (sampled) injection, a live status line
 //! and a final summary.
+pub mod metrics;
+
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, SystemTime},
