@@ -39,22 +39,6 @@ impl Answer {
     }
 }
 
-/// The kernel's programs whose names are chaos-bpf's (`chaos_...`), by id.
-pub fn chaos_programs() -> Vec<(u64, String)> {
-    let output = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool");
-    let programs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    programs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
-        .filter(|(_, name)| name.starts_with("chaos"))
-        .collect()
-}
-
 /// A free loopback port (bound and released; the agent binds it right after).
 pub fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -255,6 +239,8 @@ impl Agent {
             let target = target.to_string_lossy();
             footprint.maps += u64::from(target.contains("bpf-map"));
             footprint.programs += u64::from(target.contains("bpf-prog"));
+            footprint.links +=
+                u64::from(target.contains("bpf_link") || target.contains("bpf-link"));
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         footprint.rss_kib = status
@@ -280,5 +266,6 @@ pub struct Footprint {
     pub fds: u64,
     pub maps: u64,
     pub programs: u64,
+    pub links: u64,
     pub rss_kib: u64,
 }

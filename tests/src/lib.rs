@@ -748,24 +748,29 @@ pub fn tc_state(netns: &Netns, iface: &str) -> String {
 /// Names of the tcx programs on an interface (both directions), asked of the kernel from a thread
 /// inside the namespace.
 pub fn tcx_programs(netns: &Netns, iface: &str) -> Vec<String> {
-    use aya::programs::{SchedClassifier, TcAttachType};
     let path = netns.path();
     let iface = iface.to_string();
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("netns file");
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let mut names = Vec::new();
-        for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
-            let (_, programs) = SchedClassifier::query_tcx(&iface, attach_type).expect("query tcx");
-            for program in programs {
-                names.push(format!(
-                    "{attach_type:?}:{}",
-                    program.name_as_str().unwrap_or("?")
-                ));
-            }
-        }
-        names
+        tcx_programs_here(&iface)
     })
     .join()
     .expect("tcx query thread")
+}
+
+/// The tcx programs attached to `iface` in this network namespace.
+pub fn tcx_programs_here(iface: &str) -> Vec<String> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let mut names = Vec::new();
+    for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+        let (_, programs) = SchedClassifier::query_tcx(iface, attach_type).expect("query tcx");
+        for program in programs {
+            names.push(format!(
+                "{attach_type:?}:{}",
+                program.name_as_str().unwrap_or("?")
+            ));
+        }
+    }
+    names
 }

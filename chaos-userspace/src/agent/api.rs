@@ -145,7 +145,9 @@ async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Respon
         .await
         .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))??;
     let mut engine = shared.engine.lock().await;
-    let ids = engine.arm(vec![plan], None)?;
+    // Loading and verifying is blocking work: the other worker keeps serving the probes, the
+    // scrapes and the event streams meanwhile.
+    let ids = tokio::task::block_in_place(|| engine.arm(vec![plan], None))?;
     shared.refresh_metrics(&engine);
     let view = ids
         .first()
