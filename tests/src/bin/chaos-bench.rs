@@ -116,18 +116,46 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut report = Report::default();
 
-    println!("bench: 1/6 idle overhead: TCP throughput (iperf3) and request rate (tcp-rr)");
-    idle_overhead(&mut report)?;
-    println!("bench: 2/6 a 10% UDP drop: chaos-bpf, iptables statistic, nft numgen");
-    drop_peers(&mut report)?;
-    println!("bench: 3/6 connect() cost with a non-matching connect-error attached");
-    connect_cost(&mut report)?;
-    println!("bench: 4/6 arm and disarm latency");
-    arm_latency(&mut report)?;
-    println!("bench: 5/6 memory with 10,000 rules");
-    memory(&mut report)?;
-    println!("bench: 6/6 delay: chaos-bpf and netem in a VM (measured before, by the xtask)");
-    delay_in_vm(&mut report, vm_result);
+    // CHAOS_BENCH_ONLY=arm,memory runs just those sections (while iterating on one figure).
+    let only = std::env::var("CHAOS_BENCH_ONLY").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == name))
+    };
+    type Section = fn(&mut Report) -> anyhow::Result<()>;
+    let sections: [(&str, &str, Section); 5] = [
+        (
+            "idle",
+            "idle overhead: TCP throughput (iperf3) and request rate (tcp-rr)",
+            idle_overhead,
+        ),
+        (
+            "drop",
+            "a 10% UDP drop: chaos-bpf, iptables statistic, nft numgen",
+            drop_peers,
+        ),
+        (
+            "connect",
+            "connect() cost with a non-matching connect-error attached",
+            connect_cost,
+        ),
+        (
+            "arm",
+            "arm and disarm latency: the CLI, the agent, iptables",
+            arm_latency,
+        ),
+        ("memory", "memory with 10,000 rules", memory),
+    ];
+    for (index, (name, what, section)) in sections.iter().enumerate() {
+        if wanted(name) {
+            println!("bench: {}/6 {what}", index + 1);
+            section(&mut report)?;
+        }
+    }
+    if wanted("delay") {
+        println!("bench: 6/6 delay: chaos-bpf and netem in a VM (measured before, by the xtask)");
+        delay_in_vm(&mut report, vm_result);
+    }
 
     let machine = machine();
     let seconds = started.elapsed().as_secs();
