@@ -359,3 +359,52 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// Two clsact TC faults in one process: each object has its own record and filter handle (they
+/// were keyed by pid and collided), both filters attach, and after a SIGKILL, whose clsact
+/// filters survive by design, `chaos-bpf cleanup` removes both and the qdisc.
+#[test]
+fn two_clsact_objects_in_one_agent_are_recorded_apart_and_cleaned_up() {
+    require_root();
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let pod = Pod::new("agent-clsact");
+    let agent = Agent::start(&[]);
+    for dst in ["198.51.100.1", "198.51.100.2"] {
+        agent.create(&json!({
+            "kind": "drop", "mechanism": "tc-clsact",
+            "scope": {"netns": pod.netns.path()}, "match": {"dst": [dst]}
+        }));
+    }
+    let filters = pod.filters();
+    let handles: std::collections::BTreeSet<&str> = filters
+        .lines()
+        .filter_map(|l| l.split(" handle ").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        handles.len(),
+        2,
+        "two filters with their own handles:\n{filters}"
+    );
+    agent.kill_hard();
+    assert!(
+        !pod.filters().trim().is_empty(),
+        "clsact filters outlive a SIGKILL:\n{}",
+        pod.filters()
+    );
+    let cleanup = chaos_tests::chaos(&["cleanup"]);
+    assert_eq!(cleanup.code, Some(0), "{}", cleanup.stderr);
+    assert!(
+        cleanup.stdout.contains(r#""filters_removed":2"#),
+        "{}",
+        cleanup.stdout
+    );
+    assert_eq!(pod.filters().trim(), "", "cleanup removed both");
+    let qdiscs = Command::new("tc")
+        .args(["qdisc", "show", "dev", &pod.host_if])
+        .output()
+        .expect("tc");
+    assert!(
+        !String::from_utf8_lossy(&qdiscs.stdout).contains("clsact"),
+        "and the clsact qdisc"
+    );
+}
