@@ -61,8 +61,9 @@ pub struct Fault {
     pub events: Option<Events>,
 }
 
-/// Where a fault acts. Socket-call faults need a cgroup; packet faults take a cgroup, an
-/// interface or a network namespace (its host-side veth).
+/// Where a fault acts. Socket-call faults need a cgroup, given as a directory or by the workload
+/// in it (a process, a container, a pod); packet faults take those, an interface, or a network
+/// namespace (its host-side veth).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Scope {
@@ -75,6 +76,33 @@ pub struct Scope {
     /// A network namespace (/var/run/netns/NAME, /proc/PID/ns/net): its host-side veth (TC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// A process: its cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// A container of this node, by id (full, or a unique prefix): its cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// A pod of this node, by uid: its cgroup, so every container of it, including ones that
+    /// start later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
+impl Scope {
+    /// The fields that name a cgroup, by path, with whether each is given.
+    pub fn cgroup_sources(&self) -> [(&'static str, bool); 4] {
+        [
+            ("scope.cgroup", self.cgroup.is_some()),
+            ("scope.pid", self.pid.is_some()),
+            ("scope.container", self.container.is_some()),
+            ("scope.podUid", self.pod_uid.is_some()),
+        ]
+    }
+
+    /// Whether a cgroup is named, one way or another.
+    pub fn names_a_cgroup(&self) -> bool {
+        self.cgroup_sources().iter().any(|(_, given)| *given)
+    }
 }
 
 impl Scope {

@@ -178,6 +178,19 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
     }
 
     let scope = &fault.scope;
+    let named: Vec<&str> = scope
+        .cgroup_sources()
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(path, _)| *path)
+        .collect();
+    if let [first, second, ..] = named.as_slice() {
+        return Err(FieldError::new(
+            *second,
+            format!("given together with {first}: both name a cgroup"),
+            "one of scope.cgroup, scope.pid, scope.container, scope.podUid",
+        ));
+    }
     if scope.iface.is_some() && scope.netns.is_some() {
         return Err(FieldError::new(
             "scope.netns",
@@ -191,7 +204,7 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
         return Err(FieldError::new(
             "scope.cgroup",
             "no scope given",
-            "scope.cgroup, scope.iface or scope.netns",
+            "scope.cgroup (or scope.pid, scope.container, scope.podUid), scope.iface or scope.netns",
         ));
     }
     if kind == FaultKind::Delay {
@@ -202,11 +215,12 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
 
 fn validate_socket_call(fault: &Fault) -> Result<(), FieldError> {
     let kind = fault.kind;
-    if fault.scope.cgroup.is_none() {
+    if !fault.scope.names_a_cgroup() {
         return Err(FieldError::new(
             "scope.cgroup",
             "missing",
-            "a cgroup v2 directory: syscall faults are scoped by cgroup",
+            "a cgroup v2 directory: syscall faults are scoped by cgroup (or scope.pid, \
+             scope.container, scope.podUid)",
         ));
     }
     for (present, path) in [

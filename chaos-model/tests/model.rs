@@ -149,6 +149,10 @@ fn rules_between_fields_name_the_field() {
             r#"{"kind": "drop", "scope": {"iface": "lo", "netns": "/proc/1/ns/net"}}"#,
             "scope.netns: given together with scope.iface",
         ),
+        (
+            r#"{"kind": "connect-error", "scope": {"cgroup": "x", "podUid": "u"}}"#,
+            "scope.podUid: given together with scope.cgroup: both name a cgroup",
+        ),
     ];
     for (text, expected) in cases {
         let error = json_error(text);
@@ -173,7 +177,8 @@ fn fault_sets_name_the_fault_in_the_path() {
     let error = parse_fault_set(text, Format::Json).unwrap_err().to_string();
     assert_eq!(
         error,
-        "faults[1].scope.cgroup: missing; accepted: a cgroup v2 directory: syscall faults are scoped by cgroup"
+        "faults[1].scope.cgroup: missing; accepted: a cgroup v2 directory: syscall faults are scoped \
+         by cgroup (or scope.pid, scope.container, scope.podUid)"
     );
 }
 

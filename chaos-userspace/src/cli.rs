@@ -184,8 +184,17 @@ pub struct DelayArgs {
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// cgroup v2 directory to scope the fault to (absolute, or relative to the cgroup2 mount).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", group = "cgroup_scope")]
     pub cgroup: Option<String>,
+    /// Scope to this process's cgroup.
+    #[arg(long, value_name = "PID", group = "cgroup_scope")]
+    pub pid: Option<u32>,
+    /// Scope to a container of this node, by id (full, or a unique prefix).
+    #[arg(long, value_name = "ID", group = "cgroup_scope")]
+    pub container: Option<String>,
+    /// Scope to a pod of this node, by uid: every container of it, also ones started later.
+    #[arg(long, value_name = "UID", group = "cgroup_scope")]
+    pub pod_uid: Option<String>,
     /// Fraction of matching operations to fail, 0 to 1 (or a percentage: 30%).
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub probability: Option<Probability>,
@@ -338,6 +347,9 @@ impl InjectCommand {
                 cgroup: common.cgroup.clone(),
                 iface: self.packet().and_then(|p| p.iface.clone()),
                 netns: self.packet().and_then(|p| p.netns.clone()),
+                pid: common.pid,
+                container: common.container.clone(),
+                pod_uid: common.pod_uid.clone(),
             },
             matches: Match {
                 dst: common.dst.clone(),
@@ -405,6 +417,9 @@ pub fn flag_for(path: &str) -> Option<&'static str> {
         "scope.cgroup" => "--cgroup",
         "scope.iface" => "--iface",
         "scope.netns" => "--netns",
+        "scope.pid" => "--pid",
+        "scope.container" => "--container",
+        "scope.podUid" => "--pod-uid",
         "match.dst" => "--dst",
         "match.port" => "--port",
         "match.proto" => "--proto",
@@ -428,12 +443,14 @@ pub fn flag_for(path: &str) -> Option<&'static str> {
 
 /// Model paths in a message (`scope.cgroup, scope.iface or scope.netns`) as flags.
 fn flags_in(text: &str) -> String {
-    text.split_inclusive([' ', ','])
+    text.split_inclusive(' ')
         .map(|word| {
-            let bare = word.trim_end_matches([' ', ',']);
+            // The path without what surrounds it: "(scope.pid," or "scope.podUid),".
+            let start = word.len() - word.trim_start_matches('(').len();
+            let bare = word[start..].trim_end_matches([' ', ',', ')', ';', '.']);
             match flag_for(bare) {
-                Some(flag) if bare.contains('.') || bare == "errno" => {
-                    format!("{flag}{}", &word[bare.len()..])
+                Some(flag) if bare.contains('.') => {
+                    format!("{}{flag}{}", &word[..start], &word[start + bare.len()..])
                 }
                 _ => word.to_string(),
             }
@@ -754,7 +771,10 @@ mod tests {
             panic!()
         };
         let err = spec_of(&fault).unwrap_err().to_string();
-        assert!(err.contains("--cgroup, --iface or --netns"), "{err}");
+        assert!(
+            err.contains("--cgroup (or --pid, --container, --pod-uid), --iface or --netns"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -780,7 +800,10 @@ mod tests {
                 FaultSpec::Packet(..)
             ));
             let err = spec(&["inject", kind]).unwrap_err().to_string();
-            assert!(err.contains("--cgroup, --iface or --netns"), "{err}");
+            assert!(
+                err.contains("--cgroup (or --pid, --container, --pod-uid), --iface or --netns"),
+                "{err}"
+            );
         }
         let cli = parse(&[
             "inject",

@@ -222,9 +222,10 @@ pub struct Plan {
 pub fn plan(fault: &Fault) -> Result<Plan> {
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
+    let cgroup = cgroup_of(scope)?;
     let (scopes, choice) = preflight(
         &mut spec,
-        scope.cgroup.as_deref().map(std::path::Path::new),
+        cgroup.as_deref(),
         scope.iface.as_deref(),
         scope.netns.as_deref().map(std::path::Path::new),
     )?;
@@ -236,6 +237,39 @@ pub fn plan(fault: &Fault) -> Result<Plan> {
         duration: fault.duration.map(|d| d.0),
         events_per_sec: fault.events.map_or(0, |e| e.per_cpu_per_sec),
     })
+}
+
+/// The cgroup directory a scope names: given, or the one of its process, container or pod.
+fn cgroup_of(scope: &chaos_model::Scope) -> Result<Option<std::path::PathBuf>> {
+    if let Some(cgroup) = &scope.cgroup {
+        return Ok(Some(cgroup.into()));
+    }
+    let not_found = |field: &'static str| {
+        move |missing: crate::workload::NotFound| {
+            ChaosError::input(field, missing.problem, missing.accepted)
+        }
+    };
+    let mount = || {
+        crate::scope::cgroup2_mount().map(|m| m.point).ok_or_else(|| {
+            ChaosError::input(
+                "scope.cgroup",
+                "this host has no cgroup v2 (only v1 hierarchies are mounted)",
+                "a host with cgroup v2, unified or hybrid (cgroup2 mounted, as at /sys/fs/cgroup/unified)",
+            )
+        })
+    };
+    Ok(Some(match (&scope.pid, &scope.container, &scope.pod_uid) {
+        (Some(pid), ..) => {
+            crate::workload::process(&mount()?, *pid).map_err(not_found("scope.pid"))?
+        }
+        (_, Some(id), _) => {
+            crate::workload::container(&mount()?, id).map_err(not_found("scope.container"))?
+        }
+        (.., Some(uid)) => {
+            crate::workload::pod(&mount()?, uid).map_err(not_found("scope.podUid"))?
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// The TC rules of a run share one object: their destination index and filter tries must fit

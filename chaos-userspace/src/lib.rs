@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod net;
 pub mod scope;
 pub mod telemetry;
+pub mod workload;
 
 // The layers' modules by their short names too, as the crate's own code refers to them.
 pub use kernel::{
