@@ -255,7 +255,7 @@ mod tests {
             "not conmon: {crio:?}"
         );
         assert_eq!(
-            containers(&crio.parent().unwrap().to_path_buf()).len(),
+            containers(crio.parent().unwrap()).len(),
             1,
             "conmon is no container"
         );
