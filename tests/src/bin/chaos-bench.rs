@@ -722,12 +722,13 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
             agent_kill,
         ),
     ] {
+        // The kill switch has no arm of its own: "-" rather than NaN.
+        let cell = |values: &[f64]| match values {
+            [] => "-".to_string(),
+            values => format!("{:.1}", Spread::of(values.to_vec())),
+        };
+        report.row(&[tool.to_string(), cell(&arm), cell(&disarm)]);
         let (arm, disarm) = (Spread::of(arm), Spread::of(disarm));
-        report.row(&[
-            tool.to_string(),
-            format!("{arm:.1}"),
-            format!("{disarm:.1}"),
-        ]);
         rows.insert(
             tool.to_string(),
             json!({ "arm_ms": arm, "disarm_ms": disarm }),
