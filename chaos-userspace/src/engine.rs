@@ -518,15 +518,6 @@ impl Engine {
             .collect()
     }
 
-    /// How long each armed fault has run, with its live counters (for status lines).
-    pub fn progress(&self) -> Vec<(&'static str, FaultId, Duration, Counters)> {
-        self.faults
-            .iter()
-            .filter(|(_, f)| f.live())
-            .map(|(id, f)| (f.summary.fault, *id, f.armed_at.elapsed(), self.counters(f)))
-            .collect()
-    }
-
     /// Final summaries of the given faults (for the CLI's last lines).
     pub fn summaries(&self, ids: &[FaultId]) -> Vec<Summary> {
         ids.iter()
@@ -534,7 +525,8 @@ impl Engine {
             .collect()
     }
 
-    /// Every known fault for the metrics.
+    /// Every known fault with its counters, read from the kernel once: what the metrics and the
+    /// status lines both show.
     pub fn samples(&self) -> Vec<FaultSample> {
         self.faults
             .iter()
@@ -549,6 +541,7 @@ impl Engine {
                     .or_else(|| fault.summary.interface.clone())
                     .unwrap_or_default(),
                 armed: fault.live(),
+                age: fault.armed_at.elapsed(),
                 counters: self.counters(fault),
             })
             .collect()

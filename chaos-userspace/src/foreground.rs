@@ -11,7 +11,7 @@ use chaos::{
     engine::{Engine, EngineConfig, EngineEvent, Sink},
     error::{ChaosError, Result},
     inject::Plan,
-    metrics::{FaultMetrics, MetricsListener, registry_of},
+    metrics::{FaultMetrics, FaultSample, MetricsListener, registry_of},
     telemetry::{Counters, Summary, status_line},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -167,9 +167,10 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
                     || ids.len() <= FAULTS_WITH_OWN_STATUS_LINES
                     || ticks.is_multiple_of(10);
                 if wanted {
-                    print_status(&engine, ids.len(), (started.elapsed(), ticks), on_terminal);
+                    let samples = engine.samples();
+                    print_status(&samples, ids.len(), (started.elapsed(), ticks), on_terminal);
                     if let Some(metrics) = &metrics {
-                        metrics.update(engine.samples());
+                        metrics.update(samples);
                     }
                 }
             }
@@ -184,17 +185,22 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
     Ok(engine.summaries(&ids))
 }
 
-fn print_status(engine: &Engine, faults: usize, (elapsed, ticks): (Duration, u64), terminal: bool) {
-    let running = engine.progress();
+fn print_status(
+    samples: &[FaultSample],
+    faults: usize,
+    (elapsed, ticks): (Duration, u64),
+    terminal: bool,
+) {
+    let running: Vec<&FaultSample> = samples.iter().filter(|s| s.armed).collect();
     let lines: Vec<String> = if faults <= FAULTS_WITH_OWN_STATUS_LINES {
         running
             .iter()
-            .map(|(name, id, age, counts)| status_line(name, *id, *age, counts))
+            .map(|s| status_line(s.fault, s.fault_id, s.age, &s.counters))
             .collect()
     } else if ticks.is_multiple_of(10) {
         let total = running
             .iter()
-            .fold(Counters::default(), |sum, (.., c)| sum.plus(c));
+            .fold(Counters::default(), |sum, s| sum.plus(&s.counters));
         vec![status_line(
             &format!("{} faults", running.len()),
             0,

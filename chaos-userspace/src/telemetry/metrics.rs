@@ -31,6 +31,8 @@ pub struct FaultSample {
     /// The cgroup path or interface names.
     pub scope: String,
     pub armed: bool,
+    /// How long it has run (status lines).
+    pub age: std::time::Duration,
     pub counters: Counters,
 }
 
@@ -195,6 +197,7 @@ mod tests {
             mechanism: "cgroup-sockaddr",
             scope: "/sys/fs/cgroup/api".into(),
             armed: true,
+            age: std::time::Duration::from_secs(3),
             counters: Counters {
                 matched: 10,
                 injected: 4,
