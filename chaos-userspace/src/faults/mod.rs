@@ -99,7 +99,11 @@ impl FaultSpec {
             chaos_model::FaultKind::SendError => Some(socket_call::SocketCall::Send),
             _ => None,
         };
-        if let (Some(call), Some(errno)) = (call, fault.effective_errno()) {
+        if let Some(call) = call {
+            // Validation requires it; a socket call without one is an error, never a packet fault.
+            let errno = fault.effective_errno().ok_or_else(|| {
+                FieldError::new("errno", "missing", crate::errno::describe_list(&[]))
+            })?;
             return Ok(FaultSpec::SocketCall(socket_call::SocketCallError {
                 call,
                 errno,
