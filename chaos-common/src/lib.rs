@@ -7,9 +7,10 @@
 
 /// Map names, as the kernel object defines them (kept at most 15 bytes: the kernel's name limit).
 ///
-/// One loaded object holds one or more *rules*: a syscall or cgroup_skb fault is one rule, and
-/// every TC fault of a run on any interface is one rule of a shared rule set. Everything per rule
-/// is indexed by the rule's position in [`CONFIG`]; filters live in tries keyed by that index.
+/// One loaded object holds one or more *rules*: every syscall, connect or cgroup_skb fault of a
+/// mechanism is a rule of one shared object (found through [`SCOPES`]), and every TC fault of a
+/// run on any interface is one rule of a shared rule set. Everything per rule is indexed by the
+/// rule's slot in [`CONFIG`]; filters live in tries keyed by that index.
 pub mod maps {
     /// `Array<u32>` of one entry, the kill switch: non-zero and no program of the object injects
     /// anything, before any detach. Every program reads it first.
@@ -39,8 +40,18 @@ pub mod maps {
     pub const COUNTERS: &str = "CHAOS_COUNTERS";
     /// `RingBuf` of [`crate::Event`].
     pub const EVENTS: &str = "CHAOS_EVENTS";
-    /// `PerCpuArray<EventBudget>` with one entry: per-CPU event rate limiting state.
+    /// `PerCpuArray<EventBudget>`: per-CPU event rate limiting state, one entry per rule, so a
+    /// noisy fault cannot use up another's events.
     pub const EVENT_BUDGET: &str = "CHAOS_EV_BUDGET";
+    /// `HashMap<ScopeKey, RuleList>`: the rules of each (cgroup, hook), for every program but
+    /// TC's, the pattern of Tetragon's policy filter. A program asks for the task's (or the
+    /// packet's socket's) cgroup ancestors at the levels in [`SCOPE_LEVELS`], deepest first, and
+    /// the first hit lists every rule for that cgroup, its ancestors' rules included (userspace
+    /// merges them). Arming a fault into a loaded object is writes here, no program load.
+    pub const SCOPES: &str = "CHAOS_SCOPES";
+    /// `Array<u32>` of one entry: bit L set while some [`SCOPES`] key is a cgroup at level L, so
+    /// tasks outside every scope pay one lookup per level in use, none for the others.
+    pub const SCOPE_LEVELS: &str = "CHAOS_LEVELS";
 
     /// Every map the object must define; a userspace test checks the object against this list.
     pub const ALL: &[&str] = &[
@@ -57,6 +68,8 @@ pub mod maps {
         COUNTERS,
         EVENTS,
         EVENT_BUDGET,
+        SCOPES,
+        SCOPE_LEVELS,
     ];
 
     /// Maps sized by the number of rules of the object (the rest have fixed sizes).
@@ -64,6 +77,7 @@ pub mod maps {
         (CONFIG, 1),
         (LOSS_STATE, crate::LossState::COUNT),
         (COUNTERS, crate::Counter::COUNT),
+        (EVENT_BUDGET, 1),
     ];
 }
 
@@ -79,9 +93,10 @@ pub mod programs {
     pub const FMOD_RET_RECV: &str = "chaos_fmr_recv";
     pub const FMOD_RET_SEND: &str = "chaos_fmr_send";
     pub const FMOD_RET_CONNECT: &str = "chaos_fmr_conn";
-    /// kprobe + `bpf_override_return` on the syscall entry points: one program for the calls
-    /// on a socket (attached to the recv or the send syscalls), one for connect.
-    pub const KPROBE_SOCKET: &str = "chaos_kpo_sock";
+    /// kprobe + `bpf_override_return` on the syscall entry points: one program per hook (the
+    /// recv syscalls, the send syscalls, connect), so one object serves faults of all three.
+    pub const KPROBE_RECV: &str = "chaos_kpo_recv";
+    pub const KPROBE_SEND: &str = "chaos_kpo_send";
     pub const KPROBE_CONNECT: &str = "chaos_kpo_conn";
     /// BPF LSM on `socket_*`.
     pub const LSM_RECV: &str = "chaos_lsm_recv";
@@ -104,7 +119,8 @@ pub mod programs {
         LSM_RECV,
         LSM_SEND,
         LSM_CONNECT,
-        KPROBE_SOCKET,
+        KPROBE_RECV,
+        KPROBE_SEND,
         KPROBE_CONNECT,
         TC_EGRESS,
         TC_INGRESS,
@@ -119,6 +135,10 @@ pub const MAX_CIDRS: u32 = 65536;
 pub const MAX_FILTER_ENTRIES: u32 = 1 << 20;
 /// TC rules in one run.
 pub const MAX_TC_RULES: u32 = 65536;
+/// Entries of [`maps::SCOPES`]: distinct (cgroup, hook) pairs armed at once in one object.
+pub const MAX_SCOPE_ENTRIES: u32 = 4096;
+/// cgroup levels a scope may sit at (0 is the root): the bits of [`maps::SCOPE_LEVELS`].
+pub const MAX_CGROUP_LEVELS: u32 = 32;
 /// Rules one destination may be covered by (the entries of a [`RuleList`]). The verifier checks
 /// a rule's evaluation once per candidate slot, so this bounds the TC programs' verification:
 /// about 140k instructions at 8 on 6.18 (260k at 15, which 6.1 under emulation took too long on).
@@ -162,7 +182,28 @@ pub fn port_key(rule: u32, field: u8, port: u16) -> PortKey {
     key
 }
 
-/// The TC rules a destination is covered by, in rule order.
+/// The operation a program judges, as the second half of a [`ScopeKey`]: a cgroup can have
+/// recv-error and send-error faults at once, and each program looks only at its own.
+pub mod scope_hook {
+    pub const CONNECT: u32 = 1;
+    pub const RECV: u32 = 2;
+    pub const SEND: u32 = 3;
+    pub const EGRESS: u32 = 4;
+    pub const INGRESS: u32 = 5;
+}
+
+/// Key of [`maps::SCOPES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopeKey {
+    /// cgroup v2 id (the directory's inode).
+    pub cgroup_id: u64,
+    /// [`scope_hook`].
+    pub hook: u32,
+    pub _pad: u32,
+}
+
+/// The rules a TC destination is covered by, or the rules of a [`ScopeKey`], in rule order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleList {
@@ -268,9 +309,8 @@ pub mod flags {
     pub const EGRESS: u32 = 1 << 2;
     /// Packet faults: act on ingress packets.
     pub const INGRESS: u32 = 1 << 3;
-    /// Hooks that run for every task (fmod_ret, LSM, kprobes) and TC: act only when the task's
-    /// (or the packet's socket's) cgroup ancestor at `scope_cgroup_level` is `scope_cgroup_id`.
-    /// cgroup-attached hooks need no check.
+    /// TC: act only when the packet's socket's cgroup ancestor at `scope_cgroup_level` is
+    /// `scope_cgroup_id`. Every other program finds its rules by cgroup in [`maps::SCOPES`].
     pub const SCOPE_CGROUP: u32 = 1 << 4;
     /// TC: only sources in the rule's SOURCE addresses match (destinations are in the index).
     pub const MATCH_SRC: u32 = 1 << 5;
@@ -459,6 +499,7 @@ const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8)
 const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 8 + 4 * 10 + 16 + 24 + 56);
 const _: () = assert!(core::mem::size_of::<RuleList>() == 4 * (1 + MAX_RULES_PER_DESTINATION));
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
+const _: () = assert!(core::mem::size_of::<ScopeKey>() == 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4 + 16 + 2 + 2 + 1 + 1 + 2 + 16);
 
 #[cfg(feature = "user")]
@@ -470,6 +511,7 @@ mod pod {
     unsafe impl aya::Pod for super::FdOffsets {}
     unsafe impl aya::Pod for super::PacketParams {}
     unsafe impl aya::Pod for super::RuleList {}
+    unsafe impl aya::Pod for super::ScopeKey {}
     unsafe impl aya::Pod for super::EventBudget {}
     unsafe impl aya::Pod for super::Event {}
 }

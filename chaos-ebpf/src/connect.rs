@@ -1,13 +1,16 @@
 //! connect-error through cgroup sock_addr hooks: the program rejects the connect and
-//! `bpf_set_retval` chooses the errno the process sees (kernel 5.18+). The programs run only for
-//! tasks in the target cgroup's subtree, so the scope check is the attachment itself.
+//! `bpf_set_retval` chooses the errno the process sees (kernel 5.18+). One loaded program serves
+//! every connect-error fault: it is attached to the scoped cgroups (none below another), so it
+//! runs only for their subtrees, and finds the task's rules by cgroup in the scope map.
 use aya_ebpf::{
-    helpers::generated::bpf_set_retval, macros::cgroup_sock_addr, programs::SockAddrContext,
+    helpers::{bpf_get_current_ancestor_cgroup_id, generated::bpf_set_retval},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
 };
-use chaos_common::{AF_INET, AF_INET6};
+use chaos_common::{AF_INET, AF_INET6, scope_hook};
 
 use crate::{
-    matching::{Peer, armed_rule, killed, peer_matches, strike},
+    matching::{Peer, first_strike, killed, scoped_rules},
     telemetry::Subject,
 };
 
@@ -62,14 +65,21 @@ fn decide(peer: &Peer) -> i32 {
     if killed() {
         return ALLOW;
     }
-    // The program runs only for the target cgroup: the object has this one rule.
-    let Some(rule) = armed_rule(0) else {
+    let Some(rules) = scoped_rules(scope_hook::CONNECT, |level| {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) }
+    }) else {
+        return ALLOW;
+    };
+    let Some(rule) = first_strike(
+        rules,
+        peer,
+        |_| true,
+        |rule| Subject::current_task(rule.config.errno),
+    ) else {
         return ALLOW;
     };
     let errno = rule.config.errno;
-    if !peer_matches(rule, peer) || !strike(rule, peer, || Subject::current_task(errno)) {
-        return ALLOW;
-    }
     // SAFETY: the helper only sets the hook's return value; errno is at most 4095 (userspace
     // checks), so the negation cannot overflow.
     unsafe { bpf_set_retval(-(errno as i32)) };

@@ -7,6 +7,8 @@
 //! the trampoline stops at the first program that returns non-zero).
 use core::ffi::c_void;
 
+use chaos_common::scope_hook;
+
 use crate::socket_ops::{Target, decide, negative_errno};
 
 #[inline(always)]
@@ -19,22 +21,25 @@ fn arg(ctx: *mut c_void, n: usize) -> *const c_void {
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/security_socket_recvmsg")]
 pub fn chaos_fmr_recv(ctx: *mut c_void) -> i64 {
-    negative_errno(decide(Target::Socket(arg(ctx, 0))))
+    negative_errno(decide(scope_hook::RECV, Target::Socket(arg(ctx, 0))))
 }
 
 /// int security_socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/security_socket_sendmsg")]
 pub fn chaos_fmr_send(ctx: *mut c_void) -> i64 {
-    negative_errno(decide(Target::Socket(arg(ctx, 0))))
+    negative_errno(decide(scope_hook::SEND, Target::Socket(arg(ctx, 0))))
 }
 
 /// int security_socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/security_socket_connect")]
 pub fn chaos_fmr_conn(ctx: *mut c_void) -> i64 {
-    negative_errno(decide(Target::ConnectAddress {
-        sock: arg(ctx, 0),
-        address: arg(ctx, 1),
-    }))
+    negative_errno(decide(
+        scope_hook::CONNECT,
+        Target::ConnectAddress {
+            sock: arg(ctx, 0),
+            address: arg(ctx, 1),
+        },
+    ))
 }

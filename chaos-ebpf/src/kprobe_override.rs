@@ -13,65 +13,70 @@ use aya_ebpf::{
     macros::kprobe,
     programs::ProbeContext,
 };
-use chaos_common::FaultConfig;
+use chaos_common::{FaultConfig, scope_hook};
 
 use crate::{
-    matching::address_matches,
+    matching::{Peer, first_armed},
     socket_ops::{
-        Memory, Target, address_peer, in_scope, judge, judge_peer, negative_errno, protocol_of,
-        read,
+        Memory, address_peer, judge_peer, negative_errno, protocol_of, read, rules_of_task,
+        socket_peer,
     },
 };
 
 const S_IFMT: u16 = 0o170_000;
 const S_IFSOCK: u16 = 0o140_000;
 
-/// Calls on a connected socket: attached to the receiving syscalls (read, readv, recvfrom,
-/// recvmsg, recvmmsg) for recv-error and to the sending ones for send-error.
+/// Calls on a connected socket: the receiving syscalls (read, readv, recvfrom, recvmsg,
+/// recvmmsg), for recv-error.
 #[kprobe]
-pub fn chaos_kpo_sock(ctx: ProbeContext) -> u32 {
-    fail_socket_call(&ctx, false)
+pub fn chaos_kpo_recv(ctx: ProbeContext) -> u32 {
+    fail_socket_call(&ctx, scope_hook::RECV)
+}
+
+/// The sending syscalls, for send-error.
+#[kprobe]
+pub fn chaos_kpo_send(ctx: ProbeContext) -> u32 {
+    fail_socket_call(&ctx, scope_hook::SEND)
 }
 
 /// connect(): the peer is the address the process passes, still in its memory.
 #[kprobe]
 pub fn chaos_kpo_conn(ctx: ProbeContext) -> u32 {
-    fail_socket_call(&ctx, true)
+    fail_socket_call(&ctx, scope_hook::CONNECT)
 }
 
 #[inline(always)]
-fn fail_socket_call(ctx: &ProbeContext, connect: bool) -> u32 {
-    let Some(rule) = in_scope() else {
+fn fail_socket_call(ctx: &ProbeContext, hook: u32) -> u32 {
+    let Some(rules) = rules_of_task(hook) else {
         return 0;
     };
-    let config = rule.config;
+    // Kernel offsets are the same in every rule of the object: the first armed one's serve.
+    let Some(first) = first_armed(rules) else {
+        return 0;
+    };
+    let config = first.config;
     // The syscall wrappers take one argument: the process's registers at syscall entry.
     let Some(regs) = ctx.arg::<*const c_void>(0) else {
         return 0;
     };
-    let errno = if connect {
-        // The address the process passes is filtered first: cheaper than walking the
-        // descriptor table, which only tells the protocol.
+    let Some(sock) = socket_of_first_argument(config, regs) else {
+        return 0;
+    };
+    let peer = if hook == scope_hook::CONNECT {
         let Some(address) = read::<*const c_void>(regs, config.fd_offsets.regs_arg1) else {
             return 0;
         };
-        let Some(mut peer) = address_peer(address, Memory::User) else {
-            return 0;
-        };
-        if !address_matches(rule, &peer) {
-            return 0;
-        }
-        let Some(sock) = socket_of_first_argument(config, regs) else {
-            return 0;
-        };
-        peer.proto = protocol_of(config, sock);
-        judge_peer(rule, &peer)
+        address_peer(address, Memory::User).map(|peer| Peer {
+            proto: protocol_of(config, sock),
+            ..peer
+        })
     } else {
-        let Some(sock) = socket_of_first_argument(config, regs) else {
-            return 0;
-        };
-        judge(rule, Target::Socket(sock))
+        socket_peer(config, sock)
     };
+    let Some(peer) = peer else {
+        return 0;
+    };
+    let errno = judge_peer(rules, &peer);
     if errno != 0 {
         // SAFETY: the context is this kprobe's registers, at the entry of an error-injectable
         // function (the kernel refused the attachment otherwise).

@@ -4,11 +4,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use chaos_common::{
     AddrKey4, AddrKey6, Counter, DIST_TABLE_SIZE, EVENTS_RING_BYTES, EventBudget, FaultConfig,
-    LossState, MAX_CIDRS, MAX_FILTER_ENTRIES, PortKey, RuleList, jitter,
+    LossState, MAX_CIDRS, MAX_FILTER_ENTRIES, MAX_SCOPE_ENTRIES, PortKey, RuleList, ScopeKey,
+    jitter,
 };
 
 #[map(name = "CHAOS_CONTROL")]
@@ -51,6 +52,13 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map(name = "CHAOS_EV_BUDGET")]
 pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// Preallocated: kprobe programs on kernels before 6.1 may only use preallocated hash maps.
+#[map(name = "CHAOS_SCOPES")]
+pub static SCOPES: HashMap<ScopeKey, RuleList> = HashMap::with_max_entries(MAX_SCOPE_ENTRIES, 0);
+
+#[map(name = "CHAOS_LEVELS")]
+pub static SCOPE_LEVELS: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "CHAOS_FLOWS")]
 pub static FLOWS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);

@@ -5,12 +5,12 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use chaos_common::{
-    AF_INET, AF_INET6, Counter, FILTER_KEY_PREFIX_BITS, FaultConfig, LossState, addr_key,
-    filter_field, flags, port_key,
+    AF_INET, AF_INET6, Counter, FILTER_KEY_PREFIX_BITS, FaultConfig, LossState, MAX_CGROUP_LEVELS,
+    MAX_RULES_PER_DESTINATION, RuleList, ScopeKey, addr_key, filter_field, flags, port_key,
 };
 
 use crate::{
-    maps::{ADDR_V4, ADDR_V6, CONFIG, CONTROL, LOSS_STATE, PORTS},
+    maps::{ADDR_V4, ADDR_V6, CONFIG, CONTROL, LOSS_STATE, PORTS, SCOPE_LEVELS, SCOPES},
     telemetry::{Subject, count, emit},
 };
 
@@ -43,6 +43,74 @@ pub fn killed() -> bool {
 pub fn armed_rule(index: u32) -> Option<Rule> {
     let config = CONFIG.get(index)?;
     (config.armed != 0).then_some(Rule { index, config })
+}
+
+/// The rules for `hook` of the deepest scoped cgroup the operation belongs to: `ancestor(level)`
+/// is the id of the task's (or socket's) cgroup ancestor at that level, 0 above its own depth.
+/// Only levels some scope sits at are asked, so with no fault armed this is one array read.
+#[inline(always)]
+pub fn scoped_rules(hook: u32, ancestor: impl Fn(u32) -> u64) -> Option<&'static RuleList> {
+    let levels = *SCOPE_LEVELS.get(0)?;
+    if levels == 0 {
+        return None;
+    }
+    for step in 0..MAX_CGROUP_LEVELS {
+        let level = MAX_CGROUP_LEVELS - 1 - step;
+        if levels & (1 << level) == 0 {
+            continue;
+        }
+        let cgroup_id = ancestor(level);
+        if cgroup_id == 0 {
+            continue;
+        }
+        let key = ScopeKey {
+            cgroup_id,
+            hook,
+            _pad: 0,
+        };
+        // SAFETY: the value is only read, and map values stay valid for the program's run.
+        if let Some(list) = unsafe { SCOPES.get(key) } {
+            return Some(list);
+        }
+    }
+    None
+}
+
+/// The first armed rule of the list, whose configuration tells kernel offsets the same for all.
+#[inline(always)]
+pub fn first_armed(list: &RuleList) -> Option<Rule> {
+    for slot in 0..MAX_RULES_PER_DESTINATION {
+        if slot as u32 >= list.count {
+            return None;
+        }
+        if let Some(rule) = armed_rule(list.rules[slot]) {
+            return Some(rule);
+        }
+    }
+    None
+}
+
+/// The first rule of the list whose filters and draw say inject (counted and reported), if any.
+/// Rules after it do not see the operation: one fault acts on it, the earliest armed.
+#[inline(always)]
+pub fn first_strike(
+    list: &RuleList,
+    peer: &Peer,
+    applies: impl Fn(Rule) -> bool,
+    subject: impl Fn(Rule) -> Subject,
+) -> Option<Rule> {
+    for slot in 0..MAX_RULES_PER_DESTINATION {
+        if slot as u32 >= list.count {
+            return None;
+        }
+        let Some(rule) = armed_rule(list.rules[slot]) else {
+            continue;
+        };
+        if applies(rule) && peer_matches(rule, peer) && strike(rule, peer, || subject(rule)) {
+            return Some(rule);
+        }
+    }
+    None
 }
 
 /// An operation passed the rule's filters: `None` past the rule's deadline (the rule is then as

@@ -1,13 +1,18 @@
 //! drop through cgroup_skb: packets of the target cgroup's sockets are dropped before they reach
 //! the wire (egress) or the socket (ingress). The filters see the remote peer: the destination on
-//! egress, the source on ingress.
+//! egress, the source on ingress. One loaded program per direction serves every drop fault, found
+//! by the socket's cgroup in the scope map, as for connect.
 use aya_ebpf::{
-    helpers::generated::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext,
+    helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
 };
-use chaos_common::{AF_INET, AF_INET6, DIRECTION_EGRESS, DIRECTION_INGRESS, flags, proto};
+use chaos_common::{
+    AF_INET, AF_INET6, DIRECTION_EGRESS, DIRECTION_INGRESS, flags, proto, scope_hook,
+};
 
 use crate::{
-    matching::{Peer, armed_rule, killed, peer_matches, strike},
+    matching::{Peer, first_strike, killed, scoped_rules},
     telemetry::Subject,
 };
 
@@ -19,39 +24,48 @@ const DROP_CN: i32 = 2;
 
 #[cgroup_skb(egress)]
 pub fn chaos_skb_out(ctx: SkBuffContext) -> i32 {
-    decide(&ctx, DIRECTION_EGRESS, flags::EGRESS, DROP_CN)
+    decide(&ctx, scope_hook::EGRESS, flags::EGRESS, DROP_CN)
 }
 
 #[cgroup_skb(ingress)]
 pub fn chaos_skb_in(ctx: SkBuffContext) -> i32 {
-    decide(&ctx, DIRECTION_INGRESS, flags::INGRESS, DROP)
+    decide(&ctx, scope_hook::INGRESS, flags::INGRESS, DROP)
 }
 
 #[inline(always)]
-fn decide(ctx: &SkBuffContext, direction: u8, direction_flag: u32, drop_verdict: i32) -> i32 {
+fn decide(ctx: &SkBuffContext, hook: u32, direction_flag: u32, drop_verdict: i32) -> i32 {
     if killed() {
         return PASS;
     }
-    // The program runs only for the target cgroup's sockets: the object has this one rule.
-    let Some(rule) = armed_rule(0) else {
+    let Some(rules) = scoped_rules(hook, |level| {
+        // SAFETY: the context is a valid skb for this program type.
+        unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level as i32) }
+    }) else {
         return PASS;
     };
-    if rule.config.flags & direction_flag == 0 {
-        return PASS;
-    }
-    let Some(peer) = parse_peer(ctx, direction == DIRECTION_EGRESS) else {
+    let egress = hook == scope_hook::EGRESS;
+    let Some(peer) = parse_peer(ctx, egress) else {
         return PASS;
     };
-    let struck = peer_matches(rule, &peer)
-        && strike(rule, &peer, || Subject {
+    let direction = if egress {
+        DIRECTION_EGRESS
+    } else {
+        DIRECTION_INGRESS
+    };
+    let struck = first_strike(
+        rules,
+        &peer,
+        |rule| rule.config.flags & direction_flag != 0,
+        |_| Subject {
             // SAFETY: the context is a valid skb for this program type.
             cgroup_id: unsafe { bpf_skb_cgroup_id(ctx.skb.skb) },
             pid: 0,
             comm: [0; 16],
             errno: 0,
             direction,
-        });
-    if struck { drop_verdict } else { PASS }
+        },
+    );
+    if struck.is_some() { drop_verdict } else { PASS }
 }
 
 /// Reads the remote peer from the IP and transport headers (cgroup_skb data starts at the

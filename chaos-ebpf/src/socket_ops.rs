@@ -1,16 +1,16 @@
 //! The decision for syscall faults on hooks that run for every task (fmod_ret and LSM on
-//! `security_socket_*`, kprobes on the syscall entry points): scope by cgroup ancestry, read the
-//! peer from the socket or the connect address, filter, draw, and return the errno to inject
-//! (0 = let the call proceed).
+//! `security_socket_*`, kprobes on the syscall entry points): find the task's rules by its cgroup
+//! ancestry, read the peer from the socket or the connect address, filter, draw, and return the
+//! errno to inject (0 = let the call proceed).
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
     bpf_get_current_ancestor_cgroup_id, bpf_probe_read_kernel, bpf_probe_read_user,
 };
-use chaos_common::{AF_INET, AF_INET6, FaultConfig, flags, proto};
+use chaos_common::{AF_INET, AF_INET6, FaultConfig, RuleList, proto};
 
 use crate::{
-    matching::{Peer, Rule, armed_rule, killed, peer_matches, strike},
+    matching::{Peer, first_armed, first_strike, killed, scoped_rules},
     telemetry::Subject,
 };
 
@@ -32,23 +32,18 @@ pub enum Target {
 /// The largest errno the kernel accepts as an error return.
 const MAX_ERRNO: u32 = 4095;
 
-/// The object's rule if the current task is in scope. This runs first and is all that tasks
-/// outside the cgroup pay: the kill switch, one helper call and a compare.
+/// The current task's rules for `hook`, if it is in some fault's scope. This runs first and is
+/// all that tasks outside every scope pay: the kill switch, the levels in use, and per level one
+/// helper call and one hash lookup.
 #[inline(always)]
-pub fn in_scope() -> Option<Rule> {
+pub fn rules_of_task(hook: u32) -> Option<&'static RuleList> {
     if killed() {
         return None;
     }
-    let rule = armed_rule(0)?;
-    let config = rule.config;
-    if config.flags & flags::SCOPE_CGROUP != 0
+    scoped_rules(hook, |level| {
         // SAFETY: helper without preconditions.
-        && unsafe { bpf_get_current_ancestor_cgroup_id(config.scope_cgroup_level as i32) }
-            != config.scope_cgroup_id
-    {
-        return None;
-    }
-    Some(rule)
+        unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) }
+    })
 }
 
 /// Returns the errno to fail the call with, 0 to let it proceed. Bounded by `MAX_ERRNO` so the
@@ -57,17 +52,15 @@ pub fn in_scope() -> Option<Rule> {
 /// There is no "previous return value" to honour: BPF trampolines stop running fmod_ret and LSM
 /// programs at the first one that returns non-zero, so this one only runs while it is still 0.
 #[inline(always)]
-pub fn decide(target: Target) -> u32 {
-    match in_scope() {
-        Some(rule) => judge(rule, target),
-        None => 0,
-    }
-}
-
-/// The filters, the draw and the report for a call already known to be in scope.
-#[inline(always)]
-pub fn judge(rule: Rule, target: Target) -> u32 {
-    let config = rule.config;
+pub fn decide(hook: u32, target: Target) -> u32 {
+    let Some(rules) = rules_of_task(hook) else {
+        return 0;
+    };
+    // Kernel offsets are the same in every rule of the object: the first armed one's serve.
+    let Some(first) = first_armed(rules) else {
+        return 0;
+    };
+    let config = first.config;
     let peer = match target {
         Target::Socket(sock) => socket_peer(config, sock),
         Target::ConnectAddress { sock, address } => {
@@ -79,19 +72,24 @@ pub fn judge(rule: Rule, target: Target) -> u32 {
     };
     // Only IPv4/IPv6 sockets: unix sockets, netlink and friends are never failed.
     match peer {
-        Some(peer) => judge_peer(rule, &peer),
+        Some(peer) => judge_peer(rules, &peer),
         None => 0,
     }
 }
 
-/// The filters, the draw and the report for a call whose peer is known.
+/// The filters, the draw and the report for a call whose peer is known: the errno of the first
+/// rule that strikes.
 #[inline(always)]
-pub fn judge_peer(rule: Rule, peer: &Peer) -> u32 {
-    let errno = rule.config.errno;
-    if !peer_matches(rule, peer) || !strike(rule, peer, || Subject::current_task(errno)) {
-        return 0;
+pub fn judge_peer(rules: &RuleList, peer: &Peer) -> u32 {
+    match first_strike(
+        rules,
+        peer,
+        |_| true,
+        |rule| Subject::current_task(rule.config.errno),
+    ) {
+        Some(rule) => rule.config.errno & MAX_ERRNO,
+        None => 0,
     }
-    errno & MAX_ERRNO
 }
 
 /// `-errno` as "r = 0; r -= errno". LLVM would emit BPF_NEG for a plain negation, and verifiers
@@ -164,7 +162,7 @@ pub fn protocol_of(config: &FaultConfig, sock: *const c_void) -> u8 {
 }
 
 #[inline(always)]
-fn socket_peer(config: &FaultConfig, sock: *const c_void) -> Option<Peer> {
+pub fn socket_peer(config: &FaultConfig, sock: *const c_void) -> Option<Peer> {
     let offsets = &config.sock_offsets;
     let sk: *const c_void = read(sock, offsets.socket_sk)?;
     if sk.is_null() {

@@ -50,7 +50,7 @@ pub fn emit(rule: Rule, now: u64, peer: &Peer, subject: &Subject) {
     if config.events_per_sec == 0 {
         return;
     }
-    if !take_budget(now, config.events_per_sec) {
+    if !take_budget(rule, now, config.events_per_sec) {
         count(rule, Counter::EventsSampledOut);
         return;
     }
@@ -77,8 +77,8 @@ pub fn emit(rule: Rule, now: u64, peer: &Peer, subject: &Subject) {
 }
 
 #[inline(always)]
-fn take_budget(now: u64, per_second: u32) -> bool {
-    let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else {
+fn take_budget(rule: Rule, now: u64, per_second: u32) -> bool {
+    let Some(budget) = EVENT_BUDGET.get_ptr_mut(rule.index) else {
         return false;
     };
     // SAFETY: per-CPU slot, see `count`.

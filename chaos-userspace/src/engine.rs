@@ -5,7 +5,7 @@
 //! kernel stops each rule at its deadline, and the objects go with the process.
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -20,6 +20,7 @@ use crate::{
     instance::{Instance, RuleSpec},
     mechanism::Mechanism,
     metrics::FaultSample,
+    shared::SharedObject,
     telemetry::{Clock, Counters, EventRecord, Summary},
 };
 
@@ -104,7 +105,8 @@ pub trait Sink: Send + Sync + 'static {
 struct ArmedFault {
     spec: Fault,
     object: usize,
-    rule: usize,
+    /// The rule's index in its object (a TC batch's position, a shared object's slot).
+    rule: u32,
     armed_at: Instant,
     armed_wall: SystemTime,
     deadline: Instant,
@@ -120,12 +122,79 @@ impl ArmedFault {
     }
 }
 
+/// A loaded kernel object: a batch of TC faults, or the one object of another mechanism that
+/// every fault of it shares.
+enum Loaded {
+    Batch(Instance),
+    Shared(SharedObject),
+}
+
+impl Loaded {
+    fn mechanism(&self) -> Mechanism {
+        match self {
+            Loaded::Batch(instance) => instance.mechanism,
+            Loaded::Shared(shared) => shared.mechanism,
+        }
+    }
+
+    fn counters(&self, rule: u32) -> Result<Counters> {
+        match self {
+            Loaded::Batch(instance) => instance.counters(rule as usize),
+            Loaded::Shared(shared) => shared.counters(rule),
+        }
+    }
+
+    fn kill(&mut self) -> Result<()> {
+        match self {
+            Loaded::Batch(instance) => instance.kill(),
+            Loaded::Shared(shared) => shared.kill(),
+        }
+    }
+
+    /// Stops one rule now; the object and its other rules stay.
+    fn disarm(&mut self, rule: u32) -> Result<()> {
+        match self {
+            Loaded::Batch(instance) => instance.disarm(rule as usize),
+            Loaded::Shared(shared) => shared.remove(rule),
+        }
+    }
+
+    fn rule(&self, rule: u32) -> Option<&RuleSpec> {
+        match self {
+            Loaded::Batch(instance) => instance.rules.get(rule as usize),
+            Loaded::Shared(shared) => shared.rule(rule),
+        }
+    }
+
+    /// (name, id) of the programs realising a rule.
+    fn programs_of(&self, rule: u32) -> Vec<(&'static str, u32)> {
+        match self {
+            Loaded::Batch(instance) => instance.programs.clone(),
+            Loaded::Shared(shared) => shared.programs_of(rule),
+        }
+    }
+}
+
 /// A loaded object while any of its faults is armed, with the task reading its events.
 struct LiveObject {
-    instance: Instance,
+    loaded: Loaded,
     stop_reader: oneshot::Sender<()>,
-    reader: JoinHandle<HashMap<u32, u64>>,
+    reader: JoinHandle<()>,
+    /// Events read so far, per fault id.
+    emitted: Arc<Mutex<HashMap<u32, u64>>>,
 }
+
+impl LiveObject {
+    fn emitted(&self, id: FaultId) -> u64 {
+        self.emitted
+            .lock()
+            .map_or(0, |counts| counts.get(&id).copied().unwrap_or(0))
+    }
+}
+
+/// Rules a shared object has room for. Its per-rule maps are sized at load; with more faults
+/// of one mechanism armed at once, a second object is loaded.
+const SHARED_CAPACITY: usize = 1024;
 
 pub struct Engine {
     config: EngineConfig,
@@ -134,6 +203,8 @@ pub struct Engine {
     next_object: usize,
     faults: BTreeMap<FaultId, ArmedFault>,
     next_id: FaultId,
+    /// Faults ended since the sink was last told.
+    ended: Vec<FaultId>,
 }
 
 impl Engine {
@@ -145,6 +216,7 @@ impl Engine {
             next_object: 0,
             faults: BTreeMap::new(),
             next_id: 1,
+            ended: Vec::new(),
         }
     }
 
@@ -157,10 +229,11 @@ impl Engine {
         self.faults.values().filter(|f| f.live()).count()
     }
 
-    /// Arms planned faults together: the TC faults among them share one object (their rules
-    /// combine per packet), every other fault has its own. Each fault lives its own duration,
-    /// else `batch_duration`, else the maximum, never longer. Nothing stays attached if any of
-    /// them fails. Ids count from 1 in the order given.
+    /// Arms planned faults together: each non-TC fault becomes a rule of its mechanism's shared
+    /// object (loaded with the first such fault, after that a map write), and the TC faults
+    /// among them share one new object (their rules combine per packet). Each fault lives its own
+    /// duration, else `batch_duration`, else the maximum, never longer. Nothing of the batch
+    /// stays armed if any of it fails. Ids count from 1 in the order given.
     pub fn arm(
         &mut self,
         plans: Vec<Plan>,
@@ -169,7 +242,7 @@ impl Engine {
         let lifetimes = self.check(&plans, batch_duration)?;
         let first_id = self.next_id;
         let mut tc: Option<(Mechanism, Vec<(RuleSpec, Fault)>)> = None;
-        let mut singles = Vec::new();
+        let mut shared = Vec::new();
         for (offset, (plan, lifetime)) in plans.into_iter().zip(lifetimes).enumerate() {
             let chosen = plan.choice.chosen;
             let rule = RuleSpec {
@@ -181,7 +254,7 @@ impl Engine {
                 interfaces: plan.scopes.interfaces,
             };
             if !chosen.is_tc() {
-                singles.push((chosen, vec![(rule, plan.fault)]));
+                shared.push((chosen, rule, plan.fault));
                 continue;
             }
             match &mut tc {
@@ -200,20 +273,118 @@ impl Engine {
                 None => tc = Some((chosen, vec![(rule, plan.fault)])),
             }
         }
-        // Armed here, registered only once all succeeded: on an error the instances armed so far
-        // are dropped, and with them every attachment.
-        let mut armed = Vec::new();
-        for (mechanism, rules) in singles.into_iter().chain(tc) {
-            let (rules, specs): (Vec<RuleSpec>, Vec<Fault>) = rules.into_iter().unzip();
-            armed.push((Instance::arm(rules, mechanism)?, specs));
+        // Registered only once all succeeded: on an error the rules armed so far are removed,
+        // and objects left without rules are dropped, with every attachment.
+        let mut armed: Vec<(usize, u32, Fault)> = Vec::new();
+        let result = self.arm_rules(shared, tc, &mut armed);
+        if let Err(err) = result {
+            for (object, rule, _) in &armed {
+                if let Some(live) = self.objects.get_mut(object) {
+                    let _ = live.loaded.disarm(*rule);
+                }
+            }
+            self.drop_unused_objects();
+            return Err(err);
         }
         let mut ids = Vec::new();
-        for (instance, specs) in armed {
-            ids.extend(self.register(instance, specs)?);
+        for (object, rule, spec) in armed {
+            ids.extend(self.register(object, rule, spec));
         }
         ids.sort_unstable();
         self.next_id = first_id + ids.len() as FaultId;
         Ok(ids)
+    }
+
+    fn arm_rules(
+        &mut self,
+        shared: Vec<(Mechanism, RuleSpec, Fault)>,
+        tc: Option<(Mechanism, Vec<(RuleSpec, Fault)>)>,
+        armed: &mut Vec<(usize, u32, Fault)>,
+    ) -> Result<()> {
+        for (mechanism, rule, spec) in shared {
+            let object = self.shared_object_with_room(mechanism)?;
+            let Some(LiveObject {
+                loaded: Loaded::Shared(shared),
+                ..
+            }) = self.objects.get_mut(&object)
+            else {
+                continue;
+            };
+            let slot = shared.add(rule)?;
+            armed.push((object, slot, spec));
+        }
+        if let Some((mechanism, rules)) = tc {
+            let (rules, specs): (Vec<RuleSpec>, Vec<Fault>) = rules.into_iter().unzip();
+            let object = self.adopt(Loaded::Batch(Instance::arm(rules, mechanism)?))?;
+            armed.extend(
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, spec)| (object, index as u32, spec)),
+            );
+        }
+        Ok(())
+    }
+
+    /// The loaded object of `mechanism` with a free slot, loaded now if there is none.
+    fn shared_object_with_room(&mut self, mechanism: Mechanism) -> Result<usize> {
+        let existing = self.objects.iter().find(|(_, live)| {
+            matches!(&live.loaded, Loaded::Shared(shared)
+                if shared.mechanism == mechanism && shared.has_room())
+        });
+        if let Some((object, _)) = existing {
+            return Ok(*object);
+        }
+        let capacity = self.config.max_faults.clamp(1, SHARED_CAPACITY) as u32;
+        self.adopt(Loaded::Shared(SharedObject::load(mechanism, capacity)?))
+    }
+
+    /// Starts the object's event reader and keeps it.
+    fn adopt(&mut self, mut loaded: Loaded) -> Result<usize> {
+        let ring = match &mut loaded {
+            Loaded::Batch(instance) => instance.take_events()?,
+            Loaded::Shared(shared) => shared.take_events()?,
+        };
+        let object = self.next_object;
+        self.next_object += 1;
+        let (stop_reader, stop) = oneshot::channel();
+        let emitted = Arc::new(Mutex::new(HashMap::new()));
+        let reader = tokio::spawn(read_events(
+            ring,
+            Arc::clone(&self.sink),
+            stop,
+            Arc::clone(&emitted),
+        ));
+        self.objects.insert(
+            object,
+            LiveObject {
+                loaded,
+                stop_reader,
+                reader,
+                emitted,
+            },
+        );
+        Ok(object)
+    }
+
+    /// Objects with no armed fault left, dropped at once (detaching everything); their readers
+    /// drain and stop on their own.
+    fn drop_unused_objects(&mut self) {
+        let unused: Vec<usize> = self
+            .objects
+            .keys()
+            .copied()
+            .filter(|object| !self.in_use(*object))
+            .collect();
+        for object in unused {
+            if let Some(live) = self.objects.remove(&object) {
+                let _ = live.stop_reader.send(());
+            }
+        }
+    }
+
+    fn in_use(&self, object: usize) -> bool {
+        self.faults.values().any(|f| f.object == object && f.live())
     }
 
     /// Everything that can refuse a batch before anything is loaded: room for it, each fault's
@@ -259,60 +430,50 @@ impl Engine {
             .collect()
     }
 
-    /// Starts the object's event reader and takes its faults in.
-    fn register(&mut self, mut instance: Instance, specs: Vec<Fault>) -> Result<Vec<FaultId>> {
-        let object = self.next_object;
-        self.next_object += 1;
-        let ring = instance.take_events()?;
-        let (stop_reader, stop) = oneshot::channel();
-        let reader = tokio::spawn(read_events(ring, Arc::clone(&self.sink), stop));
-        let program_ids: Vec<u32> = instance.programs.iter().map(|(_, id)| *id).collect();
+    /// Takes an armed rule in as a fault and tells the sink.
+    fn register(&mut self, object: usize, rule: u32, spec: Fault) -> Option<FaultId> {
+        let live = self.objects.get(&object)?;
+        let loaded = &live.loaded;
+        let rule_spec = loaded.rule(rule)?;
+        let programs = loaded.programs_of(rule);
+        let program_ids: Vec<u32> = programs.iter().map(|(_, id)| *id).collect();
+        let id = rule_spec.fault_id;
+        let mut summary = Summary::armed(rule_spec.spec.name(), id, program_ids);
+        summary.cgroup = rule_spec
+            .cgroup
+            .as_ref()
+            .map(|c| c.path.display().to_string());
+        summary.cgroup_id = rule_spec.cgroup.as_ref().map(|c| c.id);
+        summary.interface = (!rule_spec.interfaces.is_empty()).then(|| {
+            let names: Vec<&str> = rule_spec
+                .interfaces
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect();
+            names.join(",")
+        });
+        let line = crate::inject::armed_line(rule_spec, &programs);
         let armed_at = Instant::now();
-        let armed_wall = SystemTime::now();
-        let mut ids = Vec::new();
-        for (index, (rule, spec)) in instance.rules.iter().zip(specs).enumerate() {
-            let mut summary = Summary::armed(rule.spec.name(), rule.fault_id, program_ids.clone());
-            summary.cgroup = rule.cgroup.as_ref().map(|c| c.path.display().to_string());
-            summary.cgroup_id = rule.cgroup.as_ref().map(|c| c.id);
-            summary.interface = (!rule.interfaces.is_empty()).then(|| {
-                let names: Vec<&str> = rule.interfaces.iter().map(|i| i.name.as_str()).collect();
-                names.join(",")
-            });
-            let line = crate::inject::armed_line(rule, &instance);
-            let programs = crate::inject::program_names(&instance);
-            self.faults.insert(
-                rule.fault_id,
-                ArmedFault {
-                    spec,
-                    object,
-                    rule: index,
-                    armed_at,
-                    armed_wall,
-                    deadline: armed_at + rule.lifetime,
-                    mechanism: instance.mechanism.id(),
-                    summary,
-                    state: FaultState::Armed,
-                    reason: None,
-                },
-            );
-            ids.push(rule.fault_id);
-            if let Some(fault) = self.view_of(rule.fault_id, &instance) {
-                self.sink.send(EngineEvent::Armed {
-                    fault: Box::new(fault),
-                    line,
-                    programs,
-                });
-            }
-        }
-        self.objects.insert(
+        let fault = ArmedFault {
+            spec,
             object,
-            LiveObject {
-                instance,
-                stop_reader,
-                reader,
-            },
-        );
-        Ok(ids)
+            rule,
+            armed_at,
+            armed_wall: SystemTime::now(),
+            deadline: armed_at + rule_spec.lifetime,
+            mechanism: loaded.mechanism().id(),
+            summary,
+            state: FaultState::Armed,
+            reason: None,
+        };
+        let view = self.describe(id, &fault, Counters::default());
+        self.faults.insert(id, fault);
+        self.sink.send(EngineEvent::Armed {
+            fault: Box::new(view),
+            line,
+            programs: crate::inject::program_names(&programs),
+        });
+        Some(id)
     }
 
     /// The earliest deadline of an armed fault.
@@ -354,7 +515,7 @@ impl Engine {
     pub async fn stop_all(&mut self, by: &'static str) -> usize {
         for object in self.objects.values_mut() {
             // If it fails, the per-rule disarm below still runs.
-            let _ = object.instance.kill();
+            let _ = object.loaded.kill();
         }
         let live: Vec<FaultId> = self
             .faults
@@ -369,8 +530,9 @@ impl Engine {
         live.len()
     }
 
-    /// Disarms one fault's rule and marks it ended. If the disarm fails, its whole object is
-    /// detached (the one sure way to stop the rule), and its other faults fail with it.
+    /// Disarms one fault's rule, records its final counts and marks it ended. If the disarm
+    /// fails, its whole object is detached (the one sure way to stop the rule), and its other
+    /// faults fail with it.
     fn end(&mut self, id: FaultId, by: &'static str) {
         let Some(fault) = self.faults.get_mut(&id).filter(|f| f.live()) else {
             return;
@@ -379,71 +541,77 @@ impl Engine {
         fault.summary.ended_by = by;
         fault.summary.duration_ms = fault.armed_at.elapsed().as_millis() as u64;
         let (object, rule) = (fault.object, fault.rule);
-        let disarmed = match self.objects.get_mut(&object) {
-            Some(live) => live.instance.disarm(rule),
-            None => Ok(()),
+        let Some(live) = self.objects.get_mut(&object) else {
+            fault.state = FaultState::Ended;
+            self.ended.push(id);
+            return;
         };
+        let disarmed = live.loaded.disarm(rule);
+        // Final: the programs skip a disarmed rule from their next run on.
+        let counted = live.loaded.counters(rule);
+        let emitted = live.emitted(id);
         match disarmed {
             Ok(()) => {
-                if let Some(fault) = self.faults.get_mut(&id) {
-                    fault.state = FaultState::Ended;
+                match counted {
+                    Ok(counts) => fault.summary.record(&counts),
+                    // The summary keeps what was read last.
+                    Err(err) => self.sink.send(EngineEvent::Warning(format!(
+                        "{}#{id}: reading the final counters: {err}",
+                        fault.summary.fault
+                    ))),
                 }
+                fault.summary.events_emitted = emitted;
+                fault.state = FaultState::Ended;
+                self.ended.push(id);
             }
             Err(err) => {
                 let reason = format!("disarming failed ({err}); its programs were detached");
                 self.sink.send(EngineEvent::Warning(format!(
                     "{}#{id}: {reason}",
-                    self.faults.get(&id).map_or("fault", |f| f.summary.fault)
+                    fault.summary.fault
                 )));
-                for fault in self.faults.values_mut().filter(|f| f.object == object) {
+                for (other, fault) in self.faults.iter_mut().filter(|(_, f)| f.object == object) {
                     if fault.live() || fault.state == FaultState::Stopping {
                         fault.state = FaultState::Failed;
                         fault.summary.ended_by = "error";
                         fault.summary.duration_ms = fault.armed_at.elapsed().as_millis() as u64;
                         fault.reason = Some(reason.clone());
+                        self.ended.push(*other);
                     }
                 }
             }
         }
     }
 
-    /// Detaches the objects none of whose faults is armed any more, records the final counts
-    /// and tells the sink each of their faults ended.
+    /// Detaches the objects none of whose faults is armed any more, and tells the sink about
+    /// each fault that ended, with its final counts.
     async fn finish_objects(&mut self) {
         let finished: Vec<usize> = self
             .objects
             .keys()
             .copied()
-            .filter(|object| {
-                !self
-                    .faults
-                    .values()
-                    .any(|f| f.object == *object && f.live())
-            })
+            .filter(|object| !self.in_use(*object))
             .collect();
         for object in finished {
             let Some(live) = self.objects.remove(&object) else {
                 continue;
             };
-            let counters = live.instance.stop();
+            drop(live.loaded);
             let _ = live.stop_reader.send(());
-            let emitted = live.reader.await.unwrap_or_default();
-            let mut ended = Vec::new();
-            for (id, fault) in self.faults.iter_mut().filter(|(_, f)| f.object == object) {
-                match counters.get(fault.rule) {
-                    Some(Ok(final_counts)) => fault.summary.record(final_counts),
-                    // The summary keeps what was read last; the other faults are unaffected.
-                    Some(Err(err)) => self.sink.send(EngineEvent::Warning(format!(
-                        "{}#{id}: reading the final counters: {err}",
-                        fault.summary.fault
-                    ))),
-                    None => {}
+            let _ = live.reader.await;
+            // The reader drained the ring: the event counts of its faults are final now.
+            if let Ok(emitted) = live.emitted.lock() {
+                for (id, fault) in self.faults.iter_mut().filter(|(_, f)| f.object == object) {
+                    fault.summary.events_emitted = emitted.get(id).copied().unwrap_or(0);
                 }
-                fault.summary.events_emitted = emitted.get(id).copied().unwrap_or(0);
-                ended.push(fault.summary.clone());
             }
-            for summary in ended {
-                self.sink.send(EngineEvent::Ended(summary));
+        }
+        let mut ended = std::mem::take(&mut self.ended);
+        ended.sort_unstable();
+        ended.dedup();
+        for id in ended {
+            if let Some(fault) = self.faults.get(&id) {
+                self.sink.send(EngineEvent::Ended(fault.summary.clone()));
             }
         }
         self.forget_old();
@@ -454,7 +622,7 @@ impl Engine {
         let ended: Vec<FaultId> = self
             .faults
             .iter()
-            .filter(|(_, f)| !f.live() && !self.objects.contains_key(&f.object))
+            .filter(|(_, f)| !f.live())
             .map(|(id, _)| *id)
             .collect();
         for id in ended
@@ -465,28 +633,25 @@ impl Engine {
         }
     }
 
-    /// A fault's counters now: live from the kernel while its object is loaded, else final.
+    /// A fault's counters now: live from the kernel while it is armed, else its final ones (a
+    /// shared object's slot may already hold another fault).
     fn counters(&self, fault: &ArmedFault) -> Counters {
-        self.objects
-            .get(&fault.object)
-            .and_then(|live| live.instance.counters(fault.rule).ok())
-            .unwrap_or(Counters {
-                matched: fault.summary.matched,
-                injected: fault.summary.injected,
-                events_sampled_out: fault.summary.events_sampled_out,
-                events_lost: fault.summary.events_lost,
-            })
+        let live = fault
+            .live()
+            .then(|| self.objects.get(&fault.object))
+            .flatten()
+            .and_then(|live| live.loaded.counters(fault.rule).ok());
+        live.unwrap_or(Counters {
+            matched: fault.summary.matched,
+            injected: fault.summary.injected,
+            events_sampled_out: fault.summary.events_sampled_out,
+            events_lost: fault.summary.events_lost,
+        })
     }
 
     pub fn view(&self, id: FaultId) -> Option<FaultView> {
         let fault = self.faults.get(&id)?;
         Some(self.describe(id, fault, self.counters(fault)))
-    }
-
-    fn view_of(&self, id: FaultId, instance: &Instance) -> Option<FaultView> {
-        let fault = self.faults.get(&id)?;
-        let counters = instance.counters(fault.rule).unwrap_or_default();
-        Some(self.describe(id, fault, counters))
     }
 
     fn describe(&self, id: FaultId, fault: &ArmedFault, counters: Counters) -> FaultView {
@@ -548,27 +713,27 @@ impl Engine {
     }
 }
 
-/// Hands the object's events to the sink until told to stop, then drains the ring. Returns how
-/// many it read per fault.
+/// Hands the object's events to the sink until told to stop, then drains the ring, counting
+/// them per fault.
 async fn read_events(
     ring: RingBuf<MapData>,
     sink: Arc<dyn Sink>,
     mut stop: oneshot::Receiver<()>,
-) -> HashMap<u32, u64> {
+    emitted: Arc<Mutex<HashMap<u32, u64>>>,
+) {
     let clock = Clock::now();
-    let mut emitted = HashMap::new();
     // SAFETY: the ring owns its map fd, which stays open and unchanged while the AsyncFd owns it.
     let Ok(mut ring) =
         (unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) })
     else {
-        return emitted;
+        return;
     };
     loop {
         let stopping = tokio::select! {
             _ = &mut stop => true,
             guard = ring.readable_mut() => match guard {
                 Ok(mut guard) => {
-                    drain(guard.get_inner_mut(), sink.as_ref(), &clock, &mut emitted);
+                    drain(guard.get_inner_mut(), sink.as_ref(), &clock, &emitted);
                     guard.clear_ready();
                     false
                 }
@@ -576,8 +741,8 @@ async fn read_events(
             },
         };
         if stopping {
-            drain(ring.get_mut(), sink.as_ref(), &clock, &mut emitted);
-            return emitted;
+            drain(ring.get_mut(), sink.as_ref(), &clock, &emitted);
+            return;
         }
     }
 }
@@ -586,11 +751,13 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     sink: &dyn Sink,
     clock: &Clock,
-    emitted: &mut HashMap<u32, u64>,
+    emitted: &Mutex<HashMap<u32, u64>>,
 ) {
     while let Some(item) = ring.next() {
         if let Some(record) = EventRecord::from_bytes(&item, clock) {
-            *emitted.entry(record.fault_id).or_default() += 1;
+            if let Ok(mut counts) = emitted.lock() {
+                *counts.entry(record.fault_id).or_default() += 1;
+            }
             sink.send(EngineEvent::Injection(record));
         }
     }

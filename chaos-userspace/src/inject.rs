@@ -6,7 +6,7 @@ use chaos_model::Fault;
 use crate::{
     error::{ChaosError, Result},
     faults::FaultSpec,
-    instance::{Instance, RuleSpec},
+    instance::RuleSpec,
     interface::InterfaceScope,
     mechanism::Mechanism,
     probe::{probe, probe_with_prerequisites},
@@ -319,17 +319,16 @@ pub fn check_tc_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone)
 
 /// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>".
 /// "name (prog id N)" for each program of the instance: ids `bpftool prog show` lists.
-pub fn program_names(instance: &Instance) -> Vec<String> {
-    instance
-        .programs
+pub fn program_names(programs: &[(&'static str, u32)]) -> Vec<String> {
+    programs
         .iter()
         .map(|(name, id)| format!("{name} (prog id {id})"))
         .collect()
 }
 
 /// The armed line names the rule's lifetime: the kernel stops it then, at the latest.
-pub fn armed_line(rule: &RuleSpec, instance: &Instance) -> String {
-    let programs = program_names(instance);
+pub fn armed_line(rule: &RuleSpec, programs: &[(&'static str, u32)]) -> String {
+    let programs = program_names(programs);
     let mut scope = Vec::new();
     match rule.interfaces.as_slice() {
         [] => {}

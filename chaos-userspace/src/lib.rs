@@ -16,7 +16,8 @@ pub mod workload;
 
 // The layers' modules by their short names too, as the crate's own code refers to them.
 pub use kernel::{
-    doctor, fmod_ret, instance, kernel_btf, mechanism, object, probe, programs, rule_index, sys,
+    doctor, fmod_ret, instance, kernel_btf, mechanism, object, probe, programs, rule_index,
+    scope_table, shared, sys,
 };
 pub use net::{fq, interface, netlink, tc_records};
 pub use telemetry::metrics;

@@ -101,6 +101,13 @@ impl TestCgroup {
         Self { path }
     }
 
+    /// A cgroup below this one (drop it before its parent: declare it after).
+    pub fn child(&self, name: &str) -> Self {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        Self { path }
+    }
+
     /// A command that moves itself into this cgroup before exec.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let procs = self.path.join("cgroup.procs");

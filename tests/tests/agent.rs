@@ -94,6 +94,86 @@ fn the_whole_flow_through_the_api() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
+fn connect_error_with(cgroup: &TestCgroup, port: u16, errno: &str) -> serde_json::Value {
+    let mut fault = connect_error(cgroup, port);
+    fault["errno"] = json!(errno);
+    fault
+}
+
+/// Faults of one mechanism are rules of one loaded object: the second and third load nothing
+/// (same program ids) and are map writes. A pod's fault covers its container through the pod's
+/// one link, so a connect in the container is judged once (matched 4, not 8), and the
+/// container's own fault sits beside it; when the pod's fault goes, the container is linked
+/// itself and keeps its fault.
+#[test]
+fn faults_share_one_object_and_nested_scopes_are_judged_once() {
+    require_root();
+    let _serial = one_at_a_time();
+    let (port_a, port_b) = (tcp_sink("127.0.0.1:0"), tcp_sink("127.0.0.1:0"));
+    let pod = TestCgroup::new("agent-pod");
+    let container = pod.child("ctr");
+    let other = TestCgroup::new("agent-other");
+    let agent = Agent::start(&[]);
+
+    let on_pod = agent.create(&connect_error_with(&pod, port_a.port(), "ECONNREFUSED"));
+    let on_container = agent.create(&connect_error_with(
+        &container,
+        port_b.port(),
+        "EHOSTUNREACH",
+    ));
+    let on_other = agent.create(&connect_error_with(&other, port_a.port(), "ENETUNREACH"));
+    let programs = program_ids(&on_pod);
+    assert!(!programs.is_empty(), "{on_pod}");
+    assert_eq!(
+        program_ids(&on_container),
+        programs,
+        "one object: {on_container}"
+    );
+    assert_eq!(program_ids(&on_other), programs, "one object: {on_other}");
+    assert!(!attached_program_ids(&pod.path).is_empty());
+    assert!(
+        attached_program_ids(&container.path).is_empty(),
+        "the pod's link covers its container"
+    );
+    assert!(!attached_program_ids(&other.path).is_empty());
+
+    let to_a = container.testkit(&["connect", &port_a.to_string(), "4"]);
+    assert_eq!(to_a["errnos"]["111"], 4, "the pod's fault: {to_a}");
+    let to_b = container.testkit(&["connect", &port_b.to_string(), "4"]);
+    assert_eq!(to_b["errnos"]["113"], 4, "the container's fault: {to_b}");
+    let elsewhere = other.testkit(&["connect", &port_a.to_string(), "4"]);
+    assert_eq!(elsewhere["errnos"]["101"], 4, "{elsewhere}");
+    let pod_view = agent.get(&format!("/v1/faults/{}", on_pod["id"])).json();
+    assert_eq!(
+        pod_view["counters"]["matched"], 4,
+        "judged once: {pod_view}"
+    );
+    assert_eq!(pod_view["counters"]["injected"], 4);
+    let other_view = agent.get(&format!("/v1/faults/{}", on_other["id"])).json();
+    assert_eq!(other_view["counters"]["injected"], 4, "{other_view}");
+
+    let stopped = agent.delete(&format!("/v1/faults/{}", on_pod["id"]));
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert_eq!(stopped.json()["counters"]["injected"], 4, "final counts");
+    assert!(!attached_program_ids(&container.path).is_empty());
+    let to_a = container.testkit(&["connect", &port_a.to_string(), "4"]);
+    assert_eq!(to_a["ok"], 4, "the pod's fault is gone: {to_a}");
+    let to_b = container.testkit(&["connect", &port_b.to_string(), "4"]);
+    assert_eq!(to_b["errnos"]["113"], 4, "the container's stays: {to_b}");
+
+    let all = agent.post("/v1/faults:stop-all", "");
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert!(
+        eventually(Duration::from_secs(5), || programs
+            .iter()
+            .all(|p| !program_loaded(*p))),
+        "the object goes with its last fault"
+    );
+    assert!(attached_program_ids(&container.path).is_empty());
+    let (code, stderr) = agent.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[test]
 fn refused_requests_change_nothing_in_the_kernel() {
     require_root();

@@ -111,9 +111,12 @@ fn kinds(cgroup: &TestCgroup, pod: &Pod) -> Vec<(&'static str, serde_json::Value
 fn twenty_sigkills_at_random_moments_leave_nothing() {
     require_root();
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let cgroup = TestCgroup::new("agent-kills");
+    // Spread over cgroups: one cgroup takes at most 8 faults per operation (the kernel's list).
+    let cgroups: Vec<TestCgroup> = (0..20)
+        .map(|n| TestCgroup::new(&format!("agent-kills{n}")))
+        .collect();
     let pod = Pod::new("agent-kills");
-    let kinds = kinds(&cgroup, &pod);
+    let kinds = kinds(&cgroups[0], &pod);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
@@ -134,7 +137,14 @@ fn twenty_sigkills_at_random_moments_leave_nothing() {
         };
         let kill_after = Duration::from_millis(200 + random.next(6000));
         let picks: Vec<serde_json::Value> = (0..target)
-            .map(|_| kinds[random.next(kinds.len() as u64) as usize].1.clone())
+            .map(|_| {
+                let mut fault = kinds[random.next(kinds.len() as u64) as usize].1.clone();
+                if fault["scope"]["cgroup"].is_string() {
+                    let cgroup = &cgroups[random.next(cgroups.len() as u64) as usize];
+                    fault["scope"]["cgroup"] = json!(cgroup.path);
+                }
+                fault
+            })
             .collect();
         let creating = Arc::new(AtomicBool::new(true));
         let programs = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
@@ -203,10 +213,13 @@ fn twenty_sigkills_at_random_moments_leave_nothing() {
             "round {round}: tcx programs left: {:?}",
             chaos_tests::tcx_programs_here(&pod.host_if)
         );
-        assert!(
-            attached_program_ids(&cgroup.path).is_empty(),
-            "round {round}: cgroup attachments left"
-        );
+        for cgroup in &cgroups {
+            assert!(
+                attached_program_ids(&cgroup.path).is_empty(),
+                "round {round}: attachments left on {}",
+                cgroup.path.display()
+            );
+        }
         assert_eq!(pod.filters().trim(), "", "round {round}: TC filters left");
     }
     assert_eq!(armed_at_kill[0], 100, "round 0 held 100 faults");

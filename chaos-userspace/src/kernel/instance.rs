@@ -1,8 +1,8 @@
-//! One loaded copy of the kernel object and everything it is attached to. It holds one or more
-//! rules: a syscall or cgroup_skb fault is an object of one rule, attached to its cgroup or its
-//! global hooks; all TC faults of a run share one object, attached once per interface and
-//! direction, whose rules combine per packet. Dropping it detaches everything; so does the kernel
-//! when the process dies, because nothing is pinned.
+//! One loaded copy of the kernel object for a batch of TC faults, and everything it is attached
+//! to: all TC faults armed together share one object, attached once per interface and direction,
+//! whose rules combine per packet. (Every other mechanism keeps one object for all its faults:
+//! [`crate::shared`].) Dropping it detaches everything; so does the kernel when the process dies,
+//! because nothing is pinned. The map helpers here serve both.
 use std::{cell::RefCell, collections::BTreeSet};
 
 use aya::{
@@ -19,7 +19,6 @@ use crate::{
     faults::{FaultSpec, tc_packet::distribution_tables},
     filters::{Cidr, PortRange},
     interface::InterfaceScope,
-    kernel_btf,
     mechanism::Mechanism,
     object,
     programs::{self, AttachTarget, Attachment, ProgramSpec},
@@ -60,17 +59,17 @@ pub struct Instance {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns()`.
-fn monotonic_ns() -> Result<u64> {
+pub(crate) fn monotonic_ns() -> Result<u64> {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map_err(|err| ChaosError::io("reading CLOCK_MONOTONIC", std::io::Error::from(err)))?;
     Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }
 
-fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ChaosError {
+pub(crate) fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ChaosError {
     move |source| ChaosError::Map { name, source }
 }
 
-fn missing_map(name: &'static str) -> ChaosError {
+pub(crate) fn missing_map(name: &'static str) -> ChaosError {
     ChaosError::Map {
         name,
         source: aya::maps::MapError::InvalidName { name: name.into() },
@@ -81,36 +80,24 @@ impl Instance {
     /// Loads the programs, fills every rule's filters, arms the configurations and only then
     /// attaches, so the first packet or call the programs see is already judged by the full rules.
     pub fn arm(rules: Vec<RuleSpec>, mechanism: Mechanism) -> Result<Self> {
-        let tc = mechanism.is_tc();
+        if !mechanism.is_tc() {
+            return Err(ChaosError::Unsupported {
+                fault: rules.first().map_or("fault", |r| r.spec.name()),
+                mechanism: mechanism.name(),
+                reason: "only TC faults are armed in batches; others share an object".into(),
+            });
+        }
         let mut configs = Vec::with_capacity(rules.len());
-        let mut btf = None;
         for rule in &rules {
             let mut config = rule.spec.config(rule.fault_id, rule.events_per_sec);
             if let [interface] = rule.interfaces.as_slice() {
                 config.ifindex = interface.ifindex;
             }
-            // Hooks that see more than the cgroup (global hooks; TC with a cgroup) check it.
-            if let Some(scope) = &rule.cgroup
-                && (mechanism.is_global_hook() || tc)
-            {
+            // TC sees every socket's packets: a rule with a cgroup checks it.
+            if let Some(scope) = &rule.cgroup {
                 config.flags |= flags::SCOPE_CGROUP;
                 config.scope_cgroup_id = scope.id;
                 config.scope_cgroup_level = scope.level;
-            }
-            if mechanism.is_global_hook() {
-                // These hooks run for every task and read kernel structs at offsets from BTF.
-                let unsupported = |reason: String| ChaosError::Unsupported {
-                    fault: rule.spec.name(),
-                    mechanism: Mechanism::Btf.name(),
-                    reason,
-                };
-                config.sock_offsets = kernel_btf::sock_offsets().map_err(unsupported)?;
-                if mechanism == Mechanism::KprobeOverride {
-                    config.fd_offsets = kernel_btf::fd_offsets().map_err(unsupported)?;
-                }
-                if btf.is_none() {
-                    btf = Some(&kernel_btf::kernel().map_err(unsupported)?.aya);
-                }
             }
             configs.push(config);
         }
@@ -150,9 +137,9 @@ impl Instance {
 
         let mut ebpf = object::load_for_rules(rules.len() as u32)?;
         for (index, rule) in rules.iter().enumerate() {
-            fill_filters(&mut ebpf, index as u32, &rule.spec)?;
+            write_filters(&mut ebpf, index as u32, &rule.spec, FilterOp::Insert)?;
         }
-        if tc {
+        {
             let destinations: Vec<Vec<Cidr>> = rules
                 .iter()
                 .map(|r| r.spec.filters().peers.clone())
@@ -178,7 +165,7 @@ impl Instance {
         for (program, rule, interface) in programs_to_attach(&rules, mechanism)? {
             let target = AttachTarget {
                 cgroup: rule.cgroup.as_ref(),
-                btf,
+                btf: None,
                 interface,
                 tc_mechanism: mechanism,
                 recorder: records.as_ref(),
@@ -204,31 +191,12 @@ impl Instance {
 
     /// Exact counts of one rule, summed over CPUs.
     pub fn counters(&self, rule: usize) -> Result<Counters> {
-        let map = self
-            .ebpf
-            .map(maps::COUNTERS)
-            .ok_or_else(|| missing_map(maps::COUNTERS))?;
-        let per_cpu: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(map_error(maps::COUNTERS))?;
-        let mut totals = [0u64; Counter::COUNT as usize];
-        for counter in Counter::ALL {
-            let values = per_cpu
-                .get(&(rule as u32 * Counter::COUNT + counter as u32), 0)
-                .map_err(map_error(maps::COUNTERS))?;
-            totals[counter as usize] = values.iter().sum();
-        }
-        Ok(Counters::from_totals(totals))
+        read_counters(&self.ebpf, rule as u32)
     }
 
     /// Flips the object's kill switch: no rule injects from the programs' next run on.
     pub fn kill(&mut self) -> Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(maps::CONTROL)
-            .ok_or_else(|| missing_map(maps::CONTROL))?;
-        let mut switch: Array<&mut MapData, u32> =
-            Array::try_from(map).map_err(map_error(maps::CONTROL))?;
-        switch.set(0, 1, 0).map_err(map_error(maps::CONTROL))
+        flip_kill_switch(&mut self.ebpf)
     }
 
     /// Stops one rule at once (every CPU sees `armed = 0` on its next run); the programs stay.
@@ -240,11 +208,7 @@ impl Instance {
 
     /// Hands the event ring to a reader; it can be taken once.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(maps::EVENTS)
-            .ok_or_else(|| missing_map(maps::EVENTS))?;
-        RingBuf::try_from(map).map_err(map_error(maps::EVENTS))
+        take_event_ring(&mut self.ebpf)
     }
 
     /// Stops every rule, reads each one's final counters, then detaches and unloads everything,
@@ -275,8 +239,7 @@ type Placement<'a> = (
     Option<&'a InterfaceScope>,
 );
 
-/// Each program to attach: the single rule's programs, or for TC each (program, interface) pair
-/// the rules need, once.
+/// Each (program, interface) pair the TC rules need, once.
 fn programs_to_attach(rules: &[RuleSpec], mechanism: Mechanism) -> Result<Vec<Placement<'_>>> {
     let mut placements: Vec<Placement<'_>> = Vec::new();
     for rule in rules {
@@ -288,10 +251,6 @@ fn programs_to_attach(rules: &[RuleSpec], mechanism: Mechanism) -> Result<Vec<Pl
                 mechanism: mechanism.name(),
                 reason: "chaos-bpf has no programs for this pair".into(),
             })?;
-        if !mechanism.is_tc() {
-            placements.extend(programs.iter().map(|p| (*p, rule, None)));
-            continue;
-        }
         for program in programs {
             for interface in &rule.interfaces {
                 let already = placements.iter().any(|(p, _, i)| {
@@ -306,7 +265,41 @@ fn programs_to_attach(rules: &[RuleSpec], mechanism: Mechanism) -> Result<Vec<Pl
     Ok(placements)
 }
 
-fn write_config(ebpf: &mut Ebpf, index: u32, config: &FaultConfig) -> Result<()> {
+/// Exact counts of one rule, summed over CPUs.
+pub(crate) fn read_counters(ebpf: &Ebpf, rule: u32) -> Result<Counters> {
+    let map = ebpf
+        .map(maps::COUNTERS)
+        .ok_or_else(|| missing_map(maps::COUNTERS))?;
+    let per_cpu: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map).map_err(map_error(maps::COUNTERS))?;
+    let mut totals = [0u64; Counter::COUNT as usize];
+    for counter in Counter::ALL {
+        let values = per_cpu
+            .get(&(rule * Counter::COUNT + counter as u32), 0)
+            .map_err(map_error(maps::COUNTERS))?;
+        totals[counter as usize] = values.iter().sum();
+    }
+    Ok(Counters::from_totals(totals))
+}
+
+/// Sets the kill switch: no rule of the object injects from the programs' next run on.
+pub(crate) fn flip_kill_switch(ebpf: &mut Ebpf) -> Result<()> {
+    let map = ebpf
+        .map_mut(maps::CONTROL)
+        .ok_or_else(|| missing_map(maps::CONTROL))?;
+    let mut switch: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(map_error(maps::CONTROL))?;
+    switch.set(0, 1, 0).map_err(map_error(maps::CONTROL))
+}
+
+pub(crate) fn take_event_ring(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>> {
+    let map = ebpf
+        .take_map(maps::EVENTS)
+        .ok_or_else(|| missing_map(maps::EVENTS))?;
+    RingBuf::try_from(map).map_err(map_error(maps::EVENTS))
+}
+
+pub(crate) fn write_config(ebpf: &mut Ebpf, index: u32, config: &FaultConfig) -> Result<()> {
     let map = ebpf
         .map_mut(maps::CONFIG)
         .ok_or_else(|| missing_map(maps::CONFIG))?;
@@ -315,19 +308,38 @@ fn write_config(ebpf: &mut Ebpf, index: u32, config: &FaultConfig) -> Result<()>
     array.set(index, config, 0).map_err(map_error(maps::CONFIG))
 }
 
-/// The rule's own filters. TC destinations are not here: the index holds them.
-fn fill_filters(ebpf: &mut Ebpf, rule: u32, spec: &FaultSpec) -> Result<()> {
-    let filters = spec.filters();
-    if let FaultSpec::Packet(fault, _) = spec {
-        insert_cidrs(ebpf, rule, filter_field::SOURCE, &fault.sources)?;
-        insert_ports(ebpf, rule, filter_field::SOURCE, &fault.source_ports)?;
-    } else {
-        insert_cidrs(ebpf, rule, filter_field::PEER, &filters.peers)?;
-    }
-    insert_ports(ebpf, rule, filter_field::PEER, &filters.ports)
+/// Whether [`write_filters`] adds a rule's filter entries or takes them out again (a shared
+/// object's slot is reused by the next fault).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FilterOp {
+    Insert,
+    Remove,
 }
 
-fn insert_ports(ebpf: &mut Ebpf, rule: u32, field: u8, ports: &[PortRange]) -> Result<()> {
+/// The rule's own filters. TC destinations are not here: the index holds them.
+pub(crate) fn write_filters(
+    ebpf: &mut Ebpf,
+    rule: u32,
+    spec: &FaultSpec,
+    op: FilterOp,
+) -> Result<()> {
+    let filters = spec.filters();
+    if let FaultSpec::Packet(fault, _) = spec {
+        insert_cidrs(ebpf, rule, filter_field::SOURCE, &fault.sources, op)?;
+        insert_ports(ebpf, rule, filter_field::SOURCE, &fault.source_ports, op)?;
+    } else {
+        insert_cidrs(ebpf, rule, filter_field::PEER, &filters.peers, op)?;
+    }
+    insert_ports(ebpf, rule, filter_field::PEER, &filters.ports, op)
+}
+
+fn insert_ports(
+    ebpf: &mut Ebpf,
+    rule: u32,
+    field: u8,
+    ports: &[PortRange],
+    op: FilterOp,
+) -> Result<()> {
     if ports.is_empty() {
         return Ok(());
     }
@@ -341,31 +353,33 @@ fn insert_ports(ebpf: &mut Ebpf, rule: u32, field: u8, ports: &[PortRange]) -> R
             FILTER_KEY_PREFIX_BITS + prefix,
             port_key(rule, field, first),
         );
-        trie.insert(&key, 1, 0).map_err(map_error(maps::PORTS))?;
+        match op {
+            FilterOp::Insert => trie.insert(&key, 1, 0).map_err(map_error(maps::PORTS))?,
+            // Overlapping ranges share prefixes: one may already be gone.
+            FilterOp::Remove => {
+                let _ = trie.remove(&key);
+            }
+        }
     }
     Ok(())
 }
 
-fn insert_cidrs(ebpf: &mut Ebpf, rule: u32, field: u8, cidrs: &[Cidr]) -> Result<()> {
+fn insert_cidrs(ebpf: &mut Ebpf, rule: u32, field: u8, cidrs: &[Cidr], op: FilterOp) -> Result<()> {
     for cidr in cidrs {
         let bytes = cidr.network_bytes();
         let prefix = FILTER_KEY_PREFIX_BITS + u32::from(cidr.prefix);
         if let Ok(v4) = <[u8; 4]>::try_from(bytes.as_slice()) {
-            insert(
-                ebpf,
-                maps::ADDR_V4,
-                prefix,
-                addr_key::<4, 9>(rule, field, v4),
-                1u8,
-            )?;
+            let key = addr_key::<4, 9>(rule, field, v4);
+            match op {
+                FilterOp::Insert => insert(ebpf, maps::ADDR_V4, prefix, key, 1u8)?,
+                FilterOp::Remove => remove::<_, u8>(ebpf, maps::ADDR_V4, prefix, key),
+            }
         } else if let Ok(v6) = <[u8; 16]>::try_from(bytes.as_slice()) {
-            insert(
-                ebpf,
-                maps::ADDR_V6,
-                prefix,
-                addr_key::<16, 21>(rule, field, v6),
-                1u8,
-            )?;
+            let key = addr_key::<16, 21>(rule, field, v6);
+            match op {
+                FilterOp::Insert => insert(ebpf, maps::ADDR_V6, prefix, key, 1u8)?,
+                FilterOp::Remove => remove::<_, u8>(ebpf, maps::ADDR_V6, prefix, key),
+            }
         }
     }
     Ok(())
@@ -382,6 +396,15 @@ fn insert<K: aya::Pod, V: aya::Pod>(
     let mut trie: LpmTrie<&mut MapData, K, V> = LpmTrie::try_from(map).map_err(map_error(name))?;
     trie.insert(&Key::new(prefix, key), value, 0)
         .map_err(map_error(name))
+}
+
+/// Takes one entry out of a trie; one already gone (a duplicate CIDR) is fine.
+fn remove<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, prefix: u32, key: K) {
+    if let Some(map) = ebpf.map_mut(name)
+        && let Ok(mut trie) = LpmTrie::<&mut MapData, K, V>::try_from(map)
+    {
+        let _ = trie.remove(&Key::new(prefix, key));
+    }
 }
 
 /// The TC index: each destination prefix with the rules covering it.

@@ -1,6 +1,7 @@
 //! The kernel side: the registry of programs and how each kind loads and attaches, the
-//! mechanisms and the probes that find them, one loaded object with its rules, the bpf(2) calls
-//! aya lacks, fmod_ret loading, and the kernel's BTF.
+//! mechanisms and the probes that find them, the loaded objects with their rules (a TC batch, or
+//! one shared object per other mechanism with its scope table), the bpf(2) calls aya lacks,
+//! fmod_ret loading, and the kernel's BTF.
 pub mod doctor;
 pub mod fmod_ret;
 pub mod instance;
@@ -10,4 +11,6 @@ pub mod object;
 pub mod probe;
 pub mod programs;
 pub mod rule_index;
+pub mod scope_table;
+pub mod shared;
 pub mod sys;

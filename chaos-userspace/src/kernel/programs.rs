@@ -40,14 +40,26 @@ pub struct ProgramSpec {
     pub name: &'static str,
     pub hook: Hook,
     pub mechanism: Mechanism,
+    /// The [`chaos_common::scope_hook`] the program looks its rules up under; 0 for TC, whose
+    /// rules are found by destination.
+    pub scope_hook: u32,
 }
 
 macro_rules! program {
+    ($const:ident, $name:expr, $hook:expr, $mechanism:ident, $scope_hook:ident) => {
+        pub const $const: ProgramSpec = ProgramSpec {
+            name: $name,
+            hook: $hook,
+            mechanism: Mechanism::$mechanism,
+            scope_hook: chaos_common::scope_hook::$scope_hook,
+        };
+    };
     ($const:ident, $name:expr, $hook:expr, $mechanism:ident) => {
         pub const $const: ProgramSpec = ProgramSpec {
             name: $name,
             hook: $hook,
             mechanism: Mechanism::$mechanism,
+            scope_hook: 0,
         };
     };
 }
@@ -56,79 +68,92 @@ program!(
     CONNECT4,
     names::CONNECT4,
     Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET4_CONNECT),
-    CgroupSockAddr
+    CgroupSockAddr,
+    CONNECT
 );
 program!(
     CONNECT6,
     names::CONNECT6,
     Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET6_CONNECT),
-    CgroupSockAddr
+    CgroupSockAddr,
+    CONNECT
 );
 program!(
     SKB_EGRESS,
     names::SKB_EGRESS,
     Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET_EGRESS),
-    CgroupSkb
+    CgroupSkb,
+    EGRESS
 );
 program!(
     SKB_INGRESS,
     names::SKB_INGRESS,
     Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET_INGRESS),
-    CgroupSkb
+    CgroupSkb,
+    INGRESS
 );
 program!(
     FMOD_RET_CONNECT,
     names::FMOD_RET_CONNECT,
     Hook::FmodRet("security_socket_connect"),
-    FmodRet
+    FmodRet,
+    CONNECT
 );
 program!(
     FMOD_RET_RECV,
     names::FMOD_RET_RECV,
     Hook::FmodRet("security_socket_recvmsg"),
-    FmodRet
+    FmodRet,
+    RECV
 );
 program!(
     FMOD_RET_SEND,
     names::FMOD_RET_SEND,
     Hook::FmodRet("security_socket_sendmsg"),
-    FmodRet
+    FmodRet,
+    SEND
 );
 program!(
     LSM_CONNECT,
     names::LSM_CONNECT,
     Hook::Lsm("socket_connect"),
-    BpfLsm
+    BpfLsm,
+    CONNECT
 );
 program!(
     LSM_RECV,
     names::LSM_RECV,
     Hook::Lsm("socket_recvmsg"),
-    BpfLsm
+    BpfLsm,
+    RECV
 );
 program!(
     LSM_SEND,
     names::LSM_SEND,
     Hook::Lsm("socket_sendmsg"),
-    BpfLsm
+    BpfLsm,
+    SEND
 );
 program!(
     KPROBE_RECV,
-    names::KPROBE_SOCKET,
+    names::KPROBE_RECV,
     Hook::SyscallKprobe(&["read", "readv", "recvfrom", "recvmsg", "recvmmsg"]),
-    KprobeOverride
+    KprobeOverride,
+    RECV
 );
 program!(
     KPROBE_SEND,
-    names::KPROBE_SOCKET,
+    names::KPROBE_SEND,
     Hook::SyscallKprobe(&["write", "writev", "sendto", "sendmsg", "sendmmsg"]),
-    KprobeOverride
+    KprobeOverride,
+    SEND
 );
 program!(
     KPROBE_CONNECT,
     names::KPROBE_CONNECT,
     Hook::SyscallKprobe(&["connect"]),
-    KprobeOverride
+    KprobeOverride,
+    CONNECT
 );
 
 program!(
@@ -234,6 +259,7 @@ pub fn load_cgroup_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a aya::programs::Program> {
+    // A shared object attaches one loaded program to several cgroups: loaded at the first.
     match program_mut(ebpf, name)? {
         aya::programs::Program::CgroupSockAddr(p) => p.load(),
         aya::programs::Program::CgroupSkb(p) => p.load(),
@@ -241,6 +267,10 @@ pub fn load_cgroup_program<'a>(
             return Err(attach_failed(name, "is not a cgroup program"));
         }
     }
+    .or_else(|err| match err {
+        ProgramError::AlreadyLoaded => Ok(()),
+        err => Err(err),
+    })
     .map_err(program_error(name))?;
     ebpf.program(name).ok_or(ChaosError::Program {
         name,

@@ -698,7 +698,7 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
         exec(Command::new("iptables").arg("-D").args(rule))?;
         ipt_disarm.push((started.elapsed() + connects(false)).as_secs_f64() * 1000.0);
     }
-    let (agent_arm, agent_disarm, agent_kill) = agent_latency(&cgroup, sink, &probe)?;
+    let agent = agent_latency(&cgroup, sink, &probe)?;
     report.section(
         "Arm and disarm: command to first and last injected fault (ms)",
         &["tool", "arm", "disarm"],
@@ -712,14 +712,19 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
         ),
         ("iptables -A/-D REJECT tcp-reset", ipt_arm, ipt_disarm),
         (
-            "chaos-bpf agent: POST /v1/faults, DELETE /v1/faults/ID",
-            agent_arm,
-            agent_disarm,
+            "chaos-bpf agent: POST /v1/faults into its loaded object, DELETE /v1/faults/ID",
+            agent.warm_arm,
+            agent.warm_disarm,
+        ),
+        (
+            "chaos-bpf agent, idle: POST loads the object, DELETE of the last fault unloads it",
+            agent.cold_arm,
+            agent.cold_disarm,
         ),
         (
             "chaos-bpf agent: kill switch, POST /v1/faults:stop-all (3 faults)",
             Vec::new(),
-            agent_kill,
+            agent.kill,
         ),
     ] {
         // The kill switch has no arm of its own: "-" rather than NaN.
@@ -738,19 +743,39 @@ fn arm_latency(report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Latencies through a running agent, in ms.
+struct AgentLatency {
+    /// Into an idle agent: the first fault of its mechanism loads the object.
+    cold_arm: Vec<f64>,
+    /// Stopping the last fault, which unloads the object.
+    cold_disarm: Vec<f64>,
+    /// While another fault of the mechanism is armed (on another cgroup): a map write.
+    warm_arm: Vec<f64>,
+    warm_disarm: Vec<f64>,
+    kill: Vec<f64>,
+}
+
 /// Through a running agent: request to the first failed connect in the cgroup (arm), and to the
 /// first that works again (stop, one fault; the kill switch, three). The probe is a process in
-/// the cgroup, as for the CLI row.
+/// the cgroup, as for the CLI row: its spawn, about a millisecond, is included.
 fn agent_latency(
     cgroup: &TestCgroup,
     sink: std::net::SocketAddr,
     probe: &dyn Fn(bool) -> Duration,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+) -> anyhow::Result<AgentLatency> {
     let agent = chaos_tests::agent::Agent::start(&[]);
+    let elsewhere = TestCgroup::new("bench-resident");
     let fault = json!({"kind": "connect-error", "scope": {"cgroup": cgroup.path}, "match": {"port": [sink.port()]}});
-    let (mut arm, mut disarm, mut kill) = (Vec::new(), Vec::new(), Vec::new());
+    let resident = json!({"kind": "connect-error", "scope": {"cgroup": elsewhere.path}, "match": {"port": [9]}});
+    let mut latency = AgentLatency {
+        cold_arm: Vec::new(),
+        cold_disarm: Vec::new(),
+        warm_arm: Vec::new(),
+        warm_disarm: Vec::new(),
+        kill: Vec::new(),
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    for _ in 0..ROUNDS {
+    let arm_and_stop = |arm: &mut Vec<f64>, disarm: &mut Vec<f64>| -> anyhow::Result<()> {
         let started = Instant::now();
         let created = agent.create(&fault);
         arm.push(ms(started.elapsed() + probe(true)));
@@ -758,6 +783,12 @@ fn agent_latency(
         let stopped = agent.delete(&format!("/v1/faults/{}", created["id"]));
         ensure!(stopped.status == 200, "DELETE: {}", stopped.body);
         disarm.push(ms(started.elapsed() + probe(false)));
+        Ok(())
+    };
+    for _ in 0..ROUNDS {
+        arm_and_stop(&mut latency.cold_arm, &mut latency.cold_disarm)?;
+        agent.create(&resident);
+        arm_and_stop(&mut latency.warm_arm, &mut latency.warm_disarm)?;
         for _ in 0..3 {
             agent.create(&fault);
         }
@@ -765,9 +796,9 @@ fn agent_latency(
         let started = Instant::now();
         let answer = agent.post("/v1/faults:stop-all", "");
         ensure!(answer.status == 200, "stop-all: {}", answer.body);
-        kill.push(ms(started.elapsed() + probe(false)));
+        latency.kill.push(ms(started.elapsed() + probe(false)));
     }
-    Ok((arm, disarm, kill))
+    Ok(latency)
 }
 
 /// chaos-bpf's resident memory and its maps' kernel memory with 10,000 rules armed.

@@ -1,0 +1,392 @@
+//! One loaded object serving every fault of a mechanism (all but TC): its programs are loaded
+//! and verified once, and a fault is a rule in a free slot, found by the programs through the
+//! cgroup → rules map ([`chaos_common::maps::SCOPES`]). Arming writes the rule's filters, its
+//! configuration and the scope entries; it loads nothing. A global hook (fmod_ret, LSM, kprobe)
+//! is attached the first time a fault needs it; a cgroup program is linked to each scoped cgroup
+//! that no scoped ancestor already covers. Dropping the object detaches everything, and so does
+//! the kernel when the process dies: nothing is pinned.
+use std::collections::{BTreeMap, VecDeque};
+
+use aya::{
+    Btf, Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+};
+use chaos_common::{Counter, EventBudget, FaultConfig, LossState, RuleList, ScopeKey, maps};
+
+use crate::{
+    error::{ChaosError, Result},
+    instance::{
+        FilterOp, RuleSpec, flip_kill_switch, map_error, missing_map, monotonic_ns, read_counters,
+        take_event_ring, write_config, write_filters,
+    },
+    kernel_btf,
+    mechanism::Mechanism,
+    object,
+    programs::{self, AttachTarget, Attachment, Hook, ProgramSpec},
+    scope_table::{ScopeTable, ScopedCgroup},
+    telemetry::Counters,
+};
+
+pub type Slot = u32;
+
+pub struct SharedObject {
+    pub mechanism: Mechanism,
+    slots: Vec<Option<RuleSpec>>,
+    /// Free slots, oldest-freed first, so a slot is reused as late as possible (a program still
+    /// running on another CPU when its rule was removed cannot count into the next fault).
+    free: VecDeque<Slot>,
+    configs: Vec<FaultConfig>,
+    table: ScopeTable,
+    /// What the kernel's scope map holds now, to write only what changes.
+    written: BTreeMap<ScopeKey, Vec<Slot>>,
+    /// (name, kernel id) of each program loaded so far.
+    programs: Vec<(&'static str, u32)>,
+    /// Global hooks, attached once each (declared before `ebpf`: dropped, detached, first).
+    hooks: Vec<(&'static str, Attachment)>,
+    /// cgroup links by (program, cgroup id).
+    links: BTreeMap<(&'static str, u64), Attachment>,
+    btf: Option<&'static Btf>,
+    ebpf: Ebpf,
+}
+
+impl SharedObject {
+    /// Loads the object with room for `capacity` rules. Programs are loaded with their first
+    /// fault.
+    pub fn load(mechanism: Mechanism, capacity: u32) -> Result<Self> {
+        let ebpf = object::load_for_rules(capacity)?;
+        let btf = if mechanism.is_global_hook() {
+            let unsupported = |reason: String| ChaosError::Unsupported {
+                fault: "syscall fault",
+                mechanism: Mechanism::Btf.name(),
+                reason,
+            };
+            Some(&kernel_btf::kernel().map_err(unsupported)?.aya)
+        } else {
+            None
+        };
+        Ok(Self {
+            mechanism,
+            slots: (0..capacity).map(|_| None).collect(),
+            free: (0..capacity).collect(),
+            configs: vec![FaultConfig::default(); capacity as usize],
+            table: ScopeTable::default(),
+            written: BTreeMap::new(),
+            programs: Vec::new(),
+            hooks: Vec::new(),
+            links: BTreeMap::new(),
+            btf,
+            ebpf,
+        })
+    }
+
+    pub fn has_room(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// Rules armed now.
+    pub fn is_idle(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    pub fn rule(&self, slot: Slot) -> Option<&RuleSpec> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    /// Hands the event ring to a reader; it can be taken once.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
+        take_event_ring(&mut self.ebpf)
+    }
+
+    /// (name, id) of the programs that realise a rule.
+    pub fn programs_of(&self, slot: Slot) -> Vec<(&'static str, u32)> {
+        let Some(rule) = self.rule(slot) else {
+            return Vec::new();
+        };
+        let names: Vec<&str> = self.specs_of(rule).iter().map(|p| p.name).collect();
+        self.programs
+            .iter()
+            .filter(|(name, _)| names.contains(name))
+            .copied()
+            .collect()
+    }
+
+    fn specs_of(&self, rule: &RuleSpec) -> &'static [&'static ProgramSpec] {
+        rule.spec.programs(self.mechanism).unwrap_or(&[])
+    }
+
+    /// Arms one fault in a free slot: filters, configuration (with the kernel's deadline), scope
+    /// entries, then the attachments it still lacks. On an error nothing of it stays.
+    pub fn add(&mut self, rule: RuleSpec) -> Result<Slot> {
+        let Some(cgroup) = rule.cgroup.as_ref() else {
+            return Err(ChaosError::input(
+                "scope.cgroup",
+                format!(
+                    "{} via {} needs a cgroup",
+                    rule.spec.name(),
+                    self.mechanism.id()
+                ),
+                "a cgroup v2 directory",
+            ));
+        };
+        let programs = rule
+            .spec
+            .programs(self.mechanism)
+            .ok_or(ChaosError::Unsupported {
+                fault: rule.spec.name(),
+                mechanism: self.mechanism.name(),
+                reason: "chaos-bpf has no programs for this pair".into(),
+            })?;
+        let slot = self.free.pop_front().ok_or(ChaosError::Capacity {
+            limit: self.slots.len(),
+        })?;
+        let scoped = ScopedCgroup {
+            id: cgroup.id,
+            level: cgroup.level,
+            path: cgroup.path.clone(),
+        };
+        let mut hooks: Vec<u32> = programs.iter().map(|p| p.scope_hook).collect();
+        hooks.dedup();
+        let mut config = rule.spec.config(rule.fault_id, rule.events_per_sec);
+        if self.mechanism.is_global_hook() {
+            let unsupported = |reason: String| ChaosError::Unsupported {
+                fault: rule.spec.name(),
+                mechanism: Mechanism::Btf.name(),
+                reason,
+            };
+            config.sock_offsets = kernel_btf::sock_offsets().map_err(unsupported)?;
+            if self.mechanism == Mechanism::KprobeOverride {
+                config.fd_offsets = kernel_btf::fd_offsets().map_err(unsupported)?;
+            }
+        }
+        self.slots[slot as usize] = Some(rule);
+        let armed = self.arm_slot(slot, config, &scoped, &hooks);
+        if let Err(err) = armed {
+            let _ = self.remove(slot);
+            return Err(err);
+        }
+        Ok(slot)
+    }
+
+    fn arm_slot(
+        &mut self,
+        slot: Slot,
+        mut config: FaultConfig,
+        cgroup: &ScopedCgroup,
+        hooks: &[u32],
+    ) -> Result<()> {
+        self.reset_state(slot)?;
+        let Some(rule) = self.rule(slot) else {
+            return Ok(());
+        };
+        let (spec, lifetime) = (rule.spec.clone(), rule.lifetime);
+        write_filters(&mut self.ebpf, slot, &spec, FilterOp::Insert)?;
+        config.armed = 1;
+        config.expires_ns = monotonic_ns()?.saturating_add(lifetime.as_nanos() as u64);
+        self.configs[slot as usize] = config;
+        write_config(&mut self.ebpf, slot, &config)?;
+        self.table.add(cgroup, hooks, slot).map_err(|too_many| {
+            ChaosError::input(
+                "scope.cgroup",
+                format!(
+                    "{} faults would act on {} for one operation (its ancestors' included)",
+                    too_many.rules,
+                    too_many.cgroup.display()
+                ),
+                format!(
+                    "at most {} faults per cgroup and operation",
+                    chaos_common::MAX_RULES_PER_DESTINATION
+                ),
+            )
+        })?;
+        self.sync_scopes()?;
+        self.sync_attachments(slot)
+    }
+
+    /// Stops one rule at once (its configuration first, so every CPU skips it from its next
+    /// run), then takes it out of the scope map and its filters out of the tries. Its counters
+    /// stay readable until the slot is reused. Attachments no rule needs any more go.
+    pub fn remove(&mut self, slot: Slot) -> Result<()> {
+        let Some(rule) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
+            return Ok(());
+        };
+        self.configs[slot as usize].armed = 0;
+        let config = self.configs[slot as usize];
+        let disarmed = write_config(&mut self.ebpf, slot, &config);
+        self.table.remove(slot);
+        let synced = self.sync_scopes();
+        let relinked = self.sync_cgroup_links();
+        let _ = write_filters(&mut self.ebpf, slot, &rule.spec, FilterOp::Remove);
+        self.free.push_back(slot);
+        disarmed.and(synced).and(relinked)
+    }
+
+    /// The kill switch: no rule of the object injects from the programs' next run on.
+    pub fn kill(&mut self) -> Result<()> {
+        flip_kill_switch(&mut self.ebpf)
+    }
+
+    pub fn counters(&self, slot: Slot) -> Result<Counters> {
+        read_counters(&self.ebpf, slot)
+    }
+
+    /// Counters, loss state and event budget of a reused slot start from zero.
+    fn reset_state(&mut self, slot: Slot) -> Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, err)| ChaosError::io("counting the possible CPUs", err))?;
+        let counters = self
+            .ebpf
+            .map_mut(maps::COUNTERS)
+            .ok_or_else(|| missing_map(maps::COUNTERS))?;
+        let mut counters: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(counters).map_err(map_error(maps::COUNTERS))?;
+        for counter in 0..Counter::COUNT {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus])
+                .map_err(|err| ChaosError::io("zeroing counters", err))?;
+            counters
+                .set(slot * Counter::COUNT + counter, zeros, 0)
+                .map_err(map_error(maps::COUNTERS))?;
+        }
+        let budget = self
+            .ebpf
+            .map_mut(maps::EVENT_BUDGET)
+            .ok_or_else(|| missing_map(maps::EVENT_BUDGET))?;
+        let mut budget: PerCpuArray<&mut MapData, EventBudget> =
+            PerCpuArray::try_from(budget).map_err(map_error(maps::EVENT_BUDGET))?;
+        let fresh = PerCpuValues::try_from(vec![EventBudget::default(); cpus])
+            .map_err(|err| ChaosError::io("zeroing the event budget", err))?;
+        budget
+            .set(slot, fresh, 0)
+            .map_err(map_error(maps::EVENT_BUDGET))?;
+        let state = self
+            .ebpf
+            .map_mut(maps::LOSS_STATE)
+            .ok_or_else(|| missing_map(maps::LOSS_STATE))?;
+        let mut state: Array<&mut MapData, u64> =
+            Array::try_from(state).map_err(map_error(maps::LOSS_STATE))?;
+        for index in 0..LossState::COUNT {
+            state
+                .set(slot * LossState::COUNT + index, 0, 0)
+                .map_err(map_error(maps::LOSS_STATE))?;
+        }
+        Ok(())
+    }
+
+    /// Brings the kernel's scope map and level mask to what the table says: new and changed
+    /// lists first, then the level mask, then stale keys out.
+    fn sync_scopes(&mut self) -> Result<()> {
+        let wanted = self.table.lists();
+        let scopes = self
+            .ebpf
+            .map_mut(maps::SCOPES)
+            .ok_or_else(|| missing_map(maps::SCOPES))?;
+        let mut scopes: HashMap<&mut MapData, ScopeKey, RuleList> =
+            HashMap::try_from(scopes).map_err(map_error(maps::SCOPES))?;
+        for (key, rules) in &wanted {
+            if self.written.get(key) == Some(rules) {
+                continue;
+            }
+            let mut list = RuleList {
+                count: rules.len() as u32,
+                ..RuleList::default()
+            };
+            list.rules[..rules.len()].copy_from_slice(rules);
+            scopes
+                .insert(key, list, 0)
+                .map_err(map_error(maps::SCOPES))?;
+        }
+        for key in self.written.keys().filter(|k| !wanted.contains_key(k)) {
+            let _ = scopes.remove(key);
+        }
+        self.written = wanted;
+        let levels = self
+            .ebpf
+            .map_mut(maps::SCOPE_LEVELS)
+            .ok_or_else(|| missing_map(maps::SCOPE_LEVELS))?;
+        let mut levels: Array<&mut MapData, u32> =
+            Array::try_from(levels).map_err(map_error(maps::SCOPE_LEVELS))?;
+        levels
+            .set(0, self.table.levels(), 0)
+            .map_err(map_error(maps::SCOPE_LEVELS))
+    }
+
+    /// Attaches what the rule in `slot` needs and the object lacks.
+    fn sync_attachments(&mut self, slot: Slot) -> Result<()> {
+        let Some(rule) = self.rule(slot) else {
+            return Ok(());
+        };
+        let specs = self.specs_of(rule);
+        for spec in specs {
+            if matches!(spec.hook, Hook::Cgroup(_))
+                || self.hooks.iter().any(|(n, _)| *n == spec.name)
+            {
+                continue;
+            }
+            let target = AttachTarget {
+                cgroup: None,
+                btf: self.btf,
+                interface: None,
+                tc_mechanism: self.mechanism,
+                recorder: None,
+            };
+            let attachment = programs::load_and_attach(&mut self.ebpf, spec, &target)?;
+            self.note_program(spec.name, &attachment)?;
+            self.hooks.push((spec.name, attachment));
+        }
+        self.sync_cgroup_links()
+    }
+
+    fn note_program(&mut self, name: &'static str, attachment: &Attachment) -> Result<()> {
+        if !self.programs.iter().any(|(n, _)| *n == name) {
+            let id = attachment.program_id(&self.ebpf, name)?;
+            self.programs.push((name, id));
+        }
+        Ok(())
+    }
+
+    /// Links each cgroup program to the cgroups the table names for its hook: new links first,
+    /// so a cgroup whose ancestor's link is about to go is never left unjudged, then stale ones
+    /// out.
+    fn sync_cgroup_links(&mut self) -> Result<()> {
+        let cgroup_programs: Vec<&'static ProgramSpec> = programs::REGISTRY
+            .iter()
+            .copied()
+            .filter(|p| p.mechanism == self.mechanism && matches!(p.hook, Hook::Cgroup(_)))
+            .collect();
+        let mut wanted = Vec::new();
+        for spec in cgroup_programs {
+            for cgroup in self.table.attach_points(spec.scope_hook) {
+                wanted.push((spec, cgroup.id));
+            }
+        }
+        for (spec, cgroup_id) in &wanted {
+            if self.links.contains_key(&(spec.name, *cgroup_id)) {
+                continue;
+            }
+            let Some(scope) = self
+                .slots
+                .iter()
+                .flatten()
+                .filter_map(|r| r.cgroup.as_ref())
+                .find(|c| c.id == *cgroup_id)
+            else {
+                continue;
+            };
+            let target = AttachTarget {
+                cgroup: Some(scope),
+                btf: None,
+                interface: None,
+                tc_mechanism: self.mechanism,
+                recorder: None,
+            };
+            let attachment = programs::load_and_attach(&mut self.ebpf, spec, &target)?;
+            self.note_program(spec.name, &attachment)?;
+            self.links.insert((spec.name, *cgroup_id), attachment);
+        }
+        self.links.retain(|(name, cgroup_id), _| {
+            wanted
+                .iter()
+                .any(|(spec, id)| spec.name == *name && id == cgroup_id)
+        });
+        Ok(())
+    }
+}
