@@ -79,13 +79,8 @@ impl Terminal {
         let mut programs: Vec<&String> = armed.iter().flat_map(|(_, p)| p).collect();
         programs.sort();
         programs.dedup();
-        let objects = armed
-            .iter()
-            .map(|(_, p)| p)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
         eprintln!(
-            "chaos-bpf: armed {} faults in {objects} kernel object(s) via {}",
+            "chaos-bpf: armed {} faults via {}",
             armed.len(),
             programs
                 .iter()

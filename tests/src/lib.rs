@@ -163,6 +163,8 @@ pub struct ChaosRun {
     /// Reads stdout all along, so a run printing much (an `armed` record per fault of 10,000)
     /// never blocks on a full pipe.
     stdout: Option<std::thread::JoinHandle<String>>,
+    /// stdout's lines so far, for the JSON `armed` records while the run goes on.
+    stdout_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// What a finished run printed.
@@ -211,10 +213,20 @@ impl ChaosRun {
             .spawn()
             .expect("spawn chaos-bpf");
         let stderr = child.stderr.take().expect("stderr");
-        let mut stdout_pipe = child.stdout.take().expect("stdout");
+        let stdout_pipe = child.stdout.take().expect("stdout");
+        let stdout_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines_seen = std::sync::Arc::clone(&stdout_lines);
         let stdout = std::thread::spawn(move || {
             let mut text = String::new();
-            let _ = stdout_pipe.read_to_string(&mut text);
+            for line in BufReader::new(stdout_pipe).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+                if line.contains("\"armed\"")
+                    && let Ok(mut seen) = lines_seen.lock()
+                {
+                    seen.push(line);
+                }
+            }
             text
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -230,6 +242,7 @@ impl ChaosRun {
             stderr_lines: rx,
             stderr_seen: Vec::new(),
             stdout: Some(stdout),
+            stdout_lines,
         };
         // A hang guard, not a performance bound: under emulation (the VM suite) loading and
         // verifying takes seconds.
@@ -266,18 +279,44 @@ impl ChaosRun {
         self.stderr_seen.first().map_or("", String::as_str)
     }
 
-    /// The kernel ids of the programs the run attached, from its "armed" line.
+    /// The JSON `armed` records on stdout so far (the contract the API's fault resource shares),
+    /// waiting up to 5 s for the first.
+    pub fn armed_records(&self) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let records: Vec<serde_json::Value> = self
+                .stdout_lines
+                .lock()
+                .map(|lines| lines.clone())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["type"] == "armed")
+                .collect();
+            if !records.is_empty() || Instant::now() > deadline {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The kernel ids of the programs realising the run's faults, from its `armed` records.
     pub fn program_ids(&self) -> Vec<u32> {
-        let armed = self
-            .stderr_seen
-            .iter()
-            .find(|l| l.contains(" armed "))
-            .map_or("", String::as_str);
-        armed
-            .split("(prog id ")
-            .skip(1)
-            .filter_map(|rest| rest.split(')').next()?.parse().ok())
-            .collect()
+        let mut ids: Vec<u32> = Vec::new();
+        for record in self.armed_records() {
+            for id in record["fault"]["program_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(id) = id.as_u64().and_then(|id| u32::try_from(id).ok())
+                    && !ids.contains(&id)
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
     }
 
     /// Waits up to 10 s for a stderr line containing `needle` and returns it.

@@ -118,3 +118,66 @@ fn netem_options(ms: u64) -> Vec<u8> {
     ));
     options
 }
+
+/// The cost of a global hook for tasks outside every scope, from the kernel's own run-time
+/// statistics (`kernel.bpf_stats_enabled`): the recv hook's nanoseconds per run with 1 and
+/// 1,000 recv-error faults armed (each on its own cgroup, all one level deep, so each run is one
+/// ancestor lookup and one hash lookup), and the probe's median UDP round trip beside none.
+pub fn per_call_cost() -> anyhow::Result<serde_json::Value> {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("enabling kernel.bpf_stats_enabled")?;
+    let (mut server, addr) = udp_echo_server()?;
+    let rounds = 2000;
+    let mut rows = serde_json::Map::new();
+    rows.insert(
+        "none".into(),
+        json!({ "median_rtt_us": median(&mut rtts(&addr, rounds)?) }),
+    );
+    for mechanism in ["fmod-ret", "bpf-lsm"] {
+        for count in [1usize, 1000] {
+            let cgroups: Vec<crate::TestCgroup> = (0..count)
+                .map(|n| crate::TestCgroup::new(&format!("cost{n}")))
+                .collect();
+            let faults: Vec<serde_json::Value> = cgroups
+                .iter()
+                .map(|cgroup| {
+                    json!({"kind": "recv-error", "errno": "ECONNRESET",
+                           "scope": {"cgroup": cgroup.path}, "mechanism": mechanism})
+                })
+                .collect();
+            let file = crate::TempFile::new("cost", &json!({ "faults": faults }).to_string());
+            let run = ChaosRun::start(&["run", file.arg()]);
+            let ids = run.program_ids();
+            let before = run_stats(&ids)?;
+            let rtt = median(&mut rtts(&addr, rounds)?);
+            let after = run_stats(&ids)?;
+            run.stop();
+            let runs = after.1.saturating_sub(before.1);
+            ensure!(runs > 0, "{mechanism}: the recv hook never ran");
+            rows.insert(
+                format!("{mechanism} with {count}"),
+                json!({
+                    "ns_per_run": (after.0.saturating_sub(before.0)) as f64 / runs as f64,
+                    "runs": runs,
+                    "median_rtt_us": rtt,
+                }),
+            );
+        }
+    }
+    let _ = server.kill();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    Ok(serde_json::Value::Object(rows))
+}
+
+/// (run time in ns, run count) summed over the programs with these ids.
+fn run_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
+    let mut totals = (0u64, 0u64);
+    for program in aya::programs::loaded_programs() {
+        let program = program?;
+        if ids.contains(&program.id()) {
+            totals.0 += program.run_time().as_nanos() as u64;
+            totals.1 += program.run_count();
+        }
+    }
+    Ok(totals)
+}

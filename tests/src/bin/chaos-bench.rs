@@ -890,5 +890,31 @@ fn delay_in_vm(report: &mut Report, result: serde_json::Value) {
             ms("disarm_ms"),
         ]);
     }
+    report.section(
+        "A global hook's cost for tasks outside every scope, same VM (kernel bpf_stats)",
+        &[
+            "faults armed",
+            "ns per hook run",
+            "hook runs",
+            "probe median RTT us",
+        ],
+    );
+    let cost = &result["per_call_cost"];
+    for row in [
+        "none",
+        "fmod-ret with 1",
+        "fmod-ret with 1000",
+        "bpf-lsm with 1",
+        "bpf-lsm with 1000",
+    ] {
+        let r = &cost[row];
+        let number = |key: &str| r[key].as_f64().map_or("-".into(), |v| format!("{v:.0}"));
+        report.row(&[
+            row.to_string(),
+            number("ns_per_run"),
+            number("runs"),
+            number("median_rtt_us"),
+        ]);
+    }
     report.json.insert("delay_vm", result);
 }

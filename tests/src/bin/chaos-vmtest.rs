@@ -23,7 +23,11 @@ fn report(fault: &str, mechanism: &str, outcome: &Outcome) {
 fn main() {
     // `chaos_mode=bench` on the kernel command line reaches /init, and here, as an argument.
     if std::env::args().nth(1).as_deref() == Some("bench") {
-        match chaos_tests::vm_bench::delay_versus_netem() {
+        let report = chaos_tests::vm_bench::delay_versus_netem().and_then(|mut delay| {
+            delay["per_call_cost"] = chaos_tests::vm_bench::per_call_cost()?;
+            Ok(delay)
+        });
+        match report {
             Ok(report) => println!("CHAOS-VM: BENCH {report}"),
             Err(err) => println!(
                 "CHAOS-VM: BENCH-FAILED {}",
