@@ -206,7 +206,7 @@ impl Instance {
         write_config(&mut self.ebpf, rule as u32, &config)
     }
 
-    /// Hands the event ring to a reader; it can be taken once.
+    /// A reader's handle on the event ring.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         take_event_ring(&mut self.ebpf)
     }
@@ -292,11 +292,21 @@ pub(crate) fn flip_kill_switch(ebpf: &mut Ebpf) -> Result<()> {
     switch.set(0, 1, 0).map_err(map_error(maps::CONTROL))
 }
 
+/// A reader's handle on the event ring. The ring stays in the object (programs loaded later,
+/// fmod_ret's among them, are relocated against every map of it); the reader holds a second
+/// descriptor of the same map.
 pub(crate) fn take_event_ring(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>> {
     let map = ebpf
-        .take_map(maps::EVENTS)
+        .map(maps::EVENTS)
         .ok_or_else(|| missing_map(maps::EVENTS))?;
-    RingBuf::try_from(map).map_err(map_error(maps::EVENTS))
+    let aya::maps::Map::RingBuf(data) = map else {
+        return Err(missing_map(maps::EVENTS));
+    };
+    let fd = std::os::fd::AsFd::as_fd(data.fd())
+        .try_clone_to_owned()
+        .map_err(|err| ChaosError::io("duplicating the event ring's descriptor", err))?;
+    let data = MapData::from_fd(fd).map_err(map_error(maps::EVENTS))?;
+    RingBuf::try_from(aya::maps::Map::RingBuf(data)).map_err(map_error(maps::EVENTS))
 }
 
 pub(crate) fn write_config(ebpf: &mut Ebpf, index: u32, config: &FaultConfig) -> Result<()> {

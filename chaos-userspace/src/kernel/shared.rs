@@ -92,7 +92,7 @@ impl SharedObject {
         self.slots.get(slot as usize).and_then(Option::as_ref)
     }
 
-    /// Hands the event ring to a reader; it can be taken once.
+    /// A reader's handle on the event ring.
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
         take_event_ring(&mut self.ebpf)
     }
