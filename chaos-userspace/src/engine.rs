@@ -370,21 +370,21 @@ impl Engine {
     /// Objects with no armed fault left, dropped at once (detaching everything); their readers
     /// drain and stop on their own.
     fn drop_unused_objects(&mut self) {
-        let unused: Vec<usize> = self
-            .objects
-            .keys()
-            .copied()
-            .filter(|object| !self.in_use(*object))
-            .collect();
-        for object in unused {
+        for object in self.unused_objects() {
             if let Some(live) = self.objects.remove(&object) {
                 let _ = live.stop_reader.send(());
             }
         }
     }
 
-    fn in_use(&self, object: usize) -> bool {
-        self.faults.values().any(|f| f.object == object && f.live())
+    /// Loaded objects none of whose faults is armed any more.
+    fn unused_objects(&self) -> Vec<usize> {
+        let in_use = |object: usize| self.faults.values().any(|f| f.object == object && f.live());
+        self.objects
+            .keys()
+            .copied()
+            .filter(|object| !in_use(*object))
+            .collect()
     }
 
     /// Everything that can refuse a batch before anything is loaded: room for it, each fault's
@@ -586,13 +586,7 @@ impl Engine {
     /// Detaches the objects none of whose faults is armed any more, and tells the sink about
     /// each fault that ended, with its final counts.
     async fn finish_objects(&mut self) {
-        let finished: Vec<usize> = self
-            .objects
-            .keys()
-            .copied()
-            .filter(|object| !self.in_use(*object))
-            .collect();
-        for object in finished {
+        for object in self.unused_objects() {
             let Some(live) = self.objects.remove(&object) else {
                 continue;
             };

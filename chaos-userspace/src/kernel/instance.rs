@@ -50,9 +50,9 @@ pub struct Instance {
     pub programs: Vec<(&'static str, u32)>,
     configs: Vec<FaultConfig>,
     /// Declared before `ebpf` so they are dropped (detached) first.
-    attachments: Vec<Attachment>,
+    _attachments: Vec<Attachment>,
     /// fq roots chaos-bpf installed for delay, removed after the programs are detached.
-    fq: Vec<crate::fq::FqRoot>,
+    _fq: Vec<crate::fq::FqRoot>,
     /// Dropped last: removes this run's record of TC state.
     _records: Option<RefCell<Recorder>>,
     ebpf: Ebpf,
@@ -182,8 +182,8 @@ impl Instance {
             rules,
             programs: loaded,
             configs,
-            attachments,
-            fq,
+            _attachments: attachments,
+            _fq: fq,
             _records: records,
             ebpf,
         })
@@ -209,20 +209,6 @@ impl Instance {
     /// A reader's handle on the event ring.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         take_event_ring(&mut self.ebpf)
-    }
-
-    /// Stops every rule, reads each one's final counters, then detaches and unloads everything,
-    /// whatever failed on the way (detaching stops a rule that could not be disarmed).
-    pub fn stop(mut self) -> Vec<Result<Counters>> {
-        for rule in 0..self.rules.len() {
-            let _ = self.disarm(rule);
-        }
-        let counters = (0..self.rules.len()).map(|r| self.counters(r)).collect();
-        drop(self.attachments);
-        drop(self.fq);
-        drop(self._records);
-        drop(self.ebpf);
-        counters
     }
 }
 
@@ -263,6 +249,15 @@ fn programs_to_attach(rules: &[RuleSpec], mechanism: Mechanism) -> Result<Vec<Pl
         }
     }
     Ok(placements)
+}
+
+/// One of the object's maps as its typed view (`Array`, `HashMap`, ...).
+pub(crate) fn typed_map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.map_mut(name).ok_or_else(|| missing_map(name))?;
+    T::try_from(map).map_err(map_error(name))
 }
 
 /// Exact counts of one rule, summed over CPUs.

@@ -16,8 +16,8 @@ use chaos_common::{Counter, EventBudget, FaultConfig, LossState, RuleList, Scope
 use crate::{
     error::{ChaosError, Result},
     instance::{
-        FilterOp, RuleSpec, flip_kill_switch, map_error, missing_map, monotonic_ns, read_counters,
-        take_event_ring, write_config, write_filters,
+        FilterOp, RuleSpec, flip_kill_switch, map_error, monotonic_ns, read_counters,
+        take_event_ring, typed_map, write_config, write_filters,
     },
     kernel_btf,
     mechanism::Mechanism,
@@ -233,12 +233,8 @@ impl SharedObject {
     fn reset_state(&mut self, slot: Slot) -> Result<()> {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, err)| ChaosError::io("counting the possible CPUs", err))?;
-        let counters = self
-            .ebpf
-            .map_mut(maps::COUNTERS)
-            .ok_or_else(|| missing_map(maps::COUNTERS))?;
         let mut counters: PerCpuArray<&mut MapData, u64> =
-            PerCpuArray::try_from(counters).map_err(map_error(maps::COUNTERS))?;
+            typed_map(&mut self.ebpf, maps::COUNTERS)?;
         for counter in 0..Counter::COUNT {
             let zeros = PerCpuValues::try_from(vec![0u64; cpus])
                 .map_err(|err| ChaosError::io("zeroing counters", err))?;
@@ -246,23 +242,14 @@ impl SharedObject {
                 .set(slot * Counter::COUNT + counter, zeros, 0)
                 .map_err(map_error(maps::COUNTERS))?;
         }
-        let budget = self
-            .ebpf
-            .map_mut(maps::EVENT_BUDGET)
-            .ok_or_else(|| missing_map(maps::EVENT_BUDGET))?;
         let mut budget: PerCpuArray<&mut MapData, EventBudget> =
-            PerCpuArray::try_from(budget).map_err(map_error(maps::EVENT_BUDGET))?;
+            typed_map(&mut self.ebpf, maps::EVENT_BUDGET)?;
         let fresh = PerCpuValues::try_from(vec![EventBudget::default(); cpus])
             .map_err(|err| ChaosError::io("zeroing the event budget", err))?;
         budget
             .set(slot, fresh, 0)
             .map_err(map_error(maps::EVENT_BUDGET))?;
-        let state = self
-            .ebpf
-            .map_mut(maps::LOSS_STATE)
-            .ok_or_else(|| missing_map(maps::LOSS_STATE))?;
-        let mut state: Array<&mut MapData, u64> =
-            Array::try_from(state).map_err(map_error(maps::LOSS_STATE))?;
+        let mut state: Array<&mut MapData, u64> = typed_map(&mut self.ebpf, maps::LOSS_STATE)?;
         for index in 0..LossState::COUNT {
             state
                 .set(slot * LossState::COUNT + index, 0, 0)
@@ -275,12 +262,8 @@ impl SharedObject {
     /// lists first, then the level mask, then stale keys out.
     fn sync_scopes(&mut self) -> Result<()> {
         let wanted = self.table.lists();
-        let scopes = self
-            .ebpf
-            .map_mut(maps::SCOPES)
-            .ok_or_else(|| missing_map(maps::SCOPES))?;
         let mut scopes: HashMap<&mut MapData, ScopeKey, RuleList> =
-            HashMap::try_from(scopes).map_err(map_error(maps::SCOPES))?;
+            typed_map(&mut self.ebpf, maps::SCOPES)?;
         for (key, rules) in &wanted {
             if self.written.get(key) == Some(rules) {
                 continue;
@@ -298,12 +281,7 @@ impl SharedObject {
             let _ = scopes.remove(key);
         }
         self.written = wanted;
-        let levels = self
-            .ebpf
-            .map_mut(maps::SCOPE_LEVELS)
-            .ok_or_else(|| missing_map(maps::SCOPE_LEVELS))?;
-        let mut levels: Array<&mut MapData, u32> =
-            Array::try_from(levels).map_err(map_error(maps::SCOPE_LEVELS))?;
+        let mut levels: Array<&mut MapData, u32> = typed_map(&mut self.ebpf, maps::SCOPE_LEVELS)?;
         levels
             .set(0, self.table.levels(), 0)
             .map_err(map_error(maps::SCOPE_LEVELS))
