@@ -12,6 +12,9 @@ pub fn load() -> Result<Ebpf, aya::EbpfError> {
 /// The same, with the per-rule maps sized for `rules` rules.
 pub fn load_for_rules(rules: u32) -> Result<Ebpf, aya::EbpfError> {
     let mut loader = EbpfLoader::new();
+    // The process's one parse of the kernel's BTF: `EbpfLoader::new` parses vmlinux again on
+    // every load (tens of megabytes of allocations each time an idle agent arms a fault).
+    loader.btf(crate::kernel_btf::kernel().ok().map(|kernel| &kernel.aya));
     for (name, per_rule) in chaos_common::maps::PER_RULE {
         loader.map_max_entries(name, per_rule * rules.max(1));
     }
