@@ -1,6 +1,8 @@
 //! A fault as data: what it does, where, to which traffic, how often, for how long. Every front
 //! end (CLI flags, `run` files, the agent's JSON, experiment YAML, the Kubernetes resource)
 //! produces this, and [`crate::validate`] checks it the same way whatever produced it.
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -86,17 +88,45 @@ pub struct Scope {
     /// start later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// A pod of this node, by `NAMESPACE/NAME` (names come from the container runtime's CRI API
+    /// or the Kubernetes API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The pods of this node whose labels include all of these (`{"app": "redis"}`), in
+    /// `namespace`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    /// The namespace `selector` looks in (default `default`, as kubectl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Narrows a pod scope (`podUid`, `pod`, `selector`) to its containers of this name: their
+    /// own cgroups, so the pod's other containers are spared, packets included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
 }
 
 impl Scope {
     /// The fields that name a cgroup, by path, with whether each is given.
-    pub fn cgroup_sources(&self) -> [(&'static str, bool); 4] {
+    pub fn cgroup_sources(&self) -> [(&'static str, bool); 6] {
         [
             ("scope.cgroup", self.cgroup.is_some()),
             ("scope.pid", self.pid.is_some()),
             ("scope.container", self.container.is_some()),
             ("scope.podUid", self.pod_uid.is_some()),
+            ("scope.pod", self.pod.is_some()),
+            ("scope.selector", !self.selector.is_empty()),
         ]
+    }
+
+    /// Whether the scope names pods, which `containerName` can narrow.
+    pub fn names_pods(&self) -> bool {
+        self.pod_uid.is_some() || self.pod.is_some() || !self.selector.is_empty()
+    }
+
+    /// Whether resolving the scope needs the names of the node's workloads (CRI or Kubernetes),
+    /// not just the cgroup tree.
+    pub fn needs_names(&self) -> bool {
+        self.pod.is_some() || !self.selector.is_empty() || self.container_name.is_some()
     }
 
     /// Whether a cgroup is named, one way or another.

@@ -6,10 +6,11 @@ pub mod errno;
 pub mod fault;
 pub mod validate;
 pub mod values;
+pub mod workloads;
 
 pub use fault::{Events, Fault, FaultSet, Match, Scope};
 pub use validate::{
-    FieldError, Format, parse, parse_fault, parse_fault_set, validate, validate_set,
+    FieldError, Format, parse, parse_fault, parse_fault_set, parse_selector, validate, validate_set,
 };
 pub use values::*;
 

@@ -188,9 +188,10 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
         return Err(FieldError::new(
             *second,
             format!("given together with {first}: both name a cgroup"),
-            "one of scope.cgroup, scope.pid, scope.container, scope.podUid",
+            "one of scope.cgroup, scope.pid, scope.container, scope.podUid, scope.pod, scope.selector",
         ));
     }
+    validate_workload_scope(scope)?;
     if scope.iface.is_some() && scope.netns.is_some() {
         return Err(FieldError::new(
             "scope.netns",
@@ -204,13 +205,105 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
         return Err(FieldError::new(
             "scope.cgroup",
             "no scope given",
-            "scope.cgroup (or scope.pid, scope.container, scope.podUid), scope.iface or scope.netns",
+            "scope.cgroup (or scope.pid, scope.container, scope.podUid, scope.pod, scope.selector), scope.iface or scope.netns",
         ));
     }
     if kind == FaultKind::Delay {
         validate_delay(fault)?;
     }
     Ok(())
+}
+
+/// The workload fields' own rules: a pod is `NAMESPACE/NAME`, labels and names are Kubernetes
+/// names, and `namespace` and `containerName` only narrow the scopes they belong to.
+fn validate_workload_scope(scope: &crate::Scope) -> Result<(), FieldError> {
+    if let Some(pod) = &scope.pod {
+        let parts: Vec<&str> = pod.split('/').collect();
+        if !matches!(parts.as_slice(), [ns, name] if is_k8s_name(ns) && is_k8s_name(name)) {
+            return Err(FieldError::new(
+                "scope.pod",
+                format!("{pod:?} is not NAMESPACE/NAME"),
+                "a pod as NAMESPACE/NAME (kube-system/coredns-5d78c9869d-abcde)",
+            ));
+        }
+    }
+    for (key, value) in &scope.selector {
+        if !is_label_key(key) || !is_label_value(value) {
+            return Err(FieldError::new(
+                format!("scope.selector.{key}"),
+                format!("{key}={value} is not a label"),
+                "labels as key=value, keys [prefix/]name and values of letters, digits, '-', '_'                  and '.' (at most 63)",
+            ));
+        }
+    }
+    if let Some(namespace) = &scope.namespace {
+        if scope.selector.is_empty() {
+            return Err(FieldError::new(
+                "scope.namespace",
+                "given without scope.selector",
+                "scope.namespace with scope.selector (scope.pod names its namespace itself)",
+            ));
+        }
+        if !is_k8s_name(namespace) {
+            return Err(FieldError::new(
+                "scope.namespace",
+                format!("{namespace:?} is not a namespace name"),
+                "a Kubernetes namespace name",
+            ));
+        }
+    }
+    if let Some(name) = &scope.container_name {
+        if !scope.names_pods() {
+            return Err(FieldError::new(
+                "scope.containerName",
+                "narrows a pod scope, and none is given",
+                "scope.containerName with scope.podUid, scope.pod or scope.selector",
+            ));
+        }
+        if !is_k8s_name(name) {
+            return Err(FieldError::new(
+                "scope.containerName",
+                format!("{name:?} is not a container name"),
+                "a container name of the pod spec",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label or subdomain, as namespaces, pod and container names are.
+fn is_k8s_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn is_label_value(value: &str) -> bool {
+    value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    (prefix.is_empty() || is_k8s_name(prefix)) && !name.is_empty() && is_label_value(name)
+}
+
+/// Parses a selector as kubectl writes it, `app=redis,tier=cache` (the CLI's `--selector`).
+pub fn parse_selector(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                format!("{pair:?} is not key=value; accepted: labels as key=value[,key=value]")
+            })?;
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
 }
 
 fn validate_socket_call(fault: &Fault) -> Result<(), FieldError> {
@@ -220,7 +313,7 @@ fn validate_socket_call(fault: &Fault) -> Result<(), FieldError> {
             "scope.cgroup",
             "missing",
             "a cgroup v2 directory: syscall faults are scoped by cgroup (or scope.pid, \
-             scope.container, scope.podUid)",
+             scope.container, scope.podUid, scope.pod, scope.selector)",
         ));
     }
     for (present, path) in [

@@ -88,8 +88,8 @@ fn unknown_fields_are_rejected_at_every_level() {
             "probabilty",
         ),
         (
-            r#"{"kind": "drop", "scope": {"cgroup": "x", "pod": "p"}}"#,
-            "pod",
+            r#"{"kind": "drop", "scope": {"cgroup": "x", "pods": "p"}}"#,
+            "pods",
         ),
         (
             r#"{"kind": "drop", "scope": {"cgroup": "x"}, "match": {"ports": [1]}}"#,
@@ -178,7 +178,7 @@ fn fault_sets_name_the_fault_in_the_path() {
     assert_eq!(
         error,
         "faults[1].scope.cgroup: missing; accepted: a cgroup v2 directory: syscall faults are scoped \
-         by cgroup (or scope.pid, scope.container, scope.podUid)"
+         by cgroup (or scope.pid, scope.container, scope.podUid, scope.pod, scope.selector)"
     );
 }
 
@@ -218,4 +218,48 @@ fn a_validated_fault_stays_valid_through_serde() {
     validate(&fault).unwrap();
     let text = serde_yaml::to_string(&fault).unwrap();
     assert_eq!(parse_fault(&text, Format::Yaml).unwrap(), fault);
+}
+
+#[test]
+fn workload_scopes_have_their_own_rules() {
+    for (text, error) in [
+        (
+            r#"{"kind": "drop", "scope": {"pod": "redis"}}"#,
+            "scope.pod: \"redis\" is not NAMESPACE/NAME",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"cgroup": "x", "containerName": "redis"}}"#,
+            "scope.containerName: narrows a pod scope",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"podUid": "u", "namespace": "shop"}}"#,
+            "scope.namespace: given without scope.selector",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"selector": {"app": "a b"}}}"#,
+            "scope.selector.app: app=a b is not a label",
+        ),
+        (
+            r#"{"kind": "drop", "scope": {"pod": "a/b", "selector": {"app": "x"}}}"#,
+            "scope.selector: given together with scope.pod",
+        ),
+    ] {
+        let got = parse_fault(text, Format::Json).unwrap_err().to_string();
+        assert!(got.starts_with(error), "{got}");
+    }
+    let fault = parse_fault(
+        r#"{"kind": "connect-error", "scope": {"selector": {"app": "redis"}, "namespace": "shop", "containerName": "redis"}}"#,
+        Format::Json,
+    )
+    .unwrap();
+    assert_eq!(fault.scope.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        chaos_model::parse_selector("app=redis, tier=cache").unwrap(),
+        [
+            ("app".to_string(), "redis".to_string()),
+            ("tier".to_string(), "cache".to_string())
+        ]
+        .into()
+    );
+    assert!(chaos_model::parse_selector("app").is_err());
 }

@@ -2,6 +2,7 @@
 //! agent's JSON and fault files are, and go through the same validation. Every value is parsed
 //! by the model's own `FromStr`, so a bad value fails before anything is loaded, with a message
 //! naming the flag; errors that name a model path (`scope.cgroup`) are shown with the flag.
+use std::collections::BTreeMap;
 use std::{path::PathBuf, time::Duration};
 
 use chaos::error::ChaosError;
@@ -60,6 +61,8 @@ pub enum Command {
         /// The longest any fault of the run may live (the kernel enforces it); default 1h.
         #[arg(long, value_name = "DURATION")]
         max_duration: Option<HumanDuration>,
+        #[command(flatten)]
+        cri: CriArgs,
     },
     /// Remove TC filters and clsact qdiscs left by chaos-bpf runs that were killed (only the clsact
     /// path can leave any; tcx links and everything else die with the process).
@@ -90,6 +93,8 @@ pub enum Command {
         /// Faults armed at once; one more is refused (HTTP 429).
         #[arg(long, value_name = "N", default_value_t = 1024)]
         max_faults: usize,
+        #[command(flatten)]
+        cri: CriArgs,
     },
     /// Talk to a running agent: create, list, show and stop faults, follow its events.
     Fault {
@@ -180,6 +185,19 @@ pub struct DelayArgs {
     pub distribution: Option<Distribution>,
 }
 
+/// Where names of pods and containers come from.
+#[derive(Debug, Args, Clone)]
+pub struct CriArgs {
+    /// The container runtime's CRI socket, for pods and containers by name (default:
+    /// containerd's or CRI-O's, where present).
+    #[arg(long, value_name = "PATH", env = "CHAOS_CRI_SOCKET")]
+    pub cri_socket: Option<PathBuf>,
+}
+
+fn selector_arg(text: &str) -> Result<BTreeMap<String, String>, String> {
+    chaos_model::parse_selector(text)
+}
+
 /// Options every fault takes.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -195,6 +213,21 @@ pub struct CommonArgs {
     /// Scope to a pod of this node, by uid: every container of it, also ones started later.
     #[arg(long, value_name = "UID", group = "cgroup_scope")]
     pub pod_uid: Option<String>,
+    /// Scope to a pod of this node by name (names come from --cri-socket).
+    #[arg(long, value_name = "NAMESPACE/NAME", group = "cgroup_scope")]
+    pub pod: Option<String>,
+    /// Scope to the pods of this node with all these labels, in --namespace.
+    #[arg(long, value_name = "KEY=VALUE,...", group = "cgroup_scope", value_parser = selector_arg)]
+    pub selector: Option<BTreeMap<String, String>>,
+    /// The namespace --selector looks in (default: default).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Narrow --pod-uid, --pod or --selector to the pods' containers of this name (their own
+    /// cgroups: the pod's other containers are spared, packets included).
+    #[arg(long, value_name = "NAME")]
+    pub container_name: Option<String>,
+    #[command(flatten)]
+    pub cri: CriArgs,
     /// Fraction of matching operations to fail, 0 to 1 (or a percentage: 30%).
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub probability: Option<Probability>,
@@ -350,6 +383,10 @@ impl InjectCommand {
                 pid: common.pid,
                 container: common.container.clone(),
                 pod_uid: common.pod_uid.clone(),
+                pod: common.pod.clone(),
+                selector: common.selector.clone().unwrap_or_default(),
+                namespace: common.namespace.clone(),
+                container_name: common.container_name.clone(),
             },
             matches: Match {
                 dst: common.dst.clone(),
@@ -420,6 +457,10 @@ pub fn flag_for(path: &str) -> Option<&'static str> {
         "scope.pid" => "--pid",
         "scope.container" => "--container",
         "scope.podUid" => "--pod-uid",
+        "scope.pod" => "--pod",
+        "scope.selector" => "--selector",
+        "scope.namespace" => "--namespace",
+        "scope.containerName" => "--container-name",
         "match.dst" => "--dst",
         "match.port" => "--port",
         "match.proto" => "--proto",

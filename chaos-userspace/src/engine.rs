@@ -250,7 +250,8 @@ impl Engine {
                 lifetime,
                 events_per_sec: plan.events_per_sec,
                 spec: plan.spec,
-                cgroup: plan.scopes.cgroup,
+                cgroups: plan.scopes.cgroups,
+                workloads: plan.scopes.workloads,
                 interfaces: plan.scopes.interfaces,
             };
             if !chosen.is_tc() {
@@ -439,11 +440,8 @@ impl Engine {
         let program_ids: Vec<u32> = programs.iter().map(|(_, id)| *id).collect();
         let id = rule_spec.fault_id;
         let mut summary = Summary::armed(rule_spec.spec.name(), id, program_ids);
-        summary.cgroup = rule_spec
-            .cgroup
-            .as_ref()
-            .map(|c| c.path.display().to_string());
-        summary.cgroup_id = rule_spec.cgroup.as_ref().map(|c| c.id);
+        summary.set_cgroups(&rule_spec.cgroups);
+        summary.workloads = rule_spec.workloads.clone();
         summary.interface = (!rule_spec.interfaces.is_empty()).then(|| {
             let names: Vec<&str> = rule_spec
                 .interfaces

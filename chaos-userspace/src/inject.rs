@@ -1,7 +1,9 @@
 //! Planning a fault: validate it, resolve its scopes and choose the mechanism this kernel has,
 //! before anything is attached. The engine arms what is planned here.
 
-use chaos_model::Fault;
+use std::path::PathBuf;
+
+use chaos_model::{Fault, workloads::PodInfo};
 
 use crate::{
     error::{ChaosError, Result},
@@ -46,7 +48,10 @@ impl MechanismChoice {
 
 /// Where a fault acts, resolved and checked.
 pub struct Scopes {
-    pub cgroup: Option<CgroupScope>,
+    /// The cgroups it acts in: one, or one per pod or container a workload scope names.
+    pub cgroups: Vec<CgroupScope>,
+    /// The pods or containers those are (`namespace/pod[/container]`), when named.
+    pub workloads: Vec<String>,
     /// TC faults: the interface given (`--iface`, `--netns`), or every interface that is up when
     /// only `--cgroup` is.
     pub interfaces: Vec<InterfaceScope>,
@@ -56,7 +61,7 @@ pub struct Scopes {
 /// of them fails. Resolves `--netns` to the pod's host-side veth and swaps the hooks to match.
 pub fn preflight(
     spec: &mut FaultSpec,
-    cgroup: Option<&std::path::Path>,
+    cgroups: &[std::path::PathBuf],
     iface: Option<&str>,
     netns: Option<&std::path::Path>,
 ) -> Result<(Scopes, MechanismChoice)> {
@@ -68,7 +73,22 @@ pub fn preflight(
             format!("at most {} CIDRs", chaos_common::MAX_CIDRS),
         ));
     }
-    let cgroup = cgroup.map(CgroupScope::open).transpose()?;
+    let cgroups: Vec<CgroupScope> = cgroups
+        .iter()
+        .map(|path| CgroupScope::open(path))
+        .collect::<Result<_>>()?;
+    if matches!(spec, FaultSpec::Packet(..)) && cgroups.len() > 1 {
+        return Err(ChaosError::input(
+            "scope",
+            format!(
+                "names {} cgroups, and a TC fault checks one cgroup per packet",
+                cgroups.len()
+            ),
+            "a scope naming one pod or container for TC faults (drop also works through \
+             cgroup-skb on any number)",
+        ));
+    }
+    let cgroup = cgroups.first();
     if !nix::unistd::geteuid().is_root() {
         return Err(ChaosError::NotRoot);
     }
@@ -124,7 +144,12 @@ pub fn preflight(
         }
     }
     let choice = choose_mechanism(spec)?;
-    Ok((Scopes { cgroup, interfaces }, choice))
+    let scopes = Scopes {
+        cgroups,
+        workloads: Vec::new(),
+        interfaces,
+    };
+    Ok((scopes, choice))
 }
 
 /// A TC fault scoped by cgroup alone acts where the cgroup's packets leave: every interface that
@@ -218,17 +243,19 @@ pub struct Plan {
 }
 
 /// Validates one fault of the model, checks it against the kernel and resolves its scopes.
-/// Nothing is attached.
-pub fn plan(fault: &Fault) -> Result<Plan> {
+/// `pods` are the node's workloads by name (from CRI or the Kubernetes API), which scopes by pod
+/// name, selector or container name need. Nothing is attached.
+pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
-    let cgroup = cgroup_of(scope)?;
-    let (scopes, choice) = preflight(
+    let (cgroups, workloads) = cgroups_of(scope, pods)?;
+    let (mut scopes, choice) = preflight(
         &mut spec,
-        cgroup.as_deref(),
+        &cgroups,
         scope.iface.as_deref(),
         scope.netns.as_deref().map(std::path::Path::new),
     )?;
+    scopes.workloads = workloads;
     Ok(Plan {
         fault: fault.clone(),
         spec,
@@ -239,8 +266,83 @@ pub fn plan(fault: &Fault) -> Result<Plan> {
     })
 }
 
+/// The cgroup directories a scope names, with the workloads they are when it names them by
+/// name: given, or the one of its process, container or pod, or each pod or container a pod
+/// name, selector or container name picks out of `pods`.
+pub fn cgroups_of(
+    scope: &chaos_model::Scope,
+    pods: Option<&[PodInfo]>,
+) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    if scope.needs_names() || (scope.pod_uid.is_some() && pods.is_some()) {
+        return named_cgroups(scope, pods);
+    }
+    Ok((cgroup_of(scope)?.into_iter().collect(), Vec::new()))
+}
+
+/// Pods and containers chosen by name, resolved to their directories in the kubelet's tree.
+fn named_cgroups(
+    scope: &chaos_model::Scope,
+    pods: Option<&[PodInfo]>,
+) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let field = scope
+        .cgroup_sources()
+        .into_iter()
+        .find(|(_, given)| *given)
+        .map_or("scope.containerName", |(field, _)| field);
+    let Some(pods) = pods else {
+        return Err(ChaosError::input(
+            field,
+            "pods and containers by name need the names of this node's workloads",
+            "--cri-socket PATH (the container runtime's CRI socket, e.g. \
+             /run/containerd/containerd.sock), or the agent in a cluster",
+        ));
+    };
+    let selected = chaos_model::workloads::select(scope, pods)?;
+    if selected.is_empty() {
+        let wanted: Vec<String> = scope
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        return Err(ChaosError::input(
+            field,
+            format!(
+                "no pod on this node in namespace {} has the labels {}",
+                scope
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(chaos_model::workloads::DEFAULT_NAMESPACE),
+                wanted.join(",")
+            ),
+            "a selector of pods running here (kubectl get pods -l ... -o wide)",
+        ));
+    }
+    let root = cgroup2_root()?;
+    let mut cgroups = Vec::new();
+    for chosen in &selected {
+        let dir = match chosen.container {
+            Some(container) => crate::workload::container(&root, &container.id),
+            None => crate::workload::pod(&root, &chosen.pod.uid),
+        };
+        cgroups.push(
+            dir.map_err(|missing| ChaosError::input(field, missing.problem, missing.accepted))?,
+        );
+    }
+    Ok((cgroups, selected.iter().map(|s| s.describe()).collect()))
+}
+
+fn cgroup2_root() -> Result<PathBuf> {
+    crate::scope::cgroup2_mount().map(|m| m.point).ok_or_else(|| {
+        ChaosError::input(
+            "scope.cgroup",
+            "this host has no cgroup v2 (only v1 hierarchies are mounted)",
+            "a host with cgroup v2, unified or hybrid (cgroup2 mounted, as at /sys/fs/cgroup/unified)",
+        )
+    })
+}
+
 /// The cgroup directory a scope names: given, or the one of its process, container or pod.
-fn cgroup_of(scope: &chaos_model::Scope) -> Result<Option<std::path::PathBuf>> {
+fn cgroup_of(scope: &chaos_model::Scope) -> Result<Option<PathBuf>> {
     if let Some(cgroup) = &scope.cgroup {
         return Ok(Some(cgroup.into()));
     }
@@ -249,15 +351,7 @@ fn cgroup_of(scope: &chaos_model::Scope) -> Result<Option<std::path::PathBuf>> {
             ChaosError::input(field, missing.problem, missing.accepted)
         }
     };
-    let mount = || {
-        crate::scope::cgroup2_mount().map(|m| m.point).ok_or_else(|| {
-            ChaosError::input(
-                "scope.cgroup",
-                "this host has no cgroup v2 (only v1 hierarchies are mounted)",
-                "a host with cgroup v2, unified or hybrid (cgroup2 mounted, as at /sys/fs/cgroup/unified)",
-            )
-        })
-    };
+    let mount = cgroup2_root;
     Ok(Some(match (&scope.pid, &scope.container, &scope.pod_uid) {
         (Some(pid), ..) => {
             crate::workload::process(&mount()?, *pid).map_err(not_found("scope.pid"))?
@@ -341,7 +435,7 @@ pub fn armed_line(rule: &RuleSpec, programs: &[(&'static str, u32)]) -> String {
             scope.push(format!("interfaces {}", names.join(", ")));
         }
     }
-    if let Some(cgroup) = &rule.cgroup {
+    for cgroup in &rule.cgroups {
         scope.push(format!(
             "cgroup {} (id {})",
             cgroup.path.display(),

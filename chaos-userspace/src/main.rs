@@ -68,6 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             metrics,
             max_duration,
             max_faults,
+            cri,
         } => {
             require_root()?;
             let metrics = metrics.map(MetricsListener::bind).transpose()?;
@@ -82,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics,
                 max_duration: max_duration.0,
                 max_faults,
+                names: chaos::workload::PodNames::cri(cri.cri_socket.as_deref()),
             }))?;
             Ok(())
         }
@@ -113,7 +115,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 events: common.events,
                 metrics: common.metrics.map(MetricsListener::bind).transpose()?,
             };
-            let plan = inject::plan(&fault.to_fault()).map_err(on_the_command_line)?;
+            let model = fault.to_fault();
+            let pods = node_pods(&common.cri, [&model].into_iter())?;
+            let plan = inject::plan(&model, pods.as_deref()).map_err(on_the_command_line)?;
             execute(vec![plan], options)
         }
         Command::Run {
@@ -123,9 +127,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             events_per_cpu_per_sec,
             metrics,
             max_duration,
+            cri,
         } => {
             let metrics = metrics.map(MetricsListener::bind).transpose()?;
             let faults = read_experiment(&file).map_err(on_the_command_line)?;
+            let pods = node_pods(&cri, faults.iter().map(|(_, fault)| fault))?;
             let name = file.display().to_string();
             let plans = faults
                 .into_iter()
@@ -134,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     fault.events = events.map(|_: EventFormat| chaos_model::Events {
                         per_cpu_per_sec: events_per_cpu_per_sec,
                     });
-                    inject::plan(&fault).map_err(|source| match origin {
+                    inject::plan(&fault, pods.as_deref()).map_err(|source| match origin {
                         Origin::Line(line) => on_the_command_line(ChaosError::AtLine {
                             file: name.clone(),
                             line,
@@ -156,6 +162,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             execute(plans, options)
         }
     }
+}
+
+/// The node's pods by name from the CRI socket, when some fault's scope names workloads.
+fn node_pods<'a>(
+    cri: &cli::CriArgs,
+    faults: impl Iterator<Item = &'a chaos_model::Fault>,
+) -> anyhow::Result<Option<Vec<chaos_model::workloads::PodInfo>>> {
+    let names = chaos::workload::PodNames::cri(cri.cri_socket.as_deref());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime
+        .block_on(chaos::workload::PodNames::for_faults(
+            names.as_ref(),
+            faults,
+        ))
+        .map_err(on_the_command_line)?)
 }
 
 /// A fault's error inside a fault set, named by its place there (`faults[2].scope.cgroup`).

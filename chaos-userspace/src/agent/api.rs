@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chaos::{engine::FaultId, error::ChaosError, inject};
+use chaos::{engine::FaultId, error::ChaosError, inject, workload::PodNames};
 use chaos_model::Format;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -140,8 +140,9 @@ async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Respon
     fault
         .events
         .get_or_insert_with(chaos_model::Events::default);
+    let pods = PodNames::for_faults(shared.names.as_ref(), [&fault].into_iter()).await?;
     // Planning probes the kernel and resolves scopes: blocking work, off the async workers.
-    let plan = tokio::task::spawn_blocking(move || inject::plan(&fault))
+    let plan = tokio::task::spawn_blocking(move || inject::plan(&fault, pods.as_deref()))
         .await
         .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))??;
     let mut engine = shared.engine.lock().await;

@@ -66,6 +66,8 @@ pub struct AgentOptions {
     pub metrics: Option<MetricsListener>,
     pub max_duration: Duration,
     pub max_faults: usize,
+    /// Where pods and containers get their names (CRI, or the Kubernetes API's view).
+    pub names: Option<chaos::workload::PodNames>,
 }
 
 /// Request bodies beyond this are refused (413) before they are read.
@@ -91,6 +93,7 @@ pub struct Shared {
     engine: tokio::sync::Mutex<Engine>,
     events: Arc<EventHub>,
     token: Option<Vec<u8>>,
+    names: Option<chaos::workload::PodNames>,
     fault_metrics: Arc<FaultMetrics>,
     requests: Family<CodeLabel, Counter>,
     active: Gauge,
@@ -215,6 +218,7 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         engine: tokio::sync::Mutex::new(engine),
         events,
         token,
+        names: options.names,
         fault_metrics: Arc::clone(&fault_metrics),
         requests: Family::default(),
         active: Gauge::default(),

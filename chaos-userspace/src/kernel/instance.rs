@@ -36,7 +36,10 @@ pub struct RuleSpec {
     pub lifetime: std::time::Duration,
     /// Events each CPU may emit per second for this rule; 0 for none.
     pub events_per_sec: u32,
-    pub cgroup: Option<CgroupScope>,
+    /// The cgroups it acts in: one directory, or each pod or container a workload scope names.
+    pub cgroups: Vec<CgroupScope>,
+    /// The pods or containers those cgroups are, when the scope named workloads.
+    pub workloads: Vec<String>,
     /// TC: where it acts. With several (a cgroup's packets on every interface), the rule matches
     /// on any of them.
     pub interfaces: Vec<InterfaceScope>,
@@ -94,7 +97,7 @@ impl Instance {
                 config.ifindex = interface.ifindex;
             }
             // TC sees every socket's packets: a rule with a cgroup checks it.
-            if let Some(scope) = &rule.cgroup {
+            if let Some(scope) = rule.cgroups.first() {
                 config.flags |= flags::SCOPE_CGROUP;
                 config.scope_cgroup_id = scope.id;
                 config.scope_cgroup_level = scope.level;
@@ -164,7 +167,7 @@ impl Instance {
         let mut loaded: Vec<(&'static str, u32)> = Vec::new();
         for (program, rule, interface) in programs_to_attach(&rules, mechanism)? {
             let target = AttachTarget {
-                cgroup: rule.cgroup.as_ref(),
+                cgroup: rule.cgroups.first(),
                 btf: None,
                 interface,
                 tc_mechanism: mechanism,

@@ -20,6 +20,16 @@ pub struct ScopedCgroup {
     pub path: PathBuf,
 }
 
+impl From<&crate::scope::CgroupScope> for ScopedCgroup {
+    fn from(cgroup: &crate::scope::CgroupScope) -> Self {
+        Self {
+            id: cgroup.id,
+            level: cgroup.level,
+            path: cgroup.path.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Entry {
     cgroup: Option<ScopedCgroup>,

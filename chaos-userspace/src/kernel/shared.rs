@@ -117,7 +117,7 @@ impl SharedObject {
     /// Arms one fault in a free slot: filters, configuration (with the kernel's deadline), scope
     /// entries, then the attachments it still lacks. On an error nothing of it stays.
     pub fn add(&mut self, rule: RuleSpec) -> Result<Slot> {
-        let Some(cgroup) = rule.cgroup.as_ref() else {
+        if rule.cgroups.is_empty() {
             return Err(ChaosError::input(
                 "scope.cgroup",
                 format!(
@@ -127,7 +127,7 @@ impl SharedObject {
                 ),
                 "a cgroup v2 directory",
             ));
-        };
+        }
         let programs = rule
             .spec
             .programs(self.mechanism)
@@ -139,11 +139,6 @@ impl SharedObject {
         let slot = self.free.pop_front().ok_or(ChaosError::Capacity {
             limit: self.slots.len(),
         })?;
-        let scoped = ScopedCgroup {
-            id: cgroup.id,
-            level: cgroup.level,
-            path: cgroup.path.clone(),
-        };
         let mut hooks: Vec<u32> = programs.iter().map(|p| p.scope_hook).collect();
         hooks.dedup();
         let mut config = rule.spec.config(rule.fault_id, rule.events_per_sec);
@@ -159,7 +154,7 @@ impl SharedObject {
             }
         }
         self.slots[slot as usize] = Some(rule);
-        let armed = self.arm_slot(slot, config, &scoped, &hooks);
+        let armed = self.arm_slot(slot, config, &hooks);
         if let Err(err) = armed {
             let _ = self.remove(slot);
             return Err(err);
@@ -167,39 +162,66 @@ impl SharedObject {
         Ok(slot)
     }
 
-    fn arm_slot(
-        &mut self,
-        slot: Slot,
-        mut config: FaultConfig,
-        cgroup: &ScopedCgroup,
-        hooks: &[u32],
-    ) -> Result<()> {
+    fn arm_slot(&mut self, slot: Slot, mut config: FaultConfig, hooks: &[u32]) -> Result<()> {
         self.reset_state(slot)?;
         let Some(rule) = self.rule(slot) else {
             return Ok(());
         };
         let (spec, lifetime) = (rule.spec.clone(), rule.lifetime);
+        let cgroups: Vec<ScopedCgroup> = rule.cgroups.iter().map(ScopedCgroup::from).collect();
         write_filters(&mut self.ebpf, slot, &spec, FilterOp::Insert)?;
         config.armed = 1;
         config.expires_ns = monotonic_ns()?.saturating_add(lifetime.as_nanos() as u64);
         self.configs[slot as usize] = config;
         write_config(&mut self.ebpf, slot, &config)?;
-        self.table.add(cgroup, hooks, slot).map_err(|too_many| {
-            ChaosError::input(
-                "scope.cgroup",
-                format!(
-                    "{} faults would act on {} for one operation (its ancestors' included)",
-                    too_many.rules,
-                    too_many.cgroup.display()
-                ),
-                format!(
-                    "at most {} faults per cgroup and operation",
-                    chaos_common::MAX_RULES_PER_DESTINATION
-                ),
-            )
-        })?;
+        self.scope_slot(slot, &cgroups, hooks)?;
         self.sync_scopes()?;
         self.sync_attachments(slot)
+    }
+
+    /// Enters `slot` in the scope table for each cgroup; on a refusal none of them stays.
+    fn scope_slot(&mut self, slot: Slot, cgroups: &[ScopedCgroup], hooks: &[u32]) -> Result<()> {
+        for cgroup in cgroups {
+            if let Err(too_many) = self.table.add(cgroup, hooks, slot) {
+                self.table.remove(slot);
+                return Err(ChaosError::input(
+                    "scope.cgroup",
+                    format!(
+                        "{} faults would act on {} for one operation (its ancestors' included)",
+                        too_many.rules,
+                        too_many.cgroup.display()
+                    ),
+                    format!(
+                        "at most {} faults per cgroup and operation",
+                        chaos_common::MAX_RULES_PER_DESTINATION
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves an armed rule to another set of cgroups (a container of its pod restarted): the
+    /// kernel sees the new scope entries and links before the old ones go, so a cgroup in both
+    /// sets is never unjudged. On an error the rule keeps its old cgroups.
+    pub fn retarget(&mut self, slot: Slot, cgroups: Vec<crate::scope::CgroupScope>) -> Result<()> {
+        let Some(rule) = self.slots.get(slot as usize).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        let mut hooks: Vec<u32> = self.specs_of(rule).iter().map(|p| p.scope_hook).collect();
+        hooks.dedup();
+        let scoped: Vec<ScopedCgroup> = cgroups.iter().map(ScopedCgroup::from).collect();
+        let previous: Vec<ScopedCgroup> = rule.cgroups.iter().map(ScopedCgroup::from).collect();
+        self.table.remove(slot);
+        if let Err(err) = self.scope_slot(slot, &scoped, &hooks) {
+            self.scope_slot(slot, &previous, &hooks)?;
+            return Err(err);
+        }
+        if let Some(rule) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            rule.cgroups = cgroups;
+        }
+        self.sync_scopes()?;
+        self.sync_cgroup_links()
     }
 
     /// Stops one rule at once (its configuration first, so every CPU skips it from its next
@@ -344,7 +366,7 @@ impl SharedObject {
                 .slots
                 .iter()
                 .flatten()
-                .filter_map(|r| r.cgroup.as_ref())
+                .flat_map(|r| &r.cgroups)
                 .find(|c| c.id == *cgroup_id)
             else {
                 continue;

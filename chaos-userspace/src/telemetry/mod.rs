@@ -179,6 +179,9 @@ pub struct Summary {
     pub cgroup: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
+    /// The pods or containers it acts on (`namespace/pod[/container]`), when named.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     /// Why the fault ended: "duration" (its own or the run's), "signal", or "error" (its
@@ -187,6 +190,20 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Where it acts: the cgroup's path and id, or every path (comma-separated, no single id)
+    /// when a workload scope named several.
+    pub fn set_cgroups(&mut self, cgroups: &[crate::scope::CgroupScope]) {
+        let paths: Vec<String> = cgroups
+            .iter()
+            .map(|c| c.path.display().to_string())
+            .collect();
+        self.cgroup = (!paths.is_empty()).then(|| paths.join(","));
+        self.cgroup_id = match cgroups {
+            [only] => Some(only.id),
+            _ => None,
+        };
+    }
+
     /// A fault's summary before it ran: what it is and where.
     pub fn armed(fault: &'static str, fault_id: u32, program_ids: Vec<u32>) -> Self {
         Self {
@@ -202,6 +219,7 @@ impl Summary {
             program_ids,
             cgroup: None,
             cgroup_id: None,
+            workloads: Vec::new(),
             interface: None,
             ended_by: "signal",
         }
