@@ -75,6 +75,8 @@ pub enum Command {
     },
     /// Print the JSON Schema of the fault model (what the agent's API and fault files take).
     Schema,
+    /// Print the ChaosFault CustomResourceDefinition (deploy/crd.yaml), generated from the types.
+    Crd,
     /// Run as a node agent: an HTTP JSON API that arms and stops faults in this process.
     Agent {
         /// HOST:PORT, or unix:/PATH for a Unix socket (root only).

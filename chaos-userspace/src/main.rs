@@ -100,6 +100,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(client.run(command))?;
             Ok(())
         }
+        Command::Crd => {
+            print!("{}", chaos_kube::crd_yaml());
+            Ok(())
+        }
         Command::Schema => {
             println!(
                 "{}",
