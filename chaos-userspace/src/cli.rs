@@ -97,6 +97,13 @@ pub enum Command {
         max_faults: usize,
         #[command(flatten)]
         cri: CriArgs,
+        /// Arm the cluster's ChaosFaults on this node's pods (in-cluster credentials, or
+        /// KUBECONFIG), naming pods from the API server.
+        #[arg(long)]
+        kubernetes: bool,
+        /// This node's name (from the downward API's spec.nodeName).
+        #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+        node_name: Option<String>,
     },
     /// Talk to a running agent: create, list, show and stop faults, follow its events.
     Fault {

@@ -69,8 +69,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_duration,
             max_faults,
             cri,
+            kubernetes,
+            node_name,
         } => {
             require_root()?;
+            let kubernetes_node = match (kubernetes, node_name) {
+                (false, _) => None,
+                (true, Some(node)) => Some(node),
+                (true, None) => Err(ChaosError::input(
+                    "--node-name",
+                    "missing: --kubernetes arms the ChaosFaults of one node",
+                    "--node-name NAME or NODE_NAME (the downward API's spec.nodeName)",
+                ))?,
+            };
             let metrics = metrics.map(MetricsListener::bind).transpose()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -84,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_duration: max_duration.0,
                 max_faults,
                 names: chaos::workload::PodNames::cri(cri.cri_socket.as_deref()),
+                kubernetes_node,
             }))?;
             Ok(())
         }

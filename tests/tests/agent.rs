@@ -315,15 +315,21 @@ fn a_frozen_agent_cannot_extend_a_fault() {
     let agent = Agent::start(&[]);
     let mut fault = connect_error(&cgroup, addr.port());
     fault["duration"] = json!("2s");
-    let armed_at = Instant::now();
     let created = agent.create(&fault);
+    // The kernel's deadline was set while the request was answered (an idle agent loads and
+    // verifies its object first, most of a second in a debug build): 2 s from now at the latest.
+    let armed_by = Instant::now();
     assert_eq!(
         cgroup.testkit(&["connect", &addr.to_string(), "3"])["ok"],
         0
     );
     agent.signal(Signal::SIGSTOP);
+    assert!(
+        armed_by.elapsed() < Duration::from_secs(2),
+        "frozen before the deadline"
+    );
     std::thread::sleep(
-        (armed_at + Duration::from_millis(2500)).saturating_duration_since(Instant::now()),
+        (armed_by + Duration::from_millis(2500)).saturating_duration_since(Instant::now()),
     );
     assert!(
         program_ids(&created).iter().all(|p| program_loaded(*p)),

@@ -2,6 +2,7 @@
 //! Kubernetes controller. Every fault it arms carries its deadline into the kernel, the process
 //! holds every attachment (nothing is pinned), so a SIGKILL of the agent removes them all.
 mod api;
+mod kubernetes;
 
 use std::{
     collections::VecDeque,
@@ -68,6 +69,8 @@ pub struct AgentOptions {
     pub max_faults: usize,
     /// Where pods and containers get their names (CRI, or the Kubernetes API's view).
     pub names: Option<chaos::workload::PodNames>,
+    /// In a cluster: this node's name (ChaosFaults are armed on its pods).
+    pub kubernetes_node: Option<String>,
 }
 
 /// Request bodies beyond this are refused (413) before they are read.
@@ -200,6 +203,24 @@ pub async fn run(options: AgentOptions) -> Result<()> {
             "a loopback address, unix:PATH, or --token-file with a bearer token",
         ));
     }
+    // In a cluster the pods of this node come from the API server, which also names them.
+    let mut names = options.names;
+    let cluster = match &options.kubernetes_node {
+        Some(node) => {
+            let client = kube::Client::try_default().await.map_err(|err| {
+                ChaosError::input(
+                    "--kubernetes",
+                    format!("no Kubernetes API: {err}"),
+                    "in-cluster credentials (a pod's service account) or KUBECONFIG",
+                )
+            })?;
+            let pods = kubernetes::watch_node_pods(client.clone(), node).await?;
+            names = Some(kubernetes::pod_names(pods.clone()));
+            eprintln!("chaos-bpf agent: watching the pods of node {node} and every ChaosFault");
+            Some((client, node.clone(), pods))
+        }
+        None => None,
+    };
     let (live, _) = broadcast::channel(EVENT_BACKLOG);
     let events = Arc::new(EventHub {
         backlog: Mutex::new(VecDeque::new()),
@@ -218,7 +239,7 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         engine: tokio::sync::Mutex::new(engine),
         events,
         token,
-        names: options.names,
+        names,
         fault_metrics: Arc::clone(&fault_metrics),
         requests: Family::default(),
         active: Gauge::default(),
@@ -266,6 +287,9 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         }
     };
     let expiry = tokio::spawn(expire_faults(Arc::clone(&shared)));
+    let controller = cluster.map(|(client, node, pods)| {
+        tokio::spawn(kubernetes::run(Arc::clone(&shared), client, node, pods))
+    });
     let served = match &options.listen {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|err| {
@@ -295,6 +319,9 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         }
     };
     expiry.abort();
+    if let Some(controller) = controller {
+        controller.abort();
+    }
     // Every fault ends with the agent: the kill switches first, then the rules, then the objects.
     let stopped = shared.engine.lock().await.stop_all("signal").await;
     eprintln!("chaos-bpf agent: stopped {stopped} fault(s)");
