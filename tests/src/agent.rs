@@ -50,6 +50,11 @@ impl Agent {
     /// Starts `chaos-bpf agent` with a fresh token and `extra` arguments, and waits until its
     /// API answers.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// The same, with environment variables for the agent (KUBECONFIG, NODE_NAME).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let token = format!(
             "token-{}-{}",
             std::process::id(),
@@ -68,6 +73,7 @@ impl Agent {
         args.extend_from_slice(extra);
         let mut child = Command::new(chaos_bin())
             .args(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

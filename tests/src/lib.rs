@@ -2,6 +2,8 @@
 //! `Drop` removes it, so a failing (panicking) test still cleans up.
 pub mod agent;
 pub mod cases;
+pub mod kube_api;
+pub mod pods;
 pub mod vm_bench;
 
 use std::{

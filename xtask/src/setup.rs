@@ -9,8 +9,20 @@ use crate::util::{is_root, output};
 const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the tests and the demo use: bpftool reads the kernel's program lists.
 /// ethtool turns veth checksum offload off, so the corrupt test can watch receivers verify.
-/// prometheus is the real server that scrapes the agent in its test.
-const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "ethtool", "prometheus"];
+/// prometheus is the real server that scrapes the agent in its test. containerd, runc,
+/// busybox-static (the local images) and containernetworking-plugins (the pods' bridge) run real
+/// CRI pods for the pod-scoping tests; protobuf-compiler is protoc, which k8s-cri's build needs.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "ethtool",
+    "prometheus",
+    "containerd",
+    "runc",
+    "busybox-static",
+    "containernetworking-plugins",
+    "protobuf-compiler",
+];
 
 pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;

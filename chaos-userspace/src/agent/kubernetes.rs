@@ -351,11 +351,12 @@ impl Controller {
                 injected += view.counters.injected;
             }
         }
-        let targets: Vec<String> = armed
+        let mut targets: Vec<String> = armed
             .faults
             .values()
             .map(|(name, _)| name.clone())
             .collect();
+        targets.sort();
         let phase = if ended {
             Phase::Recovered
         } else if !armed.errors.is_empty() && targets.is_empty() {

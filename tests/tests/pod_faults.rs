@@ -1,0 +1,409 @@
+//! Faults on real containerd pods (no kubelet, no API server: containerd's CRI API, kubelet-style
+//! cgroups, CNI bridge networking; see tests/src/pods.rs). Each scope by name or id hits exactly
+//! its processes: real syscalls in the containers fail with the errno, real packets are lost,
+//! and the pod's other container and the neighbouring pods are spared. A ChaosFault served by a
+//! local API server (no real cluster) reaches the selected containers through the agent's
+//! controller, follows a restarted container, and gets its node's status written.
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use chaos_tests::{
+    ChaosRun,
+    agent::Agent,
+    eventually,
+    kube_api::FakeApiServer,
+    pods::{ContainerSpec, Containerd, Pod, PodSpec, Qos},
+    require_root, tcp_sink,
+};
+use serde_json::json;
+
+/// One node at a time: each test starts its own containerd, pods and chaos-bpf.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the tests' pods run: nothing but a process to exec beside.
+const SLEEP: &[&str] = &["/bin/sleep", "infinity"];
+
+fn pod(name: &str, qos: Qos, labels: &[(&str, &str)], containers: &[&str]) -> PodSpec {
+    let mut spec = PodSpec::new(name, qos);
+    spec.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spec.containers = containers
+        .iter()
+        .map(|c| ContainerSpec::new(c, SLEEP))
+        .collect();
+    spec
+}
+
+/// The node of these tests: `web` (two containers: app and sidecar, best effort), `canary` (same
+/// app label, another tier, burstable) and `cache` (another app, guaranteed), and a TCP server
+/// on the bridge's gateway address, outside every pod.
+struct Node {
+    containerd: Containerd,
+    web: Pod,
+    canary: Pod,
+    cache: Pod,
+    server: SocketAddr,
+}
+
+impl Node {
+    fn start() -> Self {
+        let containerd = Containerd::start();
+        let web = containerd.run_pod(&pod(
+            "web",
+            Qos::BestEffort,
+            &[("app", "web"), ("tier", "main")],
+            &["app", "sidecar"],
+        ));
+        let canary = containerd.run_pod(&pod(
+            "canary",
+            Qos::Burstable,
+            &[("app", "web"), ("tier", "canary")],
+            &["app"],
+        ));
+        let cache = containerd.run_pod(&pod(
+            "cache",
+            Qos::Guaranteed,
+            &[("app", "cache")],
+            &["redis"],
+        ));
+        let server = tcp_sink(&format!("{}:0", containerd.gateway()));
+        Self {
+            containerd,
+            web,
+            canary,
+            cache,
+            server,
+        }
+    }
+
+    /// A connect from inside the container (busybox nc, exec'd through CRI): `None` if it
+    /// connected, else what nc said.
+    fn connect_error(&self, container_id: &str) -> Option<String> {
+        let target = format!(
+            "nc -w 2 {} {} </dev/null",
+            self.server.ip(),
+            self.server.port()
+        );
+        let out = self.containerd.exec(
+            container_id,
+            &["sh", "-c", &target],
+            Duration::from_secs(10),
+        );
+        (out.exit_code != 0).then(|| format!("{}{}", out.stdout, out.stderr))
+    }
+
+    /// Which of the containers fail to connect, by `pod/container`.
+    fn refused(&self) -> Vec<String> {
+        let mut refused = Vec::new();
+        for pod in [&self.web, &self.canary, &self.cache] {
+            for container in &pod.containers {
+                if let Some(said) = self.connect_error(&container.id) {
+                    assert!(
+                        said.contains("Connection refused"),
+                        "{}/{}: {said}",
+                        pod.name,
+                        container.name
+                    );
+                    refused.push(format!("{}/{}", pod.name, container.name));
+                }
+            }
+        }
+        refused
+    }
+
+    fn socket(&self) -> &str {
+        self.containerd.socket().to_str().expect("socket path")
+    }
+
+    /// Arms connect-error to the server on `scope` (CLI flags) and returns which containers
+    /// were refused while it ran.
+    fn refused_under(&self, scope: &[&str]) -> Vec<String> {
+        let port = self.server.port().to_string();
+        let mut args = vec![
+            "inject",
+            "connect-error",
+            "--cri-socket",
+            self.socket(),
+            "--port",
+            &port,
+            "--duration",
+            "60s",
+        ];
+        args.extend_from_slice(scope);
+        let run = ChaosRun::start(&args);
+        let refused = self.refused();
+        let output = run.stop();
+        assert_eq!(output.code, Some(0), "{}", output.stderr);
+        refused
+    }
+}
+
+#[test]
+fn scopes_by_pod_container_name_pid_and_selector_hit_exactly_their_processes() {
+    require_root();
+    let _serial = one_at_a_time();
+    let node = Node::start();
+    assert!(
+        node.refused().is_empty(),
+        "nothing is refused without a fault"
+    );
+    let web_app = node.web.container("app");
+    let sidecar = node.web.container("sidecar");
+    for (scope, expected) in [
+        (
+            vec!["--pod-uid", node.web.uid.as_str()],
+            vec!["web/app", "web/sidecar"],
+        ),
+        (vec!["--container", &web_app.id[..12]], vec!["web/app"]),
+        (
+            vec!["--pod", "default/web", "--container-name", "app"],
+            vec!["web/app"],
+        ),
+        (
+            vec![
+                "--pod-uid",
+                node.web.uid.as_str(),
+                "--container-name",
+                "sidecar",
+            ],
+            vec!["web/sidecar"],
+        ),
+        (vec!["--pid", &sidecar.pid.to_string()], vec!["web/sidecar"]),
+        (
+            vec!["--selector", "app=web", "--container-name", "app"],
+            vec!["web/app", "canary/app"],
+        ),
+        (
+            vec!["--selector", "app=web,tier=canary"],
+            vec!["canary/app"],
+        ),
+        (
+            vec!["--pod-uid", node.cache.uid.as_str()],
+            vec!["cache/redis"],
+        ),
+    ] {
+        let mut refused = node.refused_under(&scope);
+        refused.sort();
+        let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(refused, expected, "scope {scope:?}");
+    }
+    assert!(node.refused().is_empty(), "every fault is gone");
+}
+
+#[test]
+fn a_container_scoped_drop_loses_only_that_containers_packets() {
+    require_root();
+    let _serial = one_at_a_time();
+    let node = Node::start();
+    let gateway = node.containerd.gateway().to_string();
+    let ping = |container: &str| {
+        let out = node.containerd.exec(
+            container,
+            &["ping", "-c", "5", "-i", "0.2", "-W", "1", &gateway],
+            Duration::from_secs(20),
+        );
+        let summary = out
+            .stdout
+            .lines()
+            .find(|l| l.contains("packets transmitted"));
+        summary.unwrap_or_default().to_string()
+    };
+    let canary = &node.canary.container("app").id;
+    let run = ChaosRun::start(&[
+        "inject",
+        "drop",
+        "--cri-socket",
+        node.socket(),
+        "--pod",
+        "default/canary",
+        "--container-name",
+        "app",
+        "--duration",
+        "60s",
+    ]);
+    let hit = ping(canary);
+    let spared = ping(&node.web.container("app").id);
+    let output = run.stop();
+    assert!(
+        hit.contains("5 packets transmitted, 0 packets received"),
+        "{hit}"
+    );
+    assert!(
+        spared.contains("5 packets transmitted, 5 packets received"),
+        "{spared}"
+    );
+    assert!(
+        output.summary()["injected"].as_u64().unwrap_or(0) >= 5,
+        "{}",
+        output.stdout
+    );
+    assert!(
+        ping(canary).contains("5 packets received"),
+        "gone with chaos-bpf"
+    );
+}
+
+#[test]
+fn a_pod_scope_covers_a_restarted_container_from_its_first_syscall() {
+    require_root();
+    let _serial = one_at_a_time();
+    let mut node = Node::start();
+    let port = node.server.port().to_string();
+    let run = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--pod-uid",
+        &node.web.uid,
+        "--port",
+        &port,
+        "--duration",
+        "60s",
+    ]);
+    let old = node.web.container("app").id.clone();
+    let started = Instant::now();
+    let new = node.containerd.restart_container(&mut node.web, "app");
+    let restarted_in = started.elapsed();
+    assert_ne!(new.id, old);
+    // The first connect the new container makes is refused: it sits below the pod's cgroup,
+    // which the rule is keyed on, so there is no gap to measure.
+    let first = node.connect_error(&new.id);
+    println!("restart took {restarted_in:?}; the new container's first connect: {first:?} (gap 0)");
+    assert!(first.is_some_and(|said| said.contains("Connection refused")));
+    run.stop();
+}
+
+/// Kubernetes Pod JSON for a CRI pod, as the API server would show it on node `node`.
+fn pod_json(pod: &Pod, labels: &[(&str, &str)], node: &str) -> serde_json::Value {
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid, "labels": labels},
+        "spec": {
+            "nodeName": node,
+            "containers": pod.containers.iter().map(|c| json!({"name": c.name, "image": "localhost/busybox:test"})).collect::<Vec<_>>(),
+        },
+        "status": {
+            "phase": "Running",
+            "containerStatuses": pod.containers.iter().map(|c| json!({
+                "name": c.name, "containerID": format!("containerd://{}", c.id),
+                "ready": true, "restartCount": c.attempt, "image": "localhost/busybox:test", "imageID": "",
+                "state": {"running": {"startedAt": "2026-12-06T00:00:00Z"}},
+            })).collect::<Vec<_>>(),
+        },
+    })
+}
+
+#[test]
+fn a_chaosfault_reaches_the_selected_containers_and_follows_a_restart() {
+    require_root();
+    let _serial = one_at_a_time();
+    let mut node = Node::start();
+    let api = FakeApiServer::start();
+    let web_labels = [("app", "web"), ("tier", "main")];
+    api.put_pod(pod_json(&node.web, &web_labels, "node-a"));
+    api.put_pod(pod_json(
+        &node.canary,
+        &[("app", "web"), ("tier", "canary")],
+        "node-a",
+    ));
+    api.put_pod(pod_json(&node.cache, &[("app", "cache")], "node-a"));
+    let agent = Agent::start_with_env(
+        &["--kubernetes", "--node-name", "node-a"],
+        &[("KUBECONFIG", api.kubeconfig().as_os_str())],
+    );
+    api.put_fault(json!({
+        "metadata": {"name": "web-refused", "namespace": "default"},
+        "spec": {
+            "selector": {"labelSelectors": {"app": "web"}, "containerNames": ["app"]},
+            "mode": "All",
+            "fault": {"kind": "connect-error", "errno": "ECONNREFUSED", "match": {"port": [node.server.port()]}},
+            "duration": "120s",
+        },
+    }));
+    let injected_entry = || {
+        api.patches().iter().rev().find_map(|patch| {
+            let entry = patch.body["status"]["nodes"][0].clone();
+            (entry["phase"] == "Injected").then_some((patch.clone(), entry))
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || injected_entry().is_some()),
+        "no Injected status: {:?}",
+        api.patches()
+    );
+    let (patch, entry) = injected_entry().expect("entry");
+    assert_eq!(patch.field_manager, "chaos-bpf/node-a");
+    assert!(patch.force, "server-side apply with force");
+    assert!(
+        patch.content_type.contains("apply-patch"),
+        "{}",
+        patch.content_type
+    );
+    assert_eq!(entry["node"], "node-a");
+    assert_eq!(
+        entry["targets"],
+        json!(["default/canary/app", "default/web/app"])
+    );
+    let mut refused = node.refused();
+    refused.sort();
+    assert_eq!(refused, ["canary/app", "web/app"]);
+
+    // A restart: the API server reports the new container id, the agent arms it.
+    let started = Instant::now();
+    let new = node.containerd.restart_container(&mut node.web, "app");
+    api.put_pod(pod_json(&node.web, &web_labels, "node-a"));
+    let reported = started.elapsed();
+    assert!(
+        eventually(Duration::from_secs(10), || node
+            .connect_error(&new.id)
+            .is_some()),
+        "the restarted container is not covered"
+    );
+    println!(
+        "restart to first refused connect: {:?} (the API server reported it after {reported:?})",
+        started.elapsed()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            api.fault("default", "web-refused").is_some_and(|f| {
+                f["status"]["nodes"][0]["injected"].as_u64().unwrap_or(0) > 0
+                    && f["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "AllInjected" && c["status"] == "True")
+            })
+        }),
+        "counts and conditions: {:?}",
+        api.fault("default", "web-refused")
+    );
+
+    api.delete_fault("default", "web-refused");
+    assert!(
+        eventually(Duration::from_secs(10), || node.refused().is_empty()),
+        "deleting the resource stops the fault"
+    );
+    let faults = agent.get("/v1/faults").json();
+    assert!(
+        faults["faults"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|f| f["state"] == "ended"),
+        "{faults}"
+    );
+}
