@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use chaos_model::Fault;
+use chaos_model::{Fault, workloads::PodInfo};
 use serde::Serialize;
 use tokio::{io::unix::AsyncFd, sync::oneshot, task::JoinHandle};
 
@@ -148,6 +148,22 @@ impl Loaded {
         match self {
             Loaded::Batch(instance) => instance.kill(),
             Loaded::Shared(shared) => shared.kill(),
+        }
+    }
+
+    /// Moves a rule to other cgroups. Only a shared object's rules can: a TC batch checks one
+    /// cgroup per rule, fixed at load.
+    fn retarget(&mut self, rule: u32, cgroups: Vec<crate::scope::CgroupScope>) -> Result<()> {
+        match self {
+            Loaded::Batch(instance) => Err(ChaosError::Unsupported {
+                fault: instance
+                    .rules
+                    .get(rule as usize)
+                    .map_or("fault", |r| r.spec.name()),
+                mechanism: instance.mechanism.name(),
+                reason: "a TC rule's cgroup is fixed while it runs".into(),
+            }),
+            Loaded::Shared(shared) => shared.retarget(rule, cgroups),
         }
     }
 
@@ -472,6 +488,64 @@ impl Engine {
             programs: crate::inject::program_names(&programs),
         });
         Some(id)
+    }
+
+    /// Brings faults whose scope names workloads (a pod name, a selector, a container name) to
+    /// the cgroups those names have now: a container that restarted has a new id and a new
+    /// cgroup, which the rule takes in place of the old one. (A pod's own cgroup never changes,
+    /// so a scope of whole pods covers restarts by construction.) Returns what was moved, by
+    /// fault id, with the workloads now covered.
+    pub fn follow(&mut self, pods: &[PodInfo]) -> Vec<(FaultId, Result<Vec<String>>)> {
+        let named: Vec<(FaultId, chaos_model::Scope, usize, u32)> = self
+            .faults
+            .iter()
+            .filter(|(_, f)| f.live() && f.spec.scope.needs_names())
+            .map(|(id, f)| (*id, f.spec.scope.clone(), f.object, f.rule))
+            .collect();
+        let mut moved = Vec::new();
+        for (id, scope, object, rule) in named {
+            // A name that resolves to nothing now (the container is between two lives) keeps
+            // the rule where it is until it resolves again.
+            let Ok((paths, workloads)) = crate::inject::cgroups_of(&scope, Some(pods)) else {
+                continue;
+            };
+            let Some(live) = self.objects.get_mut(&object) else {
+                continue;
+            };
+            let current: Vec<&std::path::Path> = live
+                .loaded
+                .rule(rule)
+                .map(|r| r.cgroups.iter().map(|c| c.path.as_path()).collect())
+                .unwrap_or_default();
+            if current == paths.iter().map(|p| p.as_path()).collect::<Vec<_>>() {
+                continue;
+            }
+            let opened: Result<Vec<crate::scope::CgroupScope>> = paths
+                .iter()
+                .map(|p| crate::scope::CgroupScope::open(p))
+                .collect();
+            let Some(fault) = self.faults.get_mut(&id) else {
+                continue;
+            };
+            // The summary says where the rule is only once it is there.
+            let result = opened.and_then(|cgroups| {
+                let mut next = fault.summary.clone();
+                next.set_cgroups(&cgroups);
+                next.workloads = workloads.clone();
+                live.loaded.retarget(rule, cgroups)?;
+                fault.summary = next;
+                Ok(workloads)
+            });
+            moved.push((id, result));
+        }
+        moved
+    }
+
+    /// Whether any armed fault's scope names workloads ([`Engine::follow`] has work).
+    pub fn follows_names(&self) -> bool {
+        self.faults
+            .values()
+            .any(|f| f.live() && f.spec.scope.needs_names())
     }
 
     /// The earliest deadline of an armed fault.

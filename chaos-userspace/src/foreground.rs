@@ -13,6 +13,7 @@ use chaos::{
     inject::Plan,
     metrics::{FaultMetrics, FaultSample, MetricsListener, registry_of},
     telemetry::{Counters, Summary, status_line},
+    workload::PodNames,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -27,6 +28,32 @@ pub struct RunOptions {
     pub events: Option<EventFormat>,
     /// Where Prometheus scrapes the run's counters (`--metrics`), already bound.
     pub metrics: Option<MetricsListener>,
+    /// Where pods get their names, for scopes that name them (followed across restarts).
+    pub names: Option<PodNames>,
+}
+
+/// How often scopes by name are resolved again while such a fault runs: a restarted container
+/// gets a new id and cgroup, which its rule then takes.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// Moves faults scoped by name to where the names are now, and says so.
+pub async fn follow(engine: &mut Engine, names: &PodNames) {
+    if !engine.follows_names() {
+        return;
+    }
+    let pods = match names.pods().await {
+        Ok(pods) => pods,
+        Err(err) => {
+            eprintln!("chaos-bpf: resolving names again: {err}");
+            return;
+        }
+    };
+    for (id, moved) in engine.follow(&pods) {
+        match moved {
+            Ok(workloads) => eprintln!("chaos-bpf: fault {id} now on {}", workloads.join(", ")),
+            Err(err) => eprintln!("chaos-bpf: fault {id} could not follow its workloads: {err}"),
+        }
+    }
 }
 
 /// Beyond this many faults the status is one line for all of them, every 10 s.
@@ -138,6 +165,7 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
         None => None,
     };
     let on_terminal = std::io::stderr().is_terminal();
+    let mut follower = tokio::time::interval(FOLLOW_EVERY);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let started = tokio::time::Instant::now();
@@ -154,6 +182,11 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
             () = sleep => engine.expire().await,
             _ = sigterm.recv() => { engine.stop_all("signal").await; }
             _ = sigint.recv() => { engine.stop_all("signal").await; }
+            _ = follower.tick(), if options.names.is_some() => {
+                if let Some(names) = &options.names {
+                    follow(&mut engine, names).await;
+                }
+            }
             _ = ticker.tick() => {
                 ticks += 1;
                 // One read of the kernel's counters serves the status line and the metrics; a

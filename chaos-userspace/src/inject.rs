@@ -63,7 +63,7 @@ pub fn preflight(
     spec: &mut FaultSpec,
     cgroups: &[std::path::PathBuf],
     iface: Option<&str>,
-    netns: Option<&std::path::Path>,
+    netns: &[PathBuf],
 ) -> Result<(Scopes, MechanismChoice)> {
     let filters = spec.filters();
     if filters.peers.len() > chaos_common::MAX_CIDRS as usize {
@@ -94,9 +94,12 @@ pub fn preflight(
     }
     let interfaces = match (iface, netns) {
         (Some(name), _) => vec![InterfaceScope::by_name(name)?],
-        (None, Some(path)) => vec![InterfaceScope::host_side_of(path)?],
-        (None, None) if matches!(spec, FaultSpec::Packet(..)) => cgroup_packets_leave_by(spec)?,
-        (None, None) => Vec::new(),
+        (None, []) if matches!(spec, FaultSpec::Packet(..)) => cgroup_packets_leave_by(spec)?,
+        (None, []) => Vec::new(),
+        (None, paths) => paths
+            .iter()
+            .map(|path| InterfaceScope::host_side_of(path))
+            .collect::<Result<_>>()?,
     };
     if let (FaultSpec::Packet(fault, hooks), Some(interface)) = (&mut *spec, interfaces.first()) {
         *hooks = interface.hooks(fault.direction);
@@ -248,13 +251,26 @@ pub struct Plan {
 pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
-    let (cgroups, workloads) = cgroups_of(scope, pods)?;
-    let (mut scopes, choice) = preflight(
-        &mut spec,
-        &cgroups,
-        scope.iface.as_deref(),
-        scope.netns.as_deref().map(std::path::Path::new),
-    )?;
+    let (mut cgroups, workloads) = cgroups_of(scope, pods)?;
+    let mut netns: Vec<PathBuf> = scope.netns.iter().map(PathBuf::from).collect();
+    let by_workload = scope.cgroup.is_none() && !cgroups.is_empty();
+    if matches!(spec, FaultSpec::Packet(..))
+        && by_workload
+        && scope.iface.is_none()
+        && netns.is_empty()
+    {
+        netns = pod_network(fault, &cgroups)?;
+        // A whole pod's packets are the ones on its veth; a container's are told apart by its
+        // cgroup (egress, where the socket is known).
+        if !netns.is_empty()
+            && scope.container.is_none()
+            && scope.container_name.is_none()
+            && scope.pid.is_none()
+        {
+            cgroups.clear();
+        }
+    }
+    let (mut scopes, choice) = preflight(&mut spec, &cgroups, scope.iface.as_deref(), &netns)?;
     scopes.workloads = workloads;
     Ok(Plan {
         fault: fault.clone(),
@@ -277,6 +293,58 @@ pub fn cgroups_of(
         return named_cgroups(scope, pods);
     }
     Ok((cgroup_of(scope)?.into_iter().collect(), Vec::new()))
+}
+
+/// The network namespaces of the workloads in `cgroups`, found through any of their processes,
+/// for TC faults: their host-side veths carry their packets. Empty when they use the host's
+/// network (a hostNetwork pod, a host process): they have no veth, and the cgroup alone scopes
+/// their packets as they leave, egress only.
+fn pod_network(fault: &Fault, cgroups: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let host = netns_inode(std::path::Path::new("/proc/self/ns/net"));
+    let mut namespaces: Vec<PathBuf> = Vec::new();
+    for cgroup in cgroups {
+        let pid = crate::workload::cgroups::any_process(cgroup).ok_or_else(|| {
+            ChaosError::input(
+                "scope",
+                format!(
+                    "no process runs in {}, so its network namespace is unknown",
+                    cgroup.display()
+                ),
+                "a running pod or container for TC faults",
+            )
+        })?;
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if netns_inode(&path) == host {
+            if fault
+                .direction
+                .is_some_and(|d| d != chaos_model::Direction::Egress)
+            {
+                return Err(ChaosError::input(
+                    "direction",
+                    format!(
+                        "{} uses the node's network (hostNetwork): it has no veth of its own, and \
+                         packets arriving at TC have no socket yet to tell its cgroup by",
+                        cgroup.display()
+                    ),
+                    "egress for a hostNetwork pod (its packets leaving the node's interfaces), \
+                     or a cgroup-scoped fault (drop, connect-error, recv-error, send-error)",
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        if !namespaces
+            .iter()
+            .any(|known| netns_inode(known) == netns_inode(&path))
+        {
+            namespaces.push(path);
+        }
+    }
+    Ok(namespaces)
+}
+
+fn netns_inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 /// Pods and containers chosen by name, resolved to their directories in the kubelet's tree.

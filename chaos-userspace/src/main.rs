@@ -12,7 +12,9 @@ use chaos::{
     error::ChaosError,
     inject::{self, Plan},
     metrics::MetricsListener,
+    workload::PodNames,
 };
+use chaos_model::workloads::PodInfo;
 use clap::Parser as _;
 use cli::{
     Cli, Command, DEFAULT_MAX_DURATION, EventFormat, Origin, on_the_command_line,
@@ -130,11 +132,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_duration: common.max_duration.map_or(DEFAULT_MAX_DURATION, |d| d.0),
                 events: common.events,
                 metrics: common.metrics.map(MetricsListener::bind).transpose()?,
+                names: None,
             };
             let model = fault.to_fault();
-            let pods = node_pods(&common.cri, [&model].into_iter())?;
+            let (names, pods) = node_pods(&common.cri, [&model].into_iter())?;
             let plan = inject::plan(&model, pods.as_deref()).map_err(on_the_command_line)?;
-            execute(vec![plan], options)
+            execute(vec![plan], RunOptions { names, ..options })
         }
         Command::Run {
             file,
@@ -147,7 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let metrics = metrics.map(MetricsListener::bind).transpose()?;
             let faults = read_experiment(&file).map_err(on_the_command_line)?;
-            let pods = node_pods(&cri, faults.iter().map(|(_, fault)| fault))?;
+            let (names, pods) = node_pods(&cri, faults.iter().map(|(_, fault)| fault))?;
             let name = file.display().to_string();
             let plans = faults
                 .into_iter()
@@ -174,28 +177,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_duration: max_duration.map_or(DEFAULT_MAX_DURATION, |d| d.0),
                 events,
                 metrics,
+                names,
             };
             execute(plans, options)
         }
     }
 }
 
-/// The node's pods by name from the CRI socket, when some fault's scope names workloads.
+/// Where names come from, and the node's pods by name, when some fault's scope names
+/// workloads (the CRI socket given, else the runtime's default one).
 fn node_pods<'a>(
     cri: &cli::CriArgs,
-    faults: impl Iterator<Item = &'a chaos_model::Fault>,
-) -> anyhow::Result<Option<Vec<chaos_model::workloads::PodInfo>>> {
-    let names = chaos::workload::PodNames::cri(cri.cri_socket.as_deref());
+    mut faults: impl Iterator<Item = &'a chaos_model::Fault>,
+) -> anyhow::Result<(Option<PodNames>, Option<Vec<PodInfo>>)> {
+    if !faults.any(|f| f.scope.needs_names()) {
+        return Ok((None, None));
+    }
+    let names = PodNames::cri(cri.cri_socket.as_deref());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    Ok(runtime
-        .block_on(chaos::workload::PodNames::for_faults(
-            names.as_ref(),
-            faults,
-        ))
-        .map_err(on_the_command_line)?)
+    let pods = match &names {
+        Some(names) => Some(
+            runtime
+                .block_on(names.pods())
+                .map_err(on_the_command_line)?,
+        ),
+        None => None,
+    };
+    Ok((names, pods))
 }
 
 /// A fault's error inside a fault set, named by its place there (`faults[2].scope.cgroup`).

@@ -280,6 +280,52 @@ fn a_pod_scope_covers_a_restarted_container_from_its_first_syscall() {
     println!("restart took {restarted_in:?}; the new container's first connect: {first:?} (gap 0)");
     assert!(first.is_some_and(|said| said.contains("Connection refused")));
     run.stop();
+
+    // Narrowed to a container by name, the rule follows the name to the new container's cgroup
+    // (names are resolved again every 200 ms while such a fault runs).
+    let run = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--cri-socket",
+        node.socket(),
+        "--pod",
+        "default/web",
+        "--container-name",
+        "app",
+        "--port",
+        &port,
+        "--duration",
+        "60s",
+    ]);
+    assert!(node.connect_error(&node.web.container("app").id).is_some());
+    let started = Instant::now();
+    let new = node.containerd.restart_container(&mut node.web, "app");
+    let restarted_in = started.elapsed();
+    let mut first_refused = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        if node.connect_error(&new.id).is_some() {
+            first_refused = Some(started.elapsed());
+            break;
+        }
+    }
+    println!(
+        "by container name: restart took {restarted_in:?}, first refused connect after {first_refused:?}"
+    );
+    assert!(
+        first_refused.is_some(),
+        "the restarted container is not covered"
+    );
+    assert!(
+        node.connect_error(&node.web.container("sidecar").id)
+            .is_none(),
+        "the sibling is still spared"
+    );
+    let output = run.stop();
+    assert!(
+        output.stderr.contains("now on default/web/app"),
+        "{}",
+        output.stderr
+    );
 }
 
 /// Kubernetes Pod JSON for a CRI pod, as the API server would show it on node `node`.
@@ -392,6 +438,37 @@ fn a_chaosfault_reaches_the_selected_containers_and_follows_a_restart() {
         api.fault("default", "web-refused")
     );
 
+    // An agent that dies takes its faults with it; the next one re-arms what is still due.
+    let program_ids: Vec<u64> = agent.get("/v1/faults").json()["faults"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["state"] == "armed")
+        .flat_map(|f| f["program_ids"].as_array().cloned().unwrap_or_default())
+        .filter_map(|id| id.as_u64())
+        .collect();
+    assert!(!program_ids.is_empty());
+    agent.kill_hard();
+    assert!(
+        program_ids
+            .iter()
+            .all(|id| !chaos_tests::program_loaded(*id)),
+        "nothing outlives the agent"
+    );
+    assert!(node.refused().is_empty(), "no fault outlives the agent");
+    let agent = Agent::start_with_env(
+        &["--kubernetes", "--node-name", "node-a"],
+        &[("KUBECONFIG", api.kubeconfig().as_os_str())],
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let mut refused = node.refused();
+            refused.sort();
+            refused == ["canary/app", "web/app"]
+        }),
+        "the restarted agent re-arms the resource"
+    );
+
     api.delete_fault("default", "web-refused");
     assert!(
         eventually(Duration::from_secs(10), || node.refused().is_empty()),
@@ -406,4 +483,112 @@ fn a_chaosfault_reaches_the_selected_containers_and_follows_a_restart() {
             .all(|f| f["state"] == "ended"),
         "{faults}"
     );
+}
+
+/// TC faults on a pod act on its host-side veth, found through the netns of any of its
+/// processes: a whole pod's pings are lost, a container's alone when its name narrows the pod
+/// (its cgroup tells its packets apart). A hostNetwork pod has no veth: cgroup-scoped faults
+/// work on it, and a TC fault that needs its veth is refused with the reason.
+#[test]
+fn tc_faults_use_a_pods_veth_and_host_network_pods_are_told_why_not() {
+    require_root();
+    let _serial = one_at_a_time();
+    let node = Node::start();
+    let mut host_spec = pod("hostnet", Qos::BestEffort, &[("app", "hostnet")], &["app"]);
+    host_spec.host_network = true;
+    let hostnet = node.containerd.run_pod(&host_spec);
+    let gateway = node.containerd.gateway().to_string();
+    let lost = |container: &str| {
+        let out = node.containerd.exec(
+            container,
+            &["ping", "-c", "4", "-i", "0.2", "-W", "1", &gateway],
+            Duration::from_secs(20),
+        );
+        out.stdout
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_default()
+            .contains("0 packets received")
+    };
+    let web_app = &node.web.container("app").id;
+    let sidecar = &node.web.container("sidecar").id;
+    let canary = &node.canary.container("app").id;
+    for (scope, hit, spared) in [
+        (
+            vec!["--pod", "default/web"],
+            vec![web_app, sidecar],
+            vec![canary],
+        ),
+        (
+            vec!["--pod", "default/web", "--container-name", "sidecar"],
+            vec![sidecar],
+            vec![web_app, canary],
+        ),
+    ] {
+        let mut args = vec![
+            "inject",
+            "drop",
+            "--mechanism",
+            "tcx",
+            "--cri-socket",
+            node.socket(),
+            "--duration",
+            "60s",
+        ];
+        args.extend_from_slice(&scope);
+        let run = ChaosRun::start(&args);
+        assert!(
+            run.first_lines().contains("host-side veth"),
+            "{scope:?}: {}",
+            run.first_lines()
+        );
+        for container in &hit {
+            assert!(lost(container), "{scope:?}: {container} keeps its packets");
+        }
+        for container in &spared {
+            assert!(!lost(container), "{scope:?}: {container} loses its packets");
+        }
+        run.stop();
+    }
+
+    let refused = chaos_tests::chaos(&[
+        "inject",
+        "drop",
+        "--mechanism",
+        "tcx",
+        "--direction",
+        "ingress",
+        "--cri-socket",
+        node.socket(),
+        "--pod",
+        "default/hostnet",
+        "--duration",
+        "5s",
+    ]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("hostNetwork") && refused.stderr.lines().count() <= 2,
+        "{}",
+        refused.stderr
+    );
+    let port = node.server.port().to_string();
+    let run = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--cri-socket",
+        node.socket(),
+        "--pod",
+        "default/hostnet",
+        "--port",
+        &port,
+        "--duration",
+        "60s",
+    ]);
+    let said = node.connect_error(&hostnet.container("app").id);
+    assert!(
+        said.is_some_and(|s| s.contains("Connection refused")),
+        "a cgroup-scoped fault works on a hostNetwork pod"
+    );
+    assert!(node.connect_error(web_app).is_none());
+    run.stop();
 }

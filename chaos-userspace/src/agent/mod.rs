@@ -287,6 +287,17 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         }
     };
     let expiry = tokio::spawn(expire_faults(Arc::clone(&shared)));
+    let follower = shared.names.clone().map(|names| {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::foreground::FOLLOW_EVERY);
+            loop {
+                tick.tick().await;
+                let mut engine = shared.engine.lock().await;
+                crate::foreground::follow(&mut engine, &names).await;
+            }
+        })
+    });
     let controller = cluster.map(|(client, node, pods)| {
         tokio::spawn(kubernetes::run(Arc::clone(&shared), client, node, pods))
     });
@@ -319,8 +330,8 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         }
     };
     expiry.abort();
-    if let Some(controller) = controller {
-        controller.abort();
+    for task in [controller, follower].into_iter().flatten() {
+        task.abort();
     }
     // Every fault ends with the agent: the kill switches first, then the rules, then the objects.
     let stopped = shared.engine.lock().await.stop_all("signal").await;

@@ -83,6 +83,19 @@ pub fn containers(pod: &Path) -> Vec<(String, PathBuf)> {
     containers
 }
 
+/// A process in the cgroup or below it (a pod's processes are in its containers' cgroups).
+pub fn any_process(cgroup: &Path) -> Option<u32> {
+    let own = std::fs::read_to_string(cgroup.join("cgroup.procs")).ok()?;
+    if let Some(pid) = own.lines().find_map(|line| line.trim().parse().ok()) {
+        return Some(pid);
+    }
+    std::fs::read_dir(cgroup)
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.path().is_dir())
+        .find_map(|entry| any_process(&entry.path()))
+}
+
 /// Why a workload could not be resolved: the problem, and what would be accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotFound {
