@@ -1,6 +1,9 @@
 //! Installs what a fresh machine lacks and nothing else, saying what it installs. A step that
 //! cannot be done ends setup with one line: what is missing and how to install it by hand.
-use std::process::Command;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::bail;
 
@@ -28,6 +31,110 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages(DEBIAN_PACKAGES)?;
+    kubectl_kustomize()?;
+    manifest_validators()?;
+    Ok(())
+}
+
+/// The validators of deploy/'s manifests (tests/tests/deploy.rs), pinned: from PyPI, into a
+/// virtualenv of the project's because Debian's pip refuses to install into the system.
+const MANIFEST_VALIDATORS: &[(&str, &str)] = &[
+    // The Kubernetes API's own schemas, bundled: validates manifests and CRDs offline.
+    ("kubernetes-validate", "1.37.0"),
+    // Checks the example ChaosFaults against the CRD's schema.
+    ("check-jsonschema", "0.39.0"),
+];
+
+/// Where the validators live: `$CHAOS_BPF_VENV`, else `~/.cache/chaos-bpf/venv` (the test looks
+/// there by the same rule).
+fn venv_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("CHAOS_BPF_VENV") {
+        return Ok(dir.into());
+    }
+    let Some(home) = std::env::var_os("HOME") else {
+        bail!("setup: HOME is not set; set it, or CHAOS_BPF_VENV to a directory for a virtualenv");
+    };
+    Ok(Path::new(&home).join(".cache/chaos-bpf/venv"))
+}
+
+/// `kubectl kustomize` renders deploy/ offline (`kubectl apply --dry-run=client` needs a server).
+/// Machines of this project come with a kubectl; where none is, Debian's kubernetes-client
+/// brings one (kubectl 1.20, whose older kustomize deploy/kustomization.yaml is written for).
+fn kubectl_kustomize() -> anyhow::Result<()> {
+    let works = || {
+        Command::new("kubectl")
+            .args(["kustomize", "--help"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works() {
+        return Ok(());
+    }
+    if Command::new("kubectl").arg("--help").output().is_ok() {
+        bail!(
+            "setup: this kubectl has no `kustomize` subcommand (kubectl 1.14 or newer has); \
+             replace it by hand: apt-get install kubernetes-client"
+        );
+    }
+    debian_packages(&["kubernetes-client"])?;
+    if !works() {
+        bail!(
+            "setup: kubernetes-client was installed but `kubectl kustomize` does not run; \
+             check by hand: kubectl kustomize deploy/"
+        );
+    }
+    Ok(())
+}
+
+/// kubernetes-validate and check-jsonschema at their pinned versions, in the project's virtualenv.
+/// A marker file names what was installed, so a second run starts no Python at all.
+fn manifest_validators() -> anyhow::Result<()> {
+    let venv = venv_dir()?;
+    let pins: Vec<String> = MANIFEST_VALIDATORS
+        .iter()
+        .map(|(name, version)| format!("{name}=={version}"))
+        .collect();
+    let marker = venv.join("chaos-bpf-tools.txt");
+    let installed = std::fs::read_to_string(&marker).is_ok_and(|m| m == pins.join("\n"))
+        // exists() follows the interpreter's symlink: a removed base Python breaks the venv.
+        && venv.join("bin/python3").exists()
+        && MANIFEST_VALIDATORS
+            .iter()
+            .all(|(name, _)| venv.join("bin").join(name).is_file());
+    if installed {
+        return Ok(());
+    }
+    let by_hand = format!(
+        "python3 -m venv {dir} && {dir}/bin/pip install {pins}",
+        dir = venv.display(),
+        pins = pins.join(" ")
+    );
+    println!(
+        "setup: installing {} into {} (validate deploy/'s manifests offline)",
+        pins.join(" "),
+        venv.display()
+    );
+    if !venv.join("bin/python3").exists() {
+        let make_venv = || {
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        // Debian's python3 needs python3-venv for ensurepip; other Pythons have it built in.
+        if !make_venv() && (debian_packages(&["python3-venv"]).is_err() || !make_venv()) {
+            bail!("setup: could not create a Python virtualenv; do it by hand: {by_hand}");
+        }
+    }
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(&pins)
+        .status();
+    if !pip.is_ok_and(|s| s.success()) {
+        bail!("setup: pip could not install the manifest validators; install by hand: {by_hand}");
+    }
+    std::fs::write(&marker, pins.join("\n"))?;
     Ok(())
 }
 
