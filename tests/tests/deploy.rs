@@ -22,7 +22,14 @@ use serde_json::{Value, json};
 /// kubernetes-validate): the oldest release we claim, and the newest the pinned tool knows.
 const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.37.0"];
 
-const CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"];
+const CAPABILITIES: &[&str] = &[
+    "BPF",
+    "NET_ADMIN",
+    "PERFMON",
+    "SYS_ADMIN",
+    "SYS_PTRACE",
+    "SYS_RESOURCE",
+];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")

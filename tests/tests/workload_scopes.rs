@@ -175,3 +175,35 @@ fn a_pid_scope_is_the_processs_cgroup() {
         output.stderr
     );
 }
+
+/// In a cgroup namespace of its own (the agent's DaemonSet pod, unprivileged, gets one), /proc
+/// shows other processes' cgroups relative to it (`0::/../..`): the pid is found in the
+/// mounted host tree instead, and chaos-bpf's own probes still use its own cgroup.
+#[test]
+fn a_pid_scope_resolves_from_a_private_cgroup_namespace() {
+    require_root();
+    let addr = tcp_sink("127.0.0.1:0").to_string();
+    let cgroup = TestCgroup::new("pid-cgroupns");
+    let mut sleeper = cgroup.command("sleep").arg("60").spawn().expect("sleep");
+    let pid = sleeper.id().to_string();
+    // chaos-bpf in a cgroup of its own, then in a cgroup namespace rooted there: the sleeper's
+    // cgroup is `0::/../chaos-pid-cgroupns-...` from inside.
+    let own = TestCgroup::new("pid-cgroupns-agent");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec unshare --cgroup {} inject connect-error --pid {pid}",
+        own.path.display(),
+        chaos_tests::chaos_bin().display()
+    );
+    let run = ChaosRun::start_program("sh", &["-c", &script]);
+    assert!(
+        run.first_lines()
+            .contains(&format!("on cgroup {} ", cgroup.path.display())),
+        "{}",
+        run.first_lines()
+    );
+    let result = cgroup.testkit(&["connect", &addr, "2"]);
+    assert_eq!(result["errnos"]["111"], 2, "{result}");
+    drop(run.stop());
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}

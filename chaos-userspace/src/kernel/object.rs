@@ -11,6 +11,12 @@ pub fn load() -> Result<Ebpf, aya::EbpfError> {
 
 /// The same, with the per-rule maps sized for `rules` rules.
 pub fn load_for_rules(rules: u32) -> Result<Ebpf, aya::EbpfError> {
+    // Once per process, before the first maps are made; a refusal matters only on kernels
+    // before 5.11, where the load then fails with EPERM and says so.
+    static MEMLOCK: std::sync::Once = std::sync::Once::new();
+    MEMLOCK.call_once(|| {
+        let _ = crate::sys::raise_memlock();
+    });
     let mut loader = EbpfLoader::new();
     // The process's one parse of the kernel's BTF: `EbpfLoader::new` parses vmlinux again on
     // every load (tens of megabytes of allocations each time an idle agent arms a fault).

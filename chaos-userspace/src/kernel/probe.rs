@@ -264,12 +264,7 @@ fn probe_bpf_link() -> Result<String, String> {
 /// This process's cgroup v2 directory, from /proc/self/cgroup ("0::/path").
 fn own_cgroup() -> Result<std::path::PathBuf, String> {
     let mount = crate::scope::cgroup2_mount().ok_or("no cgroup2 mount")?;
-    let own = fs::read_to_string("/proc/self/cgroup").map_err(|err| err.to_string())?;
-    let relative = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or("no cgroup v2 entry in /proc/self/cgroup")?;
-    Ok(mount.point.join(relative.trim_start_matches('/')))
+    crate::workload::process(&mount.point, std::process::id()).map_err(|missing| missing.problem)
 }
 
 /// An error as one line: its first line, and where aya appended the verifier's log, the log's

@@ -136,3 +136,20 @@ pub fn program_id(program: BorrowedFd<'_>) -> io::Result<u32> {
     bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     Ok(info.id)
 }
+
+/// Lifts RLIMIT_MEMLOCK where this process may (CAP_SYS_RESOURCE): kernels before 5.11 charge
+/// BPF maps against it, and the default (often 64 KiB or 8 MiB) is smaller than a shared
+/// object's maps. Newer kernels charge the memory cgroup instead, and a refusal changes nothing
+/// there, so the outcome is only reported.
+pub fn raise_memlock() -> io::Result<()> {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct, which outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -168,7 +168,34 @@ pub fn process(root: &Path, pid: u32) -> Result<PathBuf, NotFound> {
         accepted: "a host with cgroup v2, unified or hybrid (cgroup2 mounted, as at /sys/fs/cgroup/unified)"
             .into(),
     })?;
-    Ok(root.join(relative.trim_start_matches('/')))
+    let direct = root.join(relative.trim_start_matches('/'));
+    if !relative.contains("/..") && lists(&direct, pid) {
+        return Ok(direct);
+    }
+    // In a cgroup namespace of its own (an unprivileged pod's, such as the agent's DaemonSet),
+    // /proc shows paths relative to it (`/../../kubepods/...`, or `/` for itself) while the host
+    // tree is mounted: the process is found in the tree instead.
+    find_process(root, pid).ok_or_else(|| NotFound {
+        problem: format!("process {pid} is in no cgroup below {}", root.display()),
+        accepted: accepted.into(),
+    })
+}
+
+/// Whether `pid` is a member of exactly this cgroup.
+fn lists(dir: &Path, pid: u32) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.lines().any(|line| line.trim().parse() == Ok(pid)))
+}
+
+fn find_process(dir: &Path, pid: u32) -> Option<PathBuf> {
+    if lists(dir, pid) {
+        return Some(dir.to_path_buf());
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .find_map(|entry| find_process(&entry.path(), pid))
 }
 
 /// The cgroup v2 path in a `/proc/PID/cgroup` table: its `0::` line.
