@@ -3,6 +3,7 @@
 //! Nothing here knows about the kernel: the engine in chaos-userspace resolves scopes, picks
 //! mechanisms and arms rules from a validated [`Fault`].
 pub mod errno;
+pub mod experiment;
 pub mod fault;
 pub mod validate;
 pub mod values;
@@ -17,4 +18,9 @@ pub use values::*;
 /// The JSON Schema of one fault (`chaos-bpf schema`); the Kubernetes resource reuses it.
 pub fn fault_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Fault)).unwrap_or_default()
+}
+
+/// The JSON Schema of an experiment file (`chaos-bpf schema experiment`).
+pub fn experiment_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(experiment::Experiment)).unwrap_or_default()
 }

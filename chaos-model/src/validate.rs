@@ -430,7 +430,7 @@ pub fn parse<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, Field
 }
 
 /// serde_path_to_error writes the root as ".".
-fn path_of(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn path_of(path: &serde_path_to_error::Path) -> String {
     let text = path.to_string();
     if text == "." { String::new() } else { text }
 }

@@ -35,6 +35,37 @@ const KEYS: &[&str] = &[
     "perCpuPerSec",
     "faults",
     "unknown",
+    // The experiment's own keys: the experiment parser is fuzzed with the same documents.
+    "apiVersion",
+    "metadata",
+    "name",
+    "steadyState",
+    "probes",
+    "http",
+    "url",
+    "tcp",
+    "address",
+    "cmd",
+    "run",
+    "prometheus",
+    "query",
+    "expect",
+    "interval",
+    "timeout",
+    "hypothesis",
+    "warmup",
+    "injection",
+    "cooldown",
+    "at",
+    "for",
+    "fault",
+    "schedule",
+    "abort",
+    "probe",
+    "consecutiveFailures",
+    "rollback",
+    "commands",
+    "when",
 ];
 const WORDS: &[&str] = &[
     "connect-error",
@@ -61,6 +92,12 @@ const WORDS: &[&str] = &[
     "-",
     "1e400",
     "NaN",
+    "chaos-bpf.dev/v1",
+    "Experiment",
+    "api.error_ratio < 0.01",
+    "api.p99_latency <= 300ms",
+    "api.success",
+    "< 1e309",
 ];
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -102,11 +139,14 @@ proptest! {
         let text = serde_yaml::to_string(&doc).unwrap_or_default();
         let _ = parse_fault(&text, Format::Yaml);
         let _ = parse_fault_set(&text, Format::Yaml);
+        let _ = chaos_model::experiment::parse_experiment(&text);
     }
 
     #[test]
     fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
         let _ = parse_fault(&text, Format::Json);
         let _ = parse_fault(&text, Format::Yaml);
+        let _ = chaos_model::experiment::parse_experiment(&text);
+        let _ = chaos_model::experiment::locate(&text, "faults[1].fault.match.port[0]");
     }
 }
