@@ -73,8 +73,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the JSON Schema of the fault model (what the agent's API and fault files take).
-    Schema,
+    /// Print the JSON Schema of the fault model (what the agent's API and fault files take), or
+    /// of experiment files.
+    Schema {
+        #[arg(value_enum, default_value = "fault")]
+        of: SchemaOf,
+    },
+    /// Run experiments: steady state, hypothesis, faults on schedule, abort, verdict.
+    Experiment {
+        #[command(subcommand)]
+        command: ExperimentCommand,
+    },
     /// Print the ChaosFault CustomResourceDefinition (deploy/crd.yaml), generated from the types.
     Crd,
     /// Run as a node agent: an HTTP JSON API that arms and stops faults in this process.
@@ -115,6 +124,39 @@ pub enum Command {
         token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: FaultCommand,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaOf {
+    Fault,
+    Experiment,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// Run FILE (YAML, as `chaos-bpf schema experiment` describes). Exit 0: the hypothesis held;
+    /// 1: it did not; 3: aborted, or the steady state did not hold before injection; 2: bad input.
+    Run {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write the whole report as JSON.
+        #[arg(long, value_name = "PATH")]
+        report: Option<PathBuf>,
+        /// Write JUnit XML: one testcase per hypothesis condition per phase.
+        #[arg(long, value_name = "PATH")]
+        junit: Option<PathBuf>,
+        /// Write one self-contained HTML page with the timeline.
+        #[arg(long, value_name = "PATH")]
+        html: Option<PathBuf>,
+        /// Arm the faults in this node agent (HOST:PORT or unix:/PATH) instead of in-process.
+        #[arg(long, value_name = "ADDR")]
+        agent: Option<crate::agent::Listen>,
+        /// The agent's bearer token, in a file.
+        #[arg(long, value_name = "PATH", env = "CHAOS_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        cri: CriArgs,
     },
 }
 

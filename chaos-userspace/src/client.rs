@@ -199,3 +199,47 @@ fn table(listed: &serde_json::Value) -> String {
     }
     out
 }
+
+/// An experiment's faults, armed in a node agent instead of this process.
+impl chaos::experiment::Injector for AgentClient {
+    async fn arm(
+        &mut self,
+        mut fault: chaos_model::Fault,
+        lifetime: std::time::Duration,
+    ) -> Result<u32> {
+        fault.duration = Some(chaos_model::HumanDuration(lifetime));
+        let body = serde_json::to_string(&fault)
+            .map_err(|err| ChaosError::io("encoding the fault", std::io::Error::other(err)))?;
+        let created = self.json(Method::POST, "/v1/faults", Some(body)).await?;
+        created["id"]
+            .as_u64()
+            .map(|id| id as u32)
+            .ok_or_else(|| ChaosError::Agent {
+                status: 500,
+                message: "the agent answered without a fault id".into(),
+            })
+    }
+
+    async fn stop(&mut self, id: u32) -> Result<chaos::telemetry::Counters> {
+        let stopped = self
+            .json(Method::DELETE, &format!("/v1/faults/{id}"), None)
+            .await?;
+        Ok(counters_of(&stopped))
+    }
+
+    async fn counters(&mut self, id: u32) -> Option<chaos::telemetry::Counters> {
+        let shown = self
+            .json(Method::GET, &format!("/v1/faults/{id}"), None)
+            .await
+            .ok()?;
+        Some(counters_of(&shown))
+    }
+
+    async fn stop_all(&mut self) {
+        let _ = self.json(Method::POST, "/v1/faults:stop-all", None).await;
+    }
+}
+
+fn counters_of(view: &serde_json::Value) -> chaos::telemetry::Counters {
+    serde_json::from_value(view["counters"].clone()).unwrap_or_default()
+}

@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod errno;
 pub mod error;
+pub mod experiment;
 pub mod faults;
 pub mod filters;
 pub mod inject;

@@ -2,6 +2,7 @@
 mod agent;
 mod cli;
 mod client;
+mod experiment_cli;
 mod foreground;
 
 use std::process::ExitCode;
@@ -118,12 +119,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", chaos_kube::crd_yaml());
             Ok(())
         }
-        Command::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&chaos_model::fault_schema())?
-            );
+        Command::Schema { of } => {
+            let schema = match of {
+                cli::SchemaOf::Fault => chaos_model::fault_schema(),
+                cli::SchemaOf::Experiment => chaos_model::experiment_schema(),
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
+        }
+        Command::Experiment {
+            command:
+                cli::ExperimentCommand::Run {
+                    file,
+                    report,
+                    junit,
+                    html,
+                    agent,
+                    token_file,
+                    cri,
+                },
+        } => {
+            let outputs = experiment_cli::Outputs {
+                report,
+                junit,
+                html,
+            };
+            let code = experiment_cli::run(&file, outputs, agent, token_file, &cri)?;
+            // The verdict's own exit code: 0 held, 1 not held, 3 aborted.
+            std::process::exit(i32::from(code));
         }
         Command::Inject { fault } => {
             let common = fault.common();

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{errno::Errno, faults::kind_name};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Operations that passed the filters.
     pub matched: u64,
