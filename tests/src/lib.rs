@@ -4,6 +4,7 @@ pub mod agent;
 pub mod cases;
 pub mod kube_api;
 pub mod pods;
+pub mod services;
 pub mod vm_bench;
 
 use std::{

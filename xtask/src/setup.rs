@@ -25,6 +25,16 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "containernetworking-plugins",
     "protobuf-compiler",
+    // The example backend of the chaos experiments (examples/backend, tests/src/services.rs): a
+    // Flask web API with a Redis read-through cache over PostgreSQL, all real servers started by
+    // the tests on loopback. Debian's python3-* packages, so no pip is needed for the API.
+    "redis-server",
+    "postgresql",
+    "python3-flask",
+    "python3-redis",
+    "python3-psycopg2",
+    // Headless Chromium renders an experiment's HTML report in its test, as a person would see it.
+    "chromium",
 ];
 
 pub fn run() -> anyhow::Result<()> {
