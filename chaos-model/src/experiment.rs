@@ -620,6 +620,9 @@ pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
     // (line index, the column keys of the current block start at or beyond)
     let (mut from, mut min_column) = (0usize, 0usize);
+    // Just after a list item, its first key may sit on the item's own line, left of the
+    // item's content column.
+    let mut on_item_line = false;
     let mut found = None;
     for segment in path.split('.').filter(|s| !s.is_empty()) {
         let (key, indexes) = match segment.split_once('[') {
@@ -627,7 +630,8 @@ pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
             None => (segment, None),
         };
         if !key.is_empty() {
-            let (line, column) = find_key(&lines, from, min_column, key)?;
+            let (line, column) = find_key(&lines, from, min_column, key, on_item_line)?;
+            on_item_line = false;
             found = Some((line + 1, column + 1));
             from = line + 1;
             min_column = column + 1;
@@ -643,6 +647,7 @@ pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
             found = Some((line + 1, column + 1));
             from = line;
             min_column = column + 1;
+            on_item_line = true;
         }
     }
     found
@@ -655,7 +660,13 @@ fn content_column(line: &str) -> Option<usize> {
     (!rest.is_empty() && !rest.starts_with('#')).then_some(column)
 }
 
-fn find_key(lines: &[&str], from: usize, min_column: usize, key: &str) -> Option<(usize, usize)> {
+fn find_key(
+    lines: &[&str],
+    from: usize,
+    min_column: usize,
+    key: &str,
+    on_item_line: bool,
+) -> Option<(usize, usize)> {
     for (index, line) in lines.iter().enumerate().skip(from) {
         let Some(column) = content_column(line) else {
             continue;
@@ -667,7 +678,7 @@ fn find_key(lines: &[&str], from: usize, min_column: usize, key: &str) -> Option
             key_column += 2 + (after.len() - after.trim_start().len());
             rest = after.trim_start();
         }
-        if column < min_column && index > from {
+        if column < min_column && !(on_item_line && index == from) {
             return None;
         }
         if key_column >= min_column
@@ -692,7 +703,7 @@ fn find_item(
         let Some(column) = content_column(line) else {
             continue;
         };
-        if column + 1 < min_column && index > from {
+        if column + 1 < min_column {
             return None;
         }
         if !line[column..].starts_with("- ") && line[column..].trim() != "-" {

@@ -200,8 +200,26 @@ fn table(listed: &serde_json::Value) -> String {
     out
 }
 
-/// An experiment's faults, armed in a node agent instead of this process.
-impl chaos::experiment::Injector for AgentClient {
+/// An experiment's faults, armed in a node agent instead of this process. It stops only the
+/// faults it armed: the agent may hold other people's.
+pub struct AgentInjector {
+    pub client: AgentClient,
+    pub armed: Vec<u32>,
+}
+
+impl AgentInjector {
+    /// Stops what this experiment armed and has not stopped yet.
+    pub async fn stop_armed(&mut self) {
+        for id in std::mem::take(&mut self.armed) {
+            let _ = self
+                .client
+                .json(Method::DELETE, &format!("/v1/faults/{id}"), None)
+                .await;
+        }
+    }
+}
+
+impl chaos::experiment::Injector for AgentInjector {
     async fn arm(
         &mut self,
         mut fault: chaos_model::Fault,
@@ -210,18 +228,25 @@ impl chaos::experiment::Injector for AgentClient {
         fault.duration = Some(chaos_model::HumanDuration(lifetime));
         let body = serde_json::to_string(&fault)
             .map_err(|err| ChaosError::io("encoding the fault", std::io::Error::other(err)))?;
-        let created = self.json(Method::POST, "/v1/faults", Some(body)).await?;
-        created["id"]
+        let created = self
+            .client
+            .json(Method::POST, "/v1/faults", Some(body))
+            .await?;
+        let id = created["id"]
             .as_u64()
             .map(|id| id as u32)
             .ok_or_else(|| ChaosError::Agent {
                 status: 500,
                 message: "the agent answered without a fault id".into(),
-            })
+            })?;
+        self.armed.push(id);
+        Ok(id)
     }
 
     async fn stop(&mut self, id: u32) -> Result<chaos::telemetry::Counters> {
+        self.armed.retain(|armed| *armed != id);
         let stopped = self
+            .client
             .json(Method::DELETE, &format!("/v1/faults/{id}"), None)
             .await?;
         Ok(counters_of(&stopped))
@@ -229,6 +254,7 @@ impl chaos::experiment::Injector for AgentClient {
 
     async fn counters(&mut self, id: u32) -> Option<chaos::telemetry::Counters> {
         let shown = self
+            .client
             .json(Method::GET, &format!("/v1/faults/{id}"), None)
             .await
             .ok()?;
@@ -236,7 +262,7 @@ impl chaos::experiment::Injector for AgentClient {
     }
 
     async fn stop_all(&mut self) {
-        let _ = self.json(Method::POST, "/v1/faults:stop-all", None).await;
+        self.stop_armed().await;
     }
 }
 

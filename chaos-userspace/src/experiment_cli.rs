@@ -16,7 +16,11 @@ use chaos::{
 };
 use chaos_model::experiment::{Experiment, parse_experiment};
 
-use crate::{agent::Listen, cli::CriArgs, client::AgentClient};
+use crate::{
+    agent::Listen,
+    cli::CriArgs,
+    client::{AgentClient, AgentInjector},
+};
 
 pub struct Outputs {
     pub report: Option<PathBuf>,
@@ -55,12 +59,29 @@ pub fn run(
         .context("starting the async runtime")?;
     let terminal = std::io::stderr().is_terminal();
     let mut view = LiveView::new(terminal);
+    let in_file = |err: ChaosError| match err {
+        // A fault this host cannot arm: named by its place in the file, as a parse error is.
+        ChaosError::Field(field) => {
+            let at = chaos_model::experiment::locate(&text, &field.path);
+            let error = chaos_model::experiment::ExperimentError { field, at };
+            ChaosError::Usage(format!("{name}:{error}"))
+        }
+        other => other,
+    };
     let report = match agent {
         Some(agent) => {
-            let mut client = AgentClient { agent, token_file };
-            runtime.block_on(chaos::experiment::run(&experiment, &mut client, |live| {
-                view.show(live)
-            }))
+            let mut injector = AgentInjector {
+                client: AgentClient { agent, token_file },
+                armed: Vec::new(),
+            };
+            let report = runtime.block_on(until_signal(chaos::experiment::run(
+                &experiment,
+                &mut injector,
+                |live| view.show(live),
+            )));
+            // Interrupted: what it armed in the agent goes now, not at its deadline.
+            runtime.block_on(injector.stop_armed());
+            report
         }
         None => {
             if !nix::unistd::geteuid().is_root() {
@@ -78,20 +99,42 @@ pub fn run(
                 engine,
                 names: PodNames::cri(cri.cri_socket.as_deref()),
             };
-            runtime.block_on(async {
-                let report =
-                    chaos::experiment::run(&experiment, &mut injector, |live| view.show(live))
-                        .await;
-                // SIGTERM and Ctrl-C end the process; the kernel's deadlines and the engine's
-                // drop end its faults.
-                report
-            })
+            runtime.block_on(until_signal(chaos::experiment::run(
+                &experiment,
+                &mut injector,
+                |live| view.show(live),
+            )))
+        }
+    };
+    let report = match report {
+        Some(report) => report.map_err(in_file)?,
+        None => {
+            // The run's future is gone, and with it the engine's faults (its objects detach as
+            // they drop); an agent's are stopped by their deadlines.
+            eprintln!("\nchaos-bpf: interrupted: every fault was reverted; no verdict");
+            return Ok(3);
         }
     };
     view.finish();
     eprint!("{}", summary(&report));
     write_outputs(&report, &outputs)?;
     Ok(report.exit_code)
+}
+
+/// The experiment, unless SIGTERM or Ctrl-C comes first.
+async fn until_signal<T>(run: impl Future<Output = T>) -> Option<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return Some(run.await);
+    };
+    tokio::select! {
+        report = run => Some(report),
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+    }
 }
 
 /// The longest a fault of this experiment can live: the whole injection phase.

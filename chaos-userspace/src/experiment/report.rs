@@ -181,6 +181,28 @@ pub fn html(report: &Report) -> String {
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
             points.join(" ")
         );
+        // The error ratio over the last 10 checks, on the same height (0 to 1), dashed.
+        let ratio: Vec<String> = samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let window = &samples[i.saturating_sub(9)..=i];
+                let failed = window.iter().filter(|w| !w.check.ok).count();
+                let share = failed as f64 / window.len() as f64;
+                format!(
+                    "{:.1},{:.1}",
+                    x(s.at_s),
+                    20.0 + PLOT_HEIGHT - share * PLOT_HEIGHT
+                )
+            })
+            .collect();
+        let _ = write!(
+            page,
+            "<polyline class=\"error-ratio\" fill=\"none\" stroke=\"#d62728\" stroke-dasharray=\"4 3\" \
+             stroke-width=\"1\" points=\"{}\"/><text x=\"{:.1}\" y=\"28\" fill=\"#d62728\">error ratio 1</text>",
+            ratio.join(" "),
+            WIDTH - 90.0
+        );
         for sample in samples.iter().filter(|s| !s.check.ok) {
             let _ = write!(
                 page,

@@ -21,6 +21,11 @@ use crate::{
 
 /// Arms and stops the experiment's faults: this process's engine, or a node agent.
 pub trait Injector {
+    /// Whether `fault` can be armed here, checked before the experiment starts (scopes exist,
+    /// the kernel has the mechanism); nothing is armed.
+    fn check(&mut self, _fault: &Fault) -> impl Future<Output = Result<()>> {
+        async { Ok(()) }
+    }
     /// Arms `fault` for at most `lifetime` (the kernel's deadline); its id.
     fn arm(&mut self, fault: Fault, lifetime: Duration) -> impl Future<Output = Result<FaultId>>;
     /// Stops it; its final counters.
@@ -37,6 +42,12 @@ pub struct EngineInjector {
 }
 
 impl Injector for EngineInjector {
+    async fn check(&mut self, fault: &Fault) -> Result<()> {
+        let pods: Option<Vec<PodInfo>> =
+            PodNames::for_faults(self.names.as_ref(), [fault].into_iter()).await?;
+        crate::inject::plan(fault, pods.as_deref()).map(|_| ())
+    }
+
     async fn arm(&mut self, mut fault: Fault, lifetime: Duration) -> Result<FaultId> {
         fault.duration = Some(HumanDuration(lifetime));
         let pods: Option<Vec<PodInfo>> =
@@ -233,12 +244,33 @@ enum Event {
     End,
 }
 
-/// Runs the experiment to its verdict. `live` is called about once a second.
+/// Runs the experiment to its verdict. `live` is called about once a second. A fault that
+/// cannot be armed here is refused before anything starts (its path named), never discovered
+/// halfway through.
 pub async fn run<I: Injector>(
     experiment: &Experiment,
     injector: &mut I,
     mut live: impl FnMut(&Live),
-) -> Report {
+) -> Result<Report> {
+    for (index, timed) in experiment.faults.iter().enumerate() {
+        injector
+            .check(&timed.fault)
+            .await
+            .map_err(|err| match err {
+                ChaosError::Field(field) => {
+                    ChaosError::Field(field.within(&format!("faults[{index}].fault")))
+                }
+                ChaosError::Input {
+                    field,
+                    problem,
+                    accepted,
+                } => ChaosError::Field(
+                    chaos_model::FieldError::new(field, problem, accepted)
+                        .within(&format!("faults[{index}].fault")),
+                ),
+                other => other,
+            })?;
+    }
     let started = Instant::now();
     let started_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let schedule = &experiment.schedule;
@@ -365,8 +397,14 @@ pub async fn run<I: Injector>(
                         match injector.arm(timed.fault.clone(), lifetime).await {
                             Ok(id) => window.id = Some(id),
                             Err(err) => {
+                                // A hypothesis judged without its fault would be a false pass.
                                 window.error = Some(err.to_string());
                                 window.end_s = Some(window.start_s);
+                                injector.stop_all().await;
+                                close_windows(&mut windows, injector, started).await;
+                                outcome = Some(Outcome::Aborted {
+                                    reason: format!("fault #{index} could not be armed: {err}"),
+                                });
                             }
                         }
                         windows.push(window);
@@ -453,7 +491,7 @@ pub async fn run<I: Injector>(
         }
         _ => Vec::new(),
     };
-    Report {
+    Ok(Report {
         name: experiment.metadata.name.clone(),
         description: experiment.metadata.description.clone(),
         started_at,
@@ -465,7 +503,7 @@ pub async fn run<I: Injector>(
         faults: windows,
         rollback,
         samples,
-    }
+    })
 }
 
 async fn stop_window<I: Injector>(window: &mut FaultWindow, injector: &mut I, started: Instant) {

@@ -1,0 +1,356 @@
+//! `chaos-bpf experiment run` end to end with the guides' backend (examples/backend: a Flask API
+//! on Redis and PostgreSQL, each started here in its own cgroup on loopback) and the files of
+//! examples/experiments, scaled down in time. The verdict is asserted both ways: the API with a
+//! fallback passes, the same experiment without one fails with exit 1 and a JUnit failure naming
+//! the condition; an abort reverts every fault within a probe interval; a broken warm-up
+//! injects nothing; bad files are refused with file, line, column and field.
+use std::{path::Path, process::Command};
+
+use chaos_tests::{
+    TempFile, TestCgroup, chaos_bin, require_root,
+    services::{Postgres, Redis, WebApi},
+};
+use serde_yaml::Value;
+
+/// The backend, each service in a cgroup of its own.
+struct Backend {
+    api: WebApi,
+    _redis: Redis,
+    _postgres: Postgres,
+    redis_port: u16,
+    api_cgroup: TestCgroup,
+    _cgroups: [TestCgroup; 2],
+}
+
+impl Backend {
+    fn start(fallback: bool) -> Self {
+        let (redis_cgroup, pg_cgroup) = (TestCgroup::new("exp-redis"), TestCgroup::new("exp-pg"));
+        let api_cgroup = TestCgroup::new("exp-api");
+        let redis = Redis::start(&redis_cgroup);
+        let postgres = Postgres::start(&pg_cgroup);
+        let api = WebApi::start(&api_cgroup, &redis, &postgres, fallback);
+        Self {
+            api,
+            redis_port: redis.port,
+            _redis: redis,
+            _postgres: postgres,
+            api_cgroup,
+            _cgroups: [redis_cgroup, pg_cgroup],
+        }
+    }
+}
+
+/// One of examples/experiments, pointed at this backend, with the schedule given.
+fn example(
+    name: &str,
+    backend: &Backend,
+    schedule: (&str, &str, &str),
+    edit: impl FnOnce(&mut Value),
+) -> TempFile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/experiments")
+        .join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let mut doc: Value = serde_yaml::from_str(&text).expect("example YAML");
+    doc["steadyState"]["probes"][0]["http"]["url"] = format!("{}/items/7", backend.api.url).into();
+    for timed in doc["faults"].as_sequence_mut().expect("faults") {
+        timed["fault"]["scope"]["cgroup"] = backend.api_cgroup.path.display().to_string().into();
+        timed["fault"]["match"]["port"] = vec![Value::from(backend.redis_port)].into();
+        if timed.get("for").is_some() {
+            timed["for"] = schedule.1.into();
+        }
+    }
+    let (warmup, duration, cooldown) = schedule;
+    doc["schedule"] = serde_yaml::from_str(&format!(
+        "{{warmup: {warmup}, duration: {duration}, cooldown: {cooldown}}}"
+    ))
+    .expect("schedule");
+    edit(&mut doc);
+    TempFile::new(name, &serde_yaml::to_string(&doc).expect("YAML"))
+}
+
+struct Verdict {
+    code: Option<i32>,
+    stderr: String,
+    report: serde_json::Value,
+    junit: String,
+    html: String,
+}
+
+fn run_experiment(file: &TempFile) -> Verdict {
+    let outputs = [
+        TempFile::new("report.json", ""),
+        TempFile::new("junit.xml", ""),
+        TempFile::new("report.html", ""),
+    ];
+    let output = Command::new(chaos_bin())
+        .args(["experiment", "run", file.arg()])
+        .args([
+            "--report",
+            outputs[0].arg(),
+            "--junit",
+            outputs[1].arg(),
+            "--html",
+            outputs[2].arg(),
+        ])
+        .output()
+        .expect("chaos-bpf experiment run");
+    let read = |file: &TempFile| std::fs::read_to_string(&file.path).unwrap_or_default();
+    Verdict {
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        report: serde_json::from_str(&read(&outputs[0])).unwrap_or_default(),
+        junit: read(&outputs[1]),
+        html: read(&outputs[2]),
+    }
+}
+
+#[test]
+fn redis_refused_holds_with_a_fallback_and_fails_without_one() {
+    require_root();
+    for (fallback, expected_code) in [(true, 0), (false, 1)] {
+        let backend = Backend::start(fallback);
+        // The abort rule stays out of the way: this is about the verdict.
+        let file = example("redis-refused.yaml", &backend, ("2s", "4s", "2s"), |doc| {
+            doc["abort"][0]["consecutiveFailures"] = 1000.into();
+        });
+        let verdict = run_experiment(&file);
+        assert_eq!(
+            verdict.code,
+            Some(expected_code),
+            "fallback {fallback}: {}",
+            verdict.stderr
+        );
+        let fault = &verdict.report["faults"][0];
+        assert!(fault["injected"].as_u64().unwrap_or(0) > 10, "{fault}");
+        let injection = &verdict.report["stats"]["api"]["injection"];
+        if fallback {
+            assert_eq!(injection["failures"], 0, "{injection}");
+            assert!(!verdict.junit.contains("<failure"), "{}", verdict.junit);
+        } else {
+            assert!(
+                injection["error_ratio"].as_f64().unwrap_or(0.0) > 0.9,
+                "{injection}"
+            );
+            assert!(
+                verdict.junit.contains(
+                    "<failure message=\"api.error_ratio &lt; 0.01 did not hold in injection\">"
+                ),
+                "{}",
+                verdict.junit
+            );
+            assert!(
+                verdict
+                    .stderr
+                    .contains("FAIL injection api.error_ratio < 0.01"),
+                "{}",
+                verdict.stderr
+            );
+        }
+        // Recovered: the cool-down held, and the API answers now.
+        assert!(verdict.junit.contains("name=\"api.success\""));
+        assert_eq!(backend.api.get("/items/7").map(|(s, _)| s), Ok(200));
+        assert!(verdict.html.contains("<svg") && verdict.html.contains("class=\"fault\""));
+    }
+}
+
+#[test]
+fn reset_mid_stream_on_redis_holds_with_a_fallback() {
+    require_root();
+    let backend = Backend::start(true);
+    let file = example("redis-reset.yaml", &backend, ("2s", "4s", "2s"), |_| {});
+    let verdict = run_experiment(&file);
+    assert_eq!(verdict.code, Some(0), "{}", verdict.stderr);
+    assert!(
+        verdict.report["faults"][0]["injected"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{}",
+        verdict.report["faults"]
+    );
+}
+
+#[test]
+fn a_breaching_probe_aborts_and_reverts_every_fault_within_one_interval() {
+    require_root();
+    let backend = Backend::start(false);
+    let file = example("redis-refused.yaml", &backend, ("2s", "20s", "2s"), |doc| {
+        doc["abort"][0]["consecutiveFailures"] = 3.into();
+    });
+    let verdict = run_experiment(&file);
+    assert_eq!(verdict.code, Some(3), "{}", verdict.stderr);
+    assert_eq!(
+        verdict.report["outcome"], "aborted",
+        "{}",
+        verdict.report["outcome"]
+    );
+    // The third failed check in a row, and the fault's end: within one probe interval (100 ms).
+    let samples = verdict.report["samples"].as_array().expect("samples");
+    let breach = samples
+        .iter()
+        .rev()
+        .find(|s| s["ok"] == false)
+        .expect("a failed check");
+    let breached_at = breach["at_s"].as_f64().unwrap_or(0.0)
+        + breach["latency_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+    let ended_at = verdict.report["faults"][0]["end_s"]
+        .as_f64()
+        .expect("ended");
+    println!(
+        "abort: breaching check answered at {breached_at:.3}s, fault reverted at {ended_at:.3}s"
+    );
+    assert!(
+        ended_at - breached_at < 0.1,
+        "reverted {:.3}s after the breach",
+        ended_at - breached_at
+    );
+    assert!(ended_at < 2.0 + 5.0, "aborted early in a 20 s injection");
+    assert_eq!(
+        backend.api.get("/items/7").map(|(s, _)| s),
+        Ok(200),
+        "the API's calls succeed afterwards"
+    );
+    assert!(
+        verdict.junit.contains("<failure message=\"aborted\">"),
+        "{}",
+        verdict.junit
+    );
+}
+
+#[test]
+fn a_steady_state_that_does_not_hold_injects_nothing() {
+    require_root();
+    let backend = Backend::start(true);
+    let file = example("redis-refused.yaml", &backend, ("1s", "4s", "1s"), |doc| {
+        // An endpoint that never answers 200: the steady state does not hold.
+        doc["steadyState"]["probes"][0]["http"]["url"] =
+            format!("{}/items/1000", backend.api.url).into();
+    });
+    let verdict = run_experiment(&file);
+    assert_eq!(verdict.code, Some(3), "{}", verdict.stderr);
+    assert_eq!(verdict.report["outcome"], "steady_state_failed");
+    assert_eq!(
+        verdict.report["faults"],
+        serde_json::json!([]),
+        "nothing was injected"
+    );
+    assert!(
+        verdict.stderr.contains("nothing was injected"),
+        "{}",
+        verdict.stderr
+    );
+}
+
+#[test]
+fn bad_files_name_the_file_line_column_and_field() {
+    let good = "apiVersion: chaos-bpf.dev/v1\nkind: Experiment\nmetadata: {name: x}\nsteadyState:\n  probes:\n    - name: api\n      tcp: {address: 127.0.0.1:1}\nhypothesis:\n  injection: [api.error_ratio < 0.5]\nfaults:\n  - fault:\n      kind: connect-error\n      scope: {cgroup: /sys/fs/cgroup/unified}\n      match:\n        port: [6379]\nschedule: {warmup: 1s, duration: 1s, cooldown: 1s}\n";
+    for (broken, line_col, field, accepted) in [
+        (
+            good.replace("port: [6379]", "port: [70000]"),
+            ":15:",
+            "faults[0].fault.match.port[0]",
+            "1 to 65535",
+        ),
+        (
+            good.replace("kind: connect-error", "kind: conect-error"),
+            ":12:",
+            "faults[0].fault.kind",
+            "connect-error",
+        ),
+        (
+            good.replace("api.error_ratio < 0.5", "api.error_rate < 0.5"),
+            ":9:",
+            "hypothesis.injection[0]",
+            "error_ratio",
+        ),
+        (
+            good.replace("    - name: api", "    - nme: api"),
+            ":6:",
+            "steadyState.probes[0]",
+            "name",
+        ),
+    ] {
+        let file = TempFile::new("bad-experiment.yaml", &broken);
+        let output = Command::new(chaos_bin())
+            .args(["experiment", "run", file.arg()])
+            .output()
+            .expect("chaos-bpf");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}{line_col}", file.arg())),
+            "{stderr}"
+        );
+        assert!(stderr.contains(field), "{stderr}");
+        assert!(stderr.contains(accepted), "{stderr}");
+    }
+}
+
+#[test]
+fn the_html_report_renders_in_a_browser() {
+    require_root();
+    let backend = Backend::start(true);
+    let file = example("redis-refused.yaml", &backend, ("1s", "2s", "1s"), |_| {});
+    // The browser goes by the file's extension.
+    let page =
+        HtmlFile(std::env::temp_dir().join(format!("chaos-report-{}.html", std::process::id())));
+    let output = Command::new(chaos_bin())
+        .args(["experiment", "run", file.arg(), "--html"])
+        .arg(&page.0)
+        .output()
+        .expect("chaos-bpf");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shot = HtmlFile(page.0.with_extension("png"));
+    let browser = |extra: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--window-size=1100,1400",
+            ])
+            .args(extra)
+            .arg(format!("file://{}", page.0.display()))
+            .output()
+            .expect("chromium (cargo xtask setup installs it)")
+    };
+    let shown = browser(&[&format!("--screenshot={}", shot.0.display())]);
+    let png = std::fs::read(&shot.0).unwrap_or_default();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    // The DOM the browser built: the timeline, the fault window, the verdict.
+    let dom = String::from_utf8_lossy(&browser(&["--dump-dom"]).stdout).into_owned();
+    for needle in [
+        "<svg",
+        "<polyline",
+        "class=\"fault\"",
+        "class=\"error-ratio\"",
+        "held",
+    ] {
+        assert!(
+            dom.contains(needle),
+            "{needle} missing from the rendered page"
+        );
+    }
+}
+
+/// A file written by the test under a name with its extension, removed when it ends.
+struct HtmlFile(std::path::PathBuf);
+
+impl Drop for HtmlFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
