@@ -864,7 +864,9 @@ mod tests {
         };
         let err = spec_of(&fault).unwrap_err().to_string();
         assert!(
-            err.contains("--cgroup (or --pid, --container, --pod-uid), --iface or --netns"),
+            err.contains(
+                "--cgroup (or --pid, --container, --pod-uid, --pod, --selector), --iface or --netns"
+            ),
             "{err}"
         );
     }
@@ -893,7 +895,9 @@ mod tests {
             ));
             let err = spec(&["inject", kind]).unwrap_err().to_string();
             assert!(
-                err.contains("--cgroup (or --pid, --container, --pod-uid), --iface or --netns"),
+                err.contains(
+                "--cgroup (or --pid, --container, --pod-uid, --pod, --selector), --iface or --netns"
+            ),
                 "{err}"
             );
         }
