@@ -469,6 +469,39 @@ fn a_chaosfault_reaches_the_selected_containers_and_follows_a_restart() {
         "the restarted agent re-arms the resource"
     );
 
+    // A resource's duration runs from its creation: past it the node reports Recovered.
+    api.put_fault(json!({
+        "metadata": {"name": "cache-briefly", "namespace": "default"},
+        "spec": {
+            "selector": {"labelSelectors": {"app": "cache"}},
+            "fault": {"kind": "connect-error", "match": {"port": [node.server.port()]}},
+            "duration": "3s",
+        },
+    }));
+    let phase = || {
+        api.fault("default", "cache-briefly")
+            .map(|f| f["status"]["nodes"][0]["phase"].clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || phase() == "Injected"),
+        "{:?}",
+        api.fault("default", "cache-briefly")
+    );
+    assert!(
+        node.connect_error(&node.cache.container("redis").id)
+            .is_some()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || phase() == "Recovered"),
+        "{:?}",
+        api.fault("default", "cache-briefly")
+    );
+    assert!(
+        node.connect_error(&node.cache.container("redis").id)
+            .is_none()
+    );
+
     api.delete_fault("default", "web-refused");
     assert!(
         eventually(Duration::from_secs(10), || node.refused().is_empty()),
