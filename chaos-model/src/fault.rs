@@ -61,6 +61,10 @@ pub struct Fault {
     /// Report each injection as an event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Events>,
+    /// Accept a scope wider than half of the node (the blast-radius guard). Never lifts the
+    /// protection of chaos-bpf, PID 1, the kubelet, the runtime and kube-system.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// Where a fault acts. Socket-call faults need a cgroup, given as a directory or by the workload
@@ -162,6 +166,13 @@ pub struct Match {
     /// TC, TCP only: segments with any of these flags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<TcpFlags>,
+    /// Never these peers or destinations (DNS, a metrics endpoint, the agent's own API), whatever
+    /// else matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_dst: Vec<Cidr>,
+    /// Never these remote or destination ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_port: Vec<PortRange>,
 }
 
 impl Match {

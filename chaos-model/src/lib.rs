@@ -3,6 +3,7 @@
 //! Nothing here knows about the kernel: the engine in chaos-userspace resolves scopes, picks
 //! mechanisms and arms rules from a validated [`Fault`].
 pub mod errno;
+pub mod exclusions;
 pub mod experiment;
 pub mod fault;
 pub mod validate;

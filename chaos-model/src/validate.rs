@@ -177,6 +177,19 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
         ));
     }
 
+    if fault.matches.excludes_everything() {
+        let field =
+            if fault.matches.effective_dst().is_empty() && !fault.matches.exclude_dst.is_empty() {
+                "match.excludeDst"
+            } else {
+                "match.excludePort"
+            };
+        return Err(FieldError::new(
+            field,
+            "excludes everything the fault would match",
+            "exclusions that leave some of match.dst / match.port",
+        ));
+    }
     let scope = &fault.scope;
     let named: Vec<&str> = scope
         .cgroup_sources()

@@ -279,6 +279,16 @@ pub struct CommonArgs {
     pub container_name: Option<String>,
     #[command(flatten)]
     pub cri: CriArgs,
+    /// Accept a scope wider than half of this node's cgroups (never lifts the protection of
+    /// chaos-bpf, PID 1, the kubelet, the container runtime and kube-system).
+    #[arg(long)]
+    pub force: bool,
+    /// Never these peers or destinations (DNS, a metrics endpoint, the agent's API); repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub exclude_dst: Vec<Cidr>,
+    /// Never these ports; repeatable.
+    #[arg(long, value_name = "PORT[-PORT]")]
+    pub exclude_port: Vec<PortRange>,
     /// Fraction of matching operations to fail, 0 to 1 (or a percentage: 30%).
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub probability: Option<Probability>,
@@ -443,9 +453,12 @@ impl InjectCommand {
                 dst: common.dst.clone(),
                 port: common.port.clone(),
                 proto: common.proto,
+                exclude_dst: common.exclude_dst.clone(),
+                exclude_port: common.exclude_port.clone(),
                 ..Match::default()
             },
             probability: common.probability,
+            force: common.force,
             duration: common.duration,
             events: common.events.map(|_| Events {
                 per_cpu_per_sec: common
@@ -518,6 +531,8 @@ pub fn flag_for(path: &str) -> Option<&'static str> {
         "match.src" => "--src",
         "match.sport" => "--sport",
         "match.tcpFlags" => "--tcp-flags",
+        "match.excludeDst" => "--exclude-dst",
+        "match.excludePort" => "--exclude-port",
         "loss" => "--loss-model",
         "fixChecksum" => "--fix-checksum",
         "errno" => "--errno",
@@ -529,6 +544,7 @@ pub fn flag_for(path: &str) -> Option<&'static str> {
         "mechanism" => "--mechanism",
         "duration" => "--duration",
         "direction" => "--direction",
+        "force" => "--force",
         _ => return None,
     })
 }

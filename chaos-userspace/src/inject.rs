@@ -252,6 +252,7 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
     let (mut cgroups, workloads) = cgroups_of(scope, pods)?;
+    crate::guard::check(fault, &cgroups, &workloads)?;
     let mut netns: Vec<PathBuf> = scope.netns.iter().map(PathBuf::from).collect();
     let by_workload = scope.cgroup.is_none() && !cgroups.is_empty();
     if matches!(spec, FaultSpec::Packet(..))

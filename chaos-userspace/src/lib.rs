@@ -8,6 +8,7 @@ pub mod error;
 pub mod experiment;
 pub mod faults;
 pub mod filters;
+pub mod guard;
 pub mod inject;
 pub mod kernel;
 pub mod net;

@@ -86,8 +86,8 @@ impl FaultSpec {
     pub fn from_model(fault: &Fault) -> Result<FaultSpec, FieldError> {
         chaos_model::validate(fault)?;
         let filters = Filters {
-            peers: fault.matches.dst.clone(),
-            ports: fault.matches.port.clone(),
+            peers: fault.matches.effective_dst(),
+            ports: fault.matches.effective_ports(),
             protocol: fault.matches.proto,
             probability: fault.probability.unwrap_or(Probability::ALWAYS),
         };

@@ -1,0 +1,184 @@
+//! Guard rails on the real kernel: exclusions keep traffic out of a fault whatever else matches;
+//! a scope that reaches chaos-bpf itself, the container runtime or the root cgroup is refused
+//! unless named exactly, and one wider than half of the node's cgroups unless --force. Refusals
+//! exit 2 with one line and attach nothing.
+use chaos_tests::{
+    ChaosRun, TestCgroup, attached_program_ids, chaos, chaos_bin, require_root, tcp_sink,
+};
+
+#[test]
+fn exclusions_keep_their_traffic_out_of_a_fault() {
+    require_root();
+    let (kept, hit) = (tcp_sink("127.0.0.1:0"), tcp_sink("127.0.0.1:0"));
+    let other_address = tcp_sink("127.0.0.2:0");
+    let cgroup = TestCgroup::new("exclusions");
+    let run = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--cgroup",
+        &cgroup.path.display().to_string(),
+        "--exclude-port",
+        &kept.port().to_string(),
+        "--exclude-dst",
+        "127.0.0.2/32",
+    ]);
+    let connect = |addr: std::net::SocketAddr| cgroup.testkit(&["connect", &addr.to_string(), "5"]);
+    assert_eq!(connect(kept)["ok"], 5, "an excluded port");
+    assert_eq!(connect(other_address)["ok"], 5, "an excluded destination");
+    assert_eq!(connect(hit)["errnos"]["111"], 5, "everything else");
+    drop(run.stop());
+
+    let everything = chaos(&[
+        "inject",
+        "connect-error",
+        "--cgroup",
+        &cgroup.path.display().to_string(),
+        "--port",
+        "53",
+        "--exclude-port",
+        "53",
+    ]);
+    assert_eq!(everything.code, Some(2), "{}", everything.stderr);
+    assert!(
+        everything
+            .stderr
+            .contains("--exclude-port: excludes everything"),
+        "{}",
+        everything.stderr
+    );
+}
+
+/// Refused with exit 2 and one line containing `needle`, and nothing attached to `cgroup`.
+fn refused(args: &[&str], needle: &str, cgroup: &TestCgroup) {
+    let output = chaos(args);
+    assert_eq!(output.code, Some(2), "{args:?}: {}", output.stderr);
+    assert!(
+        output.stderr.contains(needle),
+        "{args:?}: {}",
+        output.stderr
+    );
+    assert_eq!(output.stderr.trim().lines().count(), 1, "{}", output.stderr);
+    assert!(attached_program_ids(&cgroup.path).is_empty());
+}
+
+#[test]
+fn protected_processes_are_reached_only_when_named() {
+    require_root();
+    // A process named as a container runtime, in a cgroup below the one a fault would take.
+    let parent = TestCgroup::new("guard-runtime");
+    let runtime_cgroup = parent.child("runtime");
+    let fake_runtime = std::env::temp_dir().join(format!("guard-{}", std::process::id()));
+    std::fs::create_dir_all(&fake_runtime).expect("temp dir");
+    let binary = fake_runtime.join("containerd");
+    std::fs::copy("/bin/sleep", &binary).expect("copy sleep");
+    let mut runtime = runtime_cgroup
+        .command(&binary)
+        .arg("60")
+        .spawn()
+        .expect("fake runtime");
+    refused(
+        &[
+            "inject",
+            "connect-error",
+            "--cgroup",
+            &parent.path.display().to_string(),
+            "--port",
+            "9",
+            "--duration",
+            "5s",
+        ],
+        "the container runtime (containerd)",
+        &parent,
+    );
+    // Named exactly (its cgroup, or its pid), it is the user's intent.
+    let pid = runtime.id().to_string();
+    for scope in [
+        ["--cgroup", &runtime_cgroup.path.display().to_string()],
+        ["--pid", &pid],
+    ] {
+        let mut args = vec![
+            "inject",
+            "connect-error",
+            "--port",
+            "9",
+            "--duration",
+            "30s",
+        ];
+        args.extend_from_slice(&scope);
+        drop(ChaosRun::start(&args).stop());
+    }
+    let _ = runtime.kill();
+    let _ = runtime.wait();
+    let _ = std::fs::remove_dir_all(&fake_runtime);
+    drop(runtime_cgroup);
+
+    // chaos-bpf's own cgroup: refused, for it would fail its own calls.
+    let own = TestCgroup::new("guard-self");
+    let inner = own.child("inner");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} inject connect-error --cgroup {} --port 9 --duration 5s",
+        inner.path.display(),
+        chaos_bin().display(),
+        own.path.display()
+    );
+    let output = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("chaos-bpf itself"), "{stderr}");
+    drop(inner);
+
+    // The root cgroup is the whole node.
+    let root = chaos_tests::cgroup2_root().display().to_string();
+    let output = chaos(&[
+        "inject",
+        "connect-error",
+        "--cgroup",
+        &root,
+        "--port",
+        "9",
+        "--duration",
+        "5s",
+    ]);
+    assert_eq!(output.code, Some(2), "{}", output.stderr);
+    assert!(output.stderr.contains("root cgroup"), "{}", output.stderr);
+}
+
+#[test]
+fn a_scope_wider_than_half_the_node_needs_force() {
+    require_root();
+    let wide = TestCgroup::new("guard-wide");
+    let children: Vec<TestCgroup> = (0..24).map(|i| wide.child(&format!("c{i}"))).collect();
+    let path = wide.path.display().to_string();
+    refused(
+        &[
+            "inject",
+            "connect-error",
+            "--cgroup",
+            &path,
+            "--port",
+            "9",
+            "--duration",
+            "5s",
+        ],
+        "more than 50%",
+        &wide,
+    );
+    let run = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--cgroup",
+        &path,
+        "--port",
+        "9",
+        "--force",
+    ]);
+    assert!(
+        !attached_program_ids(&wide.path).is_empty(),
+        "armed with --force"
+    );
+    drop(run.stop());
+    drop(children);
+}
