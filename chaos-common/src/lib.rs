@@ -325,6 +325,9 @@ pub mod flags {
     /// delay: some of the flow's packets get less delay than others (jitter, a probability, a
     /// loss model), so departures are kept in flow order through the flow table.
     pub const KEEP_ORDER: u32 = 1 << 10;
+    /// Dry run: everything up to the decision (filters, deadline, probability, loss model),
+    /// counted as injected and reported, but the operation or packet is left alone.
+    pub const DRY_RUN: u32 = 1 << 11;
 }
 
 /// IP protocol numbers used by the protocol filter (0 = any).

@@ -146,7 +146,8 @@ pub fn strike(rule: Rule, peer: &Peer, subject: impl FnOnce() -> Subject) -> boo
         return false;
     }
     injected(rule, now, peer, subject);
-    true
+    // A dry run counted and reported it; the caller leaves the operation alone.
+    rule.config.flags & flags::DRY_RUN == 0
 }
 
 /// Proto, peer port and peer address filters (syscall and cgroup_skb faults).

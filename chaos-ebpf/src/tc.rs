@@ -175,6 +175,9 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
         errno: 0,
         direction,
     });
+    if config.flags & flags::DRY_RUN != 0 {
+        return order;
+    }
     match config.kind {
         k if k == FaultKind::Reset as u32 => {
             rewrite_into_reset(&ctx, packet);

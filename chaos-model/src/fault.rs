@@ -61,6 +61,10 @@ pub struct Fault {
     /// Report each injection as an event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Events>,
+    /// Shadow mode in the kernel: the programs attach and count what the fault would hit (its
+    /// blast radius, on live traffic) and report it, but inject nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// Accept a scope wider than half of the node (the blast-radius guard). Never lifts the
     /// protection of chaos-bpf, PID 1, the kubelet, the runtime and kube-system.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

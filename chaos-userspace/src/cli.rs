@@ -149,6 +149,10 @@ pub enum ExperimentCommand {
         /// Write one self-contained HTML page with the timeline.
         #[arg(long, value_name = "PATH")]
         html: Option<PathBuf>,
+        /// Every fault in shadow mode: the report shows what each would have hit (its blast
+        /// radius, on live traffic), and nothing is injected.
+        #[arg(long)]
+        dry_run: bool,
         /// Arm the faults in this node agent (HOST:PORT or unix:/PATH) instead of in-process.
         #[arg(long, value_name = "ADDR")]
         agent: Option<crate::agent::Listen>,
@@ -279,6 +283,9 @@ pub struct CommonArgs {
     pub container_name: Option<String>,
     #[command(flatten)]
     pub cri: CriArgs,
+    /// Attach and count what the fault would hit (in the kernel), but inject nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Accept a scope wider than half of this node's cgroups (never lifts the protection of
     /// chaos-bpf, PID 1, the kubelet, the container runtime and kube-system).
     #[arg(long)]
@@ -459,6 +466,7 @@ impl InjectCommand {
             },
             probability: common.probability,
             force: common.force,
+            dry_run: common.dry_run,
             duration: common.duration,
             events: common.events.map(|_| Events {
                 per_cpu_per_sec: common
@@ -545,6 +553,7 @@ pub fn flag_for(path: &str) -> Option<&'static str> {
         "duration" => "--duration",
         "direction" => "--direction",
         "force" => "--force",
+        "dryRun" => "--dry-run",
         _ => return None,
     })
 }

@@ -46,13 +46,19 @@ pub fn run(
     agent: Option<Listen>,
     token_file: Option<PathBuf>,
     cri: &CriArgs,
+    dry_run: bool,
 ) -> anyhow::Result<u8> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file)
         .map_err(|err| ChaosError::io(format!("reading {name}"), err))?;
     // file:line:column: field: problem; accepted: ... (exit 2)
-    let experiment =
+    let mut experiment =
         parse_experiment(&text).map_err(|err| ChaosError::Usage(format!("{name}:{err}")))?;
+    if dry_run {
+        for timed in &mut experiment.faults {
+            timed.fault.dry_run = true;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -181,12 +187,13 @@ fn summary(report: &Report) -> String {
     }
     for fault in &report.faults {
         out.push_str(&format!(
-            "  fault #{} {} from {:.1}s to {}: matched {} injected {}{}\n",
+            "  fault #{} {} from {:.1}s to {}: matched {} {} {}{}\n",
             fault.index,
             fault.kind,
             fault.start_s,
             fault.end_s.map_or("-".into(), |e| format!("{e:.1}s")),
             fault.matched,
+            fault.verb(),
             fault.injected,
             fault
                 .error

@@ -137,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     agent,
                     token_file,
                     cri,
+                    dry_run,
                 },
         } => {
             let outputs = experiment_cli::Outputs {
@@ -144,7 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 junit,
                 html,
             };
-            let code = experiment_cli::run(&file, outputs, agent, token_file, &cri)?;
+            let code = experiment_cli::run(&file, outputs, agent, token_file, &cri, dry_run)?;
             // The verdict's own exit code: 0 held, 1 not held, 3 aborted.
             std::process::exit(i32::from(code));
         }

@@ -79,6 +79,10 @@ struct Verdict {
 }
 
 fn run_experiment(file: &TempFile) -> Verdict {
+    run_experiment_with(file, &[])
+}
+
+fn run_experiment_with(file: &TempFile, extra: &[&str]) -> Verdict {
     let outputs = [
         TempFile::new("report.json", ""),
         TempFile::new("junit.xml", ""),
@@ -86,6 +90,7 @@ fn run_experiment(file: &TempFile) -> Verdict {
     ];
     let output = Command::new(chaos_bin())
         .args(["experiment", "run", file.arg()])
+        .args(extra)
         .args([
             "--report",
             outputs[0].arg(),
@@ -353,4 +358,24 @@ impl Drop for HtmlFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// --dry-run: the faults attach in shadow mode; the report shows what they would have hit on
+/// the live traffic, and the API without a fallback is untouched.
+#[test]
+fn a_dry_run_measures_the_blast_radius_and_injects_nothing() {
+    require_root();
+    let backend = Backend::start(false);
+    let file = example("redis-refused.yaml", &backend, ("1s", "3s", "1s"), |_| {});
+    let verdict = run_experiment_with(&file, &["--dry-run"]);
+    assert_eq!(verdict.code, Some(0), "{}", verdict.stderr);
+    let fault = &verdict.report["faults"][0];
+    assert_eq!(fault["dry_run"], true, "{fault}");
+    assert!(fault["injected"].as_u64().unwrap_or(0) > 10, "{fault}");
+    assert_eq!(verdict.report["stats"]["api"]["injection"]["failures"], 0);
+    assert!(
+        verdict.stderr.contains("would inject"),
+        "{}",
+        verdict.stderr
+    );
 }

@@ -182,3 +182,52 @@ fn a_scope_wider_than_half_the_node_needs_force() {
     drop(run.stop());
     drop(children);
 }
+
+/// A dry run is the kernel's shadow mode: the same programs and decisions, counted and
+/// reported, nothing injected. On the same scripted traffic its count equals what the real fault
+/// then injects.
+#[test]
+fn a_dry_run_counts_what_the_real_fault_then_injects() {
+    require_root();
+    let server = tcp_sink("127.0.0.1:0");
+    let cgroup = TestCgroup::new("dry-run");
+    let path = cgroup.path.display().to_string();
+    let port = server.port().to_string();
+    let mut counts = Vec::new();
+    for dry_run in [true, false] {
+        let mut args = vec![
+            "inject",
+            "connect-error",
+            "--cgroup",
+            &path,
+            "--port",
+            &port,
+            "--duration",
+            "60s",
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let run = ChaosRun::start(&args);
+        if dry_run {
+            assert!(
+                run.first_lines().contains("DRY RUN"),
+                "{}",
+                run.first_lines()
+            );
+        }
+        let seen = cgroup.testkit(&["connect", &server.to_string(), "40"]);
+        let output = run.stop();
+        let summary = output.summary();
+        let refused = seen["errnos"]["111"].as_u64().unwrap_or(0);
+        println!("dry run {dry_run}: {seen}; summary {summary}");
+        if dry_run {
+            assert_eq!(seen["ok"], 40, "a dry run injects nothing");
+        } else {
+            assert_eq!(refused, 40, "the real fault refuses them");
+        }
+        counts.push((summary["matched"].clone(), summary["injected"].clone()));
+    }
+    assert_eq!(counts[0], counts[1], "dry-run counts equal the real run's");
+    assert_eq!(counts[0].1, 40);
+}

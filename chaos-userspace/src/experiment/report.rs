@@ -163,12 +163,13 @@ pub fn html(report: &Report) -> String {
                 page,
                 "<rect class=\"fault\" x=\"{:.1}\" y=\"20\" width=\"{:.1}\" height=\"{PLOT_HEIGHT}\" \
                  fill=\"#d62728\" fill-opacity=\"0.12\"/><text x=\"{:.1}\" y=\"34\" fill=\"#a00\">\
-                 {}#{} injected {}</text>",
+                 {}#{} {} {}</text>",
                 x(fault.start_s),
                 (x(stop) - x(fault.start_s)).max(1.0),
                 x(fault.start_s) + 3.0,
                 fault.kind,
                 fault.index,
+                fault.verb(),
                 fault.injected
             );
         }

@@ -111,9 +111,24 @@ pub struct FaultWindow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_s: Option<f64>,
     pub matched: u64,
+    /// In a dry run: what it would have injected.
     pub injected: u64,
+    /// Shadow mode: counted, nothing injected.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl FaultWindow {
+    /// "injected", or "would inject" in a dry run.
+    pub fn verb(&self) -> &'static str {
+        if self.dry_run {
+            "would inject"
+        } else {
+            "injected"
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -392,6 +407,7 @@ pub async fn run<I: Injector>(
                             end_s: None,
                             matched: 0,
                             injected: 0,
+                            dry_run: timed.fault.dry_run,
                             error: None,
                         };
                         match injector.arm(timed.fault.clone(), lifetime).await {

@@ -24,6 +24,8 @@ pub struct Filters {
     pub ports: Vec<PortRange>,
     pub protocol: Option<Protocol>,
     pub probability: Probability,
+    /// Count and report what would be hit, change nothing.
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +92,7 @@ impl FaultSpec {
             ports: fault.matches.effective_ports(),
             protocol: fault.matches.proto,
             probability: fault.probability.unwrap_or(Probability::ALWAYS),
+            dry_run: fault.dry_run,
         };
         let mechanism = requested(fault.mechanism);
         let direction = fault.direction.unwrap_or(Direction::Egress);
@@ -236,6 +239,9 @@ impl FaultSpec {
         if !filters.ports.is_empty() {
             flag_bits |= flags::MATCH_PORT;
         }
+        if filters.dry_run {
+            flag_bits |= flags::DRY_RUN;
+        }
         let mut config = FaultConfig {
             probability: filters.probability.threshold(),
             fault_id,
@@ -275,6 +281,9 @@ impl FaultSpec {
                     let _ = write!(text, ", sources {}", sources.join(","));
                 }
             }
+        }
+        if filters.dry_run {
+            text.push_str(" DRY RUN (counts what it would hit, injects nothing)");
         }
         let _ = write!(text, ", probability {}", filters.probability.0);
         if let Some(protocol) = filters.protocol {
@@ -352,6 +361,7 @@ mod tests {
             ports: vec![],
             protocol: Some(Protocol::Tcp),
             probability: Probability(0.5),
+            dry_run: false,
         }
     }
 
