@@ -58,6 +58,12 @@ pub struct Fault {
     /// agent's or run's maximum (1h unless configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<HumanDuration>,
+    /// kill: how many times the scope's processes are killed (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// kill: the time between two kills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<HumanDuration>,
     /// Report each injection as an event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Events>,

@@ -81,6 +81,7 @@ pub fn mechanisms_for(kind: FaultKind) -> &'static [MechanismRequest] {
     match kind {
         FaultKind::ConnectError => &[CgroupSockAddr, FmodRet, BpfLsm, KprobeOverride],
         FaultKind::RecvError | FaultKind::SendError => &[FmodRet, BpfLsm, KprobeOverride],
+        FaultKind::Kill => &[],
         FaultKind::Drop | FaultKind::Reset | FaultKind::Delay | FaultKind::Corrupt => {
             &[Tcx, TcClsact]
         }
@@ -212,6 +213,18 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
             "one of scope.iface and scope.netns",
         ));
     }
+    if kind.is_kill() {
+        validate_kill(fault)?;
+    } else if fault.interval.is_some() || fault.count.is_some() {
+        return Err(only_for(
+            if fault.interval.is_some() {
+                "interval"
+            } else {
+                "count"
+            },
+            "kill",
+        ));
+    }
     if kind.is_socket_call() {
         validate_socket_call(fault)?;
     } else if scope.is_empty() {
@@ -223,6 +236,54 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
     }
     if kind == FaultKind::Delay {
         validate_delay(fault)?;
+    }
+    Ok(())
+}
+
+/// kill takes a scope of processes (a cgroup, a process, a container, pods) and how often; the
+/// traffic and kernel options of the other kinds mean nothing to it.
+fn validate_kill(fault: &Fault) -> Result<(), FieldError> {
+    if !fault.scope.names_a_cgroup() {
+        return Err(FieldError::new(
+            "scope.cgroup",
+            "missing",
+            "the processes to kill: scope.cgroup, scope.pid, scope.container, scope.podUid, \
+             scope.pod or scope.selector",
+        ));
+    }
+    for (present, path) in [
+        (fault.scope.iface.is_some(), "scope.iface"),
+        (fault.scope.netns.is_some(), "scope.netns"),
+        (!fault.matches.dst.is_empty(), "match.dst"),
+        (!fault.matches.port.is_empty(), "match.port"),
+        (fault.matches.proto.is_some(), "match.proto"),
+        (!fault.matches.src.is_empty(), "match.src"),
+        (!fault.matches.sport.is_empty(), "match.sport"),
+        (fault.matches.tcp_flags.is_some(), "match.tcpFlags"),
+        (!fault.matches.exclude_dst.is_empty(), "match.excludeDst"),
+        (!fault.matches.exclude_port.is_empty(), "match.excludePort"),
+        (fault.direction.is_some(), "direction"),
+        (fault.probability.is_some(), "probability"),
+        (fault.mechanism.is_some(), "mechanism"),
+        (fault.events.is_some(), "events"),
+    ] {
+        if present {
+            return Err(FieldError::new(
+                path,
+                "kill SIGKILLs the scope's processes; it takes no traffic or kernel options",
+                "kill with scope, count, interval, duration and dryRun",
+            ));
+        }
+    }
+    if fault.count == Some(0) {
+        return Err(FieldError::new("count", "0", "1 or more"));
+    }
+    if fault.count.unwrap_or(1) > 1 && fault.interval.is_none() {
+        return Err(FieldError::new(
+            "interval",
+            "missing: more than one kill needs the time between them",
+            "a duration such as 10s",
+        ));
     }
     Ok(())
 }

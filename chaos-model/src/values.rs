@@ -443,10 +443,16 @@ keyword!(
         Reset = "reset",
         Delay = "delay",
         Corrupt = "corrupt",
+        Kill = "kill",
     }
 );
 
 impl FaultKind {
+    /// kill: the scope's processes are SIGKILLed by chaos-bpf itself; no kernel rule.
+    pub fn is_kill(self) -> bool {
+        self == FaultKind::Kill
+    }
+
     /// connect-error, recv-error and send-error: a socket call fails with an errno.
     pub fn is_socket_call(self) -> bool {
         matches!(

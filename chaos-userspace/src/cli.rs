@@ -209,6 +209,21 @@ pub enum InjectCommand {
     Delay(DelayArgs),
     /// Flip a random payload bit of matching TCP/UDP packets on an interface or pod veth (TC).
     Corrupt(CorruptArgs),
+    /// SIGKILL every process of a cgroup, container or pod: once, or --count times --interval
+    /// apart (cgroup.kill where the kernel has it).
+    Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How many times (default 1).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u32>,
+    /// The time between two kills.
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Args)]
@@ -425,6 +440,7 @@ impl InjectCommand {
             InjectCommand::Drop(args) | InjectCommand::Reset(args) => &args.common,
             InjectCommand::Delay(args) => &args.common,
             InjectCommand::Corrupt(args) => &args.common,
+            InjectCommand::Kill(args) => &args.common,
         }
     }
 
@@ -490,6 +506,10 @@ impl InjectCommand {
                 fault.distribution = args.distribution;
             }
             InjectCommand::Corrupt(args) => fault.fix_checksum = args.fix_checksum,
+            InjectCommand::Kill(args) => {
+                fault.count = args.count;
+                fault.interval = args.interval;
+            }
             InjectCommand::Drop(_) | InjectCommand::Reset(_) => {}
         }
         if let Some(packet) = self.packet() {
@@ -513,6 +533,7 @@ impl InjectCommand {
             InjectCommand::Reset(_) => FaultKind::Reset,
             InjectCommand::Delay(_) => FaultKind::Delay,
             InjectCommand::Corrupt(_) => FaultKind::Corrupt,
+            InjectCommand::Kill(_) => FaultKind::Kill,
         }
     }
 }
@@ -552,6 +573,8 @@ pub fn flag_for(path: &str) -> Option<&'static str> {
         "mechanism" => "--mechanism",
         "duration" => "--duration",
         "direction" => "--direction",
+        "count" => "--count",
+        "interval" => "--interval",
         "force" => "--force",
         "dryRun" => "--dry-run",
         _ => return None,

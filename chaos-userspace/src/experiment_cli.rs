@@ -101,10 +101,8 @@ pub fn run(
                 },
                 Arc::new(Quiet),
             );
-            let mut injector = EngineInjector {
-                engine,
-                names: PodNames::cri(cri.cri_socket.as_deref()),
-            };
+            let mut injector =
+                EngineInjector::new(engine, PodNames::cri(cri.cri_socket.as_deref()));
             runtime.block_on(until_signal(chaos::experiment::run(
                 &experiment,
                 &mut injector,

@@ -40,9 +40,13 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(cgroup: &TestCgroup) -> Redis {
+        Self::start_on(cgroup, free_port().port())
+    }
+
+    /// On a given port: a Redis started again after it was killed, as a supervisor would.
+    pub fn start_on(cgroup: &TestCgroup, port: u16) -> Redis {
         let begin = Instant::now();
         let dir = TempDir::new("redis");
-        let port = free_port().port();
         let mut command = cgroup.command("redis-server");
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])

@@ -379,3 +379,74 @@ fn a_dry_run_measures_the_blast_radius_and_injects_nothing() {
         verdict.stderr
     );
 }
+
+/// The guides' "Redis dies": a kill fault on Redis' cgroup during the experiment, a supervisor
+/// (this test) starting it again; the API with a fallback keeps the error ratio at 0.
+#[test]
+fn redis_killed_and_restarted_holds_with_a_fallback() {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+    require_root();
+    let redis_cgroup = TestCgroup::new("exp-killed-redis");
+    let pg_cgroup = TestCgroup::new("exp-killed-pg");
+    let api_cgroup = TestCgroup::new("exp-killed-api");
+    let redis = Redis::start(&redis_cgroup);
+    let port = redis.port;
+    let postgres = Postgres::start(&pg_cgroup);
+    let api = WebApi::start(&api_cgroup, &redis, &postgres, true);
+    // The supervisor: whenever Redis' cgroup is empty, Redis starts again on its port.
+    let current = Arc::new(Mutex::new(Some(redis)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarts = Arc::new(Mutex::new(0u32));
+    let supervisor = {
+        let (current, stop, restarts) = (current.clone(), stop.clone(), restarts.clone());
+        let procs = redis_cgroup.path.join("cgroup.procs");
+        let cgroup_path = redis_cgroup.path.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let empty = std::fs::read_to_string(&procs).is_ok_and(|p| p.trim().is_empty());
+                if empty {
+                    // The same directory; forgotten below so that it is not removed twice.
+                    let again = TestCgroup {
+                        path: cgroup_path.clone(),
+                    };
+                    let restarted = Redis::start_on(&again, port);
+                    std::mem::forget(again);
+                    *current.lock().expect("redis") = Some(restarted);
+                    *restarts.lock().expect("restarts") += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/experiments/redis-killed.yaml");
+    let mut doc: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("example")).expect("YAML");
+    doc["steadyState"]["probes"][0]["http"]["url"] = format!("{}/items/7", api.url).into();
+    doc["faults"][0]["fault"]["scope"]["cgroup"] = redis_cgroup.path.display().to_string().into();
+    doc["faults"][0]["at"] = "1s".into();
+    doc["schedule"] =
+        serde_yaml::from_str("{warmup: 2s, duration: 4s, cooldown: 2s}").expect("schedule");
+    let file = TempFile::new(
+        "redis-killed.yaml",
+        &serde_yaml::to_string(&doc).expect("YAML"),
+    );
+    let verdict = run_experiment(&file);
+    stop.store(true, Ordering::Relaxed);
+    supervisor.join().expect("supervisor");
+    assert_eq!(verdict.code, Some(0), "{}", verdict.stderr);
+    let fault = &verdict.report["faults"][0];
+    assert_eq!(fault["kind"], "kill", "{fault}");
+    assert!(
+        fault["injected"].as_u64().unwrap_or(0) >= 1,
+        "processes killed: {fault}"
+    );
+    assert!(
+        *restarts.lock().expect("restarts") >= 1,
+        "Redis was killed and restarted"
+    );
+    drop(current.lock().expect("redis").take());
+}

@@ -1,6 +1,7 @@
 //! The experiment's clock: probes, phases, faults on schedule, abort, verdict.
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -15,6 +16,7 @@ use super::probes::{Check, check, seconds};
 use crate::{
     engine::{Engine, FaultId},
     error::{ChaosError, Result},
+    faults::kill::{KillCounts, KillFault},
     telemetry::Counters,
     workload::PodNames,
 };
@@ -35,38 +37,90 @@ pub trait Injector {
     fn stop_all(&mut self) -> impl Future<Output = ()>;
 }
 
-/// The faults in this process's own engine.
+/// The faults in this process's own engine; kills run as tasks of this process.
 pub struct EngineInjector {
-    pub engine: Engine,
-    pub names: Option<PodNames>,
+    engine: Engine,
+    names: Option<PodNames>,
+    /// Kill faults by id (numbered apart from the engine's): the task and its counts.
+    kills: BTreeMap<FaultId, (tokio::task::JoinHandle<()>, Arc<KillCounts>)>,
+}
+
+/// Kill faults' ids start here, far from the engine's.
+const FIRST_KILL_ID: FaultId = 1 << 30;
+
+impl EngineInjector {
+    pub fn new(engine: Engine, names: Option<PodNames>) -> Self {
+        Self {
+            engine,
+            names,
+            kills: BTreeMap::new(),
+        }
+    }
+
+    async fn pods(&self, fault: &Fault) -> Result<Option<Vec<PodInfo>>> {
+        PodNames::for_faults(self.names.as_ref(), [fault].into_iter()).await
+    }
 }
 
 impl Injector for EngineInjector {
     async fn check(&mut self, fault: &Fault) -> Result<()> {
-        let pods: Option<Vec<PodInfo>> =
-            PodNames::for_faults(self.names.as_ref(), [fault].into_iter()).await?;
+        let pods = self.pods(fault).await?;
+        if fault.kind.is_kill() {
+            return KillFault::plan(fault, pods.as_deref()).map(|_| ());
+        }
         crate::inject::plan(fault, pods.as_deref()).map(|_| ())
     }
 
     async fn arm(&mut self, mut fault: Fault, lifetime: Duration) -> Result<FaultId> {
+        let pods = self.pods(&fault).await?;
+        if fault.kind.is_kill() {
+            let kill = KillFault::plan(&fault, pods.as_deref())?;
+            let counts = Arc::new(KillCounts::default());
+            let task = tokio::spawn(kill.run(Arc::clone(&counts), |_, _| {}));
+            let id = self
+                .kills
+                .keys()
+                .next_back()
+                .map_or(FIRST_KILL_ID, |last| last + 1);
+            self.kills.insert(id, (task, counts));
+            return Ok(id);
+        }
         fault.duration = Some(HumanDuration(lifetime));
-        let pods: Option<Vec<PodInfo>> =
-            PodNames::for_faults(self.names.as_ref(), [&fault].into_iter()).await?;
         let plan = crate::inject::plan(&fault, pods.as_deref())?;
         let ids = self.engine.arm(vec![plan], None)?;
         ids.first().copied().ok_or(ChaosError::NotFound(0))
     }
 
     async fn stop(&mut self, id: FaultId) -> Result<Counters> {
+        if let Some((task, counts)) = self.kills.get(&id) {
+            task.abort();
+            return Ok(kill_counters(counts));
+        }
         Ok(self.engine.stop(id, "experiment").await?.counters)
     }
 
     async fn counters(&mut self, id: FaultId) -> Option<Counters> {
+        if let Some((_, counts)) = self.kills.get(&id) {
+            return Some(kill_counters(counts));
+        }
         self.engine.view(id).map(|view| view.counters)
     }
 
     async fn stop_all(&mut self) {
+        for (task, _) in self.kills.values() {
+            task.abort();
+        }
         self.engine.stop_all("experiment").await;
+    }
+}
+
+/// A kill's rounds as matched, the processes it killed as injected.
+fn kill_counters(counts: &KillCounts) -> Counters {
+    use std::sync::atomic::Ordering;
+    Counters {
+        matched: counts.kills.load(Ordering::Relaxed),
+        injected: counts.processes.load(Ordering::Relaxed),
+        ..Counters::default()
     }
 }
 

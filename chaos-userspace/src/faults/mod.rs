@@ -1,5 +1,6 @@
 //! Fault kinds. Each module says which programs realise its fault with which mechanism, and how
 //! its options become the kernel's `FaultConfig`.
+pub mod kill;
 pub mod packet_drop;
 pub mod socket_call;
 pub mod tc_packet;
@@ -86,6 +87,13 @@ impl FaultSpec {
     /// What the kernel side makes of a fault of the model: checked by the one validation every
     /// front end goes through, then mapped to its programs and configuration.
     pub fn from_model(fault: &Fault) -> Result<FaultSpec, FieldError> {
+        if fault.kind.is_kill() {
+            return Err(FieldError::new(
+                "kind",
+                "kill is done by chaos-bpf itself (faults::kill), not armed as a kernel rule",
+                "chaos-bpf inject kill, or kill among an experiment's faults",
+            ));
+        }
         chaos_model::validate(fault)?;
         let filters = Filters {
             peers: fault.matches.effective_dst(),
