@@ -50,7 +50,15 @@ const MUSL: &str = "x86_64-unknown-linux-musl";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How much of a failed boot's console the error shows.
 const CONSOLE_TAIL_LINES: usize = 40;
-const VM_PACKAGES: &[&str] = &["qemu-system-x86", "cpio", "busybox-static", "xz-utils"];
+/// musl-tools is the C compiler for the static build: ring (rustls' crypto, which the Kubernetes
+/// client uses) compiles C and assembly.
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "cpio",
+    "busybox-static",
+    "xz-utils",
+    "musl-tools",
+];
 
 fn vm_dir() -> PathBuf {
     util::workspace().join("target/vm")
@@ -118,18 +126,23 @@ fn kernel(
 
 fn build_static_binaries() -> anyhow::Result<()> {
     println!("vm: building static binaries for the initramfs");
-    util::cargo(&[
-        "build",
-        "--quiet",
-        "--release",
-        "--target",
-        MUSL,
-        "-p",
-        "chaos-userspace",
-        "-p",
-        "chaos-tests",
-        "--bins",
-    ])
+    util::exec(
+        Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                MUSL,
+                "-p",
+                "chaos-userspace",
+                "-p",
+                "chaos-tests",
+                "--bins",
+            ])
+            // cc-rs would look for x86_64-linux-musl-gcc; Debian's musl-tools calls it musl-gcc.
+            .env("CC_x86_64_unknown_linux_musl", "musl-gcc"),
+    )
 }
 
 /// The benchmark's in-VM part on the current Debian 6.12, which has both fq and netem.
