@@ -450,3 +450,84 @@ fn redis_killed_and_restarted_holds_with_a_fallback() {
     );
     drop(current.lock().expect("redis").take());
 }
+
+/// An experiment through a node agent (--agent): the agent arms and stops the fault; a real
+/// Prometheus scraping the agent answers a prometheus probe with the kernel's injection count;
+/// the hypothesis fails without the fallback, so the rollback runs.
+#[test]
+fn through_an_agent_with_a_prometheus_probe_and_a_rollback() {
+    require_root();
+    let backend = Backend::start(false);
+    let agent = chaos_tests::agent::Agent::start(&["--metrics", "127.0.0.1:0"]);
+    let metrics = agent.metrics.expect("metrics address");
+    let data = std::env::temp_dir().join(format!("chaos-exp-prometheus-{}", std::process::id()));
+    let config = TempFile::new(
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: chaos-bpf\n    static_configs:\n      - targets: ['{metrics}']\n"
+        ),
+    );
+    let web = chaos_tests::agent::free_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.arg()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus (cargo xtask setup installs it)");
+    let rolled_back = TempFile::new("rolled-back", "");
+    let _ = std::fs::remove_file(&rolled_back.path);
+    let file = example("redis-refused.yaml", &backend, ("2s", "6s", "1s"), |doc| {
+        doc["abort"] = Value::Sequence(Vec::new());
+        doc["steadyState"]["probes"]
+            .as_sequence_mut()
+            .expect("probes")
+            .push(
+                serde_yaml::from_str(&format!(
+                    "{{name: injected, prometheus: {{url: 'http://{web}', query: 'sum(chaos_fault_injected_total)'}}, interval: 500ms}}"
+                ))
+                .expect("probe"),
+            );
+        doc["hypothesis"]["injection"]
+            .as_sequence_mut()
+            .expect("conditions")
+            .push("injected.max_value >= 1".into());
+        doc["rollback"] = serde_yaml::from_str(&format!(
+            "{{commands: [[touch, '{}']], when: deviation}}",
+            rolled_back.arg()
+        ))
+        .expect("rollback");
+    });
+    let address = agent.addr.to_string();
+    let verdict = run_experiment_with(
+        &file,
+        &["--agent", &address, "--token-file", agent.token_file.arg()],
+    );
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    assert_eq!(verdict.code, Some(1), "{}", verdict.stderr);
+    let conditions = verdict.report["conditions"].as_array().expect("conditions");
+    let seen = conditions
+        .iter()
+        .find(|c| c["condition"] == "injected.max_value >= 1")
+        .expect("the prometheus condition");
+    assert_eq!(
+        seen["held"], true,
+        "Prometheus saw the agent's injections: {seen}"
+    );
+    assert!(
+        rolled_back.path.exists(),
+        "the rollback ran: {}",
+        verdict.report["rollback"]
+    );
+    let faults = agent.get("/v1/faults").json();
+    let armed = faults["faults"].as_array().expect("faults");
+    assert_eq!(armed.len(), 1, "{faults}");
+    assert_eq!(
+        armed[0]["state"], "ended",
+        "the experiment stopped what it armed"
+    );
+    assert!(armed[0]["counters"]["injected"].as_u64().unwrap_or(0) > 0);
+}
