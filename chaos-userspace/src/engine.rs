@@ -71,6 +71,10 @@ pub struct FaultView {
     /// When the kernel stops it at the latest (RFC 3339).
     pub expires_at: String,
     pub counters: Counters,
+    /// Injections (in a dry run: would-be injections) reported per cgroup id: per target, for a
+    /// scope of several pods or containers. From the events, so bounded by their budget.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub events_by_cgroup: BTreeMap<u64, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,14 +201,23 @@ struct LiveObject {
     stop_reader: oneshot::Sender<()>,
     reader: JoinHandle<()>,
     /// Events read so far, per fault id.
-    emitted: Arc<Mutex<HashMap<u32, u64>>>,
+    emitted: Arc<Mutex<HashMap<u32, Emitted>>>,
+}
+
+/// A fault's events: how many, and per cgroup they came from (per target, for a scope of
+/// several pods or containers: a dry run's blast radius, target by target).
+#[derive(Clone, Debug, Default)]
+struct Emitted {
+    total: u64,
+    by_cgroup: BTreeMap<u64, u64>,
 }
 
 impl LiveObject {
-    fn emitted(&self, id: FaultId) -> u64 {
-        self.emitted
-            .lock()
-            .map_or(0, |counts| counts.get(&id).copied().unwrap_or(0))
+    fn emitted(&self, id: FaultId) -> Emitted {
+        self.emitted.lock().map_or_else(
+            |_| Emitted::default(),
+            |counts| counts.get(&id).cloned().unwrap_or_default(),
+        )
     }
 }
 
@@ -632,7 +645,8 @@ impl Engine {
                         fault.summary.fault
                     ))),
                 }
-                fault.summary.events_emitted = emitted;
+                fault.summary.events_emitted = emitted.total;
+                fault.summary.events_by_cgroup = emitted.by_cgroup;
                 fault.state = FaultState::Ended;
                 self.ended.push(id);
             }
@@ -670,7 +684,9 @@ impl Engine {
             // The reader drained the ring: the event counts of its faults are final now.
             if let Ok(emitted) = live.emitted.lock() {
                 for (id, fault) in self.faults.iter_mut().filter(|(_, f)| f.object == object) {
-                    fault.summary.events_emitted = emitted.get(id).copied().unwrap_or(0);
+                    let counts = emitted.get(id).cloned().unwrap_or_default();
+                    fault.summary.events_emitted = counts.total;
+                    fault.summary.events_by_cgroup = counts.by_cgroup;
                 }
             }
         }
@@ -740,6 +756,10 @@ impl Engine {
             armed_at: humantime::format_rfc3339_millis(fault.armed_wall).to_string(),
             expires_at: humantime::format_rfc3339_millis(expires).to_string(),
             counters,
+            events_by_cgroup: match self.objects.get(&fault.object) {
+                Some(live) if fault.live() => live.emitted(id).by_cgroup,
+                _ => summary.events_by_cgroup.clone(),
+            },
             ended_by: (!fault.live()).then_some(summary.ended_by),
             reason: fault.reason.clone(),
             spec: fault.spec.clone(),
@@ -802,7 +822,7 @@ async fn read_events(
     ring: RingBuf<MapData>,
     sink: Arc<dyn Sink>,
     mut stop: oneshot::Receiver<()>,
-    emitted: Arc<Mutex<HashMap<u32, u64>>>,
+    emitted: Arc<Mutex<HashMap<u32, Emitted>>>,
 ) {
     let clock = Clock::now();
     // SAFETY: the ring owns its map fd, which stays open and unchanged while the AsyncFd owns it.
@@ -834,12 +854,16 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     sink: &dyn Sink,
     clock: &Clock,
-    emitted: &Mutex<HashMap<u32, u64>>,
+    emitted: &Mutex<HashMap<u32, Emitted>>,
 ) {
     while let Some(item) = ring.next() {
         if let Some(record) = EventRecord::from_bytes(&item, clock) {
             if let Ok(mut counts) = emitted.lock() {
-                *counts.entry(record.fault_id).or_default() += 1;
+                let fault = counts.entry(record.fault_id).or_default();
+                fault.total += 1;
+                if record.cgroup_id != 0 {
+                    *fault.by_cgroup.entry(record.cgroup_id).or_default() += 1;
+                }
             }
             sink.send(EngineEvent::Injection(record));
         }

@@ -279,7 +279,16 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
         scopes,
         choice,
         duration: fault.duration.map(|d| d.0),
-        events_per_sec: fault.events.map_or(0, |e| e.per_cpu_per_sec),
+        // A dry run reports what it would hit even where events were not asked for: its
+        // per-target counts come from them.
+        events_per_sec: fault.events.map_or(
+            if fault.dry_run {
+                chaos_model::Events::DEFAULT_PER_CPU_PER_SEC
+            } else {
+                0
+            },
+            |e| e.per_cpu_per_sec,
+        ),
     })
 }
 

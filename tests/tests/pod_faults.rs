@@ -625,3 +625,47 @@ fn tc_faults_use_a_pods_veth_and_host_network_pods_are_told_why_not() {
     assert!(node.connect_error(web_app).is_none());
     run.stop();
 }
+
+/// A dry run on a selector: every chosen container keeps connecting, and the summary counts what
+/// the fault would have done to each target, by its cgroup.
+#[test]
+fn a_dry_run_on_a_selector_counts_each_target() {
+    require_root();
+    let _serial = one_at_a_time();
+    let node = Node::start();
+    let port = node.server.port().to_string();
+    let run = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--cri-socket",
+        node.socket(),
+        "--selector",
+        "app=web",
+        "--container-name",
+        "app",
+        "--port",
+        &port,
+        "--dry-run",
+        "--duration",
+        "60s",
+    ]);
+    let web_app = node.web.container("app");
+    let canary_app = node.canary.container("app");
+    for _ in 0..3 {
+        assert!(
+            node.connect_error(&web_app.id).is_none(),
+            "a dry run injects nothing"
+        );
+    }
+    assert!(node.connect_error(&canary_app.id).is_none());
+    let output = run.stop();
+    let summary = output.summary();
+    let by_cgroup = &summary["events_by_cgroup"];
+    let id_of = |c: &chaos_tests::pods::RunningContainer| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&c.cgroup).expect("cgroup"))
+            .to_string()
+    };
+    assert_eq!(by_cgroup[id_of(web_app)], 3, "{summary}");
+    assert_eq!(by_cgroup[id_of(canary_app)], 1, "{summary}");
+    assert_eq!(summary["injected"], 4, "{summary}");
+}

@@ -171,6 +171,10 @@ pub struct Summary {
     pub injected: u64,
     pub duration_ms: u64,
     pub events_emitted: u64,
+    /// Events by the cgroup id they came from (syscall and cgroup faults; TC events carry none):
+    /// per target when the scope names several.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub events_by_cgroup: std::collections::BTreeMap<u64, u64>,
     pub events_sampled_out: u64,
     pub events_lost: u64,
     /// Kernel ids of the programs the fault attached: all gone once this line is printed.
@@ -214,6 +218,7 @@ impl Summary {
             injected: 0,
             duration_ms: 0,
             events_emitted: 0,
+            events_by_cgroup: std::collections::BTreeMap::new(),
             events_sampled_out: 0,
             events_lost: 0,
             program_ids,
