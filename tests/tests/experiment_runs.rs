@@ -531,3 +531,32 @@ fn through_an_agent_with_a_prometheus_probe_and_a_rollback() {
     );
     assert!(armed[0]["counters"]["injected"].as_u64().unwrap_or(0) > 0);
 }
+
+/// No experiment leaves a fault behind: SIGKILLed in the middle of its injection phase, its
+/// faults go with its process, and the API without a fallback answers again at once.
+#[test]
+fn a_killed_experiment_leaves_no_fault_behind() {
+    require_root();
+    let backend = Backend::start(false);
+    let file = example("redis-refused.yaml", &backend, ("1s", "60s", "1s"), |doc| {
+        doc["abort"] = Value::Sequence(Vec::new());
+    });
+    let mut run = Command::new(chaos_bin())
+        .args(["experiment", "run", file.arg()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chaos-bpf experiment run");
+    let injected = chaos_tests::eventually(std::time::Duration::from_secs(20), || {
+        !chaos_tests::attached_program_ids(&backend.api_cgroup.path).is_empty()
+            && backend.api.get("/items/7").map(|(s, _)| s) == Ok(503)
+    });
+    assert!(injected, "the fault was armed: {}", backend.api.log());
+    let _ = run.kill();
+    let _ = run.wait();
+    assert!(
+        chaos_tests::attached_program_ids(&backend.api_cgroup.path).is_empty(),
+        "nothing stays attached"
+    );
+    assert_eq!(backend.api.get("/items/7").map(|(s, _)| s), Ok(200));
+}
