@@ -265,7 +265,6 @@ fn validate_kill(fault: &Fault) -> Result<(), FieldError> {
         (fault.direction.is_some(), "direction"),
         (fault.probability.is_some(), "probability"),
         (fault.mechanism.is_some(), "mechanism"),
-        (fault.events.is_some(), "events"),
     ] {
         if present {
             return Err(FieldError::new(

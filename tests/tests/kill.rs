@@ -67,3 +67,39 @@ fn kill_ends_every_process_of_the_scope_and_only_those() {
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(refused.stderr.contains("--port"), "{}", refused.stderr);
 }
+
+/// Through the agent's API: POST a kill fault, its rounds run in the agent, show and list
+/// report them, and the event stream carries each round.
+#[test]
+fn the_agent_kills_through_its_api() {
+    require_root();
+    let scope = TestCgroup::new("kill-agent");
+    let mut victim = scope.command("sleep").arg("60").spawn().expect("sleep");
+    let agent = chaos_tests::agent::Agent::start(&[]);
+    let created = agent.create(&serde_json::json!({
+        "kind": "kill", "scope": {"cgroup": scope.path}, "count": 2, "interval": "300ms"
+    }));
+    let id = created["id"].as_u64().expect("id");
+    let status = victim.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    assert!(chaos_tests::eventually(Duration::from_secs(5), || {
+        let shown = agent.get(&format!("/v1/faults/{id}")).json();
+        shown["state"] == "ended" && shown["counters"]["matched"] == 2
+    }));
+    let shown = agent.get(&format!("/v1/faults/{id}")).json();
+    assert_eq!(shown["counters"]["injected"], 1, "{shown}");
+    let listed = agent.get("/v1/faults").json();
+    assert!(
+        listed["faults"]
+            .as_array()
+            .expect("faults")
+            .iter()
+            .any(|f| f["id"] == id)
+    );
+    let events = agent.get("/v1/events?follow=false").body;
+    assert_eq!(events.matches("\"type\":\"kill\"").count(), 2, "{events}");
+    assert_eq!(agent.delete(&format!("/v1/faults/{id}")).status, 200);
+}

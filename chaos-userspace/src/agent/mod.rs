@@ -97,6 +97,8 @@ pub struct Shared {
     events: Arc<EventHub>,
     token: Option<Vec<u8>>,
     names: Option<chaos::workload::PodNames>,
+    /// Kill faults: no kernel rule, rounds run by this process beside the engine's faults.
+    kills: tokio::sync::Mutex<chaos::faults::kill::Kills>,
     fault_metrics: Arc<FaultMetrics>,
     requests: Family<CodeLabel, Counter>,
     active: Gauge,
@@ -240,6 +242,7 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         events,
         token,
         names,
+        kills: tokio::sync::Mutex::new(chaos::faults::kill::Kills::default()),
         fault_metrics: Arc::clone(&fault_metrics),
         requests: Family::default(),
         active: Gauge::default(),

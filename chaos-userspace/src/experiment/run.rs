@@ -1,7 +1,6 @@
 //! The experiment's clock: probes, phases, faults on schedule, abort, verdict.
 use std::{
     collections::BTreeMap,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,7 +15,7 @@ use super::probes::{Check, check, seconds};
 use crate::{
     engine::{Engine, FaultId},
     error::{ChaosError, Result},
-    faults::kill::{KillCounts, KillFault},
+    faults::kill::{KillFault, Kills},
     telemetry::Counters,
     workload::PodNames,
 };
@@ -41,19 +40,15 @@ pub trait Injector {
 pub struct EngineInjector {
     engine: Engine,
     names: Option<PodNames>,
-    /// Kill faults by id (numbered apart from the engine's): the task and its counts.
-    kills: BTreeMap<FaultId, (tokio::task::JoinHandle<()>, Arc<KillCounts>)>,
+    kills: Kills,
 }
-
-/// Kill faults' ids start here, far from the engine's.
-const FIRST_KILL_ID: FaultId = 1 << 30;
 
 impl EngineInjector {
     pub fn new(engine: Engine, names: Option<PodNames>) -> Self {
         Self {
             engine,
             names,
-            kills: BTreeMap::new(),
+            kills: Kills::default(),
         }
     }
 
@@ -75,15 +70,7 @@ impl Injector for EngineInjector {
         let pods = self.pods(&fault).await?;
         if fault.kind.is_kill() {
             let kill = KillFault::plan(&fault, pods.as_deref())?;
-            let counts = Arc::new(KillCounts::default());
-            let task = tokio::spawn(kill.run(Arc::clone(&counts), |_, _| {}));
-            let id = self
-                .kills
-                .keys()
-                .next_back()
-                .map_or(FIRST_KILL_ID, |last| last + 1);
-            self.kills.insert(id, (task, counts));
-            return Ok(id);
+            return Ok(self.kills.start(kill, &fault, |_, _| {}));
         }
         fault.duration = Some(HumanDuration(lifetime));
         let plan = crate::inject::plan(&fault, pods.as_deref())?;
@@ -92,35 +79,23 @@ impl Injector for EngineInjector {
     }
 
     async fn stop(&mut self, id: FaultId) -> Result<Counters> {
-        if let Some((task, counts)) = self.kills.get(&id) {
-            task.abort();
-            return Ok(kill_counters(counts));
+        if self.kills.contains(id) {
+            self.kills.stop(id);
+            return self.kills.counters(id).ok_or(ChaosError::NotFound(id));
         }
         Ok(self.engine.stop(id, "experiment").await?.counters)
     }
 
     async fn counters(&mut self, id: FaultId) -> Option<Counters> {
-        if let Some((_, counts)) = self.kills.get(&id) {
-            return Some(kill_counters(counts));
+        if self.kills.contains(id) {
+            return self.kills.counters(id);
         }
         self.engine.view(id).map(|view| view.counters)
     }
 
     async fn stop_all(&mut self) {
-        for (task, _) in self.kills.values() {
-            task.abort();
-        }
+        self.kills.stop_all();
         self.engine.stop_all("experiment").await;
-    }
-}
-
-/// A kill's rounds as matched, the processes it killed as injected.
-fn kill_counters(counts: &KillCounts) -> Counters {
-    use std::sync::atomic::Ordering;
-    Counters {
-        matched: counts.kills.load(Ordering::Relaxed),
-        injected: counts.processes.load(Ordering::Relaxed),
-        ..Counters::default()
     }
 }
 

@@ -104,3 +104,103 @@ fn processes(cgroup: &Path) -> Vec<i32> {
     }
     pids
 }
+
+/// Kill faults running in this process, by id: what the agent and an experiment's injector
+/// hold beside the engine's kernel rules. Ids are numbered from [`Kills::FIRST_ID`], apart from
+/// the engine's.
+#[derive(Default)]
+pub struct Kills {
+    running: std::collections::BTreeMap<u32, Running>,
+}
+
+struct Running {
+    task: tokio::task::JoinHandle<()>,
+    counts: Arc<KillCounts>,
+    view: serde_json::Value,
+}
+
+impl Kills {
+    pub const FIRST_ID: u32 = 1 << 30;
+
+    /// Starts the rounds; `report(round, processes)` after each.
+    pub fn start(
+        &mut self,
+        kill: KillFault,
+        spec: &Fault,
+        report: impl Fn(u32, u64) + Send + 'static,
+    ) -> u32 {
+        let id = self
+            .running
+            .keys()
+            .next_back()
+            .map_or(Self::FIRST_ID, |last| last + 1);
+        let counts = Arc::new(KillCounts::default());
+        let view = serde_json::json!({
+            "id": id, "kind": "kill", "mechanism": "cgroup.kill",
+            "cgroups": kill.cgroups, "workloads": kill.workloads,
+            "count": kill.count, "interval_ms": kill.interval.as_millis() as u64,
+            "spec": spec,
+        });
+        let task = tokio::spawn(kill.run(Arc::clone(&counts), report));
+        self.running.insert(id, Running { task, counts, view });
+        id
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.running.contains_key(&id)
+    }
+
+    /// Rounds done as matched, processes killed as injected.
+    pub fn counters(&self, id: u32) -> Option<crate::telemetry::Counters> {
+        self.running.get(&id).map(|running| {
+            let counts = &running.counts;
+            crate::telemetry::Counters {
+                matched: counts.kills.load(Ordering::Relaxed),
+                injected: counts.processes.load(Ordering::Relaxed),
+                ..crate::telemetry::Counters::default()
+            }
+        })
+    }
+
+    /// The fault as the API shows it: its spec, counters and state.
+    pub fn view(&self, id: u32) -> Option<serde_json::Value> {
+        let running = self.running.get(&id)?;
+        let mut view = running.view.clone();
+        view["state"] = if running.task.is_finished() {
+            "ended"
+        } else {
+            "armed"
+        }
+        .into();
+        view["counters"] = serde_json::to_value(self.counters(id)).unwrap_or_default();
+        Some(view)
+    }
+
+    pub fn views(&self) -> Vec<serde_json::Value> {
+        self.running
+            .keys()
+            .filter_map(|id| self.view(*id))
+            .collect()
+    }
+
+    /// Stops the rounds still to come; the fault's final view.
+    pub fn stop(&mut self, id: u32) -> Option<serde_json::Value> {
+        self.running.get(&id)?.task.abort();
+        let mut view = self.view(id)?;
+        view["state"] = "ended".into();
+        Some(view)
+    }
+
+    /// Stops every kill still running; how many were.
+    pub fn stop_all(&mut self) -> usize {
+        let live = self
+            .running
+            .values()
+            .filter(|r| !r.task.is_finished())
+            .count();
+        for running in self.running.values() {
+            running.task.abort();
+        }
+        live
+    }
+}
