@@ -25,9 +25,6 @@ pub struct NodeStatus {
     /// The pods or containers chosen on this node (`namespace/pod[/container]`).
     #[serde(default)]
     pub targets: Vec<String>,
-    /// The agent's fault id on this node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault_id: Option<u32>,
     #[serde(default)]
     pub matched: u64,
     #[serde(default)]
@@ -132,7 +129,6 @@ mod tests {
             node: node.into(),
             phase,
             targets: (0..targets).map(|i| format!("default/p{i}")).collect(),
-            fault_id: None,
             matched: 0,
             injected: 0,
             errors: Vec::new(),

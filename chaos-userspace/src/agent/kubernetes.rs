@@ -386,7 +386,6 @@ impl Controller {
             node: self.node.clone(),
             phase,
             targets,
-            fault_id: None,
             matched,
             injected,
             errors: armed.errors.clone(),
