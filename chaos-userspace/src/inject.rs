@@ -299,10 +299,37 @@ pub fn cgroups_of(
     scope: &chaos_model::Scope,
     pods: Option<&[PodInfo]>,
 ) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    if scope.needs_names() || (scope.pod_uid.is_some() && pods.is_some()) {
+    if scope.needs_names() {
         return named_cgroups(scope, pods);
     }
-    Ok((cgroup_of(scope)?.into_iter().collect(), Vec::new()))
+    let cgroups = cgroup_of(scope)?.into_iter().collect();
+    let workloads = pods.map_or_else(Vec::new, |pods| names_of(scope, pods));
+    Ok((cgroups, workloads))
+}
+
+/// The names of a pod uid's or container id's workload, where the runtime knows it.
+fn names_of(scope: &chaos_model::Scope, pods: &[PodInfo]) -> Vec<String> {
+    let named = |pod: &PodInfo, container: Option<&str>| match container {
+        Some(container) => format!("{}/{}/{container}", pod.namespace, pod.name),
+        None => format!("{}/{}", pod.namespace, pod.name),
+    };
+    if let Some(uid) = &scope.pod_uid {
+        let wanted = uid.replace('_', "-");
+        return pods
+            .iter()
+            .filter(|p| p.uid == wanted)
+            .map(|p| named(p, None))
+            .collect();
+    }
+    if let Some(id) = &scope.container {
+        return pods
+            .iter()
+            .flat_map(|p| p.containers.iter().map(move |c| (p, c)))
+            .filter(|(_, c)| c.id.starts_with(id.as_str()))
+            .map(|(p, c)| named(p, Some(&c.name)))
+            .collect();
+    }
+    Vec::new()
 }
 
 /// The network namespaces of the workloads in `cgroups`, found through any of their processes,

@@ -223,25 +223,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// workloads (the CRI socket given, else the runtime's default one).
 fn node_pods<'a>(
     cri: &cli::CriArgs,
-    mut faults: impl Iterator<Item = &'a chaos_model::Fault>,
+    faults: impl Iterator<Item = &'a chaos_model::Fault>,
 ) -> anyhow::Result<(Option<PodNames>, Option<Vec<PodInfo>>)> {
-    if !faults.any(|f| f.scope.needs_names()) {
-        return Ok((None, None));
-    }
+    let faults: Vec<&chaos_model::Fault> = faults.collect();
     let names = PodNames::cri(cri.cri_socket.as_deref());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let pods = match &names {
-        Some(names) => Some(
-            runtime
-                .block_on(names.pods())
-                .map_err(on_the_command_line)?,
-        ),
-        None => None,
-    };
-    Ok((names, pods))
+    let pods = runtime
+        .block_on(PodNames::for_faults(names.as_ref(), faults.iter().copied()))
+        .map_err(on_the_command_line)?;
+    // Kept only where a scope's names may move (a restarted container): it is followed.
+    let follows = faults.iter().any(|f| f.scope.needs_names());
+    Ok((names.filter(|_| follows), pods))
 }
 
 /// A fault's error inside a fault set, named by its place there (`faults[2].scope.cgroup`).

@@ -669,3 +669,50 @@ fn a_dry_run_on_a_selector_counts_each_target() {
     assert_eq!(by_cgroup[id_of(canary_app)], 1, "{summary}");
     assert_eq!(summary["injected"], 4, "{summary}");
 }
+
+/// kube-system is reached only when named: a pod there by uid is refused (exit 2, nothing
+/// attached), by `--pod kube-system/NAME` it is the user's intent.
+#[test]
+fn kube_system_pods_are_reached_only_when_named() {
+    require_root();
+    let _serial = one_at_a_time();
+    let containerd = Containerd::start();
+    let mut spec = pod(
+        "coredns",
+        Qos::Burstable,
+        &[("k8s-app", "kube-dns")],
+        &["coredns"],
+    );
+    spec.namespace = "kube-system".into();
+    let system = containerd.run_pod(&spec);
+    let socket = containerd.socket().to_str().expect("socket").to_string();
+    let refused = chaos_tests::chaos(&[
+        "inject",
+        "connect-error",
+        "--cri-socket",
+        &socket,
+        "--pod-uid",
+        &system.uid,
+        "--port",
+        "9",
+        "--duration",
+        "5s",
+    ]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("kube-system"), "{}", refused.stderr);
+    assert!(chaos_tests::attached_program_ids(&system.cgroup()).is_empty());
+    let run = ChaosRun::start(&[
+        "inject",
+        "connect-error",
+        "--cri-socket",
+        &socket,
+        "--pod",
+        "kube-system/coredns",
+        "--port",
+        "9",
+        "--duration",
+        "30s",
+    ]);
+    assert!(!chaos_tests::attached_program_ids(&system.cgroup()).is_empty());
+    run.stop();
+}

@@ -29,14 +29,26 @@ impl PodNames {
     }
 
     /// The pods, if any of `faults` needs names; `None` where none does or no source is known
-    /// (planning then says what is missing).
+    /// (planning then says what is missing). Scopes by pod uid or container id are found in the
+    /// cgroup tree without names, but their names let the guard rails see a kube-system pod:
+    /// for those they are asked for too, and a runtime that does not answer changes nothing.
     pub async fn for_faults<'a>(
         names: Option<&Self>,
-        mut faults: impl Iterator<Item = &'a Fault>,
+        faults: impl Iterator<Item = &'a Fault>,
     ) -> Result<Option<Vec<PodInfo>>> {
-        match names {
-            Some(names) if faults.any(|f| f.scope.needs_names()) => Ok(Some(names.pods().await?)),
-            _ => Ok(None),
+        let scopes: Vec<&chaos_model::Scope> = faults.map(|f| &f.scope).collect();
+        let Some(names) = names else {
+            return Ok(None);
+        };
+        if scopes.iter().any(|s| s.needs_names()) {
+            return Ok(Some(names.pods().await?));
         }
+        if scopes
+            .iter()
+            .any(|s| s.pod_uid.is_some() || s.container.is_some())
+        {
+            return Ok(names.pods().await.ok());
+        }
+        Ok(None)
     }
 }
