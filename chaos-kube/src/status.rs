@@ -71,15 +71,25 @@ fn conditions(nodes: &[NodeStatus]) -> Vec<Condition> {
         message,
     };
     let targets: usize = targeted.iter().map(|n| n.targets.len()).sum();
-    let waiting = |phase: Phase| {
-        let names: Vec<&str> = targeted
+    // "Every targeted node is in `phase`", with the nodes that are not yet named.
+    let all_in = |type_: &str, phase: Phase, reason: &str, verb: &str| {
+        let pending: Vec<&str> = targeted
             .iter()
             .filter(|n| n.phase != phase)
             .map(|n| n.node.as_str())
             .collect();
-        names.join(", ")
+        let holds = !targeted.is_empty() && pending.is_empty();
+        condition(
+            type_,
+            holds,
+            if holds { reason } else { "Waiting" },
+            if pending.is_empty() {
+                String::new()
+            } else {
+                format!("not {verb} on {}", pending.join(", "))
+            },
+        )
     };
-    let all_in = |phase: Phase| !targeted.is_empty() && targeted.iter().all(|n| n.phase == phase);
     vec![
         condition(
             "Selected",
@@ -91,32 +101,8 @@ fn conditions(nodes: &[NodeStatus]) -> Vec<Condition> {
             },
             format!("{targets} target(s) on {} node(s)", targeted.len()),
         ),
-        condition(
-            "AllInjected",
-            all_in(Phase::Injected),
-            if all_in(Phase::Injected) {
-                "Injected"
-            } else {
-                "Waiting"
-            },
-            match waiting(Phase::Injected) {
-                pending if pending.is_empty() => String::new(),
-                pending => format!("not injected on {pending}"),
-            },
-        ),
-        condition(
-            "AllRecovered",
-            all_in(Phase::Recovered),
-            if all_in(Phase::Recovered) {
-                "Recovered"
-            } else {
-                "Waiting"
-            },
-            match waiting(Phase::Recovered) {
-                pending if pending.is_empty() => String::new(),
-                pending => format!("not recovered on {pending}"),
-            },
-        ),
+        all_in("AllInjected", Phase::Injected, "Injected", "injected"),
+        all_in("AllRecovered", Phase::Recovered, "Recovered", "recovered"),
     ]
 }
 
