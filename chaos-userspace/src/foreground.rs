@@ -41,14 +41,23 @@ pub async fn follow(engine: &mut Engine, names: &PodNames) {
     if !engine.follows_names() {
         return;
     }
-    let pods = match names.pods().await {
-        Ok(pods) => pods,
-        Err(err) => {
-            eprintln!("chaos-bpf: resolving names again: {err}");
-            return;
-        }
-    };
-    for (id, moved) in engine.follow(&pods) {
+    if let Some(pods) = pods_now(names).await {
+        report_moves(engine.follow(&pods));
+    }
+}
+
+/// The node's pods by name now; a runtime that does not answer is said once per try.
+pub async fn pods_now(names: &PodNames) -> Option<Vec<chaos_model::workloads::PodInfo>> {
+    names
+        .pods()
+        .await
+        .map_err(|err| eprintln!("chaos-bpf: resolving names again: {err}"))
+        .ok()
+}
+
+/// One line per fault that moved to its workloads' new cgroups, or could not.
+pub fn report_moves(moves: Vec<(chaos::engine::FaultId, Result<Vec<String>>)>) {
+    for (id, moved) in moves {
         match moved {
             Ok(workloads) => eprintln!("chaos-bpf: fault {id} now on {}", workloads.join(", ")),
             Err(err) => eprintln!("chaos-bpf: fault {id} could not follow its workloads: {err}"),

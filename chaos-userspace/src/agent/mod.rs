@@ -296,8 +296,15 @@ pub async fn run(options: AgentOptions) -> Result<()> {
             let mut tick = tokio::time::interval(crate::foreground::FOLLOW_EVERY);
             loop {
                 tick.tick().await;
-                let mut engine = shared.engine.lock().await;
-                crate::foreground::follow(&mut engine, &names).await;
+                if !shared.engine.lock().await.follows_names() {
+                    continue;
+                }
+                // Asked of the runtime without holding the engine: the API keeps answering.
+                let Some(pods) = crate::foreground::pods_now(&names).await else {
+                    continue;
+                };
+                let moves = shared.engine.lock().await.follow(&pods);
+                crate::foreground::report_moves(moves);
             }
         })
     });
