@@ -478,29 +478,21 @@ fn a_chaosfault_reaches_the_selected_containers_and_follows_a_restart() {
             "duration": "3s",
         },
     }));
-    let phase = || {
-        api.fault("default", "cache-briefly")
-            .map(|f| f["status"]["nodes"][0]["phase"].clone())
-            .unwrap_or_default()
-    };
-    assert!(
-        eventually(Duration::from_secs(10), || phase() == "Injected"),
-        "{:?}",
-        api.fault("default", "cache-briefly")
-    );
-    assert!(
-        node.connect_error(&node.cache.container("redis").id)
-            .is_some()
-    );
-    assert!(
-        eventually(Duration::from_secs(10), || phase() == "Recovered"),
-        "{:?}",
-        api.fault("default", "cache-briefly")
-    );
-    assert!(
-        node.connect_error(&node.cache.container("redis").id)
-            .is_none()
-    );
+    let cache = &node.cache.container("redis").id;
+    // The node's phase reaches `wanted`, then the container's connects are as it says.
+    for (wanted, refused) in [("Injected", true), ("Recovered", false)] {
+        let phase = || {
+            api.fault("default", "cache-briefly")
+                .map(|f| f["status"]["nodes"][0]["phase"].clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || phase() == wanted),
+            "{:?}",
+            api.fault("default", "cache-briefly")
+        );
+        assert_eq!(node.connect_error(cache).is_some(), refused, "{wanted}");
+    }
 
     api.delete_fault("default", "web-refused");
     assert!(
