@@ -1,5 +1,5 @@
-//! A Kubernetes Pod as the node's inventory sees it: uid, names, labels, host networking and
-//! the runtime ids of its running containers.
+//! A Kubernetes Pod as the node's inventory sees it: uid, names, labels and the runtime ids of
+//! its running containers. (Host networking is read from the kernel, the netns of a process.)
 use chaos_model::workloads::{ContainerInfo, PodInfo};
 use k8s_openapi::api::core::v1::Pod;
 
@@ -25,11 +25,6 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
         namespace: metadata.namespace.clone().unwrap_or_default(),
         name: metadata.name.clone().unwrap_or_default(),
         labels: metadata.labels.clone().unwrap_or_default(),
-        host_network: pod
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.host_network)
-            .unwrap_or(false),
         containers,
     })
 }
@@ -58,7 +53,6 @@ mod tests {
         .unwrap();
         let info = pod_info(&pod).unwrap();
         assert_eq!(info.uid, "u-1");
-        assert!(info.host_network);
         assert_eq!(info.containers.len(), 1, "only running containers");
         assert_eq!(info.containers[0].id, "abc123");
     }

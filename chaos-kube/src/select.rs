@@ -94,7 +94,6 @@ mod tests {
                 namespace: if i < 8 { "shop" } else { "other" }.into(),
                 name: format!("redis-{i}"),
                 labels: [("app".to_string(), "redis".to_string())].into(),
-                host_network: false,
                 containers: vec![
                     ContainerInfo {
                         id: format!("{i:0>64}"),

@@ -17,9 +17,6 @@ pub struct PodInfo {
     pub name: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// In the node's network namespace: it has no veth of its own.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub host_network: bool,
     /// Its running containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerInfo>,
@@ -146,7 +143,6 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            host_network: false,
             containers: containers
                 .iter()
                 .enumerate()

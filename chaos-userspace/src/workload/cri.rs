@@ -7,8 +7,8 @@ use chaos_model::workloads::{ContainerInfo, PodInfo};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest,
-    ListPodSandboxRequest, NamespaceMode, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
-    PodSandboxStatusRequest, runtime_service_client::RuntimeServiceClient,
+    ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
+    runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -78,27 +78,11 @@ impl Cri {
             let Some(metadata) = sandbox.metadata else {
                 continue;
             };
-            let status = self
-                .client
-                .pod_sandbox_status(PodSandboxStatusRequest {
-                    pod_sandbox_id: sandbox.id.clone(),
-                    verbose: false,
-                })
-                .await
-                .map_err(|status| self.failed("PodSandboxStatus", status))?
-                .into_inner();
-            let network = status
-                .status
-                .and_then(|s| s.linux)
-                .and_then(|linux| linux.namespaces)
-                .and_then(|namespaces| namespaces.options)
-                .map(|options| options.network);
             pods.push(PodInfo {
                 uid: metadata.uid,
                 namespace: metadata.namespace,
                 name: metadata.name,
                 labels: sandbox.labels.into_iter().collect(),
-                host_network: network == Some(NamespaceMode::Node as i32),
                 containers: containers
                     .iter()
                     .filter(|c| c.pod_sandbox_id == sandbox.id)
