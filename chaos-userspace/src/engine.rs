@@ -509,39 +509,37 @@ impl Engine {
     /// so a scope of whole pods covers restarts by construction.) Returns what was moved, by
     /// fault id, with the workloads now covered.
     pub fn follow(&mut self, pods: &[PodInfo]) -> Vec<(FaultId, Result<Vec<String>>)> {
-        let named: Vec<(FaultId, chaos_model::Scope, usize, u32)> = self
+        let named: Vec<(FaultId, Fault, usize, u32)> = self
             .faults
             .iter()
             .filter(|(_, f)| f.live() && f.spec.scope.needs_names())
-            .map(|(id, f)| (*id, f.spec.scope.clone(), f.object, f.rule))
+            .map(|(id, f)| (*id, f.spec.clone(), f.object, f.rule))
             .collect();
         let mut moved = Vec::new();
-        for (id, scope, object, rule) in named {
+        for (id, spec, object, rule) in named {
             // A name that resolves to nothing now (the container is between two lives) keeps
             // the rule where it is until it resolves again.
-            let Ok((paths, workloads)) = crate::inject::cgroups_of(&scope, Some(pods)) else {
+            let Ok((cgroups, workloads)) = crate::inject::cgroups_of(&spec.scope, Some(pods))
+            else {
                 continue;
             };
             let Some(live) = self.objects.get_mut(&object) else {
                 continue;
             };
-            let current: Vec<&std::path::Path> = live
+            let current: Vec<u64> = live
                 .loaded
                 .rule(rule)
-                .map(|r| r.cgroups.iter().map(|c| c.path.as_path()).collect())
+                .map(|r| r.cgroups.iter().map(|c| c.id).collect())
                 .unwrap_or_default();
-            if current == paths.iter().map(|p| p.as_path()).collect::<Vec<_>>() {
+            if current == cgroups.iter().map(|c| c.id).collect::<Vec<_>>() {
                 continue;
             }
-            let opened: Result<Vec<crate::scope::CgroupScope>> = paths
-                .iter()
-                .map(|p| crate::scope::CgroupScope::open(p))
-                .collect();
             let Some(fault) = self.faults.get_mut(&id) else {
                 continue;
             };
-            // The summary says where the rule is only once it is there.
-            let result = opened.and_then(|cgroups| {
+            // The new cgroups pass the same guard rails as the first ones did; the summary says
+            // where the rule is only once it is there.
+            let result = crate::guard::check(&spec, &cgroups, &workloads).and_then(|()| {
                 let mut next = fault.summary.clone();
                 next.set_cgroups(&cgroups);
                 next.workloads = workloads.clone();

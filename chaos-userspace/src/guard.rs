@@ -1,17 +1,35 @@
-//! Guard rails, checked while nothing is attached: a fault never reaches chaos-bpf itself,
-//! PID 1, the kubelet, the container runtime or `kube-system` unless its scope names them
-//! exactly, and never a scope wider than half of the node (its cgroups) unless `force`.
-use std::path::{Path, PathBuf};
+//! Guard rails, checked while nothing is attached: a fault never reaches chaos-bpf itself, PID 1,
+//! the kubelet, the container runtime or `kube-system` unless its scope names them exactly, and
+//! never a scope wider than half of the node (its cgroups) unless `force`.
+//!
+//! Every check judges the resolved cgroups themselves, by id (their directory's inode, which is
+//! what the kernel compares too): never the text that named them, which `.`, `..`, `//` or a
+//! symlink can spell in endless ways.
+use std::path::Path;
 
 use chaos_model::Fault;
 
-use crate::error::{ChaosError, Result};
+use crate::{
+    error::{ChaosError, Result},
+    scope::{CgroupScope, cgroup_id},
+};
 
 /// The share of the node's cgroups a scope may cover without `force`.
 pub const BLAST_RADIUS_LIMIT: f64 = 0.5;
 /// Below this many cgroups a node has nothing to compare shares with (a bare VM, a test
 /// machine); the named protections still apply.
 const SHARES_FROM: usize = 16;
+
+/// How a protected process may still be reached on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Naming {
+    /// Never: chaos-bpf must keep its own calls to revert and report.
+    Never,
+    /// By its pid only (`scope.pid`), for PID 1.
+    Pid,
+    /// By its pid, or by a `scope.cgroup` that is exactly its own cgroup (a service's unit).
+    PidOrOwnCgroup,
+}
 
 /// Processes no fault reaches unless named, by what they are and their comm names.
 const PROTECTED: &[(&str, &[&str])] = &[
@@ -23,43 +41,61 @@ const PROTECTED: &[(&str, &[&str])] = &[
 ];
 
 /// Refuses a fault whose cgroups reach a protected process or are too wide.
-pub fn check(fault: &Fault, cgroups: &[PathBuf], workloads: &[String]) -> Result<()> {
-    let Some(root) = crate::scope::cgroup2_mount().map(|m| m.point) else {
+pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Result<()> {
+    let Some(mount) = crate::scope::cgroup2_mount() else {
         return Ok(());
     };
+    let root_id = cgroup_id(&mount.point);
     let scope = &fault.scope;
-    if !fault.force && cgroups.iter().any(|c| same_dir(c, &root)) {
+    if let Some(root) = cgroups.iter().find(|c| Some(c.id) == root_id)
+        && !fault.force
+    {
         return Err(ChaosError::input(
             "scope.cgroup",
             format!(
-                "{} is the root cgroup: every process of the node",
-                root.display()
+                "{} (cgroup id {}) is the root cgroup: every process of the node",
+                root.path.display(),
+                root.id
             ),
             "a narrower cgroup, or force: true (--force) for the whole node",
         ));
     }
-    for (what, pid) in protected_processes() {
-        let Ok(home) = crate::workload::process(&root, pid) else {
+    for (what, pid, naming) in protected_processes() {
+        let Ok(home) = crate::workload::process(&mount.point, pid) else {
             continue;
         };
-        let named = scope.pid == Some(pid)
-            || scope
-                .cgroup
-                .as_deref()
-                .is_some_and(|c| same_dir(Path::new(c), &home) && !same_dir(&home, &root));
-        if let Some(covering) = cgroups.iter().find(|c| home.starts_with(c))
-            && !named
-        {
+        let Ok(home) = mount.canonical(&home) else {
+            continue;
+        };
+        let Some(covering) = covering(&mount.point, &home, cgroups) else {
+            continue;
+        };
+        let own_cgroup_named =
+            scope.cgroup.is_some() && covering.path == home && Some(covering.id) != root_id;
+        let named = match naming {
+            Naming::Never => false,
+            Naming::Pid => scope.pid == Some(pid),
+            Naming::PidOrOwnCgroup => scope.pid == Some(pid) || own_cgroup_named,
+        };
+        if !named {
+            let how = match naming {
+                Naming::Never => "which a fault never reaches".to_string(),
+                Naming::Pid => format!("which a fault reaches only as scope.pid {pid}"),
+                Naming::PidOrOwnCgroup => format!(
+                    "which a fault reaches only when named exactly (scope.pid {pid}, or \
+                     scope.cgroup {})",
+                    home.display()
+                ),
+            };
             return Err(ChaosError::input(
                 "scope",
                 format!(
-                    "{} holds {what} (pid {pid}, in {}), which a fault never reaches unless named",
-                    covering.display(),
+                    "{} (cgroup id {}) holds {what} (pid {pid}, in {}), {how}",
+                    covering.path.display(),
+                    covering.id,
                     home.display()
                 ),
-                format!(
-                    "a scope that leaves it out, or one that names it exactly (scope.pid {pid})"
-                ),
+                "a scope that leaves it out",
             ));
         }
     }
@@ -79,8 +115,8 @@ pub fn check(fault: &Fault, cgroups: &[PathBuf], workloads: &[String]) -> Result
         ));
     }
     if !fault.force {
-        let total = count_cgroups(&root);
-        let covered: usize = cgroups.iter().map(|c| count_cgroups(c)).sum();
+        let total = count_cgroups(&mount.point);
+        let covered: usize = cgroups.iter().map(|c| count_cgroups(&c.path)).sum();
         let share = covered as f64 / total.max(1) as f64;
         if total >= SHARES_FROM && share > BLAST_RADIUS_LIMIT {
             return Err(ChaosError::input(
@@ -97,11 +133,24 @@ pub fn check(fault: &Fault, cgroups: &[PathBuf], workloads: &[String]) -> Result
     Ok(())
 }
 
+/// The scope cgroup that is `home` (canonical) or one of its ancestors, compared by id from the
+/// process's own cgroup up to the mount.
+fn covering<'a>(mount: &Path, home: &Path, cgroups: &'a [CgroupScope]) -> Option<&'a CgroupScope> {
+    home.ancestors()
+        .take_while(|dir| dir.starts_with(mount))
+        .filter_map(cgroup_id)
+        .find_map(|id| cgroups.iter().find(|c| c.id == id))
+}
+
 /// PID 1, this process, and the kubelet's and runtimes' processes running here.
-fn protected_processes() -> Vec<(String, u32)> {
+fn protected_processes() -> Vec<(String, u32, Naming)> {
     let mut found = vec![
-        ("PID 1".to_string(), 1),
-        ("chaos-bpf itself".to_string(), std::process::id()),
+        ("PID 1".to_string(), 1, Naming::Pid),
+        (
+            "chaos-bpf itself".to_string(),
+            std::process::id(),
+            Naming::Never,
+        ),
     ];
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -116,17 +165,14 @@ fn protected_processes() -> Vec<(String, u32)> {
             .iter()
             .find(|(_, names)| names.contains(&comm.trim()))
         {
-            found.push((format!("{what} ({})", comm.trim()), pid));
+            found.push((
+                format!("{what} ({})", comm.trim()),
+                pid,
+                Naming::PidOrOwnCgroup,
+            ));
         }
     }
     found
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// The cgroup and every cgroup below it.
@@ -138,4 +184,40 @@ fn count_cgroups(dir: &Path) -> usize {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| count_cgroups(&e.path()))
         .sum::<usize>()
+}
+
+/// Refuses, unless `force`, a TC fault that takes every packet of an interface carrying the
+/// node's reachability (its default route, or the route to the API server): with no cgroup, no
+/// destination and no port to narrow it, it cuts the kubelet off from the API server and the
+/// agent off from its callers until its deadline.
+pub fn check_uplinks(
+    fault: &Fault,
+    interfaces: &[crate::net::interface::InterfaceScope],
+    cgroups: &[CgroupScope],
+) -> Result<()> {
+    let narrowed =
+        !cgroups.is_empty() || !fault.matches.dst.is_empty() || !fault.matches.port.is_empty();
+    if fault.force || narrowed || interfaces.is_empty() {
+        return Ok(());
+    }
+    let uplinks = crate::net::routes::uplinks();
+    let Some((interface, uplink)) = interfaces.iter().find_map(|interface| {
+        uplinks
+            .iter()
+            .find(|u| u.iface == interface.name)
+            .map(|u| (interface, u))
+    }) else {
+        return Ok(());
+    };
+    Err(ChaosError::input(
+        "scope.iface",
+        format!(
+            "{} carries {}, and a {} on all of its traffic cuts the node off (the kubelet from \
+             the API server, the agent from its callers)",
+            interface.name,
+            uplink.carries,
+            fault.kind.name()
+        ),
+        "match.dst or match.port to narrow it, or force: true (--force) for the whole interface",
+    ))
 }

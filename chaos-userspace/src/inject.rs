@@ -61,7 +61,7 @@ pub struct Scopes {
 /// of them fails. Resolves `--netns` to the pod's host-side veth and swaps the hooks to match.
 pub fn preflight(
     spec: &mut FaultSpec,
-    cgroups: &[std::path::PathBuf],
+    cgroups: Vec<CgroupScope>,
     iface: Option<&str>,
     netns: &[PathBuf],
 ) -> Result<(Scopes, MechanismChoice)> {
@@ -73,10 +73,6 @@ pub fn preflight(
             format!("at most {} CIDRs", chaos_common::MAX_CIDRS),
         ));
     }
-    let cgroups: Vec<CgroupScope> = cgroups
-        .iter()
-        .map(|path| CgroupScope::open(path))
-        .collect::<Result<_>>()?;
     if matches!(spec, FaultSpec::Packet(..)) && cgroups.len() > 1 {
         return Err(ChaosError::input(
             "scope",
@@ -271,7 +267,10 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
             cgroups.clear();
         }
     }
-    let (mut scopes, choice) = preflight(&mut spec, &cgroups, scope.iface.as_deref(), &netns)?;
+    let (mut scopes, choice) = preflight(&mut spec, cgroups, scope.iface.as_deref(), &netns)?;
+    if matches!(spec, FaultSpec::Packet(..)) {
+        crate::guard::check_uplinks(fault, &scopes.interfaces, &scopes.cgroups)?;
+    }
     scopes.workloads = workloads;
     Ok(Plan {
         fault: fault.clone(),
@@ -292,18 +291,24 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
     })
 }
 
-/// The cgroup directories a scope names, with the workloads they are when it names them by
-/// name: given, or the one of its process, container or pod, or each pod or container a pod
-/// name, selector or container name picks out of `pods`.
+/// The cgroups a scope names, opened and resolved canonically (every guard rail judges these,
+/// never the spelling), with the workloads they are when it names them by name: given, or the
+/// one of its process, container or pod, or each pod or container a pod name, selector or
+/// container name picks out of `pods`.
 pub fn cgroups_of(
     scope: &chaos_model::Scope,
     pods: Option<&[PodInfo]>,
-) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    if scope.needs_names() {
-        return named_cgroups(scope, pods);
-    }
-    let cgroups = cgroup_of(scope)?.into_iter().collect();
-    let workloads = pods.map_or_else(Vec::new, |pods| names_of(scope, pods));
+) -> Result<(Vec<CgroupScope>, Vec<String>)> {
+    let (paths, workloads) = if scope.needs_names() {
+        named_cgroups(scope, pods)?
+    } else {
+        let workloads = pods.map_or_else(Vec::new, |pods| names_of(scope, pods));
+        (cgroup_of(scope)?.into_iter().collect(), workloads)
+    };
+    let cgroups = paths
+        .iter()
+        .map(|path| CgroupScope::open(path))
+        .collect::<Result<_>>()?;
     Ok((cgroups, workloads))
 }
 
@@ -336,10 +341,10 @@ fn names_of(scope: &chaos_model::Scope, pods: &[PodInfo]) -> Vec<String> {
 /// for TC faults: their host-side veths carry their packets. Empty when they use the host's
 /// network (a hostNetwork pod, a host process): they have no veth, and the cgroup alone scopes
 /// their packets as they leave, egress only.
-fn pod_network(fault: &Fault, cgroups: &[PathBuf]) -> Result<Vec<PathBuf>> {
+fn pod_network(fault: &Fault, cgroups: &[CgroupScope]) -> Result<Vec<PathBuf>> {
     let host = netns_inode(std::path::Path::new("/proc/self/ns/net"));
     let mut namespaces: Vec<PathBuf> = Vec::new();
-    for cgroup in cgroups {
+    for cgroup in cgroups.iter().map(|c| &c.path) {
         let pid = crate::workload::cgroups::any_process(cgroup).ok_or_else(|| {
             ChaosError::input(
                 "scope",

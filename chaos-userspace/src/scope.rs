@@ -11,11 +11,14 @@ use crate::error::{ChaosError, Result};
 /// `CGROUP2_SUPER_MAGIC` from linux/magic.h.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// An open cgroup v2 directory.
+/// An open cgroup v2 directory, known by what it is rather than how it was spelled.
 #[derive(Debug)]
 pub struct CgroupScope {
+    /// The canonical path (`.`, `..`, `//`, trailing slashes and symlinks resolved), the one every
+    /// message, record and view shows.
     pub path: PathBuf,
-    /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`): the directory's inode.
+    /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`): the directory's inode,
+    /// read from the open descriptor. The guard rails compare these, never paths.
     pub id: u64,
     /// Depth below the hierarchy's root (level 0), for `bpf_get_current_ancestor_cgroup_id`.
     pub level: u32,
@@ -25,73 +28,62 @@ pub struct CgroupScope {
 
 impl CgroupScope {
     /// Opens `path`: absolute, or relative to the cgroup2 mount (`system.slice/redis.service`).
+    /// It is resolved once, canonically, and must stay below the mount: `../..` out of it is
+    /// refused before anything reads the tree.
     pub fn open(path: &Path) -> Result<Self> {
-        let mount = cgroup2_mount();
-        let resolved = match (&mount, path.is_absolute()) {
-            (_, true) => path.to_path_buf(),
-            (Some(mount), false) => mount.point.join(path),
-            (None, false) => path.to_path_buf(),
+        let Some(mount) = cgroup2_mount() else {
+            return Err(ChaosError::input(
+                "scope.cgroup",
+                format!("{}: this host has no cgroup v2 mounted", path.display()),
+                "a host with cgroup v2, unified or hybrid (cgroup2 mounted, as at \
+                 /sys/fs/cgroup/unified)",
+            ));
         };
-        let accepted = match &mount {
-            Some(mount) => format!(
+        let canonical = mount.canonical(path)?;
+        let accepted = || {
+            format!(
                 "a directory on cgroup v2 (mounted at {})",
                 mount.point.display()
-            ),
-            None => "a directory on cgroup v2 (none is mounted on this host)".into(),
+            )
         };
-        let metadata = std::fs::metadata(&resolved).map_err(|err| {
-            ChaosError::input(
-                "scope.cgroup",
-                format!("{}: {err}", resolved.display()),
-                accepted.clone(),
-            )
-        })?;
-        if !metadata.is_dir() {
-            return Err(ChaosError::input(
-                "scope.cgroup",
-                format!("{} is not a directory", resolved.display()),
-                accepted,
-            ));
-        }
-        let fs = nix::sys::statfs::statfs(&resolved).map_err(|err| {
-            ChaosError::input(
-                "scope.cgroup",
-                format!("{}: {err}", resolved.display()),
-                accepted.clone(),
-            )
-        })?;
+        let problem = |what: String| ChaosError::input("scope.cgroup", what, accepted());
+        let fs = nix::sys::statfs::statfs(&canonical)
+            .map_err(|err| problem(format!("{}: {err}", canonical.display())))?;
         if fs.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC {
-            return Err(ChaosError::input(
-                "scope.cgroup",
-                format!("{} is not on cgroup v2", resolved.display()),
-                accepted,
-            ));
+            return Err(problem(format!(
+                "{} is not on cgroup v2",
+                canonical.display()
+            )));
         }
-        let dir = File::open(&resolved)
-            .map_err(|err| ChaosError::io(format!("open {}", resolved.display()), err))?;
-        let canonical = resolved
-            .canonicalize()
-            .map_err(|err| ChaosError::io(format!("resolving {}", resolved.display()), err))?;
-        let level = mount
-            .as_ref()
-            .and_then(|mount| mount.level_of(&canonical))
-            .ok_or_else(|| {
-                ChaosError::input(
-                    "scope.cgroup",
-                    format!(
-                        "{} is not below this host's cgroup2 mount",
-                        canonical.display()
-                    ),
-                    accepted,
-                )
-            })?;
+        let dir = File::open(&canonical)
+            .map_err(|err| ChaosError::io(format!("open {}", canonical.display()), err))?;
+        let metadata = dir
+            .metadata()
+            .map_err(|err| ChaosError::io(format!("stat {}", canonical.display()), err))?;
+        if !metadata.is_dir() {
+            return Err(problem(format!(
+                "{} is not a directory",
+                canonical.display()
+            )));
+        }
+        let level = mount.level_of(&canonical).ok_or_else(|| {
+            problem(format!(
+                "{} is not below this host's cgroup2 mount",
+                canonical.display()
+            ))
+        })?;
         Ok(Self {
             id: metadata.ino(),
             level,
-            path: resolved,
+            path: canonical,
             dir,
         })
     }
+}
+
+/// A cgroup's id (its directory's inode), for comparing identities.
+pub fn cgroup_id(dir: &Path) -> Option<u64> {
+    std::fs::metadata(dir).ok().map(|m| m.ino())
 }
 
 /// Where cgroup2 is mounted, and which directory of the hierarchy that mount shows (`/` on a
@@ -103,6 +95,42 @@ pub struct Cgroup2Mount {
 }
 
 impl Cgroup2Mount {
+    /// `path` (absolute, or relative to the mount) resolved by the filesystem: `.`, `..`, `//`,
+    /// trailing slashes and symlinks. Refused when the result is not the mount or below it.
+    pub fn canonical(&self, path: &Path) -> Result<PathBuf> {
+        let joined = self.point.join(path);
+        let accepted = || {
+            format!(
+                "a cgroup directory below the cgroup2 mount {}",
+                self.point.display()
+            )
+        };
+        let canonical = joined.canonicalize().map_err(|err| {
+            ChaosError::input(
+                "scope.cgroup",
+                format!("{}: {err}", joined.display()),
+                accepted(),
+            )
+        })?;
+        let mount = self
+            .point
+            .canonicalize()
+            .unwrap_or_else(|_| self.point.clone());
+        if !canonical.starts_with(&mount) {
+            return Err(ChaosError::input(
+                "scope.cgroup",
+                format!("{} is outside the cgroup2 mount", canonical.display()),
+                accepted(),
+            ));
+        }
+        // Shown below the mount as mountinfo spells it.
+        Ok(match canonical.strip_prefix(&mount) {
+            Ok(below) if below.as_os_str().is_empty() => self.point.clone(),
+            Ok(below) => self.point.join(below),
+            Err(_) => canonical,
+        })
+    }
+
     /// The kernel's level of a directory under this mount: the hierarchy root is 0.
     pub fn level_of(&self, dir: &Path) -> Option<u32> {
         let below_mount = dir.strip_prefix(&self.point).ok()?;

@@ -231,3 +231,85 @@ fn a_dry_run_counts_what_the_real_fault_then_injects() {
     assert_eq!(counts[0], counts[1], "dry-run counts equal the real run's");
     assert_eq!(counts[0].1, 40);
 }
+
+/// A TC fault that takes every packet of the interface carrying the node's default route cuts
+/// the node off (the kubelet from the API server, the agent from its callers): refused unless
+/// --force, with one line naming the interface and the flag, and nothing attached. A --dst or
+/// --port narrows it, and the same fault on an interface without the default route arms.
+#[test]
+fn an_unfiltered_fault_on_the_default_route_interface_needs_force() {
+    require_root();
+    let net = chaos_tests::VethPair::new("uplink");
+    net.a.ip(&["route", "add", "default", "via", &net.b_addr]);
+    let in_a = |args: &[&str]| {
+        let output = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", net.a.path()))
+            .arg(chaos_bin())
+            .args(args)
+            .output()
+            .expect("nsenter chaos-bpf");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let before = chaos_tests::tc_state(&net.a, &net.a_if);
+    for kind in [
+        &["drop", "--probability", "1"][..],
+        &["corrupt"][..],
+        &["reset"][..],
+    ] {
+        let mut args = vec!["inject"];
+        args.extend_from_slice(kind);
+        args.extend(["--iface", &net.a_if, "--duration", "5s"]);
+        let (code, stderr) = in_a(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("{} carries this node's default route", net.a_if))
+                && stderr.contains("--force")
+                && stderr.contains("--dst"),
+            "{stderr}"
+        );
+        assert_eq!(
+            chaos_tests::tc_state(&net.a, &net.a_if),
+            before,
+            "nothing attached"
+        );
+    }
+    let b_dst = format!("{}/32", net.b_addr);
+    for narrowed in [
+        &["--dst", b_dst.as_str()][..],
+        &["--port", "9"][..],
+        &["--force"][..],
+    ] {
+        let mut args = vec![
+            "inject",
+            "drop",
+            "--iface",
+            &net.a_if,
+            "--probability",
+            "1",
+            "--duration",
+            "30s",
+        ];
+        args.extend_from_slice(narrowed);
+        let run = net.a.start_chaos(&args);
+        assert!(!run.program_ids().is_empty(), "{narrowed:?} armed");
+        drop(run.stop());
+    }
+    // The other end has no default route: the same unfiltered fault arms there.
+    let run = net.b.start_chaos(&[
+        "inject",
+        "drop",
+        "--iface",
+        &net.b_if,
+        "--probability",
+        "1",
+        "--duration",
+        "30s",
+    ]);
+    assert!(!run.program_ids().is_empty(), "armed without the route");
+    drop(run.stop());
+    assert_eq!(chaos_tests::tc_state(&net.a, &net.a_if), before);
+}
