@@ -1,4 +1,5 @@
-//! Exclusions (`match.excludeDst`, `match.excludePort`): traffic a fault must never touch, such as
+//! Exclusions (`match.excludeDst`, `match.excludePort`, and at TC `match.excludeSrc`,
+//! `match.excludeSport`): traffic a fault must never touch, such as
 //! DNS, the metrics endpoint or the agent's own API. They are taken out of the fault's own lists
 //! (or out of everything) here, as set differences of CIDRs and port ranges, so every mechanism's
 //! existing "any of these" lookups enforce them without a kernel change.
@@ -10,54 +11,80 @@ impl Match {
     /// The destinations the fault matches: `dst` (or every address of both families) without
     /// the excluded ones. Empty when nothing is excluded and no `dst` is given (any).
     pub fn effective_dst(&self) -> Vec<Cidr> {
-        if self.exclude_dst.is_empty() {
-            return self.dst.clone();
-        }
-        let base = if self.dst.is_empty() {
-            vec![Cidr::everything(false), Cidr::everything(true)]
-        } else {
-            self.dst.clone()
-        };
-        base.into_iter()
-            .flat_map(|cidr| {
-                self.exclude_dst.iter().fold(vec![cidr], |left, hole| {
-                    left.into_iter().flat_map(|c| subtract(c, *hole)).collect()
-                })
-            })
-            .collect()
+        without_addresses(&self.dst, &self.exclude_dst)
     }
 
     /// The ports the fault matches: `port` (or every port, 0 included, which packets without
     /// ports carry at TC) without the excluded ones. Empty when nothing is excluded and no
     /// `port` is given (any).
     pub fn effective_ports(&self) -> Vec<PortRange> {
-        if self.exclude_port.is_empty() {
-            return self.port.clone();
-        }
-        let base = if self.port.is_empty() {
-            vec![PortRange {
-                first: 0,
-                last: u16::MAX,
-            }]
-        } else {
-            self.port.clone()
-        };
-        base.into_iter()
-            .flat_map(|range| {
-                self.exclude_port.iter().fold(vec![range], |left, hole| {
-                    left.into_iter()
-                        .flat_map(|r| subtract_range(r, *hole))
-                        .collect()
-                })
-            })
-            .collect()
+        without_ports(&self.port, &self.exclude_port)
+    }
+
+    /// TC: the source addresses the fault matches: `src` without `excludeSrc` (the answers of a
+    /// peer whose requests `excludeDst` spares).
+    pub fn effective_src(&self) -> Vec<Cidr> {
+        without_addresses(&self.src, &self.exclude_src)
+    }
+
+    /// TC: the source ports the fault matches: `sport` without `excludeSport` (a server's
+    /// replies leave from its port).
+    pub fn effective_sports(&self) -> Vec<PortRange> {
+        without_ports(&self.sport, &self.exclude_sport)
     }
 
     /// Whether the exclusions leave nothing to match.
     pub fn excludes_everything(&self) -> bool {
         (!self.exclude_dst.is_empty() && self.effective_dst().is_empty())
             || (!self.exclude_port.is_empty() && self.effective_ports().is_empty())
+            || (!self.exclude_src.is_empty() && self.effective_src().is_empty())
+            || (!self.exclude_sport.is_empty() && self.effective_sports().is_empty())
     }
+}
+
+/// `given` (or every address of both families) without the holes; empty (any) when there are
+/// no holes and nothing was given.
+fn without_addresses(given: &[Cidr], holes: &[Cidr]) -> Vec<Cidr> {
+    if holes.is_empty() {
+        return given.to_vec();
+    }
+    let base = if given.is_empty() {
+        vec![Cidr::everything(false), Cidr::everything(true)]
+    } else {
+        given.to_vec()
+    };
+    base.into_iter()
+        .flat_map(|cidr| {
+            holes.iter().fold(vec![cidr], |left, hole| {
+                left.into_iter().flat_map(|c| subtract(c, *hole)).collect()
+            })
+        })
+        .collect()
+}
+
+/// `given` (or every port, 0 included) without the holes; empty (any) when there are no holes
+/// and nothing was given.
+fn without_ports(given: &[PortRange], holes: &[PortRange]) -> Vec<PortRange> {
+    if holes.is_empty() {
+        return given.to_vec();
+    }
+    let base = if given.is_empty() {
+        vec![PortRange {
+            first: 0,
+            last: u16::MAX,
+        }]
+    } else {
+        given.to_vec()
+    };
+    base.into_iter()
+        .flat_map(|range| {
+            holes.iter().fold(vec![range], |left, hole| {
+                left.into_iter()
+                    .flat_map(|r| subtract_range(r, *hole))
+                    .collect()
+            })
+        })
+        .collect()
 }
 
 /// An address as a number in its family's width (32 or 128 bits).
@@ -193,5 +220,29 @@ mod tests {
             ..Match::default()
         };
         assert!(only.excludes_everything());
+    }
+
+    #[test]
+    fn source_exclusions_spare_answers_and_replies() {
+        let matches = Match {
+            exclude_dst: vec![cidr("10.0.0.1/32")],
+            exclude_src: vec![cidr("10.0.0.1/32")],
+            exclude_port: vec!["9477".parse().unwrap()],
+            exclude_sport: vec!["9477".parse().unwrap()],
+            ..Match::default()
+        };
+        let (dst, src) = (matches.effective_dst(), matches.effective_src());
+        assert!(!covers(&dst, "10.0.0.1") && !covers(&src, "10.0.0.1"));
+        assert!(covers(&dst, "10.0.0.2") && covers(&src, "10.0.0.2"));
+        let sports = matches.effective_sports();
+        assert!(!sports.iter().any(|r| r.first <= 9477 && 9477 <= r.last));
+        assert!(sports.iter().any(|r| r.first <= 80 && 80 <= r.last));
+        // A user's destination exclusion leaves sources alone: excluding the pod network must
+        // not spare everything the node sends from an address inside it.
+        let only_dst = Match {
+            exclude_dst: vec![cidr("10.0.0.0/8")],
+            ..Match::default()
+        };
+        assert!(only_dst.effective_src().is_empty(), "any source");
     }
 }

@@ -183,6 +183,14 @@ pub struct Match {
     /// Never these remote or destination ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_port: Vec<PortRange>,
+    /// TC: never packets from these sources (a peer's answers, beside `excludeDst` for what is
+    /// sent to it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_src: Vec<Cidr>,
+    /// TC: never packets from these source ports (a server's replies, beside `excludePort` for
+    /// its requests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_sport: Vec<PortRange>,
 }
 
 impl Match {

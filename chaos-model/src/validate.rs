@@ -104,6 +104,10 @@ impl Fault {
             Some("match.src")
         } else if !self.matches.sport.is_empty() {
             Some("match.sport")
+        } else if !self.matches.exclude_src.is_empty() {
+            Some("match.excludeSrc")
+        } else if !self.matches.exclude_sport.is_empty() {
+            Some("match.excludeSport")
         } else if self.matches.tcp_flags.is_some() {
             Some("match.tcpFlags")
         } else if self.loss.is_some_and(|l| l != LossModel::Random) {
@@ -179,16 +183,28 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
     }
 
     if fault.matches.excludes_everything() {
-        let field =
-            if fault.matches.effective_dst().is_empty() && !fault.matches.exclude_dst.is_empty() {
-                "match.excludeDst"
-            } else {
-                "match.excludePort"
-            };
+        let m = &fault.matches;
+        let field = [
+            (
+                m.exclude_dst.is_empty() || !m.effective_dst().is_empty(),
+                "match.excludeDst",
+            ),
+            (
+                m.exclude_src.is_empty() || !m.effective_src().is_empty(),
+                "match.excludeSrc",
+            ),
+            (
+                m.exclude_sport.is_empty() || !m.effective_sports().is_empty(),
+                "match.excludeSport",
+            ),
+        ]
+        .into_iter()
+        .find(|(leaves_some, _)| !leaves_some)
+        .map_or("match.excludePort", |(_, field)| field);
         return Err(FieldError::new(
             field,
             "excludes everything the fault would match",
-            "exclusions that leave some of match.dst / match.port",
+            "exclusions that leave some of match.dst / match.port (match.src / match.sport)",
         ));
     }
     let scope = &fault.scope;
@@ -262,6 +278,11 @@ fn validate_kill(fault: &Fault) -> Result<(), FieldError> {
         (fault.matches.tcp_flags.is_some(), "match.tcpFlags"),
         (!fault.matches.exclude_dst.is_empty(), "match.excludeDst"),
         (!fault.matches.exclude_port.is_empty(), "match.excludePort"),
+        (!fault.matches.exclude_src.is_empty(), "match.excludeSrc"),
+        (
+            !fault.matches.exclude_sport.is_empty(),
+            "match.excludeSport",
+        ),
         (fault.direction.is_some(), "direction"),
         (fault.probability.is_some(), "probability"),
         (fault.mechanism.is_some(), "mechanism"),

@@ -408,6 +408,12 @@ pub struct PacketArgs {
     /// Only these source ports or ranges (TC).
     #[arg(long, value_name = "N[-M]", value_delimiter = ',')]
     pub sport: Vec<PortRange>,
+    /// Never packets from these sources (TC); repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub exclude_src: Vec<Cidr>,
+    /// Never packets from these source ports (TC); repeatable.
+    #[arg(long, value_name = "PORT[-PORT]")]
+    pub exclude_sport: Vec<PortRange>,
     /// Only TCP segments with one of these flags (TC): SYN,ACK,...
     #[arg(long, value_name = "FLAGS")]
     pub tcp_flags: Option<TcpFlags>,
@@ -516,6 +522,8 @@ impl InjectCommand {
             fault.direction = packet.direction;
             fault.matches.src = packet.src.clone();
             fault.matches.sport = packet.sport.clone();
+            fault.matches.exclude_src = packet.exclude_src.clone();
+            fault.matches.exclude_sport = packet.exclude_sport.clone();
             fault.matches.tcp_flags = packet.tcp_flags;
             fault.loss = packet.loss_model;
             fault.seed = packet.seed;
@@ -562,6 +570,8 @@ pub fn flag_for(path: &str) -> Option<&'static str> {
         "match.tcpFlags" => "--tcp-flags",
         "match.excludeDst" => "--exclude-dst",
         "match.excludePort" => "--exclude-port",
+        "match.excludeSrc" => "--exclude-src",
+        "match.excludeSport" => "--exclude-sport",
         "loss" => "--loss-model",
         "fixChecksum" => "--fix-checksum",
         "errno" => "--errno",

@@ -200,7 +200,7 @@ pub fn check_uplinks(
     if fault.force || narrowed || interfaces.is_empty() {
         return Ok(());
     }
-    let uplinks = crate::net::routes::uplinks();
+    let uplinks = crate::net::reachability::uplinks();
     let Some((interface, uplink)) = interfaces.iter().find_map(|interface| {
         uplinks
             .iter()
@@ -220,4 +220,53 @@ pub fn check_uplinks(
         ),
         "match.dst or match.port to narrow it, or force: true (--force) for the whole interface",
     ))
+}
+
+/// A node-level fault (forced onto all of an uplink's traffic, no cgroup, destination or port to
+/// narrow it) spares by default what keeps the node manageable: the API server's addresses, both
+/// ways, and the agent's own port, both ways. The exclusions are written into the fault, so its
+/// view shows them. To cut the API server off on purpose, name it: `match.dst` narrows the
+/// fault and adds nothing.
+pub fn spare_node_reachability(fault: &Fault) -> std::borrow::Cow<'_, Fault> {
+    use std::borrow::Cow;
+    let node_level = fault.force
+        && !fault.kind.is_socket_call()
+        && !fault.kind.is_kill()
+        && !fault.scope.names_a_cgroup()
+        && fault.matches.dst.is_empty()
+        && fault.matches.port.is_empty();
+    let Some(iface) = fault.scope.iface.as_deref().filter(|_| node_level) else {
+        return Cow::Borrowed(fault);
+    };
+    if !crate::net::reachability::uplinks()
+        .iter()
+        .any(|u| u.iface == iface)
+    {
+        return Cow::Borrowed(fault);
+    }
+    let mut spared = fault.clone();
+    let matches = &mut spared.matches;
+    for address in crate::net::reachability::api_servers() {
+        let host = chaos_model::Cidr {
+            addr: address,
+            prefix: if address.is_ipv4() { 32 } else { 128 },
+        };
+        for list in [&mut matches.exclude_dst, &mut matches.exclude_src] {
+            if !list.contains(&host) {
+                list.push(host);
+            }
+        }
+    }
+    if let Some(port) = crate::net::reachability::agent_port() {
+        let port = chaos_model::PortRange {
+            first: port,
+            last: port,
+        };
+        for list in [&mut matches.exclude_port, &mut matches.exclude_sport] {
+            if !list.contains(&port) {
+                list.push(port);
+            }
+        }
+    }
+    Cow::Owned(spared)
 }

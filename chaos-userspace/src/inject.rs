@@ -245,6 +245,7 @@ pub struct Plan {
 /// `pods` are the node's workloads by name (from CRI or the Kubernetes API), which scopes by pod
 /// name, selector or container name need. Nothing is attached.
 pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
+    let fault = &*crate::guard::spare_node_reachability(fault);
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
     let (mut cgroups, workloads) = cgroups_of(scope, pods)?;

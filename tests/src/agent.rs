@@ -55,6 +55,25 @@ impl Agent {
 
     /// The same, with environment variables for the agent (KUBECONFIG, NODE_NAME).
     pub fn start_with_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        Self::spawn(Command::new(chaos_bin()), "127.0.0.1:0", extra, env)
+    }
+
+    /// An agent in a test's network namespace (`nsenter --net`, which keeps the mounts),
+    /// listening on `listen` there; only clients in that network reach it.
+    pub fn start_in(netns: &crate::Netns, listen: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", netns.path()))
+            .arg(chaos_bin());
+        Self::spawn(command, listen, &[], env)
+    }
+
+    fn spawn(
+        mut command: Command,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let token = format!(
             "token-{}-{}",
             std::process::id(),
@@ -66,12 +85,12 @@ impl Agent {
         let mut args = vec![
             "agent",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--token-file",
             token_file.arg(),
         ];
         args.extend_from_slice(extra);
-        let mut child = Command::new(chaos_bin())
+        let mut child = command
             .args(&args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())

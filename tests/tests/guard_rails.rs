@@ -313,3 +313,75 @@ fn an_unfiltered_fault_on_the_default_route_interface_needs_force() {
     drop(run.stop());
     assert_eq!(chaos_tests::tc_state(&net.a, &net.a_if), before);
 }
+
+/// Forced onto all of the default-route interface's traffic, a fault spares what keeps the node
+/// manageable: the API server's address (here `KUBERNETES_SERVICE_HOST`, one peer of the test
+/// netns) and the agent's own port, both ways. A client in the peer namespace arms it through
+/// the agent's API, lists and stops it over the same interface, while datagrams to another
+/// address on that link are all lost and those to the API server all arrive.
+#[test]
+fn a_forced_node_level_fault_spares_the_api_server_and_the_agent_port() {
+    require_root();
+    let net = chaos_tests::VethPair::new("spare");
+    let other = net.b_addr.replace(".2", ".3");
+    net.b
+        .ip(&["addr", "add", &format!("{other}/24"), "dev", &net.b_if]);
+    net.a.ip(&["route", "add", "default", "via", &net.b_addr]);
+    let api_server = std::ffi::OsString::from(&net.b_addr);
+    let agent = chaos_tests::agent::Agent::start_in(
+        &net.a,
+        &format!("{}:0", net.a_addr),
+        &[("KUBERNETES_SERVICE_HOST", &api_server)],
+    );
+    let client = |args: &[&str]| {
+        let output = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", net.b.path()))
+            .arg(chaos_bin())
+            .args(["fault", "--agent", &agent.addr.to_string()])
+            .args(["--token-file", agent.token_file.arg()])
+            .args(args)
+            .output()
+            .expect("chaos-bpf fault");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "fault {args:?}: {}{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let fault = chaos_tests::TempFile::new(
+        "node-level.json",
+        &serde_json::json!({
+            "kind": "drop", "probability": 1, "force": true, "duration": "60s",
+            "scope": {"iface": net.a_if},
+        })
+        .to_string(),
+    );
+    let created: serde_json::Value =
+        serde_json::from_str(&client(&["create", fault.arg()])).expect("the fault's view");
+    let spared = &created["spec"]["match"];
+    let host = serde_json::json!([format!("{}/32", net.b_addr)]);
+    let port = serde_json::json!([agent.addr.port()]);
+    assert_eq!(
+        (&spared["excludeDst"], &spared["excludeSrc"]),
+        (&host, &host),
+        "{created}"
+    );
+    assert_eq!(
+        (&spared["excludePort"], &spared["excludeSport"]),
+        (&port, &port),
+        "{created}"
+    );
+    // Asked and answered over the faulted interface.
+    let listed = client(&["list"]);
+    assert!(listed.contains("armed"), "{listed}");
+    let to_other = net.a.udp_to(None, &net.b, &other, 200);
+    let to_api_server = net.a.udp_to(None, &net.b, &net.b_addr, 200);
+    println!("other: {to_other}; API server: {to_api_server}");
+    assert_eq!(to_other["delivered"], 0, "the fault drops the rest");
+    assert_eq!(to_api_server["delivered"], 200, "the API server is spared");
+    client(&["stop", "--all"]);
+    assert_eq!(net.a.udp_to(None, &net.b, &other, 50)["delivered"], 50);
+    drop(agent.stop());
+}

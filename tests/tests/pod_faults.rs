@@ -663,9 +663,11 @@ fn a_dry_run_on_a_selector_counts_each_target() {
 }
 
 /// kube-system is reached only when named: a pod there by uid is refused (exit 2, nothing
-/// attached), by `--pod kube-system/NAME` it is the user's intent.
+/// attached), by `--pod kube-system/NAME` it is the user's intent. A pod whose container holds a
+/// process named like the container runtime is refused however it is named (pod uid, pod name,
+/// selector, container id, container name), and a ChaosFault selecting it reports why.
 #[test]
-fn kube_system_pods_are_reached_only_when_named() {
+fn kube_system_pods_and_runtime_lookalikes_are_reached_only_when_named() {
     require_root();
     let _serial = one_at_a_time();
     let containerd = Containerd::start();
@@ -707,4 +709,97 @@ fn kube_system_pods_are_reached_only_when_named() {
     ]);
     assert!(!chaos_tests::attached_program_ids(&system.cgroup()).is_empty());
     run.stop();
+
+    let labels = [("app", "lookalike")];
+    let lookalike = containerd.run_pod(&pod("lookalike", Qos::BestEffort, &labels, &["app"]));
+    let app = lookalike.container("app").clone();
+    let dir = std::env::temp_dir().join(format!("lookalike-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let binary = dir.join("containerd");
+    std::fs::copy("/bin/sleep", &binary).expect("copy sleep");
+    let procs = app.cgroup.join("cgroup.procs");
+    let mut command = std::process::Command::new(&binary);
+    command.arg("300");
+    // SAFETY: only async-signal-safe work (open/write/close) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            std::fs::write(&procs, b"0")
+        });
+    }
+    let mut runtime = command
+        .spawn()
+        .expect("a runtime lookalike in the container");
+    for scope in [
+        &["--pod-uid", lookalike.uid.as_str()][..],
+        &["--pod", "default/lookalike"][..],
+        &["--selector", "app=lookalike"][..],
+        &["--container", app.id.as_str()][..],
+        &["--pod", "default/lookalike", "--container-name", "app"][..],
+    ] {
+        let mut args = vec![
+            "inject",
+            "connect-error",
+            "--cri-socket",
+            &socket,
+            "--port",
+            "9",
+            "--duration",
+            "5s",
+        ];
+        args.extend_from_slice(scope);
+        let refused = chaos_tests::chaos(&args);
+        assert_eq!(refused.code, Some(2), "{scope:?}: {}", refused.stderr);
+        assert_eq!(
+            refused.stderr.trim().lines().count(),
+            1,
+            "{}",
+            refused.stderr
+        );
+        assert!(
+            refused
+                .stderr
+                .contains("holds the container runtime (containerd)"),
+            "{scope:?}: {}",
+            refused.stderr
+        );
+    }
+    let api = FakeApiServer::start();
+    api.put_pod(pod_json(&lookalike, &labels, "node-a"));
+    let agent = Agent::start_with_env(
+        &["--kubernetes", "--node-name", "node-a"],
+        &[("KUBECONFIG", api.kubeconfig().as_os_str())],
+    );
+    api.put_fault(json!({
+        "metadata": {"name": "lookalike-refused", "namespace": "default"},
+        "spec": {
+            "selector": {"labelSelectors": {"app": "lookalike"}},
+            "mode": "All",
+            "fault": {"kind": "connect-error", "match": {"port": [9]}},
+            "duration": "60s",
+        },
+    }));
+    let failed = || {
+        api.fault("default", "lookalike-refused")
+            .map(|f| f["status"]["nodes"][0].clone())
+            .filter(|entry| entry["phase"] == "Failed")
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || failed().is_some()),
+        "{:?}",
+        api.fault("default", "lookalike-refused")
+    );
+    let entry = failed().expect("a Failed entry");
+    assert!(
+        entry["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("holds the container runtime (containerd)")),
+        "{entry}"
+    );
+    for cgroup in [lookalike.cgroup(), app.cgroup.clone()] {
+        assert!(chaos_tests::attached_program_ids(&cgroup).is_empty());
+    }
+    drop(agent.stop());
+    let _ = runtime.kill();
+    let _ = runtime.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -324,6 +324,10 @@ pub async fn run(options: AgentOptions) -> Result<()> {
             let bound = listener
                 .local_addr()
                 .map_or(options.listen.clone(), Listen::Tcp);
+            if let Listen::Tcp(addr) = &bound {
+                // Node-level faults spare the API's port, so callers can still stop them.
+                chaos::net::reachability::set_agent_port(addr.port());
+            }
             eprintln!("chaos-bpf agent: API on {bound}");
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)

@@ -148,8 +148,9 @@ impl FaultSpec {
             action,
             direction,
             filters,
-            sources: fault.matches.src.clone(),
-            source_ports: fault.matches.sport.clone(),
+            // An excluded address or port is spared on either side of a packet.
+            sources: fault.matches.effective_src(),
+            source_ports: fault.matches.effective_sports(),
             tcp_flags: fault.matches.tcp_flags.map_or(0, |f| f.0),
             loss: fault.loss.unwrap_or(tc_packet::LossModel::Random),
             seed: fault.seed,

@@ -3,5 +3,5 @@
 pub mod fq;
 pub mod interface;
 pub mod netlink;
-pub mod routes;
+pub mod reachability;
 pub mod tc_records;

@@ -1,7 +1,76 @@
-//! Which interfaces keep this node reachable: those of its default routes (IPv4 and IPv6) and
-//! the one of the route to the Kubernetes API server. A TC fault that takes all of their traffic
-//! cuts the kubelet off from the API server and the agent off from its callers.
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+//! What keeps this node reachable: the interfaces of its default routes (IPv4 and IPv6) and of
+//! the route to the Kubernetes API server, the API server's addresses, and the agent's own port.
+//! A TC fault that takes all of an uplink's traffic cuts the kubelet off from the API server and
+//! the agent off from its callers; forced anyway, it spares those by default.
+use std::{
+    net::{IpAddr, SocketAddr, ToSocketAddrs as _, UdpSocket},
+    sync::OnceLock,
+};
+
+/// Where kubelets keep the kubeconfig that names their API server: kubeadm, EKS and other
+/// bootstrap scripts, k3s.
+const KUBELET_KUBECONFIGS: &[&str] = &[
+    "/etc/kubernetes/kubelet.conf",
+    "/var/lib/kubelet/kubeconfig",
+    "/etc/kubernetes/kubelet/kubeconfig",
+    "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+];
+
+/// The agent's API port, set once when it listens on TCP.
+static AGENT_PORT: OnceLock<u16> = OnceLock::new();
+
+/// Called by the agent when its API listens on a TCP port, which node-level faults then spare.
+pub fn set_agent_port(port: u16) {
+    let _ = AGENT_PORT.set(port);
+}
+
+pub fn agent_port() -> Option<u16> {
+    AGENT_PORT.get().copied()
+}
+
+/// The API server's addresses as this node reaches them: the servers of the kubelet's
+/// kubeconfig (read through PID 1's root, so the DaemonSet's agent sees the host's files with
+/// hostPID), and `KUBERNETES_SERVICE_HOST` in a pod. Names are resolved; what cannot be read
+/// or resolved is left out.
+pub fn api_servers() -> Vec<IpAddr> {
+    let mut found: Vec<IpAddr> = Vec::new();
+    let mut servers: Vec<(String, u16)> = Vec::new();
+    for path in KUBELET_KUBECONFIGS {
+        let on_host = format!("/proc/1/root{path}");
+        let Ok(config) = kube::config::Kubeconfig::read_from(&on_host)
+            .or_else(|_| kube::config::Kubeconfig::read_from(path))
+        else {
+            continue;
+        };
+        for cluster in config.clusters {
+            let server = cluster.cluster.and_then(|c| c.server);
+            if let Some(uri) = server.and_then(|s| s.parse::<hyper::Uri>().ok())
+                && let Some(host) = uri.host()
+            {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                servers.push((host.to_string(), uri.port_u16().unwrap_or(443)));
+            }
+        }
+    }
+    if let Ok(host) = std::env::var("KUBERNETES_SERVICE_HOST") {
+        servers.push((host, 443));
+    }
+    for (host, port) in servers {
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(address) => vec![address],
+            Err(_) => (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|all| all.map(|a| a.ip()).collect())
+                .unwrap_or_default(),
+        };
+        for address in addresses {
+            if !found.contains(&address) {
+                found.push(address);
+            }
+        }
+    }
+    found
+}
 
 /// An interface that carries the node's reachability, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,8 +79,8 @@ pub struct Uplink {
     pub carries: String,
 }
 
-/// The interfaces of this network namespace's default routes, and of the route to the API
-/// server when this process runs in a pod (`KUBERNETES_SERVICE_HOST`).
+/// The interfaces of this network namespace's default routes, and of the routes to the API
+/// server's addresses.
 pub fn uplinks() -> Vec<Uplink> {
     let mut found: Vec<Uplink> = Vec::new();
     let mut add = |iface: String, carries: String| {
@@ -27,13 +96,10 @@ pub fn uplinks() -> Vec<Uplink> {
     for iface in default_routes_v6(&v6) {
         add(iface, "this node's IPv6 default route".into());
     }
-    let api_server = std::env::var("KUBERNETES_SERVICE_HOST")
-        .ok()
-        .and_then(|host| host.parse::<IpAddr>().ok());
-    if let Some(address) = api_server
-        && let Some(iface) = route_to(address)
-    {
-        add(iface, format!("the route to the API server ({address})"));
+    for address in api_servers() {
+        if let Some(iface) = route_to(address) {
+            add(iface, format!("the route to the API server ({address})"));
+        }
     }
     found
 }
