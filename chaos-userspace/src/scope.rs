@@ -101,7 +101,7 @@ impl Cgroup2Mount {
         let joined = self.point.join(path);
         let accepted = || {
             format!(
-                "a cgroup directory below the cgroup2 mount {}",
+                "a directory on cgroup v2, below its mount {}",
                 self.point.display()
             )
         };
@@ -119,7 +119,10 @@ impl Cgroup2Mount {
         if !canonical.starts_with(&mount) {
             return Err(ChaosError::input(
                 "scope.cgroup",
-                format!("{} is outside the cgroup2 mount", canonical.display()),
+                format!(
+                    "{} is not on cgroup v2 (outside the cgroup2 mount)",
+                    canonical.display()
+                ),
                 accepted(),
             ));
         }
