@@ -641,10 +641,10 @@ pub fn on_the_command_line(error: ChaosError) -> ChaosError {
     }
 }
 
-/// One line of an experiment file: an `inject` command without `chaos-bpf inject`.
+/// One line of a run file: an `inject` command without `chaos-bpf inject`.
 #[derive(Debug, Parser)]
 #[command(name = "chaos-bpf run", no_binary_name = true)]
-struct ExperimentLine {
+struct RunLine {
     #[command(subcommand)]
     fault: InjectCommand,
 }
@@ -658,10 +658,28 @@ pub enum Origin {
     Index(usize),
 }
 
+/// Whether a run file is a fault set (JSON or YAML, as `chaos-bpf schema` describes) rather
+/// than fault lines, told by its content, whatever its name: the first line that is not blank
+/// or a comment opens an object or list (`{`, `[`, `---`) or is a YAML key (`faults:`), which
+/// a fault line, a kind and its flags, never is.
+pub fn is_fault_set(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .is_some_and(|line| {
+            line.starts_with(['{', '['])
+                || line.starts_with("---")
+                || line
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|word| word.ends_with(':'))
+        })
+}
+
 /// The faults of a `run` file (`-` reads standard input), in the model, with where each came
 /// from: lines are checked by the same parser as `inject`, JSON and YAML by the model's. Errors
 /// name the file and the line or field.
-pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(Origin, Fault)>, ChaosError> {
+pub fn read_run_file(path: &std::path::Path) -> Result<Vec<(Origin, Fault)>, ChaosError> {
     let name = path.display().to_string();
     let text = if name == "-" {
         std::io::read_to_string(std::io::stdin())
@@ -675,10 +693,7 @@ pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(Origin, Fault)>, C
             "a readable file of fault lines, or - for standard input",
         )
     })?;
-    let structured = [".json", ".yaml", ".yml"]
-        .iter()
-        .any(|ext| name.ends_with(ext));
-    if structured {
+    if is_fault_set(&text) {
         let set =
             chaos_model::parse_fault_set(&text, Format::of(Some(&name), &text)).map_err(|err| {
                 ChaosError::InFile {
@@ -718,7 +733,7 @@ pub fn read_experiment(path: &std::path::Path) -> Result<Vec<(Origin, Fault)>, C
             .take_while(|w| *w == "chaos-bpf" || *w == "inject")
             .count();
         words.drain(..skip);
-        let parsed = ExperimentLine::try_parse_from(&words)
+        let parsed = RunLine::try_parse_from(&words)
             .map_err(|err| at_line(ChaosError::Usage(one_line_usage_error(&err))))?;
         let common = parsed.fault.common();
         if common.events.is_some() || common.events_per_cpu_per_sec.is_some() {
@@ -774,6 +789,26 @@ pub fn one_line_usage_error(error: &clap::Error) -> String {
 mod tests {
     use super::*;
     use chaos::{errno::Errno, faults::FaultSpec};
+
+    /// A run file's format comes from its content: the bench's JSON file has no extension.
+    #[test]
+    fn run_files_are_told_apart_by_content() {
+        for set in [
+            "{\"faults\": []}",
+            "  [1]",
+            "# a fault set\nfaults:\n  - kind: drop\n",
+            "---\nfaults: []",
+        ] {
+            assert!(is_fault_set(set), "{set:?}");
+        }
+        for lines in [
+            "drop --iface lo --probability 0.3",
+            "# two rules\n\nconnect-error --cgroup /x --port 5432 # comment",
+            "",
+        ] {
+            assert!(!is_fault_set(lines), "{lines:?}");
+        }
+    }
 
     /// What the engine makes of a command: the model's validation, errors shown with flags.
     fn spec_of(fault: &InjectCommand) -> Result<FaultSpec, ChaosError> {

@@ -40,7 +40,9 @@ const PROTECTED: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Refuses a fault whose cgroups reach a protected process or are too wide.
+/// Refuses a fault whose cgroups reach a protected process or are too wide. What it reads is
+/// proportional to the scope, not to the node: PID 1's and its own cgroups by id, the processes
+/// of the scope's own subtree, and the node's cgroups only as far as the share needs.
 pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Result<()> {
     let Some(mount) = crate::scope::cgroup2_mount() else {
         return Ok(());
@@ -60,43 +62,48 @@ pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Re
             "a narrower cgroup, or force: true (--force) for the whole node",
         ));
     }
-    for (what, pid, naming) in protected_processes() {
+    let named = |pid: u32, home_id: Option<u64>, naming: Naming| match naming {
+        Naming::Never => false,
+        Naming::Pid => scope.pid == Some(pid),
+        Naming::PidOrOwnCgroup => {
+            scope.pid == Some(pid)
+                || (scope.cgroup.is_some()
+                    && home_id.is_some()
+                    && cgroups.first().map(|c| c.id) == home_id
+                    && home_id != root_id)
+        }
+    };
+    // PID 1 and chaos-bpf itself: their own cgroups, and whether the scope is one of them or
+    // one of their ancestors, by id.
+    for (what, pid, naming) in [
+        ("PID 1", 1, Naming::Pid),
+        ("chaos-bpf itself", std::process::id(), Naming::Never),
+    ] {
         let Ok(home) = crate::workload::process(&mount.point, pid) else {
             continue;
         };
         let Ok(home) = mount.canonical(&home) else {
             continue;
         };
-        let Some(covering) = covering(&mount.point, &home, cgroups) else {
-            continue;
-        };
-        let own_cgroup_named =
-            scope.cgroup.is_some() && covering.path == home && Some(covering.id) != root_id;
-        let named = match naming {
-            Naming::Never => false,
-            Naming::Pid => scope.pid == Some(pid),
-            Naming::PidOrOwnCgroup => scope.pid == Some(pid) || own_cgroup_named,
-        };
-        if !named {
-            let how = match naming {
-                Naming::Never => "which a fault never reaches".to_string(),
-                Naming::Pid => format!("which a fault reaches only as scope.pid {pid}"),
-                Naming::PidOrOwnCgroup => format!(
-                    "which a fault reaches only when named exactly (scope.pid {pid}, or \
-                     scope.cgroup {})",
-                    home.display()
-                ),
-            };
-            return Err(ChaosError::input(
-                "scope",
-                format!(
-                    "{} (cgroup id {}) holds {what} (pid {pid}, in {}), {how}",
-                    covering.path.display(),
-                    covering.id,
-                    home.display()
-                ),
-                "a scope that leaves it out",
-            ));
+        if let Some(covering) = covering(&mount.point, &home, cgroups)
+            && !named(pid, cgroup_id(&home), naming)
+        {
+            return Err(refusal(covering, what, pid, &home, naming));
+        }
+    }
+    // The kubelet and the runtime: among the processes of the scope's own subtree.
+    let mut covered = 0;
+    for cgroup in cgroups {
+        let mut found = None;
+        covered += walk(&cgroup.path, usize::MAX, &mut |dir| {
+            if found.is_none() {
+                found = protected_process_in(dir);
+            }
+        });
+        if let Some((what, pid, home)) = found
+            && !named(pid, cgroup_id(&home), Naming::PidOrOwnCgroup)
+        {
+            return Err(refusal(cgroup, &what, pid, &home, Naming::PidOrOwnCgroup));
         }
     }
     let system = workloads.iter().find(|w| w.starts_with("kube-system/"));
@@ -115,10 +122,11 @@ pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Re
         ));
     }
     if !fault.force {
-        let total = count_cgroups(&mount.point);
-        let covered: usize = cgroups.iter().map(|c| count_cgroups(&c.path)).sum();
+        // The node's cgroups, counted only until the share is known to be at most half.
+        let enough = (2 * covered).max(SHARES_FROM);
+        let total = walk(&mount.point, enough, &mut |_| {});
         let share = covered as f64 / total.max(1) as f64;
-        if total >= SHARES_FROM && share > BLAST_RADIUS_LIMIT {
+        if total < enough && total >= SHARES_FROM && share > BLAST_RADIUS_LIMIT {
             return Err(ChaosError::input(
                 "scope",
                 format!(
@@ -133,6 +141,34 @@ pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Re
     Ok(())
 }
 
+/// "<scope> (cgroup id N) holds <what> (pid P, in <its cgroup>), which a fault ...".
+fn refusal(
+    covering: &CgroupScope,
+    what: &str,
+    pid: u32,
+    home: &Path,
+    naming: Naming,
+) -> ChaosError {
+    let how = match naming {
+        Naming::Never => "which a fault never reaches".to_string(),
+        Naming::Pid => format!("which a fault reaches only as scope.pid {pid}"),
+        Naming::PidOrOwnCgroup => format!(
+            "which a fault reaches only when named exactly (scope.pid {pid}, or scope.cgroup {})",
+            home.display()
+        ),
+    };
+    ChaosError::input(
+        "scope",
+        format!(
+            "{} (cgroup id {}) holds {what} (pid {pid}, in {}), {how}",
+            covering.path.display(),
+            covering.id,
+            home.display()
+        ),
+        "a scope that leaves it out",
+    )
+}
+
 /// The scope cgroup that is `home` (canonical) or one of its ancestors, compared by id from the
 /// process's own cgroup up to the mount.
 fn covering<'a>(mount: &Path, home: &Path, cgroups: &'a [CgroupScope]) -> Option<&'a CgroupScope> {
@@ -142,48 +178,38 @@ fn covering<'a>(mount: &Path, home: &Path, cgroups: &'a [CgroupScope]) -> Option
         .find_map(|id| cgroups.iter().find(|c| c.id == id))
 }
 
-/// PID 1, this process, and the kubelet's and runtimes' processes running here.
-fn protected_processes() -> Vec<(String, u32, Naming)> {
-    let mut found = vec![
-        ("PID 1".to_string(), 1, Naming::Pid),
-        (
-            "chaos-bpf itself".to_string(),
-            std::process::id(),
-            Naming::Never,
-        ),
-    ];
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if let Some((what, _)) = PROTECTED
+/// A kubelet or container runtime process directly in `dir`: what it is, its pid, and `dir`.
+fn protected_process_in(dir: &Path) -> Option<(String, u32, std::path::PathBuf)> {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    procs.lines().find_map(|line| {
+        let pid: u32 = line.trim().parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let (what, _) = PROTECTED
             .iter()
-            .find(|(_, names)| names.contains(&comm.trim()))
-        {
-            found.push((
-                format!("{what} ({})", comm.trim()),
-                pid,
-                Naming::PidOrOwnCgroup,
-            ));
-        }
-    }
-    found
+            .find(|(_, names)| names.contains(&comm.trim()))?;
+        Some((format!("{what} ({})", comm.trim()), pid, dir.to_path_buf()))
+    })
 }
 
-/// The cgroup and every cgroup below it.
-fn count_cgroups(dir: &Path) -> usize {
-    1 + std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| count_cgroups(&e.path()))
-        .sum::<usize>()
+/// Visits `dir` and the cgroups below it, at most `limit` of them; how many it visited.
+fn walk(dir: &Path, limit: usize, visit: &mut dyn FnMut(&Path)) -> usize {
+    let mut pending = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while seen < limit
+        && let Some(next) = pending.pop()
+    {
+        seen += 1;
+        visit(&next);
+        pending.extend(
+            std::fs::read_dir(&next)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    seen
 }
 
 /// Refuses, unless `force`, a TC fault that takes every packet of an interface carrying the

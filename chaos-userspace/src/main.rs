@@ -19,7 +19,7 @@ use chaos_model::workloads::PodInfo;
 use clap::Parser as _;
 use cli::{
     Cli, Command, DEFAULT_MAX_DURATION, EventFormat, Origin, on_the_command_line,
-    one_line_usage_error, read_experiment,
+    one_line_usage_error, read_run_file,
 };
 use foreground::RunOptions;
 
@@ -184,7 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cri,
         } => {
             let metrics = metrics.map(MetricsListener::bind).transpose()?;
-            let faults = read_experiment(&file).map_err(on_the_command_line)?;
+            let faults = read_run_file(&file).map_err(on_the_command_line)?;
             let (names, pods) = node_pods(&cri, faults.iter().map(|(_, fault)| fault))?;
             let name = file.display().to_string();
             let plans = faults

@@ -12,7 +12,29 @@ use crate::{
 };
 
 const DELAY_MS: u64 = 10;
-const SAMPLES: u32 = 1000;
+
+/// How much the in-VM part measures: the full bench's, or the quick one `cargo xtask test` runs
+/// inside the VM suite's Debian 6.12 boot so a broken bench fails CI.
+#[derive(Clone, Copy, Debug)]
+pub struct VmSizes {
+    pub samples: u32,
+    /// Faults armed for the global hook's cost, beside one.
+    pub many_faults: usize,
+    pub rounds: u32,
+}
+
+impl VmSizes {
+    pub const FULL: VmSizes = VmSizes {
+        samples: 1000,
+        many_faults: 1000,
+        rounds: 2000,
+    };
+    pub const QUICK: VmSizes = VmSizes {
+        samples: 100,
+        many_faults: 50,
+        rounds: 200,
+    };
+}
 /// netem's handle here, so the benchmark removes exactly what it added.
 const NETEM_HANDLE: u32 = 0xBE4C_0000;
 const LOOPBACK_IFINDEX: i32 = 1;
@@ -21,7 +43,7 @@ const LOOPBACK_IFINDEX: i32 = 1;
 /// and echo both leave through lo, so each round trip carries the delay twice: the per-packet
 /// delay is half the increase over the baseline. Errors are that minus 10 ms; arm and disarm are
 /// from the command to the first probe that shows (or no longer shows) the delay.
-pub fn delay_versus_netem() -> anyhow::Result<serde_json::Value> {
+pub fn delay_versus_netem(sizes: VmSizes) -> anyhow::Result<serde_json::Value> {
     let (mut server, addr) = udp_echo_server()?;
     let baseline = median(&mut rtts(&addr, 200)?);
 
@@ -30,12 +52,12 @@ pub fn delay_versus_netem() -> anyhow::Result<serde_json::Value> {
         "inject", "delay", "--iface", "lo", "--delay", "10ms", "--proto", "udp",
     ]);
     let chaos_arm = until_probe(&addr, baseline, true, launched)?;
-    let chaos = rtts(&addr, SAMPLES)?;
+    let chaos = rtts(&addr, sizes.samples)?;
     let stopping = Instant::now();
     let summary = run.stop().summary();
     let chaos_disarm = until_probe(&addr, baseline, false, stopping)?;
     ensure!(
-        summary["injected"].as_u64() >= Some(u64::from(SAMPLES) * 2),
+        summary["injected"].as_u64() >= Some(u64::from(sizes.samples) * 2),
         "chaos-bpf delayed fewer packets than sent: {summary}"
     );
 
@@ -48,7 +70,7 @@ pub fn delay_versus_netem() -> anyhow::Result<serde_json::Value> {
     )
     .context("adding netem (sch_netem loaded?)")?;
     let netem_arm = until_probe(&addr, baseline, true, started)?;
-    let netem = rtts(&addr, SAMPLES)?;
+    let netem = rtts(&addr, sizes.samples)?;
     let stopping = Instant::now();
     netlink::delete_root(LOOPBACK_IFINDEX, NETEM_HANDLE, "netem").context("deleting netem")?;
     let netem_disarm = until_probe(&addr, baseline, false, stopping)?;
@@ -56,7 +78,7 @@ pub fn delay_versus_netem() -> anyhow::Result<serde_json::Value> {
 
     Ok(json!({
         "delay_ms": DELAY_MS,
-        "samples": SAMPLES,
+        "samples": sizes.samples,
         "baseline_rtt_us": baseline,
         "chaos-bpf": errors(chaos, baseline, chaos_arm, chaos_disarm),
         "netem": errors(netem, baseline, netem_arm, netem_disarm),
@@ -123,18 +145,18 @@ fn netem_options(ms: u64) -> Vec<u8> {
 /// statistics (`kernel.bpf_stats_enabled`): the recv hook's nanoseconds per run with 1 and
 /// 1,000 recv-error faults armed (each on its own cgroup, all one level deep, so each run is one
 /// ancestor lookup and one hash lookup), and the probe's median UDP round trip beside none.
-pub fn per_call_cost() -> anyhow::Result<serde_json::Value> {
+pub fn per_call_cost(sizes: VmSizes) -> anyhow::Result<serde_json::Value> {
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
         .context("enabling kernel.bpf_stats_enabled")?;
     let (mut server, addr) = udp_echo_server()?;
-    let rounds = 2000;
+    let rounds = sizes.rounds;
     let mut rows = serde_json::Map::new();
     rows.insert(
         "none".into(),
         json!({ "median_rtt_us": median(&mut rtts(&addr, rounds)?) }),
     );
     for mechanism in ["fmod-ret", "bpf-lsm"] {
-        for count in [1usize, 1000] {
+        for count in [1usize, sizes.many_faults] {
             let cgroups: Vec<crate::TestCgroup> = (0..count)
                 .map(|n| crate::TestCgroup::new(&format!("cost{n}")))
                 .collect();

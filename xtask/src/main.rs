@@ -19,8 +19,8 @@ struct Cli {
 enum Task {
     /// Install what a fresh machine lacks (idempotent; says what it installs).
     Setup,
-    /// Setup, then formatting, clippy, unit tests, root integration tests, the demo and the VM
-    /// suite.
+    /// Setup, then formatting, clippy, unit tests, root integration tests, the demo, the VM
+    /// suite and the bench's quick pass (so a broken bench fails CI).
     Test {
         /// Only the VM suite.
         #[arg(long)]
@@ -47,12 +47,18 @@ fn main() -> anyhow::Result<()> {
             cargo_test_args,
         } => {
             setup::run()?;
+            let whole = !vm && !no_vm && cargo_test_args.is_empty();
             if !vm {
                 test(&cargo_test_args)?;
             }
+            let mut vm_bench = None;
             if !no_vm && cargo_test_args.is_empty() {
                 println!("\n== VM suite: real Debian kernels under qemu");
-                vm::run()?;
+                vm_bench = vm::run(whole)?;
+            }
+            if whole {
+                println!("\n== bench, quick pass (each section once, small counts)");
+                bench_quick(vm_bench.unwrap_or_default())?;
             }
             Ok(())
         }
@@ -109,12 +115,26 @@ fn bench() -> anyhow::Result<()> {
             vm::bench()?
         }
     };
+    run_bench("release", vm_result, false)
+}
+
+/// The bench's quick pass, as `cargo xtask test` runs it: the debug build, every host section
+/// once with small counts, beside the in-VM result of the VM suite's shared boot. Its figures
+/// are not for the README; it proves the bench runs to the end.
+fn bench_quick(vm_result: serde_json::Value) -> anyhow::Result<()> {
+    setup::debian_packages(&["iperf3", "iptables", "nftables"])?;
+    util::cargo(&["build", "--quiet", "--bins"])?;
+    run_bench("debug", vm_result, true)
+}
+
+fn run_bench(profile: &str, vm_result: serde_json::Value, quick: bool) -> anyhow::Result<()> {
     let out_dir = util::target_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let vm_file = out_dir.join("vm.json");
+    let vm_file = out_dir.join(if quick { "vm-quick.json" } else { "vm.json" });
     std::fs::write(&vm_file, vm_result.to_string())?;
-    util::run_as_root(
-        &util::target_dir().join("release/chaos-bench"),
+    util::run_as_root_with(
+        &util::target_dir().join(profile).join("chaos-bench"),
         &[vm_file.as_os_str()],
+        &[("CHAOS_BENCH_QUICK", if quick { "1" } else { "0" })],
     )
 }

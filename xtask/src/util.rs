@@ -47,6 +47,15 @@ pub fn target_dir() -> PathBuf {
 
 /// Runs one of the project's binaries as root (through `sudo -E` when we are not).
 pub fn run_as_root(program: &Path, args: &[&OsStr]) -> anyhow::Result<()> {
+    run_as_root_with(program, args, &[])
+}
+
+/// [`run_as_root`] with environment variables for the program (kept through `sudo -E`).
+pub fn run_as_root_with(
+    program: &Path,
+    args: &[&OsStr],
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let mut command = if is_root() {
         Command::new(program)
     } else {
@@ -54,7 +63,7 @@ pub fn run_as_root(program: &Path, args: &[&OsStr]) -> anyhow::Result<()> {
         command.arg("-E").arg(program);
         command
     };
-    exec(command.args(args))
+    exec(command.args(args).envs(env.iter().copied()))
 }
 
 /// Output of a command that must succeed, as text.

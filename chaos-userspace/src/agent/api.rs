@@ -154,7 +154,7 @@ async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Respon
     // Loading and verifying is blocking work: the other worker keeps serving the probes, the
     // scrapes and the event streams meanwhile.
     let ids = tokio::task::block_in_place(|| engine.arm(vec![plan], None))?;
-    shared.refresh_metrics(&engine);
+    shared.refresh_active(&engine);
     let view = ids
         .first()
         .and_then(|id| engine.view(*id))
@@ -217,7 +217,7 @@ async fn stop(
     }
     let mut engine = shared.engine.lock().await;
     let view = engine.stop(id, "stopped").await?;
-    shared.refresh_metrics(&engine);
+    shared.refresh_active(&engine);
     Ok(Json(view).into_response())
 }
 
@@ -226,7 +226,7 @@ async fn stop_all(State(shared): State<Arc<Shared>>) -> Response {
     let kills = shared.kills.lock().await.stop_all();
     let mut engine = shared.engine.lock().await;
     let stopped = engine.stop_all("stopped").await + kills;
-    shared.refresh_metrics(&engine);
+    shared.refresh_active(&engine);
     Json(serde_json::json!({ "stopped": stopped })).into_response()
 }
 

@@ -329,7 +329,7 @@ impl Controller {
             .map_err(|err| ChaosError::io("planning", std::io::Error::other(err)))??;
         let mut engine = self.shared.engine.lock().await;
         let ids = tokio::task::block_in_place(|| engine.arm(vec![plan], None))?;
-        self.shared.refresh_metrics(&engine);
+        self.shared.refresh_active(&engine);
         ids.first().copied().ok_or(ChaosError::NotFound(0))
     }
 
@@ -338,7 +338,7 @@ impl Controller {
         for (_, id) in armed.faults.values() {
             let _ = engine.stop(*id, by).await;
         }
-        self.shared.refresh_metrics(&engine);
+        self.shared.refresh_active(&engine);
     }
 
     /// This node's entry: `None` when it has nothing to say (no target here, ever).

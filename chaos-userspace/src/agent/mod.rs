@@ -106,8 +106,15 @@ pub struct Shared {
 
 impl Shared {
     /// After every change: the metrics' view of the faults.
+    /// Every fault's counters, read from the kernel: once a second (a scrape is at most that
+    /// far behind), not on every arm or stop, whose cost would grow with the faults armed.
     fn refresh_metrics(&self, engine: &Engine) {
         self.fault_metrics.update(engine.samples());
+        self.refresh_active(engine);
+    }
+
+    /// The armed-faults gauge, after an arm or a stop.
+    fn refresh_active(&self, engine: &Engine) {
         self.active.set(engine.active() as i64);
     }
 }

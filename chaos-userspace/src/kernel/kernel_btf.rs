@@ -10,8 +10,9 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// What chaos-bpf needs from the kernel's BTF (several megabytes: parsed once).
 pub struct KernelBtf {
     pub aya: aya::Btf,
-    sock: Result<SockOffsets, String>,
-    fd: Result<FdOffsets, String>,
+    /// The struct layouts, walked only when a program that reads kernel structs is armed (the
+    /// global hooks): a cgroup or TC fault never pays for them.
+    layouts: std::sync::OnceLock<(Result<SockOffsets, String>, Result<FdOffsets, String>)>,
 }
 
 /// The kernel's BTF, or why there is none.
@@ -20,26 +21,40 @@ pub fn kernel() -> Result<&'static KernelBtf, String> {
     KERNEL
         .get_or_init(|| {
             let aya = aya::Btf::from_sys_fs().map_err(|err| format!("{VMLINUX_BTF}: {err}"))?;
-            let layouts =
-                Btf::from_file(VMLINUX_BTF).map_err(|err| format!("{VMLINUX_BTF}: {err}"))?;
             Ok(KernelBtf {
                 aya,
-                sock: read_sock_offsets(&layouts),
-                fd: read_fd_offsets(&layouts),
+                layouts: std::sync::OnceLock::new(),
             })
         })
         .as_ref()
         .map_err(Clone::clone)
 }
 
+impl KernelBtf {
+    fn layouts(&self) -> &(Result<SockOffsets, String>, Result<FdOffsets, String>) {
+        self.layouts.get_or_init(|| {
+            // Read whole, then parsed in memory: btf-rs's file reader seeks once per read.
+            let parsed = std::fs::read(VMLINUX_BTF)
+                .map_err(|err| format!("{VMLINUX_BTF}: {err}"))
+                .and_then(|bytes| {
+                    Btf::from_bytes(&bytes).map_err(|err| format!("{VMLINUX_BTF}: {err}"))
+                });
+            match parsed {
+                Ok(btf) => (read_sock_offsets(&btf), read_fd_offsets(&btf)),
+                Err(err) => (Err(err.clone()), Err(err)),
+            }
+        })
+    }
+}
+
 /// Offsets of the socket fields the syscall-fault programs read.
 pub fn sock_offsets() -> Result<SockOffsets, String> {
-    kernel()?.sock.clone()
+    kernel()?.layouts().0.clone()
 }
 
 /// Offsets the kprobe programs need to go from a syscall's descriptor to its socket.
 pub fn fd_offsets() -> Result<FdOffsets, String> {
-    kernel()?.fd.clone()
+    kernel()?.layouts().1.clone()
 }
 
 fn read_sock_offsets(btf: &Btf) -> Result<SockOffsets, String> {

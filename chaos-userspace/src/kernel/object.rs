@@ -17,10 +17,15 @@ pub fn load_for_rules(rules: u32) -> Result<Ebpf, aya::EbpfError> {
     MEMLOCK.call_once(|| {
         let _ = crate::sys::raise_memlock();
     });
-    let mut loader = EbpfLoader::new();
-    // The process's one parse of the kernel's BTF: `EbpfLoader::new` parses vmlinux again on
-    // every load (tens of megabytes of allocations each time an idle agent arms a fault).
-    loader.btf(crate::kernel_btf::kernel().ok().map(|kernel| &kernel.aya));
+    // One loader per process: `EbpfLoader::new` parses the kernel's BTF (megabytes, hundreds of
+    // thousands of small reads) every time it is called, so a probe and an arm each paid for a
+    // parse. This one parses once, with the first object, and is reused by every later load.
+    static LOADER: std::sync::OnceLock<std::sync::Mutex<EbpfLoader<'static>>> =
+        std::sync::OnceLock::new();
+    let loader = LOADER.get_or_init(|| std::sync::Mutex::new(EbpfLoader::new()));
+    let mut loader = loader
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (name, per_rule) in chaos_common::maps::PER_RULE {
         loader.map_max_entries(name, per_rule * rules.max(1));
     }

@@ -5,8 +5,13 @@
 //! the entry of a cgroup lists its own rules and those of every scoped ancestor. The cgroup
 //! programs are attached only where no scoped ancestor already has them: a program attached to a
 //! cgroup and to its parent would run twice for the child's sockets.
+//!
+//! Every change is proportional to what it touches: a cgroup's list is built from its own
+//! ancestors (found by path), an arm or a stop marks only the keys of that cgroup and of the
+//! scoped cgroups below it, and the object writes just those. Arming the 1,000th fault costs
+//! what the 10th did.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
 };
 
@@ -30,17 +35,33 @@ impl From<&crate::scope::CgroupScope> for ScopedCgroup {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entry {
-    cgroup: Option<ScopedCgroup>,
+    cgroup: ScopedCgroup,
     /// (arming order, slot) of the rules scoped to exactly this cgroup.
     rules: Vec<(u64, u32)>,
+}
+
+/// A key whose kernel state changed since the object last synced: its list (`None`: the key
+/// goes), and whether its cgroup is now where the hook's program must be linked.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Change {
+    pub key: ScopeKey,
+    pub list: Option<Vec<u32>>,
+    pub attach_point: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct ScopeTable {
     entries: BTreeMap<ScopeKey, Entry>,
+    /// Scoped cgroups by path (id, level): a cgroup's ancestors are looked up by their paths,
+    /// and its descendants follow it in this order.
+    by_path: BTreeMap<PathBuf, (u64, u32)>,
+    /// The keys each slot is in.
+    slot_keys: HashMap<u32, Vec<ScopeKey>>,
     next_order: u64,
+    /// Keys the kernel has not seen the latest of.
+    dirty: BTreeSet<ScopeKey>,
 }
 
 /// A cgroup would be covered by more rules for one hook than a kernel list holds.
@@ -70,106 +91,155 @@ impl ScopeTable {
         let order = self.next_order;
         self.next_order += 1;
         for hook in hooks {
-            let entry = self.entries.entry(key(cgroup.id, *hook)).or_default();
-            entry.cgroup = Some(cgroup.clone());
-            entry.rules.push((order, slot));
+            let key = key(cgroup.id, *hook);
+            self.entries
+                .entry(key)
+                .or_insert_with(|| Entry {
+                    cgroup: cgroup.clone(),
+                    rules: Vec::new(),
+                })
+                .rules
+                .push((order, slot));
+            self.slot_keys.entry(slot).or_default().push(key);
         }
-        if let Err(too_many) = self.check() {
-            self.remove(slot);
-            return Err(too_many);
+        self.by_path
+            .insert(cgroup.path.clone(), (cgroup.id, cgroup.level));
+        let touched: Vec<ScopeKey> = hooks
+            .iter()
+            .flat_map(|hook| self.within(&cgroup.path, *hook))
+            .collect();
+        self.dirty.extend(touched.iter().copied());
+        for key in &touched {
+            let rules = self.list_of(key).map_or(0, |list| list.len());
+            if rules > MAX_RULES_PER_DESTINATION {
+                let cgroup = self.path_of(key);
+                self.remove(slot);
+                return Err(TooManyRules { cgroup, rules });
+            }
         }
         Ok(())
     }
 
     /// Removes `slot` wherever it is; entries left without rules go.
     pub fn remove(&mut self, slot: u32) {
-        for entry in self.entries.values_mut() {
+        let Some(keys) = self.slot_keys.remove(&slot) else {
+            return;
+        };
+        for key in keys {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
             entry.rules.retain(|(_, s)| *s != slot);
-        }
-        self.entries.retain(|_, entry| !entry.rules.is_empty());
-    }
-
-    fn check(&self) -> Result<(), TooManyRules> {
-        for (key, rules) in self.lists() {
-            if rules.len() > MAX_RULES_PER_DESTINATION {
-                return Err(TooManyRules {
-                    cgroup: self.path_of(&key),
-                    rules: rules.len(),
-                });
+            let (path, empty) = (entry.cgroup.path.clone(), entry.rules.is_empty());
+            let touched = self.within(&path, key.hook);
+            self.dirty.extend(touched);
+            self.dirty.insert(key);
+            if empty {
+                self.entries.remove(&key);
+                if !self.has_entries(key.cgroup_id) {
+                    self.by_path.remove(&path);
+                }
             }
         }
-        Ok(())
+    }
+
+    /// The keys of `hook` at `path` and below it.
+    fn within(&self, path: &Path, hook: u32) -> Vec<ScopeKey> {
+        self.by_path
+            .range(path.to_path_buf()..)
+            .take_while(|(below, _)| below.starts_with(path))
+            .map(|(_, (id, _))| key(*id, hook))
+            .filter(|key| self.entries.contains_key(key))
+            .collect()
+    }
+
+    fn has_entries(&self, cgroup_id: u64) -> bool {
+        self.entries
+            .range(key(cgroup_id, 0)..=key(cgroup_id, u32::MAX))
+            .next()
+            .is_some()
+    }
+
+    /// The entries of `hook` at the cgroups `path` is within: itself and its scoped ancestors.
+    fn covering<'a>(&'a self, path: &'a Path, hook: u32) -> impl Iterator<Item = &'a Entry> + 'a {
+        path.ancestors()
+            .filter_map(move |dir| self.by_path.get(dir))
+            .filter_map(move |(id, _)| self.entries.get(&key(*id, hook)))
+    }
+
+    /// What the kernel map holds for `key`: its rules and its scoped ancestors', in arming order.
+    fn list_of(&self, key: &ScopeKey) -> Option<Vec<u32>> {
+        let entry = self.entries.get(key)?;
+        let mut rules: Vec<(u64, u32)> = self
+            .covering(&entry.cgroup.path, key.hook)
+            .flat_map(|e| e.rules.iter().copied())
+            .collect();
+        rules.sort_unstable();
+        Some(rules.into_iter().map(|(_, slot)| slot).collect())
+    }
+
+    /// A scoped cgroup with no scoped ancestor for the same hook: its program must be linked
+    /// there (a program linked to a cgroup and its parent would run twice for the child).
+    fn is_attach_point(&self, key: &ScopeKey) -> bool {
+        self.entries.get(key).is_some_and(|entry| {
+            self.covering(&entry.cgroup.path, key.hook)
+                .all(|e| e.cgroup.id == entry.cgroup.id)
+        })
     }
 
     fn path_of(&self, key: &ScopeKey) -> PathBuf {
         self.entries
             .get(key)
-            .and_then(|e| e.cgroup.as_ref())
-            .map(|c| c.path.clone())
+            .map(|e| e.cgroup.path.clone())
             .unwrap_or_default()
     }
 
-    /// What the kernel map must hold: each key's rules, its ancestors' included, in arming order.
+    /// What changed since [`ScopeTable::synced`]: only the keys an add or a remove touched.
+    pub fn changes(&self) -> Vec<Change> {
+        self.dirty
+            .iter()
+            .map(|key| Change {
+                key: *key,
+                list: self.list_of(key),
+                attach_point: self.is_attach_point(key),
+            })
+            .collect()
+    }
+
+    /// The kernel holds every change now.
+    pub fn synced(&mut self) {
+        self.dirty.clear();
+    }
+
+    /// Every key's list, as the kernel map must hold them (for tests and checks).
     pub fn lists(&self) -> BTreeMap<ScopeKey, Vec<u32>> {
-        let mut lists = BTreeMap::new();
-        for (key, entry) in &self.entries {
-            let Some(cgroup) = &entry.cgroup else {
-                continue;
-            };
-            let mut rules: Vec<(u64, u32)> = self
-                .entries
-                .iter()
-                .filter(|(other, e)| {
-                    other.hook == key.hook
-                        && e.cgroup
-                            .as_ref()
-                            .is_some_and(|c| is_within(&cgroup.path, &c.path))
-                })
-                .flat_map(|(_, e)| e.rules.iter().copied())
-                .collect();
-            rules.sort_unstable();
-            lists.insert(*key, rules.into_iter().map(|(_, slot)| slot).collect());
-        }
-        lists
+        self.entries
+            .keys()
+            .filter_map(|key| Some((*key, self.list_of(key)?)))
+            .collect()
     }
 
     /// Bit L set for each level some entry's cgroup sits at.
     pub fn levels(&self) -> u32 {
-        self.entries
+        self.by_path
             .values()
-            .filter_map(|e| e.cgroup.as_ref())
-            .filter(|c| c.level < chaos_common::MAX_CGROUP_LEVELS)
-            .fold(0, |bits, c| bits | 1 << c.level)
+            .filter(|(_, level)| *level < chaos_common::MAX_CGROUP_LEVELS)
+            .fold(0, |bits, (_, level)| bits | 1 << level)
     }
 
     /// The cgroups a cgroup program for `hook` must be attached to: the scoped ones with no
     /// scoped ancestor for the same hook.
     pub fn attach_points(&self, hook: u32) -> Vec<ScopedCgroup> {
-        let scoped: Vec<&ScopedCgroup> = self
-            .entries
+        self.entries
             .iter()
-            .filter(|(key, _)| key.hook == hook)
-            .filter_map(|(_, e)| e.cgroup.as_ref())
-            .collect();
-        scoped
-            .iter()
-            .filter(|c| {
-                !scoped
-                    .iter()
-                    .any(|other| other.id != c.id && is_within(&c.path, &other.path))
-            })
-            .map(|c| (*c).clone())
+            .filter(|(key, _)| key.hook == hook && self.is_attach_point(key))
+            .map(|(_, entry)| entry.cgroup.clone())
             .collect()
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-}
-
-/// Whether `dir` is `ancestor` or below it (component-wise, so `/a/b2` is not within `/a/b`).
-fn is_within(dir: &Path, ancestor: &Path) -> bool {
-    dir.starts_with(ancestor)
 }
 
 #[cfg(test)]
@@ -235,5 +305,79 @@ mod tests {
         assert_eq!(refused.cgroup, PathBuf::from("/a/b"));
         assert_eq!(refused.rules, MAX_RULES_PER_DESTINATION + 1);
         assert_eq!(table.lists(), before);
+    }
+
+    /// The changes an arm or a stop reports, applied one after another to a model of the
+    /// kernel's map and links, always give what a full recomputation gives; and each touches
+    /// only its cgroup's subtree, not the whole table.
+    #[test]
+    fn incremental_changes_add_up_to_the_full_state_and_stay_local() {
+        let tree = [
+            cgroup(1, "/kubepods"),
+            cgroup(2, "/kubepods/pod-a"),
+            cgroup(3, "/kubepods/pod-a/c1"),
+            cgroup(4, "/kubepods/pod-a/c2"),
+            cgroup(5, "/kubepods/pod-b"),
+            cgroup(6, "/kubepods/pod-b/c1"),
+            cgroup(7, "/system"),
+        ];
+        let mut table = ScopeTable::default();
+        let mut map: BTreeMap<ScopeKey, Vec<u32>> = BTreeMap::new();
+        let mut links: std::collections::BTreeSet<ScopeKey> = Default::default();
+        let mut armed: Vec<u32> = Vec::new();
+        // A fixed pseudo-random walk of arms and stops (xorshift).
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for slot in 0..400u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state.is_multiple_of(3) && !armed.is_empty() {
+                let gone = armed.remove((state as usize / 3) % armed.len());
+                table.remove(gone);
+            } else {
+                let target = &tree[(state % tree.len() as u64) as usize];
+                let hooks: &[u32] = if state.is_multiple_of(2) {
+                    &[CONNECT]
+                } else {
+                    &[CONNECT, RECV]
+                };
+                if table.add(target, hooks, slot).is_ok() {
+                    armed.push(slot);
+                }
+            }
+            let changes = table.changes();
+            assert!(changes.len() <= 2 * tree.len(), "{} keys", changes.len());
+            for change in changes {
+                match change.list {
+                    Some(list) => map.insert(change.key, list),
+                    None => map.remove(&change.key),
+                };
+                if change.attach_point {
+                    links.insert(change.key);
+                } else {
+                    links.remove(&change.key);
+                }
+            }
+            table.synced();
+            assert_eq!(map, table.lists(), "after slot {slot}");
+            let wanted: std::collections::BTreeSet<ScopeKey> = [CONNECT, RECV]
+                .iter()
+                .flat_map(|hook| {
+                    table
+                        .attach_points(*hook)
+                        .into_iter()
+                        .map(move |c| key(c.id, *hook))
+                })
+                .collect();
+            assert_eq!(links, wanted, "after slot {slot}");
+        }
+        // A leaf's arm touches its own keys only.
+        let mut table = ScopeTable::default();
+        for (slot, cgroup) in tree.iter().enumerate() {
+            table.add(cgroup, &[CONNECT], slot as u32).unwrap();
+        }
+        table.synced();
+        table.add(&tree[3], &[CONNECT], 99).unwrap();
+        assert_eq!(table.changes().len(), 1);
     }
 }

@@ -37,8 +37,6 @@ pub struct SharedObject {
     free: VecDeque<Slot>,
     configs: Vec<FaultConfig>,
     table: ScopeTable,
-    /// What the kernel's scope map holds now, to write only what changes.
-    written: BTreeMap<ScopeKey, Vec<Slot>>,
     /// (name, kernel id) of each program loaded so far.
     programs: Vec<(&'static str, u32)>,
     /// Global hooks, attached once each (declared before `ebpf`: dropped, detached, first).
@@ -70,7 +68,6 @@ impl SharedObject {
             free: (0..capacity).collect(),
             configs: vec![FaultConfig::default(); capacity as usize],
             table: ScopeTable::default(),
-            written: BTreeMap::new(),
             programs: Vec::new(),
             hooks: Vec::new(),
             links: BTreeMap::new(),
@@ -280,33 +277,39 @@ impl SharedObject {
         Ok(())
     }
 
-    /// Brings the kernel's scope map and level mask to what the table says: new and changed
-    /// lists first, then the level mask, then stale keys out.
+    /// Writes what the table changed to the kernel's scope map and level mask: new and changed
+    /// lists first, then the level mask, then stale keys out. Only the keys an arm or a stop
+    /// touched are written.
     fn sync_scopes(&mut self) -> Result<()> {
-        let wanted = self.table.lists();
+        let changes = self.table.changes();
+        if changes.is_empty() {
+            return Ok(());
+        }
         let mut scopes: HashMap<&mut MapData, ScopeKey, RuleList> =
             typed_map(&mut self.ebpf, maps::SCOPES)?;
-        for (key, rules) in &wanted {
-            if self.written.get(key) == Some(rules) {
+        for change in &changes {
+            let Some(rules) = &change.list else {
                 continue;
-            }
+            };
             let mut list = RuleList {
                 count: rules.len() as u32,
                 ..RuleList::default()
             };
             list.rules[..rules.len()].copy_from_slice(rules);
             scopes
-                .insert(key, list, 0)
+                .insert(change.key, list, 0)
                 .map_err(map_error(maps::SCOPES))?;
         }
-        for key in self.written.keys().filter(|k| !wanted.contains_key(k)) {
-            let _ = scopes.remove(key);
-        }
-        self.written = wanted;
         let mut levels: Array<&mut MapData, u32> = typed_map(&mut self.ebpf, maps::SCOPE_LEVELS)?;
         levels
             .set(0, self.table.levels(), 0)
-            .map_err(map_error(maps::SCOPE_LEVELS))
+            .map_err(map_error(maps::SCOPE_LEVELS))?;
+        let mut scopes: HashMap<&mut MapData, ScopeKey, RuleList> =
+            typed_map(&mut self.ebpf, maps::SCOPES)?;
+        for change in changes.iter().filter(|c| c.list.is_none()) {
+            let _ = scopes.remove(&change.key);
+        }
+        Ok(())
     }
 
     /// Attaches what the rule in `slot` needs and the object lacks.
@@ -343,50 +346,55 @@ impl SharedObject {
         Ok(())
     }
 
-    /// Links each cgroup program to the cgroups the table names for its hook: new links first,
-    /// so a cgroup whose ancestor's link is about to go is never left unjudged, then stale ones
-    /// out.
+    /// Links each cgroup program to the cgroups the table names for its hook, for the keys an
+    /// arm or a stop touched: new links first, so a cgroup whose ancestor's link is about to go
+    /// is never left unjudged, then stale ones out. The table is synced after.
     fn sync_cgroup_links(&mut self) -> Result<()> {
+        let changes = self.table.changes();
         let cgroup_programs: Vec<&'static ProgramSpec> = programs::REGISTRY
             .iter()
             .copied()
             .filter(|p| p.mechanism == self.mechanism && matches!(p.hook, Hook::Cgroup(_)))
             .collect();
-        let mut wanted = Vec::new();
-        for spec in cgroup_programs {
-            for cgroup in self.table.attach_points(spec.scope_hook) {
-                wanted.push((spec, cgroup.id));
+        for change in changes.iter().filter(|c| c.attach_point) {
+            let cgroup_id = change.key.cgroup_id;
+            for spec in cgroup_programs
+                .iter()
+                .filter(|p| p.scope_hook == change.key.hook)
+            {
+                if self.links.contains_key(&(spec.name, cgroup_id)) {
+                    continue;
+                }
+                let Some(scope) = self
+                    .slots
+                    .iter()
+                    .flatten()
+                    .flat_map(|r| &r.cgroups)
+                    .find(|c| c.id == cgroup_id)
+                else {
+                    continue;
+                };
+                let target = AttachTarget {
+                    cgroup: Some(scope),
+                    btf: None,
+                    interface: None,
+                    tc_mechanism: self.mechanism,
+                    recorder: None,
+                };
+                let attachment = programs::load_and_attach(&mut self.ebpf, spec, &target)?;
+                self.note_program(spec.name, &attachment)?;
+                self.links.insert((spec.name, cgroup_id), attachment);
             }
         }
-        for (spec, cgroup_id) in &wanted {
-            if self.links.contains_key(&(spec.name, *cgroup_id)) {
-                continue;
+        for change in changes.iter().filter(|c| !c.attach_point) {
+            for spec in cgroup_programs
+                .iter()
+                .filter(|p| p.scope_hook == change.key.hook)
+            {
+                self.links.remove(&(spec.name, change.key.cgroup_id));
             }
-            let Some(scope) = self
-                .slots
-                .iter()
-                .flatten()
-                .flat_map(|r| &r.cgroups)
-                .find(|c| c.id == *cgroup_id)
-            else {
-                continue;
-            };
-            let target = AttachTarget {
-                cgroup: Some(scope),
-                btf: None,
-                interface: None,
-                tc_mechanism: self.mechanism,
-                recorder: None,
-            };
-            let attachment = programs::load_and_attach(&mut self.ebpf, spec, &target)?;
-            self.note_program(spec.name, &attachment)?;
-            self.links.insert((spec.name, *cgroup_id), attachment);
         }
-        self.links.retain(|(name, cgroup_id), _| {
-            wanted
-                .iter()
-                .any(|(spec, id)| spec.name == *name && id == cgroup_id)
-        });
+        self.table.synced();
         Ok(())
     }
 }

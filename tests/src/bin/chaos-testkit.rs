@@ -16,6 +16,7 @@ fn main() -> anyhow::Result<()> {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     match arg(0) {
         "connect" => connect(arg(1).parse()?, arg(2).parse()?),
+        "connect-watch" => connect_watch(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
         "udp-send" => udp_send(arg(1).parse()?, arg(2).parse()?),
         "udp-recv" => udp_recv(
             arg(1).parse()?,
@@ -71,6 +72,41 @@ fn connect(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
         json!({ "ok": ok, "errnos": errnos, "ns_per_connect": ns_per_connect, "median_ns": median_ns })
     );
     Ok(())
+}
+
+/// Connects to ADDR in a loop for the given time, and prints a line the moment the outcome
+/// changes (the first one included): whether it connected, and when, in CLOCK_MONOTONIC
+/// nanoseconds, which the bench compares with the moment it armed or stopped a fault. The
+/// line is flushed at once; a connect takes tens of microseconds, so a flip is seen within that.
+fn connect_watch(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last: Option<bool> = None;
+    let mut out = std::io::stdout();
+    while started.elapsed() < duration {
+        let result = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+        let at_ns = monotonic_ns();
+        let ok = match &result {
+            Ok(stream) => {
+                close_without_time_wait(stream);
+                true
+            }
+            Err(_) => false,
+        };
+        if last != Some(ok) {
+            writeln!(out, "{}", json!({ "ok": ok, "at_ns": at_ns }))?;
+            out.flush()?;
+            last = Some(ok);
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock every process of the machine shares.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
+        now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
+    })
 }
 
 /// N times: connect to ADDR (a `talk` server), then make one socket call of the given kind on

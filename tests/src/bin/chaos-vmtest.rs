@@ -1,7 +1,8 @@
 //! Runs inside a VM's initramfs as /init's payload: every fault × mechanism pair, planned on the
 //! console as `CHAOS-VM: PLAN <fault> <mechanism>` and then reported as `CHAOS-VM: RESULT <fault>
-//! <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask; or, with the argument `bench`, the
-//! benchmark's in-VM part as one `CHAOS-VM: BENCH <json>` line.
+//! <mechanism> <PASS|FAIL|SKIP> <detail>` for the xtask; and, with the argument `bench` (alone)
+//! or `test-bench-quick` (after the cases), the benchmark's in-VM part as one `CHAOS-VM: BENCH
+//! <json>` line.
 use chaos_tests::{
     cases::{Outcome, vm_case, vm_cases},
     chaos, doctor_report,
@@ -20,20 +21,28 @@ fn report(fault: &str, mechanism: &str, outcome: &Outcome) {
     );
 }
 
+/// The in-VM part of the bench, as one `CHAOS-VM: BENCH <json>` line (or `BENCH-FAILED`).
+fn bench(sizes: chaos_tests::vm_bench::VmSizes) {
+    let report = chaos_tests::vm_bench::delay_versus_netem(sizes).and_then(|mut delay| {
+        delay["per_call_cost"] = chaos_tests::vm_bench::per_call_cost(sizes)?;
+        Ok(delay)
+    });
+    match report {
+        Ok(report) => println!("CHAOS-VM: BENCH {report}"),
+        Err(err) => println!(
+            "CHAOS-VM: BENCH-FAILED {}",
+            format!("{err:#}").replace('\n', " ")
+        ),
+    }
+}
+
 fn main() {
-    // `chaos_mode=bench` on the kernel command line reaches /init, and here, as an argument.
-    if std::env::args().nth(1).as_deref() == Some("bench") {
-        let report = chaos_tests::vm_bench::delay_versus_netem().and_then(|mut delay| {
-            delay["per_call_cost"] = chaos_tests::vm_bench::per_call_cost()?;
-            Ok(delay)
-        });
-        match report {
-            Ok(report) => println!("CHAOS-VM: BENCH {report}"),
-            Err(err) => println!(
-                "CHAOS-VM: BENCH-FAILED {}",
-                format!("{err:#}").replace('\n', " ")
-            ),
-        }
+    // `chaos_mode=...` on the kernel command line reaches /init, and here, as an argument:
+    // `bench` (the full in-VM bench alone), `test` (the cases), or `test-bench-quick` (the
+    // cases, then the quick bench in the same boot, as `cargo xtask test` runs it).
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "bench" {
+        bench(chaos_tests::vm_bench::VmSizes::FULL);
         println!("CHAOS-VM: FINISHED");
         return;
     }
@@ -47,6 +56,9 @@ fn main() {
     }
     for (fault, mechanism) in vm_cases() {
         report(fault, mechanism, &vm_case(&doctor, fault, mechanism));
+    }
+    if mode == "test-bench-quick" {
+        bench(chaos_tests::vm_bench::VmSizes::QUICK);
     }
     println!("CHAOS-VM: FINISHED");
 }
