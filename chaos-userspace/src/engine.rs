@@ -16,7 +16,8 @@ use tokio::{io::unix::AsyncFd, sync::oneshot, task::JoinHandle};
 
 use crate::{
     error::{ChaosError, Result},
-    inject::{Plan, check_tc_capacity},
+    faults::kill::KillObject,
+    inject::{Plan, Realisation, check_tc_capacity},
     instance::{Instance, RuleSpec},
     mechanism::Mechanism,
     metrics::FaultSample,
@@ -94,10 +95,25 @@ pub enum EngineEvent {
     },
     /// One injection the kernel reported (sampled by the per-CPU event budget).
     Injection(EventRecord),
+    /// A round of a kill fault: the processes it killed (found, in a dry run).
+    KillRound(KillRound),
     /// A fault ended; its summary has the final counts.
     Ended(Summary),
     /// An object's disarm failed; it was detached early (the reason).
     Warning(String),
+}
+
+/// One round of a kill fault, as the JSON line the CLI prints and the agent streams.
+#[derive(Clone, Debug, Serialize)]
+pub struct KillRound {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub fault_id: FaultId,
+    pub round: u32,
+    pub processes: u64,
+    pub dry_run: bool,
+    /// RFC 3339, microseconds.
+    pub time: String,
 }
 
 /// Receives every engine event, in order per object. Called from the engine's own tasks, so it
@@ -126,18 +142,37 @@ impl ArmedFault {
     }
 }
 
-/// A loaded kernel object: a batch of TC faults, or the one object of another mechanism that
-/// every fault of it shares.
+/// What realises armed faults: a loaded kernel object (a batch of TC faults, or the one object
+/// of another mechanism that every fault of it shares), or a kill fault's rounds.
 enum Loaded {
     Batch(Instance),
     Shared(SharedObject),
+    Kill {
+        kill: KillObject,
+        fault_id: FaultId,
+        lifetime: Duration,
+    },
+}
+
+/// What the engine records of a rule as it registers it.
+struct RuleInfo<'a> {
+    fault_id: FaultId,
+    name: &'static str,
+    cgroups: &'a [crate::scope::CgroupScope],
+    workloads: &'a [String],
+    interfaces: &'a [crate::interface::InterfaceScope],
+    lifetime: Duration,
+    /// The CLI's human line.
+    line: String,
 }
 
 impl Loaded {
-    fn mechanism(&self) -> Mechanism {
+    /// The mechanism's short name, as views and metrics show it.
+    fn mechanism_id(&self) -> &'static str {
         match self {
-            Loaded::Batch(instance) => instance.mechanism,
-            Loaded::Shared(shared) => shared.mechanism,
+            Loaded::Batch(instance) => instance.mechanism.id(),
+            Loaded::Shared(shared) => shared.mechanism.id(),
+            Loaded::Kill { .. } => "cgroup-kill",
         }
     }
 
@@ -145,6 +180,7 @@ impl Loaded {
         match self {
             Loaded::Batch(instance) => instance.counters(rule as usize),
             Loaded::Shared(shared) => shared.counters(rule),
+            Loaded::Kill { kill, .. } => Ok(kill.counters()),
         }
     }
 
@@ -152,11 +188,15 @@ impl Loaded {
         match self {
             Loaded::Batch(instance) => instance.kill(),
             Loaded::Shared(shared) => shared.kill(),
+            Loaded::Kill { kill, .. } => {
+                kill.stop();
+                Ok(())
+            }
         }
     }
 
-    /// Moves a rule to other cgroups. Only a shared object's rules can: a TC batch checks one
-    /// cgroup per rule, fixed at load.
+    /// Moves a rule to other cgroups. A TC batch cannot: it checks one cgroup per rule, fixed
+    /// at load.
     fn retarget(&mut self, rule: u32, cgroups: Vec<crate::scope::CgroupScope>) -> Result<()> {
         match self {
             Loaded::Batch(instance) => Err(ChaosError::Unsupported {
@@ -168,6 +208,10 @@ impl Loaded {
                 reason: "a TC rule's cgroup is fixed while it runs".into(),
             }),
             Loaded::Shared(shared) => shared.retarget(rule, cgroups),
+            Loaded::Kill { kill, .. } => {
+                kill.retarget(cgroups);
+                Ok(())
+            }
         }
     }
 
@@ -176,13 +220,57 @@ impl Loaded {
         match self {
             Loaded::Batch(instance) => instance.disarm(rule as usize),
             Loaded::Shared(shared) => shared.remove(rule),
+            Loaded::Kill { kill, .. } => {
+                kill.stop();
+                Ok(())
+            }
         }
     }
 
-    fn rule(&self, rule: u32) -> Option<&RuleSpec> {
+    /// A kill whose rounds are all done; kernel rules end by their deadline or a stop.
+    fn finished(&self) -> bool {
+        matches!(self, Loaded::Kill { kill, .. } if kill.finished())
+    }
+
+    fn info(&self, rule: u32) -> Option<RuleInfo<'_>> {
+        fn of_rule<'a>(spec: &'a RuleSpec, programs: &[(&'static str, u32)]) -> RuleInfo<'a> {
+            RuleInfo {
+                fault_id: spec.fault_id,
+                name: spec.spec.name(),
+                cgroups: &spec.cgroups,
+                workloads: &spec.workloads,
+                interfaces: &spec.interfaces,
+                lifetime: spec.lifetime,
+                line: crate::inject::armed_line(spec, programs),
+            }
+        }
+        let programs = self.programs_of(rule);
+        let of_rule = |spec| of_rule(spec, &programs);
         match self {
-            Loaded::Batch(instance) => instance.rules.get(rule as usize),
-            Loaded::Shared(shared) => shared.rule(rule),
+            Loaded::Batch(instance) => instance.rules.get(rule as usize).map(of_rule),
+            Loaded::Shared(shared) => shared.rule(rule).map(of_rule),
+            Loaded::Kill {
+                kill,
+                fault_id,
+                lifetime,
+            } => Some(RuleInfo {
+                fault_id: *fault_id,
+                name: "kill",
+                cgroups: &kill.cgroups,
+                workloads: &kill.workloads,
+                interfaces: &[],
+                lifetime: *lifetime,
+                line: format!(
+                    "chaos-bpf: armed kill#{fault_id} {} time(s) on {} for {}",
+                    kill.count,
+                    kill.cgroups
+                        .iter()
+                        .map(|c| format!("cgroup {} (id {})", c.path.display(), c.id))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    humantime::format_duration(*lifetime)
+                ),
+            }),
         }
     }
 
@@ -191,6 +279,7 @@ impl Loaded {
         match self {
             Loaded::Batch(instance) => instance.programs.clone(),
             Loaded::Shared(shared) => shared.programs_of(rule),
+            Loaded::Kill { .. } => Vec::new(),
         }
     }
 }
@@ -198,8 +287,8 @@ impl Loaded {
 /// A loaded object while any of its faults is armed, with the task reading its events.
 struct LiveObject {
     loaded: Loaded,
-    stop_reader: oneshot::Sender<()>,
-    reader: JoinHandle<()>,
+    /// The task reading a kernel object's event ring, and how to stop it (kills have none).
+    reader: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     /// Events read so far, per fault id.
     emitted: Arc<Mutex<HashMap<u32, Emitted>>>,
 }
@@ -220,6 +309,9 @@ impl LiveObject {
         )
     }
 }
+
+/// How long after a kill's last round is due the engine waits for it before ending the fault.
+const KILL_GRACE: Duration = Duration::from_millis(200);
 
 /// Rules a shared object has room for. Its per-rule maps are sized at load; with more faults
 /// of one mechanism armed at once, a second object is loaded.
@@ -272,16 +364,29 @@ impl Engine {
         let first_id = self.next_id;
         let mut tc: Option<(Mechanism, Vec<(RuleSpec, Fault)>)> = None;
         let mut shared = Vec::new();
+        let mut kills = Vec::new();
         for (offset, (plan, lifetime)) in plans.into_iter().zip(lifetimes).enumerate() {
-            let chosen = plan.choice.chosen;
+            let fault_id = first_id + offset as FaultId;
+            let (spec, scopes, choice) = match plan.realisation {
+                Realisation::Kill(kill) => {
+                    kills.push((fault_id, lifetime, kill, plan.fault));
+                    continue;
+                }
+                Realisation::Rule {
+                    spec,
+                    scopes,
+                    choice,
+                } => (spec, scopes, choice),
+            };
+            let chosen = choice.chosen;
             let rule = RuleSpec {
-                fault_id: first_id + offset as FaultId,
+                fault_id,
                 lifetime,
                 events_per_sec: plan.events_per_sec,
-                spec: plan.spec,
-                cgroups: plan.scopes.cgroups,
-                workloads: plan.scopes.workloads,
-                interfaces: plan.scopes.interfaces,
+                spec,
+                cgroups: scopes.cgroups,
+                workloads: scopes.workloads,
+                interfaces: scopes.interfaces,
             };
             if !chosen.is_tc() {
                 shared.push((chosen, rule, plan.fault));
@@ -306,7 +411,7 @@ impl Engine {
         // Registered only once all succeeded: on an error the rules armed so far are removed,
         // and objects left without rules are dropped, with every attachment.
         let mut armed: Vec<(usize, u32, Fault)> = Vec::new();
-        let result = self.arm_rules(shared, tc, &mut armed);
+        let result = self.arm_rules(shared, tc, kills, &mut armed);
         if let Err(err) = result {
             for (object, rule, _) in &armed {
                 if let Some(live) = self.objects.get_mut(object) {
@@ -329,8 +434,31 @@ impl Engine {
         &mut self,
         shared: Vec<(Mechanism, RuleSpec, Fault)>,
         tc: Option<(Mechanism, Vec<(RuleSpec, Fault)>)>,
+        kills: Vec<(FaultId, Duration, crate::faults::kill::KillFault, Fault)>,
         armed: &mut Vec<(usize, u32, Fault)>,
     ) -> Result<()> {
+        for (fault_id, lifetime, kill, spec) in kills {
+            // The engine watches for the last round: the fault ends then, or at its lifetime.
+            let lifetime = lifetime.min(kill.schedule() + KILL_GRACE);
+            let sink = Arc::clone(&self.sink);
+            let dry_run = kill.dry_run;
+            let kill = KillObject::start(kill, move |round, processes| {
+                sink.send(EngineEvent::KillRound(KillRound {
+                    record_type: "kill",
+                    fault_id,
+                    round,
+                    processes,
+                    dry_run,
+                    time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                }));
+            });
+            let object = self.adopt(Loaded::Kill {
+                kill,
+                fault_id,
+                lifetime,
+            })?;
+            armed.push((object, 0, spec));
+        }
         for (mechanism, rule, spec) in shared {
             let object = self.shared_object_with_room(mechanism)?;
             let Some(LiveObject {
@@ -369,27 +497,30 @@ impl Engine {
         self.adopt(Loaded::Shared(SharedObject::load(mechanism, capacity)?))
     }
 
-    /// Starts the object's event reader and keeps it.
+    /// Starts the object's event reader (kernel objects have one) and keeps it.
     fn adopt(&mut self, mut loaded: Loaded) -> Result<usize> {
         let ring = match &mut loaded {
-            Loaded::Batch(instance) => instance.take_events()?,
-            Loaded::Shared(shared) => shared.take_events()?,
+            Loaded::Batch(instance) => Some(instance.take_events()?),
+            Loaded::Shared(shared) => Some(shared.take_events()?),
+            Loaded::Kill { .. } => None,
         };
         let object = self.next_object;
         self.next_object += 1;
-        let (stop_reader, stop) = oneshot::channel();
         let emitted = Arc::new(Mutex::new(HashMap::new()));
-        let reader = tokio::spawn(read_events(
-            ring,
-            Arc::clone(&self.sink),
-            stop,
-            Arc::clone(&emitted),
-        ));
+        let reader = ring.map(|ring| {
+            let (stop_reader, stop) = oneshot::channel();
+            let task = tokio::spawn(read_events(
+                ring,
+                Arc::clone(&self.sink),
+                stop,
+                Arc::clone(&emitted),
+            ));
+            (stop_reader, task)
+        });
         self.objects.insert(
             object,
             LiveObject {
                 loaded,
-                stop_reader,
                 reader,
                 emitted,
             },
@@ -401,8 +532,8 @@ impl Engine {
     /// drain and stop on their own.
     fn drop_unused_objects(&mut self) {
         for object in self.unused_objects() {
-            if let Some(live) = self.objects.remove(&object) {
-                let _ = live.stop_reader.send(());
+            if let Some((stop_reader, _)) = self.objects.remove(&object).and_then(|l| l.reader) {
+                let _ = stop_reader.send(());
             }
         }
     }
@@ -426,12 +557,7 @@ impl Engine {
             });
         }
         let lifetimes = self.lifetimes(plans, batch)?;
-        check_tc_capacity(
-            plans
-                .iter()
-                .filter(|plan| plan.choice.chosen.is_tc())
-                .map(|plan| &plan.spec),
-        )?;
+        check_tc_capacity(plans.iter().filter_map(Plan::tc_spec))?;
         Ok(lifetimes)
     }
 
@@ -464,22 +590,17 @@ impl Engine {
     fn register(&mut self, object: usize, rule: u32, spec: Fault) -> Option<FaultId> {
         let live = self.objects.get(&object)?;
         let loaded = &live.loaded;
-        let rule_spec = loaded.rule(rule)?;
+        let info = loaded.info(rule)?;
         let programs = loaded.programs_of(rule);
         let program_ids: Vec<u32> = programs.iter().map(|(_, id)| *id).collect();
-        let id = rule_spec.fault_id;
-        let mut summary = Summary::armed(rule_spec.spec.name(), id, program_ids);
-        summary.set_cgroups(&rule_spec.cgroups);
-        summary.workloads = rule_spec.workloads.clone();
-        summary.interface = (!rule_spec.interfaces.is_empty()).then(|| {
-            let names: Vec<&str> = rule_spec
-                .interfaces
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect();
+        let id = info.fault_id;
+        let mut summary = Summary::armed(info.name, id, program_ids);
+        summary.set_cgroups(info.cgroups);
+        summary.workloads = info.workloads.to_vec();
+        summary.interface = (!info.interfaces.is_empty()).then(|| {
+            let names: Vec<&str> = info.interfaces.iter().map(|i| i.name.as_str()).collect();
             names.join(",")
         });
-        let line = crate::inject::armed_line(rule_spec, &programs);
         let armed_at = Instant::now();
         let fault = ArmedFault {
             spec,
@@ -487,12 +608,13 @@ impl Engine {
             rule,
             armed_at,
             armed_wall: SystemTime::now(),
-            deadline: armed_at + rule_spec.lifetime,
-            mechanism: loaded.mechanism().id(),
+            deadline: armed_at + info.lifetime,
+            mechanism: loaded.mechanism_id(),
             summary,
             state: FaultState::Armed,
             reason: None,
         };
+        let line = info.line;
         let view = self.describe(id, &fault, Counters::default());
         self.faults.insert(id, fault);
         self.sink.send(EngineEvent::Armed {
@@ -528,7 +650,7 @@ impl Engine {
             };
             let current: Vec<u64> = live
                 .loaded
-                .rule(rule)
+                .info(rule)
                 .map(|r| r.cgroups.iter().map(|c| c.id).collect())
                 .unwrap_or_default();
             if current == cgroups.iter().map(|c| c.id).collect::<Vec<_>>() {
@@ -568,19 +690,31 @@ impl Engine {
             .min()
     }
 
-    /// Ends every armed fault whose deadline has passed (the kernel already stopped injecting).
+    /// Ends every armed fault whose deadline has passed (the kernel already stopped injecting),
+    /// and every kill whose rounds are all done.
     pub async fn expire(&mut self) {
-        let now = Instant::now();
-        let due: Vec<FaultId> = self
-            .faults
-            .iter()
-            .filter(|(_, f)| f.live() && f.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            self.end(id, "duration");
+        for (id, by) in self.due(Instant::now()) {
+            self.end(id, by);
         }
         self.finish_objects().await;
+    }
+
+    /// Live faults that end now: kills whose rounds are done, rules past their deadline.
+    fn due(&self, now: Instant) -> Vec<(FaultId, &'static str)> {
+        let done = |f: &ArmedFault| {
+            self.objects
+                .get(&f.object)
+                .is_some_and(|live| live.loaded.finished())
+        };
+        self.faults
+            .iter()
+            .filter(|(_, f)| f.live())
+            .filter_map(|(id, f)| match (done(f), f.deadline <= now) {
+                (true, _) => Some((*id, "count")),
+                (false, true) => Some((*id, "duration")),
+                (false, false) => None,
+            })
+            .collect()
     }
 
     /// Stops one fault now.
@@ -695,8 +829,10 @@ impl Engine {
                 continue;
             };
             drop(live.loaded);
-            let _ = live.stop_reader.send(());
-            let _ = live.reader.await;
+            if let Some((stop_reader, reader)) = live.reader {
+                let _ = stop_reader.send(());
+                let _ = reader.await;
+            }
             // The reader drained the ring: the event counts of its faults are final now.
             if let Ok(emitted) = live.emitted.lock() {
                 for (id, fault) in self.faults.iter_mut().filter(|(_, f)| f.object == object) {

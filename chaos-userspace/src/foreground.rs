@@ -96,6 +96,11 @@ impl Sink for Terminal {
                     armed.push((line, programs));
                 }
             }
+            EngineEvent::KillRound(round) => {
+                if let Ok(line) = serde_json::to_string(&round) {
+                    let _ = writeln!(stdout, "{line}");
+                }
+            }
             EngineEvent::Warning(warning) => eprintln!("chaos-bpf: {warning}"),
             EngineEvent::Injection(_) | EngineEvent::Ended(_) => {}
         }
@@ -145,7 +150,7 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
     engine.check(&plans, options.duration)?;
     let mut explained = Vec::new();
     for plan in &plans {
-        let line = plan.choice.explain(plan.spec.name());
+        let line = plan.explain();
         if !explained.contains(&line) {
             eprintln!("{line}");
             explained.push(line);
@@ -254,58 +259,4 @@ fn print_status(
             eprintln!("{line}");
         }
     }
-}
-
-/// `inject kill`: the rounds on schedule (a JSON line each on stdout), until done or SIGTERM /
-/// Ctrl-C; then the summary.
-pub async fn run_kill(kill: chaos::faults::kill::KillFault) -> Result<serde_json::Value> {
-    use std::sync::atomic::Ordering;
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|err| ChaosError::io("installing the SIGTERM handler", err))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|err| ChaosError::io("installing the SIGINT handler", err))?;
-    let scope = if kill.workloads.is_empty() {
-        kill.cgroups
-            .iter()
-            .map(|c| c.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    } else {
-        kill.workloads.join(", ")
-    };
-    eprintln!(
-        "chaos-bpf: kill {scope}: {} time(s){}{}",
-        kill.count,
-        if kill.count > 1 {
-            format!(", every {}", humantime::format_duration(kill.interval))
-        } else {
-            String::new()
-        },
-        if kill.dry_run {
-            " DRY RUN (counts, kills nothing)"
-        } else {
-            ""
-        }
-    );
-    let counts = Arc::new(chaos::faults::kill::KillCounts::default());
-    let dry_run = kill.dry_run;
-    let rounds = kill.run(Arc::clone(&counts), |round, processes| {
-        let record = serde_json::json!({
-            "type": "kill", "round": round, "processes": processes, "dry_run": dry_run,
-            "time": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-        });
-        println!("{record}");
-    });
-    let ended_by = tokio::select! {
-        () = rounds => "count",
-        _ = sigterm.recv() => "signal",
-        _ = sigint.recv() => "signal",
-    };
-    Ok(serde_json::json!({
-        "type": "summary", "fault": "kill",
-        "kills": counts.kills.load(Ordering::Relaxed),
-        "processes": counts.processes.load(Ordering::Relaxed),
-        "dry_run": dry_run,
-        "ended_by": ended_by,
-    }))
 }

@@ -232,19 +232,60 @@ pub fn choose_mechanism(spec: &FaultSpec) -> Result<MechanismChoice> {
 pub struct Plan {
     /// The fault as it was asked for.
     pub fault: Fault,
-    pub spec: FaultSpec,
-    pub scopes: Scopes,
-    pub choice: MechanismChoice,
+    pub realisation: Realisation,
     /// The fault's own deadline.
     pub duration: Option<std::time::Duration>,
     /// Events each CPU may emit per second for this fault; 0 for none.
     pub events_per_sec: u32,
 }
 
+/// What makes a planned fault real: a rule in a kernel object, or rounds chaos-bpf runs itself.
+/// Every front end arms both the same way, through the engine.
+// Rules are the common case, and a plan lives only from planning to arming: no box.
+#[allow(clippy::large_enum_variant)]
+pub enum Realisation {
+    Rule {
+        spec: FaultSpec,
+        scopes: Scopes,
+        choice: MechanismChoice,
+    },
+    /// SIGKILL rounds (`cgroup.kill`), no kernel rule.
+    Kill(crate::faults::kill::KillFault),
+}
+
+impl Plan {
+    /// The run's first line: how the fault is realised, and why not a better way.
+    pub fn explain(&self) -> String {
+        match &self.realisation {
+            Realisation::Rule { spec, choice, .. } => choice.explain(spec.name()),
+            Realisation::Kill(kill) => format!(
+                "chaos-bpf: {} via cgroup.kill (a SIGKILL per process where the kernel lacks it)",
+                kill.describe()
+            ),
+        }
+    }
+
+    /// A TC rule's spec (the rules armed together share one object and its maps).
+    pub fn tc_spec(&self) -> Option<&FaultSpec> {
+        match &self.realisation {
+            Realisation::Rule { spec, choice, .. } if choice.chosen.is_tc() => Some(spec),
+            _ => None,
+        }
+    }
+}
+
 /// Validates one fault of the model, checks it against the kernel and resolves its scopes.
 /// `pods` are the node's workloads by name (from CRI or the Kubernetes API), which scopes by pod
 /// name, selector or container name need. Nothing is attached.
 pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
+    if fault.kind.is_kill() {
+        return Ok(Plan {
+            fault: fault.clone(),
+            realisation: Realisation::Kill(crate::faults::kill::KillFault::plan(fault, pods)?),
+            duration: fault.duration.map(|d| d.0),
+            events_per_sec: 0,
+        });
+    }
     let fault = &*crate::guard::spare_node_reachability(fault);
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
@@ -275,9 +316,11 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
     scopes.workloads = workloads;
     Ok(Plan {
         fault: fault.clone(),
-        spec,
-        scopes,
-        choice,
+        realisation: Realisation::Rule {
+            spec,
+            scopes,
+            choice,
+        },
         duration: fault.duration.map(|d| d.0),
         // A dry run reports what it would hit even where events were not asked for: its
         // per-target counts come from them.

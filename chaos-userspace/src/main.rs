@@ -160,17 +160,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let model = fault.to_fault();
             let (names, pods) = node_pods(&common.cri, [&model].into_iter())?;
-            if model.kind.is_kill() {
-                let kill = chaos::faults::kill::KillFault::plan(&model, pods.as_deref())
-                    .map_err(on_the_command_line)?;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting the async runtime")?;
-                let summary = runtime.block_on(foreground::run_kill(kill))?;
-                println!("{summary}");
-                return Ok(());
-            }
             let plan = inject::plan(&model, pods.as_deref()).map_err(on_the_command_line)?;
             execute(vec![plan], RunOptions { names, ..options })
         }

@@ -341,6 +341,40 @@ impl Containerd {
         Ok(new)
     }
 
+    /// What the kubelet does when a pod's sandbox died (every process of the pod killed): the
+    /// old sandbox removed, a new one run with the same config (the same uid, so the same pod
+    /// cgroup), and its containers started again. Updates `pod`.
+    pub fn restart_pod(&self, pod: &mut Pod) {
+        self.try_restart_pod(pod)
+            .unwrap_or_else(|err| panic!("restart pod {}: {err:#}", pod.name))
+    }
+
+    fn try_restart_pod(&self, pod: &mut Pod) -> anyhow::Result<()> {
+        let shim: Vec<Pid> = processes_mentioning(&self.run.dir)
+            .into_iter()
+            .filter(|pid| cmdline(*pid).contains(&pod.sandbox_id))
+            .collect();
+        self.remove_sandbox(&pod.sandbox_id)?;
+        kill_and_reap(&shim, Duration::from_secs(2));
+        pod.sandbox_id = self
+            .call(
+                "RunPodSandbox",
+                self.client().run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(pod.sandbox_config.clone()),
+                    runtime_handler: String::new(),
+                }),
+            )?
+            .pod_sandbox_id;
+        self.lock_sandboxes().push(pod.sandbox_id.clone());
+        let attempt = pod.containers.first().map_or(0, |c| c.attempt + 1);
+        pod.containers.clear();
+        for spec in pod.specs.clone() {
+            let running = self.start_container(pod, &spec, attempt)?;
+            pod.containers.push(running);
+        }
+        Ok(())
+    }
+
     /// StopPodSandbox and RemovePodSandbox (which removes its containers), then the pod's now
     /// empty cgroup directories.
     pub fn stop_pod(&self, pod: &Pod) {

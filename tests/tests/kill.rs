@@ -46,7 +46,13 @@ fn kill_ends_every_process_of_the_scope_and_only_those() {
         .collect();
     assert_eq!(rounds.len(), 2, "{}", output.stdout);
     assert!(rounds[0].contains("\"processes\":3"), "{}", rounds[0]);
-    assert!(output.stdout.contains("\"kills\":2"), "{}", output.stdout);
+    // The summary every fault kind ends with: rounds as matched, processes as injected.
+    let summary = output.summary();
+    assert_eq!(
+        (&summary["fault"], &summary["matched"], &summary["injected"]),
+        (&"kill".into(), &2.into(), &3.into()),
+        "{summary}"
+    );
     for victim in &mut victims {
         let status = victim.wait().expect("wait");
         assert_eq!(

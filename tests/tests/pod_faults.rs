@@ -803,3 +803,133 @@ fn kube_system_pods_and_runtime_lookalikes_are_reached_only_when_named() {
     let _ = runtime.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The guides' "kill one Redis pod", the Kubernetes way: a ChaosFault of kind kill, mode One,
+/// count 3, interval 2s over two `app=redis` pods beside another pod. The test plays the
+/// kubelet and starts a killed pod again at once (same uid, same cgroup). Exactly one redis pod dies, the same one
+/// every round (mode One chooses it by a stable hash); the other redis pod and the neighbour
+/// live. The node's status counts the rounds and processes, and after the third round nothing
+/// more is killed. A second resource deleted after its first round kills no more.
+#[test]
+fn a_chaosfault_kill_of_mode_one_kills_the_same_pod_every_round() {
+    require_root();
+    let _serial = one_at_a_time();
+    let containerd = Containerd::start();
+    let redis = [("app", "redis")];
+    let mut pods = vec![
+        containerd.run_pod(&pod("redis-a", Qos::BestEffort, &redis, &["redis"])),
+        containerd.run_pod(&pod("redis-b", Qos::BestEffort, &redis, &["redis"])),
+        containerd.run_pod(&pod("web", Qos::BestEffort, &[("app", "web")], &["app"])),
+    ];
+    let api = FakeApiServer::start();
+    for (pod, labels) in pods
+        .iter()
+        .zip([&redis[..], &redis[..], &[("app", "web")][..]])
+    {
+        api.put_pod(pod_json(pod, labels, "node-a"));
+    }
+    let agent = Agent::start_with_env(
+        &["--kubernetes", "--node-name", "node-a"],
+        &[("KUBECONFIG", api.kubeconfig().as_os_str())],
+    );
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    api.put_fault(json!({
+        "metadata": {"name": "redis-killed", "namespace": "default"},
+        "spec": {
+            "selector": {"labelSelectors": {"app": "redis"}},
+            "mode": "One",
+            "fault": {"kind": "kill", "count": 3, "interval": "2s"},
+            "duration": "60s",
+        },
+    }));
+    // Each round: one container dies; the test restarts it as the kubelet would.
+    let mut killed = Vec::new();
+    for round in 1..=3 {
+        let mut dead = None;
+        let found = eventually(Duration::from_secs(10), || {
+            dead = pods.iter().position(|pod| !alive(pod.containers[0].pid));
+            dead.is_some()
+        });
+        assert!(found, "round {round}: no container died");
+        let index = dead.expect("a dead container");
+        killed.push(pods[index].name.clone());
+        // Every process of the pod died, its sandbox's included: the pod starts again.
+        containerd.restart_pod(&mut pods[index]);
+        let others_alive = pods
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .all(|(_, pod)| alive(pod.containers[0].pid));
+        assert!(others_alive, "round {round}: only the chosen pod dies");
+    }
+    println!("killed, round by round: {killed:?}");
+    assert!(killed[0].starts_with("redis-"), "{killed:?}");
+    assert!(
+        killed.iter().all(|k| *k == killed[0]),
+        "the same pod: {killed:?}"
+    );
+    // The status counts the three rounds and the processes they killed: two a round, the pod's
+    // sandbox (pause) and its container.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            api.fault("default", "redis-killed").is_some_and(|f| {
+                let entry = &f["status"]["nodes"][0];
+                entry["matched"] == 3 && entry["injected"] == 6
+            })
+        }),
+        "{:?}",
+        api.fault("default", "redis-killed")
+    );
+    let entry =
+        api.fault("default", "redis-killed").expect("the resource")["status"]["nodes"][0].clone();
+    assert_eq!(
+        entry["targets"],
+        json!([format!("default/{}", killed[0])]),
+        "{entry}"
+    );
+    // No fourth round.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        pods.iter().all(|pod| alive(pod.containers[0].pid)),
+        "no more kills"
+    );
+    api.delete_fault("default", "redis-killed");
+
+    // Deleting the resource ends its rounds.
+    api.put_fault(json!({
+        "metadata": {"name": "web-killed", "namespace": "default"},
+        "spec": {
+            "selector": {"labelSelectors": {"app": "web"}},
+            "fault": {"kind": "kill", "count": 10, "interval": "1500ms"},
+            "duration": "60s",
+        },
+    }));
+    let web = 2;
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(
+            pods[web].containers[0].pid
+        )),
+        "the web pod's first round"
+    );
+    api.delete_fault("default", "web-killed");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            agent.get("/v1/faults").json()["faults"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|f| f["state"] != "armed")
+        }),
+        "deleting the resource stops its kill"
+    );
+    containerd.restart_pod(&mut pods[web]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        alive(pods[web].containers[0].pid),
+        "no round after the deletion"
+    );
+    drop(agent.stop());
+    for pod in &pods {
+        containerd.stop_pod(pod);
+    }
+}

@@ -12,9 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chaos::{
-    engine::FaultId, error::ChaosError, faults::kill::KillFault, inject, workload::PodNames,
-};
+use chaos::{engine::FaultId, error::ChaosError, inject, workload::PodNames};
 use chaos_model::Format;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -143,9 +141,6 @@ async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Respon
         .events
         .get_or_insert_with(chaos_model::Events::default);
     let pods = PodNames::for_faults(shared.names.as_ref(), [&fault].into_iter()).await?;
-    if fault.kind.is_kill() {
-        return create_kill(&shared, fault, pods).await;
-    }
     // Planning probes the kernel and resolves scopes: blocking work, off the async workers.
     let plan = tokio::task::spawn_blocking(move || inject::plan(&fault, pods.as_deref()))
         .await
@@ -162,36 +157,9 @@ async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Respon
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-/// A kill fault: planned (scope, guard rails), then its rounds run here, each an event.
-async fn create_kill(
-    shared: &Arc<Shared>,
-    fault: chaos_model::Fault,
-    pods: Option<Vec<chaos_model::workloads::PodInfo>>,
-) -> Result<Response, ApiError> {
-    let planned = fault.clone();
-    let kill = tokio::task::spawn_blocking(move || KillFault::plan(&planned, pods.as_deref()))
-        .await
-        .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))??;
-    let events = Arc::clone(&shared.events);
-    let mut kills = shared.kills.lock().await;
-    let id = kills.start(kill, &fault, move |round, processes| {
-        events.publish(
-            serde_json::json!({"type": "kill", "round": round, "processes": processes}).to_string(),
-        );
-    });
-    let view = kills.view(id).unwrap_or_default();
-    Ok((StatusCode::CREATED, Json(view)).into_response())
-}
-
 async fn list(State(shared): State<Arc<Shared>>) -> Response {
     let engine = shared.engine.lock().await;
-    let mut faults: Vec<serde_json::Value> = engine
-        .list()
-        .iter()
-        .filter_map(|view| serde_json::to_value(view).ok())
-        .collect();
-    faults.extend(shared.kills.lock().await.views());
-    Json(serde_json::json!({ "faults": faults })).into_response()
+    Json(serde_json::json!({ "faults": engine.list() })).into_response()
 }
 
 async fn show(
@@ -199,9 +167,6 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = fault_id(&id)?;
-    if let Some(view) = shared.kills.lock().await.view(id) {
-        return Ok(Json(view).into_response());
-    }
     let engine = shared.engine.lock().await;
     let view = engine.view(id).ok_or(ChaosError::NotFound(id))?;
     Ok(Json(view).into_response())
@@ -212,9 +177,6 @@ async fn stop(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = fault_id(&id)?;
-    if let Some(view) = shared.kills.lock().await.stop(id) {
-        return Ok(Json(view).into_response());
-    }
     let mut engine = shared.engine.lock().await;
     let view = engine.stop(id, "stopped").await?;
     shared.refresh_active(&engine);
@@ -223,9 +185,8 @@ async fn stop(
 
 /// The kill switch: every fault stops, each object's switch flipped first.
 async fn stop_all(State(shared): State<Arc<Shared>>) -> Response {
-    let kills = shared.kills.lock().await.stop_all();
     let mut engine = shared.engine.lock().await;
-    let stopped = engine.stop_all("stopped").await + kills;
+    let stopped = engine.stop_all("stopped").await;
     shared.refresh_active(&engine);
     Json(serde_json::json!({ "stopped": stopped })).into_response()
 }

@@ -69,6 +69,8 @@ struct Armed {
     faults: BTreeMap<String, (String, FaultId)>,
     /// Why targets could not be armed.
     errors: Vec<String>,
+    /// The targets chosen but not armed: still selected, and reported with their errors.
+    failed: Vec<String>,
     /// Chosen pods' uids cluster-wide (modes other than All), and when they were listed.
     chosen: Option<(Instant, Vec<String>)>,
     /// The entry last written, to patch only on change.
@@ -168,6 +170,7 @@ impl Controller {
         armed.namespace = resource.namespace().unwrap_or_default();
         armed.name = resource.name_any();
         armed.errors.clear();
+        armed.failed.clear();
         let desired = match desired {
             Ok(desired) => desired,
             Err(err) => {
@@ -196,7 +199,14 @@ impl Controller {
                 Ok(id) => {
                     armed.faults.insert(key, (name, id));
                 }
-                Err(err) => armed.errors.push(format!("{name}: {err}")),
+                Err(err) => {
+                    eprintln!(
+                        "chaos-bpf agent: ChaosFault {}/{}: {name} could not be armed: {err}",
+                        armed.namespace, armed.name
+                    );
+                    armed.errors.push(format!("{name}: {err}"));
+                    armed.failed.push(name);
+                }
             }
         }
         let entry = self.entry(&armed, remaining.is_none()).await;
@@ -351,15 +361,17 @@ impl Controller {
                 injected += view.counters.injected;
             }
         }
+        // Selected whether armed or not: a target that failed is reported with its error.
         let mut targets: Vec<String> = armed
             .faults
             .values()
             .map(|(name, _)| name.clone())
+            .chain(armed.failed.iter().cloned())
             .collect();
         targets.sort();
         let phase = if ended {
             Phase::Recovered
-        } else if !armed.errors.is_empty() && targets.is_empty() {
+        } else if !armed.errors.is_empty() && armed.faults.is_empty() {
             Phase::Failed
         } else if armed.errors.is_empty() {
             Phase::Injected

@@ -98,7 +98,6 @@ pub struct Shared {
     token: Option<Vec<u8>>,
     names: Option<chaos::workload::PodNames>,
     /// Kill faults: no kernel rule, rounds run by this process beside the engine's faults.
-    kills: tokio::sync::Mutex<chaos::faults::kill::Kills>,
     fault_metrics: Arc<FaultMetrics>,
     requests: Family<CodeLabel, Counter>,
     active: Gauge,
@@ -154,6 +153,7 @@ impl Sink for EventHub {
                 serde_json::to_string(&serde_json::json!({ "type": "armed", "fault": fault }))
             }
             EngineEvent::Injection(record) => serde_json::to_string(&record),
+            EngineEvent::KillRound(round) => serde_json::to_string(&round),
             EngineEvent::Ended(summary) => serde_json::to_string(&summary),
             EngineEvent::Warning(message) => {
                 eprintln!("chaos-bpf agent: {message}");
@@ -249,7 +249,6 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         events,
         token,
         names,
-        kills: tokio::sync::Mutex::new(chaos::faults::kill::Kills::default()),
         fault_metrics: Arc::clone(&fault_metrics),
         requests: Family::default(),
         active: Gauge::default(),

@@ -15,7 +15,6 @@ use super::probes::{Check, check, seconds};
 use crate::{
     engine::{Engine, FaultId},
     error::{ChaosError, Result},
-    faults::kill::{KillFault, Kills},
     telemetry::Counters,
     workload::PodNames,
 };
@@ -36,20 +35,15 @@ pub trait Injector {
     fn stop_all(&mut self) -> impl Future<Output = ()>;
 }
 
-/// The faults in this process's own engine; kills run as tasks of this process.
+/// The faults in this process's own engine, kills among them.
 pub struct EngineInjector {
     engine: Engine,
     names: Option<PodNames>,
-    kills: Kills,
 }
 
 impl EngineInjector {
     pub fn new(engine: Engine, names: Option<PodNames>) -> Self {
-        Self {
-            engine,
-            names,
-            kills: Kills::default(),
-        }
+        Self { engine, names }
     }
 
     async fn pods(&self, fault: &Fault) -> Result<Option<Vec<PodInfo>>> {
@@ -60,18 +54,11 @@ impl EngineInjector {
 impl Injector for EngineInjector {
     async fn check(&mut self, fault: &Fault) -> Result<()> {
         let pods = self.pods(fault).await?;
-        if fault.kind.is_kill() {
-            return KillFault::plan(fault, pods.as_deref()).map(|_| ());
-        }
         crate::inject::plan(fault, pods.as_deref()).map(|_| ())
     }
 
     async fn arm(&mut self, mut fault: Fault, lifetime: Duration) -> Result<FaultId> {
         let pods = self.pods(&fault).await?;
-        if fault.kind.is_kill() {
-            let kill = KillFault::plan(&fault, pods.as_deref())?;
-            return Ok(self.kills.start(kill, &fault, |_, _| {}));
-        }
         fault.duration = Some(HumanDuration(lifetime));
         let plan = crate::inject::plan(&fault, pods.as_deref())?;
         let ids = self.engine.arm(vec![plan], None)?;
@@ -79,22 +66,14 @@ impl Injector for EngineInjector {
     }
 
     async fn stop(&mut self, id: FaultId) -> Result<Counters> {
-        if self.kills.contains(id) {
-            self.kills.stop(id);
-            return self.kills.counters(id).ok_or(ChaosError::NotFound(id));
-        }
         Ok(self.engine.stop(id, "experiment").await?.counters)
     }
 
     async fn counters(&mut self, id: FaultId) -> Option<Counters> {
-        if self.kills.contains(id) {
-            return self.kills.counters(id);
-        }
         self.engine.view(id).map(|view| view.counters)
     }
 
     async fn stop_all(&mut self) {
-        self.kills.stop_all();
         self.engine.stop_all("experiment").await;
     }
 }

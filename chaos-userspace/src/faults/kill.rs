@@ -6,7 +6,7 @@
 use std::{
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -15,12 +15,16 @@ use std::{
 use chaos_model::{Fault, workloads::PodInfo};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use crate::error::{ChaosError, Result};
+use crate::{
+    error::{ChaosError, Result},
+    scope::CgroupScope,
+};
 
 /// A kill fault, planned: its scope resolved and checked by the guard rails.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct KillFault {
-    pub cgroups: Vec<PathBuf>,
+    /// Held open and canonical: the directories the guard rails judged.
+    pub cgroups: Vec<CgroupScope>,
     pub workloads: Vec<String>,
     pub count: u32,
     pub interval: Duration,
@@ -41,8 +45,6 @@ impl KillFault {
         chaos_model::validate(fault)?;
         let (cgroups, workloads) = crate::inject::cgroups_of(&fault.scope, pods)?;
         crate::guard::check(fault, &cgroups, &workloads)?;
-        // Killed by their canonical paths: the directories the guard rails judged.
-        let cgroups = cgroups.into_iter().map(|c| c.path).collect();
         if !nix::unistd::geteuid().is_root() {
             return Err(ChaosError::NotRoot);
         }
@@ -55,21 +57,114 @@ impl KillFault {
         })
     }
 
-    /// Kills `count` times, `interval` apart, calling `report` after each round with the
-    /// processes it killed. Ends early when dropped (the task is aborted).
-    pub async fn run(self, counts: Arc<KillCounts>, report: impl Fn(u32, u64)) {
-        for round in 1..=self.count {
-            let mut killed = 0;
-            for cgroup in &self.cgroups {
-                killed += kill_all(cgroup, self.dry_run);
-            }
-            counts.kills.fetch_add(1, Ordering::Relaxed);
-            counts.processes.fetch_add(killed, Ordering::Relaxed);
-            report(round, killed);
-            if round < self.count {
-                tokio::time::sleep(self.interval).await;
-            }
+    /// From the first round to the last.
+    pub fn schedule(&self) -> Duration {
+        self.interval * self.count.saturating_sub(1)
+    }
+
+    /// "kill <scope>: N time(s), every D" for the run's first line.
+    pub fn describe(&self) -> String {
+        let scope = if self.workloads.is_empty() {
+            self.cgroups
+                .iter()
+                .map(|c| format!("cgroup {} (id {})", c.path.display(), c.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            self.workloads.join(", ")
+        };
+        let mut line = format!("kill {scope}: {} time(s)", self.count);
+        if self.count > 1 {
+            line.push_str(&format!(
+                ", every {}",
+                humantime::format_duration(self.interval)
+            ));
         }
+        if self.dry_run {
+            line.push_str(" DRY RUN (counts, kills nothing)");
+        }
+        line
+    }
+}
+
+/// A kill fault running in the engine: its rounds on a task, the cgroups they kill in (moved
+/// when a scope by name follows a restarted container), and what they did.
+#[derive(Debug)]
+pub struct KillObject {
+    pub workloads: Vec<String>,
+    pub cgroups: Vec<CgroupScope>,
+    pub count: u32,
+    pub interval: Duration,
+    targets: Arc<Mutex<Vec<PathBuf>>>,
+    counts: Arc<KillCounts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KillObject {
+    /// Starts the rounds: `count` of them, `interval` apart, `report(round, processes)` after
+    /// each.
+    pub fn start(kill: KillFault, report: impl Fn(u32, u64) + Send + 'static) -> Self {
+        let paths: Vec<PathBuf> = kill.cgroups.iter().map(|c| c.path.clone()).collect();
+        let targets = Arc::new(Mutex::new(paths));
+        let counts = Arc::new(KillCounts::default());
+        let (count, interval, dry_run) = (kill.count, kill.interval, kill.dry_run);
+        let task = tokio::spawn({
+            let (targets, counts) = (Arc::clone(&targets), Arc::clone(&counts));
+            async move {
+                for round in 1..=count {
+                    let now: Vec<PathBuf> = targets.lock().map(|t| t.clone()).unwrap_or_default();
+                    let killed: u64 = now.iter().map(|cgroup| kill_all(cgroup, dry_run)).sum();
+                    counts.kills.fetch_add(1, Ordering::Relaxed);
+                    counts.processes.fetch_add(killed, Ordering::Relaxed);
+                    report(round, killed);
+                    if round < count {
+                        tokio::time::sleep(interval).await;
+                    }
+                }
+            }
+        });
+        Self {
+            workloads: kill.workloads,
+            cgroups: kill.cgroups,
+            count,
+            interval,
+            targets,
+            counts,
+            task,
+        }
+    }
+
+    /// Rounds done as matched, processes killed as injected.
+    pub fn counters(&self) -> crate::telemetry::Counters {
+        crate::telemetry::Counters {
+            matched: self.counts.kills.load(Ordering::Relaxed),
+            injected: self.counts.processes.load(Ordering::Relaxed),
+            ..crate::telemetry::Counters::default()
+        }
+    }
+
+    /// No round after this one.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// Every round done (or stopped).
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// The next rounds kill in these cgroups.
+    pub fn retarget(&mut self, cgroups: Vec<CgroupScope>) {
+        if let Ok(mut targets) = self.targets.lock() {
+            *targets = cgroups.iter().map(|c| c.path.clone()).collect();
+        }
+        self.cgroups = cgroups;
+    }
+}
+
+impl Drop for KillObject {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -102,104 +197,4 @@ fn processes(cgroup: &Path) -> Vec<i32> {
         }
     }
     pids
-}
-
-/// Kill faults running in this process, by id: what the agent and an experiment's injector
-/// hold beside the engine's kernel rules. Ids are numbered from [`Kills::FIRST_ID`], apart from
-/// the engine's.
-#[derive(Default)]
-pub struct Kills {
-    running: std::collections::BTreeMap<u32, Running>,
-}
-
-struct Running {
-    task: tokio::task::JoinHandle<()>,
-    counts: Arc<KillCounts>,
-    view: serde_json::Value,
-}
-
-impl Kills {
-    pub const FIRST_ID: u32 = 1 << 30;
-
-    /// Starts the rounds; `report(round, processes)` after each.
-    pub fn start(
-        &mut self,
-        kill: KillFault,
-        spec: &Fault,
-        report: impl Fn(u32, u64) + Send + 'static,
-    ) -> u32 {
-        let id = self
-            .running
-            .keys()
-            .next_back()
-            .map_or(Self::FIRST_ID, |last| last + 1);
-        let counts = Arc::new(KillCounts::default());
-        let view = serde_json::json!({
-            "id": id, "kind": "kill", "mechanism": "cgroup.kill",
-            "cgroups": kill.cgroups, "workloads": kill.workloads,
-            "count": kill.count, "interval_ms": kill.interval.as_millis() as u64,
-            "spec": spec,
-        });
-        let task = tokio::spawn(kill.run(Arc::clone(&counts), report));
-        self.running.insert(id, Running { task, counts, view });
-        id
-    }
-
-    pub fn contains(&self, id: u32) -> bool {
-        self.running.contains_key(&id)
-    }
-
-    /// Rounds done as matched, processes killed as injected.
-    pub fn counters(&self, id: u32) -> Option<crate::telemetry::Counters> {
-        self.running.get(&id).map(|running| {
-            let counts = &running.counts;
-            crate::telemetry::Counters {
-                matched: counts.kills.load(Ordering::Relaxed),
-                injected: counts.processes.load(Ordering::Relaxed),
-                ..crate::telemetry::Counters::default()
-            }
-        })
-    }
-
-    /// The fault as the API shows it: its spec, counters and state.
-    pub fn view(&self, id: u32) -> Option<serde_json::Value> {
-        let running = self.running.get(&id)?;
-        let mut view = running.view.clone();
-        view["state"] = if running.task.is_finished() {
-            "ended"
-        } else {
-            "armed"
-        }
-        .into();
-        view["counters"] = serde_json::to_value(self.counters(id)).unwrap_or_default();
-        Some(view)
-    }
-
-    pub fn views(&self) -> Vec<serde_json::Value> {
-        self.running
-            .keys()
-            .filter_map(|id| self.view(*id))
-            .collect()
-    }
-
-    /// Stops the rounds still to come; the fault's final view.
-    pub fn stop(&mut self, id: u32) -> Option<serde_json::Value> {
-        self.running.get(&id)?.task.abort();
-        let mut view = self.view(id)?;
-        view["state"] = "ended".into();
-        Some(view)
-    }
-
-    /// Stops every kill still running; how many were.
-    pub fn stop_all(&mut self) -> usize {
-        let live = self
-            .running
-            .values()
-            .filter(|r| !r.task.is_finished())
-            .count();
-        for running in self.running.values() {
-            running.task.abort();
-        }
-        live
-    }
 }
