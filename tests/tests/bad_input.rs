@@ -182,7 +182,22 @@ fn a_mechanism_the_kernel_lacks_is_refused_naming_it() {
     };
     refused_cleanly(fault, mechanism)
         .unwrap_or_else(|err| panic!("{fault} via {mechanism}: {err:#}"));
-    // And with --mechanism auto on a fault that has no mechanism at all here, if there is one.
+    // And with --mechanism auto on a fault that has no mechanism at all here: recv-error, when
+    // this kernel lacks all of its mechanisms (the doctor says which), must be refused naming
+    // what would enable one. Where it has one, the refusal cannot be shown here: the VM boots
+    // without the bpf LSM show it.
+    let recv_mechanisms = chaos_tests::cases::SOCKET_FAULTS
+        .iter()
+        .find(|(fault, _)| *fault == "recv-error")
+        .map(|(_, mechanisms)| *mechanisms)
+        .expect("recv-error is a socket fault");
+    let recv_has_one = recv_mechanisms
+        .iter()
+        .any(|m| pair_readiness(&doctor, "recv-error", m).is_ok());
+    if recv_has_one {
+        println!("skipped the auto case: recv-error has a mechanism on this kernel");
+        return;
+    }
     let cgroup = TestCgroup::new("no-mechanism");
     let output = chaos(&[
         "inject",
@@ -192,13 +207,12 @@ fn a_mechanism_the_kernel_lacks_is_refused_naming_it() {
         "--errno",
         "EIO",
     ]);
-    if output.code == Some(2) {
-        let stderr = output.stderr.trim_end();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.contains("recv-error needs") && stderr.contains("needs CONFIG_"),
-            "names what would enable one: {stderr}"
-        );
-        assert!(attached_program_ids(&cgroup.path).is_empty());
-    }
+    let stderr = output.stderr.trim_end();
+    assert_eq!(output.code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("recv-error needs") && stderr.contains("needs CONFIG_"),
+        "names what would enable one: {stderr}"
+    );
+    assert!(attached_program_ids(&cgroup.path).is_empty());
 }
