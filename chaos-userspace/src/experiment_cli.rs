@@ -185,9 +185,8 @@ fn summary(report: &Report) -> String {
     }
     for fault in &report.faults {
         out.push_str(&format!(
-            "  fault #{} {} from {:.1}s to {}: matched {} {} {}{}\n",
-            fault.index,
-            fault.kind,
+            "  fault {} from {:.1}s to {}: matched {} {} {}{}\n",
+            fault.name(),
             fault.start_s,
             fault.end_s.map_or("-".into(), |e| format!("{e:.1}s")),
             fault.matched,
@@ -233,9 +232,8 @@ impl LiveView {
             .iter()
             .map(|f| {
                 format!(
-                    "{}#{} {} matched {} injected {}",
-                    f.kind,
-                    f.index,
+                    "{} {} matched {} injected {}",
+                    f.name(),
                     if f.end_s.is_some() { "ended" } else { "armed" },
                     f.matched,
                     f.injected

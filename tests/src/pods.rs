@@ -354,7 +354,16 @@ impl Containerd {
             .into_iter()
             .filter(|pid| cmdline(*pid).contains(&pod.sandbox_id))
             .collect();
-        self.remove_sandbox(&pod.sandbox_id)?;
+        // The shim may still be noticing that every task of the pod died ("ttrpc: closed"): the
+        // kubelet retries its StopPodSandbox too.
+        let mut tries = 0;
+        while let Err(err) = self.remove_sandbox(&pod.sandbox_id) {
+            tries += 1;
+            if tries == 20 {
+                return Err(err);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
         kill_and_reap(&shim, Duration::from_secs(2));
         pod.sandbox_id = self
             .call(

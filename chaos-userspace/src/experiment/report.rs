@@ -163,12 +163,11 @@ pub fn html(report: &Report) -> String {
                 page,
                 "<rect class=\"fault\" x=\"{:.1}\" y=\"20\" width=\"{:.1}\" height=\"{PLOT_HEIGHT}\" \
                  fill=\"#d62728\" fill-opacity=\"0.12\"/><text x=\"{:.1}\" y=\"34\" fill=\"#a00\">\
-                 {}#{} {} {}</text>",
+                 {} {} {}</text>",
                 x(fault.start_s),
                 (x(stop) - x(fault.start_s)).max(1.0),
                 x(fault.start_s) + 3.0,
-                fault.kind,
-                fault.index,
+                fault.name(),
                 fault.verb(),
                 fault.injected
             );

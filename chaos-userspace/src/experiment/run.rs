@@ -129,6 +129,15 @@ pub struct FaultWindow {
 }
 
 impl FaultWindow {
+    /// How every view names it: `connect-error#3`, by the id the engine or agent gave it (the
+    /// id `list`, `show` and the events use), or by its place in the file while it has none.
+    pub fn name(&self) -> String {
+        match self.id {
+            Some(id) => format!("{}#{id}", self.kind),
+            None => format!("{} faults[{}]", self.kind, self.index),
+        }
+    }
+
     /// "injected", or "would inject" in a dry run.
     pub fn verb(&self) -> &'static str {
         if self.dry_run {
@@ -427,7 +436,10 @@ pub async fn run<I: Injector>(
                                 injector.stop_all().await;
                                 close_windows(&mut windows, injector, started).await;
                                 outcome = Some(Outcome::Aborted {
-                                    reason: format!("fault #{index} could not be armed: {err}"),
+                                    reason: format!(
+                                        "faults[{index}] ({}) could not be armed: {err}",
+                                        timed.fault.kind
+                                    ),
                                 });
                             }
                         }
@@ -584,23 +596,10 @@ fn verdicts(experiment: &Experiment, samples: &[Sample], phase: Phase) -> Vec<Co
                     format!("no check of {} in {}", condition.probe, phase.name()),
                 ),
                 None => (false, format!("{} has no value", condition.probe)),
-                Some(value) => {
-                    let held = condition.comparison.holds(value);
-                    let unit = if condition.metric.is_latency() {
-                        " ms"
-                    } else {
-                        ""
-                    };
-                    (
-                        held,
-                        format!(
-                            "measured {}{unit} over {} checks ({} failed)",
-                            (value * 10_000.0).round() / 10_000.0,
-                            stats.checks,
-                            stats.failures
-                        ),
-                    )
-                }
+                Some(value) => (
+                    condition.comparison.holds(value),
+                    in_words(condition.metric, value, &stats),
+                ),
             };
             ConditionResult {
                 phase,
@@ -611,6 +610,26 @@ fn verdicts(experiment: &Experiment, samples: &[Sample], phase: Phase) -> Vec<Co
             }
         })
         .collect()
+}
+
+/// A condition's measurement in the words that fit its metric.
+fn in_words(metric: Metric, value: f64, stats: &Stats) -> String {
+    let rounded = (value * 10_000.0).round() / 10_000.0;
+    let (checks, failed) = (stats.checks, stats.failures);
+    match metric {
+        Metric::Success => format!("{} of {checks} checks ok", checks - failed),
+        Metric::ErrorRatio => format!("error ratio {rounded} ({failed} of {checks} checks failed)"),
+        Metric::P50Latency | Metric::P99Latency | Metric::MaxLatency => {
+            let name = match metric {
+                Metric::P50Latency => "p50",
+                Metric::P99Latency => "p99",
+                _ => "max",
+            };
+            format!("{name} latency {rounded} ms over {checks} checks")
+        }
+        Metric::Value => format!("last value {rounded} ({checks} checks)"),
+        Metric::MaxValue => format!("largest value {rounded} ({checks} checks)"),
+    }
 }
 
 /// Runs the rollback commands in order, each bounded; what each did, for the report.
