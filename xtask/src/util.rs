@@ -40,9 +40,11 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The workspace's target directory.
+/// The target directory cargo builds into: `CARGO_TARGET_DIR` when set, as cargo itself does.
 pub fn target_dir() -> PathBuf {
-    workspace().join("target")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
 }
 
 /// Runs one of the project's binaries as root (through `sudo -E` when we are not).

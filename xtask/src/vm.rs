@@ -443,7 +443,7 @@ fn build_initramfs(kernel: &Kernel) -> anyhow::Result<PathBuf> {
         }
     }
     fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static")?;
-    let release = util::workspace().join("target").join(MUSL).join("release");
+    let release = util::target_dir().join(MUSL).join("release");
     for binary in ["chaos-bpf", "chaos-testkit", "chaos-vmtest"] {
         fs::copy(release.join(binary), root.join("bin").join(binary))
             .with_context(|| format!("copying {binary}"))?;
