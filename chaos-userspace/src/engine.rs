@@ -11,34 +11,21 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use chaos_model::{Fault, workloads::PodInfo};
-use serde::Serialize;
 use tokio::{io::unix::AsyncFd, sync::oneshot, task::JoinHandle};
 
 use crate::{
     error::{ChaosError, Result},
     faults::kill::KillObject,
-    inject::{Plan, Realisation, check_tc_capacity},
-    instance::{Instance, RuleSpec},
-    mechanism::Mechanism,
-    metrics::FaultSample,
-    shared::SharedObject,
-    telemetry::{Clock, Counters, EventRecord, Summary},
+    inject::{Plan, Realisation},
+    kernel::instance::{Instance, RuleSpec},
+    kernel::mechanism::Mechanism,
+    kernel::shared::SharedObject,
+    telemetry::Clock,
+    telemetry::metrics::FaultSample,
+    wire::{Counters, Event, FaultState, FaultView, Injection, KillRound, Summary},
 };
 
-pub type FaultId = u32;
-
-/// Where a fault is in its life. Arming and stopping are transient: the engine does both before
-/// it answers, so they are seen only by a sink while they happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FaultState {
-    Arming,
-    Armed,
-    Stopping,
-    Ended,
-    /// Its object could not be disarmed and was detached early.
-    Failed,
-}
+pub use crate::wire::FaultId;
 
 /// Limits an engine enforces for every caller.
 #[derive(Clone, Copy, Debug)]
@@ -52,37 +39,6 @@ pub struct EngineConfig {
     pub history: usize,
 }
 
-/// A fault as the engine reports it: the JSON `armed` record, the API's fault resource.
-#[derive(Clone, Debug, Serialize)]
-pub struct FaultView {
-    pub id: FaultId,
-    pub state: FaultState,
-    pub kind: &'static str,
-    pub mechanism: &'static str,
-    /// Kernel ids of the programs realising it: listed by `bpftool prog show` while it runs.
-    pub program_ids: Vec<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interface: Option<String>,
-    /// RFC 3339.
-    pub armed_at: String,
-    /// When the kernel stops it at the latest (RFC 3339).
-    pub expires_at: String,
-    pub counters: Counters,
-    /// Injections (in a dry run: would-be injections) reported per cgroup id: per target, for a
-    /// scope of several pods or containers. From the events, so bounded by their budget.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub events_by_cgroup: BTreeMap<u64, u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ended_by: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub spec: Fault,
-}
-
 /// What the engine tells its sink.
 #[derive(Clone, Debug)]
 pub enum EngineEvent {
@@ -94,7 +50,7 @@ pub enum EngineEvent {
         programs: Vec<String>,
     },
     /// One injection the kernel reported (sampled by the per-CPU event budget).
-    Injection(EventRecord),
+    Injection(Injection),
     /// A round of a kill fault: the processes it killed (found, in a dry run).
     KillRound(KillRound),
     /// A fault ended; its summary has the final counts.
@@ -103,17 +59,21 @@ pub enum EngineEvent {
     Warning(String),
 }
 
-/// One round of a kill fault, as the JSON line the CLI prints and the agent streams.
-#[derive(Clone, Debug, Serialize)]
-pub struct KillRound {
-    #[serde(rename = "type")]
-    pub record_type: &'static str,
-    pub fault_id: FaultId,
-    pub round: u32,
-    pub processes: u64,
-    pub dry_run: bool,
-    /// RFC 3339, microseconds.
-    pub time: String,
+impl EngineEvent {
+    /// The event as the stream's line (`GET /v1/events`, `--events json`).
+    pub fn to_wire(&self) -> Event {
+        match self {
+            EngineEvent::Armed { fault, .. } => Event::Armed {
+                fault: fault.clone(),
+            },
+            EngineEvent::Injection(injection) => Event::Injection(injection.clone()),
+            EngineEvent::KillRound(round) => Event::Kill(round.clone()),
+            EngineEvent::Ended(summary) => Event::Summary(summary.clone()),
+            EngineEvent::Warning(message) => Event::Warning {
+                message: message.clone(),
+            },
+        }
+    }
 }
 
 /// Receives every engine event, in order per object. Called from the engine's own tasks, so it
@@ -160,7 +120,7 @@ struct RuleInfo<'a> {
     name: &'static str,
     cgroups: &'a [crate::scope::CgroupScope],
     workloads: &'a [String],
-    interfaces: &'a [crate::interface::InterfaceScope],
+    interfaces: &'a [crate::net::interface::InterfaceScope],
     lifetime: Duration,
     /// The CLI's human line.
     line: String,
@@ -241,7 +201,7 @@ impl Loaded {
                 workloads: &spec.workloads,
                 interfaces: &spec.interfaces,
                 lifetime: spec.lifetime,
-                line: crate::inject::armed_line(spec, programs),
+                line: crate::telemetry::armed_line(spec, programs),
             }
         }
         let programs = self.programs_of(rule);
@@ -444,7 +404,6 @@ impl Engine {
             let dry_run = kill.dry_run;
             let kill = KillObject::start(kill, move |round, processes| {
                 sink.send(EngineEvent::KillRound(KillRound {
-                    record_type: "kill",
                     fault_id,
                     round,
                     processes,
@@ -557,7 +516,7 @@ impl Engine {
             });
         }
         let lifetimes = self.lifetimes(plans, batch)?;
-        check_tc_capacity(plans.iter().filter_map(Plan::tc_spec))?;
+        crate::faults::tc_packet::check_capacity(plans.iter().filter_map(Plan::tc_spec))?;
         Ok(lifetimes)
     }
 
@@ -620,7 +579,7 @@ impl Engine {
         self.sink.send(EngineEvent::Armed {
             fault: Box::new(view),
             line,
-            programs: crate::inject::program_names(&programs),
+            programs: crate::telemetry::program_names(&programs),
         });
         Some(id)
     }
@@ -641,7 +600,8 @@ impl Engine {
         for (id, spec, object, rule) in named {
             // A name that resolves to nothing now (the container is between two lives) keeps
             // the rule where it is until it resolves again.
-            let Ok((cgroups, workloads)) = crate::inject::cgroups_of(&spec.scope, Some(pods))
+            let Ok((cgroups, workloads)) =
+                crate::workload::resolve::cgroups_of(&spec.scope, Some(pods))
             else {
                 continue;
             };
@@ -769,7 +729,7 @@ impl Engine {
             return;
         };
         fault.state = FaultState::Stopping;
-        fault.summary.ended_by = by;
+        fault.summary.ended_by = by.to_string();
         fault.summary.duration_ms = fault.armed_at.elapsed().as_millis() as u64;
         let (object, rule) = (fault.object, fault.rule);
         let Some(live) = self.objects.get_mut(&object) else {
@@ -809,7 +769,7 @@ impl Engine {
                 for (other, fault) in self.faults.iter_mut().filter(|(_, f)| f.object == object) {
                     if fault.live() || fault.state == FaultState::Stopping {
                         fault.state = FaultState::Failed;
-                        fault.summary.ended_by = "error";
+                        fault.summary.ended_by = "error".into();
                         fault.summary.duration_ms = fault.armed_at.elapsed().as_millis() as u64;
                         fault.reason = Some(reason.clone());
                         self.ended.push(*other);
@@ -899,8 +859,8 @@ impl Engine {
         FaultView {
             id,
             state: fault.state,
-            kind: summary.fault,
-            mechanism: fault.mechanism,
+            kind: summary.fault.clone(),
+            mechanism: fault.mechanism.to_string(),
             program_ids: summary.program_ids.clone(),
             cgroup: summary.cgroup.clone(),
             cgroup_id: summary.cgroup_id,
@@ -912,7 +872,7 @@ impl Engine {
                 Some(live) if fault.live() => live.emitted(id).by_cgroup,
                 _ => summary.events_by_cgroup.clone(),
             },
-            ended_by: (!fault.live()).then_some(summary.ended_by),
+            ended_by: (!fault.live()).then(|| summary.ended_by.clone()),
             reason: fault.reason.clone(),
             spec: fault.spec.clone(),
         }
@@ -940,7 +900,7 @@ impl Engine {
             .iter()
             .map(|(id, fault)| FaultSample {
                 fault_id: *id,
-                fault: fault.summary.fault,
+                fault: fault.summary.fault.clone(),
                 mechanism: fault.mechanism,
                 scope: fault
                     .summary
@@ -1009,7 +969,7 @@ fn drain(
     emitted: &Mutex<HashMap<u32, Emitted>>,
 ) {
     while let Some(item) = ring.next() {
-        if let Some(record) = EventRecord::from_bytes(&item, clock) {
+        if let Some(record) = Injection::from_bytes(&item, clock) {
             if let Ok(mut counts) = emitted.lock() {
                 let fault = counts.entry(record.fault_id).or_default();
                 fault.total += 1;

@@ -4,15 +4,9 @@ use std::io;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
-    /// A flag's value is not acceptable. `accepted` says what would be.
-    #[error("{field}: {problem}; accepted: {accepted}")]
-    Input {
-        field: &'static str,
-        problem: String,
-        accepted: String,
-    },
-    /// A field of a fault (the model) is wrong; the path names it (`match.port[0]`, or the flag
-    /// on the command line). Not a `source`: the message is the whole error, printed once.
+    /// A field of a fault (the model) or a flag's value is wrong; the path names it
+    /// (`match.port[0]`, or the flag on the command line), and `accepted` says what would do.
+    /// Not a `source`: the message is the whole error, printed once.
     #[error("{0}")]
     Field(chaos_model::FieldError),
     /// A problem in a JSON or YAML file. (The inner error is part of this message, not a
@@ -80,15 +74,16 @@ pub enum ChaosError {
 }
 
 impl ChaosError {
-    pub fn input(
-        field: &'static str,
-        problem: impl Into<String>,
-        accepted: impl Into<String>,
-    ) -> Self {
-        Self::Input {
-            field,
-            problem: problem.into(),
-            accepted: accepted.into(),
+    /// Bad input: the field (a model path or a flag), the problem, and what is accepted.
+    pub fn input(field: &str, problem: impl Into<String>, accepted: impl Into<String>) -> Self {
+        Self::Field(chaos_model::FieldError::new(field, problem, accepted))
+    }
+
+    /// The same error for a fault one level down in a document (`faults[2]` + `scope.cgroup`).
+    pub fn within(self, parent: &str) -> Self {
+        match self {
+            Self::Field(field) => Self::Field(field.within(parent)),
+            other => other,
         }
     }
 
@@ -102,11 +97,7 @@ impl ChaosError {
     /// 2 for what the user can fix (bad input, privileges, kernel support), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Input { .. }
-            | Self::Field(_)
-            | Self::Usage(_)
-            | Self::NotRoot
-            | Self::Unsupported { .. } => 2,
+            Self::Field(_) | Self::Usage(_) | Self::NotRoot | Self::Unsupported { .. } => 2,
             // What the agent refused as the caller's mistake (400, 401, 404, 422, 429).
             Self::Agent { status, .. } if (400..500).contains(status) => 2,
             Self::AtLine { problem, .. } | Self::InFile { problem, .. } => problem.exit_code(),

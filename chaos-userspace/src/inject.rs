@@ -8,10 +8,9 @@ use chaos_model::{Fault, workloads::PodInfo};
 use crate::{
     error::{ChaosError, Result},
     faults::FaultSpec,
-    instance::RuleSpec,
-    interface::InterfaceScope,
-    mechanism::Mechanism,
-    probe::{probe, probe_with_prerequisites},
+    kernel::mechanism::Mechanism,
+    kernel::probe::{probe, probe_with_prerequisites},
+    net::interface::InterfaceScope,
     scope::CgroupScope,
 };
 
@@ -289,7 +288,7 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
     let fault = &*crate::guard::spare_node_reachability(fault);
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
-    let (mut cgroups, workloads) = cgroups_of(scope, pods)?;
+    let (mut cgroups, workloads) = crate::workload::resolve::cgroups_of(scope, pods)?;
     crate::guard::check(fault, &cgroups, &workloads)?;
     let mut netns: Vec<PathBuf> = scope.netns.iter().map(PathBuf::from).collect();
     let by_workload = scope.cgroup.is_none() && !cgroups.is_empty();
@@ -333,52 +332,6 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
             |e| e.per_cpu_per_sec,
         ),
     })
-}
-
-/// The cgroups a scope names, opened and resolved canonically (every guard rail judges these,
-/// never the spelling), with the workloads they are when it names them by name: given, or the
-/// one of its process, container or pod, or each pod or container a pod name, selector or
-/// container name picks out of `pods`.
-pub fn cgroups_of(
-    scope: &chaos_model::Scope,
-    pods: Option<&[PodInfo]>,
-) -> Result<(Vec<CgroupScope>, Vec<String>)> {
-    let (paths, workloads) = if scope.needs_names() {
-        named_cgroups(scope, pods)?
-    } else {
-        let workloads = pods.map_or_else(Vec::new, |pods| names_of(scope, pods));
-        (cgroup_of(scope)?.into_iter().collect(), workloads)
-    };
-    let cgroups = paths
-        .iter()
-        .map(|path| CgroupScope::open(path))
-        .collect::<Result<_>>()?;
-    Ok((cgroups, workloads))
-}
-
-/// The names of a pod uid's or container id's workload, where the runtime knows it.
-fn names_of(scope: &chaos_model::Scope, pods: &[PodInfo]) -> Vec<String> {
-    let named = |pod: &PodInfo, container: Option<&str>| match container {
-        Some(container) => format!("{}/{}/{container}", pod.namespace, pod.name),
-        None => format!("{}/{}", pod.namespace, pod.name),
-    };
-    if let Some(uid) = &scope.pod_uid {
-        let wanted = uid.replace('_', "-");
-        return pods
-            .iter()
-            .filter(|p| p.uid == wanted)
-            .map(|p| named(p, None))
-            .collect();
-    }
-    if let Some(id) = &scope.container {
-        return pods
-            .iter()
-            .flat_map(|p| p.containers.iter().map(move |c| (p, c)))
-            .filter(|(_, c)| c.id.starts_with(id.as_str()))
-            .map(|(p, c)| named(p, Some(&c.name)))
-            .collect();
-    }
-    Vec::new()
 }
 
 /// The network namespaces of the workloads in `cgroups`, found through any of their processes,
@@ -431,183 +384,6 @@ fn pod_network(fault: &Fault, cgroups: &[CgroupScope]) -> Result<Vec<PathBuf>> {
 fn netns_inode(path: &std::path::Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(path).ok().map(|m| m.ino())
-}
-
-/// Pods and containers chosen by name, resolved to their directories in the kubelet's tree.
-fn named_cgroups(
-    scope: &chaos_model::Scope,
-    pods: Option<&[PodInfo]>,
-) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    let field = scope
-        .cgroup_sources()
-        .into_iter()
-        .find(|(_, given)| *given)
-        .map_or("scope.containerName", |(field, _)| field);
-    let Some(pods) = pods else {
-        return Err(ChaosError::input(
-            field,
-            "pods and containers by name need the names of this node's workloads",
-            "--cri-socket PATH (the container runtime's CRI socket, e.g. \
-             /run/containerd/containerd.sock), or the agent in a cluster",
-        ));
-    };
-    let selected = chaos_model::workloads::select(scope, pods)?;
-    if selected.is_empty() {
-        let wanted: Vec<String> = scope
-            .selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        return Err(ChaosError::input(
-            field,
-            format!(
-                "no pod on this node in namespace {} has the labels {}",
-                scope
-                    .namespace
-                    .as_deref()
-                    .unwrap_or(chaos_model::workloads::DEFAULT_NAMESPACE),
-                wanted.join(",")
-            ),
-            "a selector of pods running here (kubectl get pods -l ... -o wide)",
-        ));
-    }
-    let root = cgroup2_root()?;
-    let mut cgroups = Vec::new();
-    for chosen in &selected {
-        let dir = match chosen.container {
-            Some(container) => crate::workload::container(&root, &container.id),
-            None => crate::workload::pod(&root, &chosen.pod.uid),
-        };
-        cgroups.push(
-            dir.map_err(|missing| ChaosError::input(field, missing.problem, missing.accepted))?,
-        );
-    }
-    Ok((cgroups, selected.iter().map(|s| s.describe()).collect()))
-}
-
-fn cgroup2_root() -> Result<PathBuf> {
-    crate::scope::cgroup2_mount().map(|m| m.point).ok_or_else(|| {
-        ChaosError::input(
-            "scope.cgroup",
-            "this host has no cgroup v2 (only v1 hierarchies are mounted)",
-            "a host with cgroup v2, unified or hybrid (cgroup2 mounted, as at /sys/fs/cgroup/unified)",
-        )
-    })
-}
-
-/// The cgroup directory a scope names: given, or the one of its process, container or pod.
-fn cgroup_of(scope: &chaos_model::Scope) -> Result<Option<PathBuf>> {
-    if let Some(cgroup) = &scope.cgroup {
-        return Ok(Some(cgroup.into()));
-    }
-    let not_found = |field: &'static str| {
-        move |missing: crate::workload::NotFound| {
-            ChaosError::input(field, missing.problem, missing.accepted)
-        }
-    };
-    let mount = cgroup2_root;
-    Ok(Some(match (&scope.pid, &scope.container, &scope.pod_uid) {
-        (Some(pid), ..) => {
-            crate::workload::process(&mount()?, *pid).map_err(not_found("scope.pid"))?
-        }
-        (_, Some(id), _) => {
-            crate::workload::container(&mount()?, id).map_err(not_found("scope.container"))?
-        }
-        (.., Some(uid)) => {
-            crate::workload::pod(&mount()?, uid).map_err(not_found("scope.podUid"))?
-        }
-        _ => return Ok(None),
-    }))
-}
-
-/// The TC rules of a run share one object: their destination index and filter tries must fit
-/// its maps. Checked while nothing is attached, so a run over the limits changes nothing.
-pub fn check_tc_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> Result<()> {
-    let count = rules.clone().count();
-    if count > chaos_common::MAX_TC_RULES as usize {
-        return Err(ChaosError::input(
-            "FILE",
-            format!("{count} TC faults in one run"),
-            format!("at most {}", chaos_common::MAX_TC_RULES),
-        ));
-    }
-    let destinations: Vec<Vec<crate::filters::Cidr>> = rules
-        .clone()
-        .map(|spec| spec.filters().peers.clone())
-        .collect();
-    let index = crate::rule_index::destination_index(&destinations)?;
-    if index.len() > chaos_common::MAX_CIDRS as usize {
-        return Err(ChaosError::input(
-            "match.dst",
-            format!(
-                "{} distinct destinations over the run's TC faults",
-                index.len()
-            ),
-            format!("at most {}", chaos_common::MAX_CIDRS),
-        ));
-    }
-    let filter_entries: usize = rules
-        .map(|spec| match spec {
-            FaultSpec::Packet(fault, _) => {
-                let ports = fault.filters.ports.iter().chain(&fault.source_ports);
-                fault.sources.len() + ports.map(|range| range.prefixes().len()).sum::<usize>()
-            }
-            _ => 0,
-        })
-        .sum();
-    if filter_entries > chaos_common::MAX_FILTER_ENTRIES as usize {
-        return Err(ChaosError::input(
-            "match.src",
-            format!("{filter_entries} source CIDRs and port blocks over the run's TC faults"),
-            format!("at most {}", chaos_common::MAX_FILTER_ENTRIES),
-        ));
-    }
-    Ok(())
-}
-
-/// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>".
-/// "name (prog id N)" for each program of the instance: ids `bpftool prog show` lists.
-pub fn program_names(programs: &[(&'static str, u32)]) -> Vec<String> {
-    programs
-        .iter()
-        .map(|(name, id)| format!("{name} (prog id {id})"))
-        .collect()
-}
-
-/// The armed line names the rule's lifetime: the kernel stops it then, at the latest.
-pub fn armed_line(rule: &RuleSpec, programs: &[(&'static str, u32)]) -> String {
-    let programs = program_names(programs);
-    let mut scope = Vec::new();
-    match rule.interfaces.as_slice() {
-        [] => {}
-        [interface] => match &interface.pod_netns {
-            Some(netns) => scope.push(format!("{}'s host-side veth {}", netns, interface.name)),
-            None => scope.push(format!("interface {}", interface.name)),
-        },
-        every => {
-            let names: Vec<&str> = every.iter().map(|i| i.name.as_str()).collect();
-            scope.push(format!("interfaces {}", names.join(", ")));
-        }
-    }
-    for cgroup in &rule.cgroups {
-        scope.push(format!(
-            "cgroup {} (id {})",
-            cgroup.path.display(),
-            cgroup.id
-        ));
-    }
-    format!(
-        "chaos-bpf: armed {}#{} {} on {} via {}{}",
-        rule.spec.name(),
-        rule.fault_id,
-        rule.spec
-            .describe()
-            .trim_start_matches(rule.spec.name())
-            .trim_start(),
-        scope.join(", "),
-        programs.join(", "),
-        format_args!(" for {}", humantime::format_duration(rule.lifetime)),
-    )
 }
 
 #[cfg(test)]

@@ -1,25 +1,29 @@
-//! chaos-bpf's library, in layers: the fault engine (`engine`) and planning (`inject`) over the
-//! fault kinds (`faults`), the kernel side (`kernel`), network plumbing (`net`) and telemetry.
-//! The model of a fault is the `chaos-model` crate. It prints nothing and handles no signal; the
-//! binary's front ends (the CLI, the agent) do.
+//! chaos-bpf's library, in layers, each depending only on the ones below it:
+//!
+//! - `frontend`: the command line, run files, the agent's client, the foreground runner and
+//!   experiments; `agent`: the node agent's API and ChaosFault controller. Each turns its input
+//!   into the model (`chaos-model`) and calls the service, and nothing more.
+//! - `service`: the one fault service: plans, checks, arms, stops, lists and follows faults.
+//! - `wire`: the typed records every front end shows and reads (a fault's view, an event).
+//! - `engine` and `inject` (planning) over the fault kinds (`faults`), the guard rails
+//!   (`guard`), the workloads (`workload`, `scope`), the kernel side (`kernel`), network
+//!   plumbing (`net`) and telemetry.
+//!
+//! Below `service` nothing prints or handles a signal.
+pub mod agent;
 pub mod engine;
 pub mod errno;
 pub mod error;
 pub mod experiment;
 pub mod faults;
 pub mod filters;
+pub mod frontend;
 pub mod guard;
 pub mod inject;
 pub mod kernel;
 pub mod net;
 pub mod scope;
+pub mod service;
 pub mod telemetry;
+pub mod wire;
 pub mod workload;
-
-// The layers' modules by their short names too, as the crate's own code refers to them.
-pub use kernel::{
-    doctor, fmod_ret, instance, kernel_btf, mechanism, object, probe, programs, rule_index,
-    scope_table, shared, sys,
-};
-pub use net::{fq, interface, netlink, tc_records};
-pub use telemetry::metrics;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use chaos::netlink;
+use chaos::net::netlink;
 use serde_json::json;
 
 use crate::{

@@ -322,7 +322,7 @@ mod property {
         }))
         .expect("a fault");
         let (cgroups, workloads) =
-            chaos::inject::cgroups_of(&fault.scope, None).map_err(|e| e.to_string())?;
+            chaos::workload::resolve::cgroups_of(&fault.scope, None).map_err(|e| e.to_string())?;
         chaos::guard::check(&fault, &cgroups, &workloads).map_err(|e| e.to_string())
     }
 

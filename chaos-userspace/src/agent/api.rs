@@ -3,6 +3,11 @@
 //! the agent has a token.
 use std::sync::Arc;
 
+use crate::{
+    engine::FaultId,
+    error::ChaosError,
+    wire::{self, FaultList, Readiness, StoppedAll},
+};
 use axum::{
     Json, Router,
     body::{Body, Bytes},
@@ -12,7 +17,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chaos::{engine::FaultId, error::ChaosError, inject, workload::PodNames};
 use chaos_model::Format;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -48,7 +52,10 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.1, "code": self.0.as_u16() });
+        let body = wire::ApiError {
+            error: self.1,
+            code: self.0.as_u16(),
+        };
         (self.0, Json(body)).into_response()
     }
 }
@@ -57,7 +64,6 @@ impl From<ChaosError> for ApiError {
     fn from(error: ChaosError) -> Self {
         let status = match &error {
             ChaosError::Field(_)
-            | ChaosError::Input { .. }
             | ChaosError::Usage(_)
             | ChaosError::InFile { .. }
             | ChaosError::AtLine { .. } => StatusCode::BAD_REQUEST,
@@ -120,13 +126,12 @@ async fn count_requests(
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    let engine = shared.engine.lock().await;
-    let body = serde_json::json!({
-        "ready": true,
-        "faults_active": engine.active(),
-        "max_faults": engine.config().max_faults,
-    });
-    Json(body).into_response()
+    Json(Readiness {
+        ready: true,
+        faults_active: shared.service.active().await,
+        max_faults: shared.service.config().max_faults,
+    })
+    .into_response()
 }
 
 /// `POST /v1/faults`: one fault of the model. 201 with the armed fault; 400 naming the field;
@@ -140,26 +145,16 @@ async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Respon
     fault
         .events
         .get_or_insert_with(chaos_model::Events::default);
-    let pods = PodNames::for_faults(shared.names.as_ref(), [&fault].into_iter()).await?;
-    // Planning probes the kernel and resolves scopes: blocking work, off the async workers.
-    let plan = tokio::task::spawn_blocking(move || inject::plan(&fault, pods.as_deref()))
-        .await
-        .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))??;
-    let mut engine = shared.engine.lock().await;
-    // Loading and verifying is blocking work: the other worker keeps serving the probes, the
-    // scrapes and the event streams meanwhile.
-    let ids = tokio::task::block_in_place(|| engine.arm(vec![plan], None))?;
-    shared.refresh_active(&engine);
-    let view = ids
-        .first()
-        .and_then(|id| engine.view(*id))
-        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "armed nothing".into()))?;
+    let view = shared.service.create(fault).await?;
+    shared.refresh_active().await;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 async fn list(State(shared): State<Arc<Shared>>) -> Response {
-    let engine = shared.engine.lock().await;
-    Json(serde_json::json!({ "faults": engine.list() })).into_response()
+    Json(FaultList {
+        faults: shared.service.list().await,
+    })
+    .into_response()
 }
 
 async fn show(
@@ -167,8 +162,11 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = fault_id(&id)?;
-    let engine = shared.engine.lock().await;
-    let view = engine.view(id).ok_or(ChaosError::NotFound(id))?;
+    let view = shared
+        .service
+        .view(id)
+        .await
+        .ok_or(ChaosError::NotFound(id))?;
     Ok(Json(view).into_response())
 }
 
@@ -177,18 +175,16 @@ async fn stop(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = fault_id(&id)?;
-    let mut engine = shared.engine.lock().await;
-    let view = engine.stop(id, "stopped").await?;
-    shared.refresh_active(&engine);
+    let view = shared.service.stop(id, "stopped").await?;
+    shared.refresh_active().await;
     Ok(Json(view).into_response())
 }
 
 /// The kill switch: every fault stops, each object's switch flipped first.
 async fn stop_all(State(shared): State<Arc<Shared>>) -> Response {
-    let mut engine = shared.engine.lock().await;
-    let stopped = engine.stop_all("stopped").await;
-    shared.refresh_active(&engine);
-    Json(serde_json::json!({ "stopped": stopped })).into_response()
+    let stopped = shared.service.stop_all("stopped").await;
+    shared.refresh_active().await;
+    Json(StoppedAll { stopped }).into_response()
 }
 
 /// Ids are numbers; anything else is no fault (never an index into anything unchecked).
@@ -222,14 +218,141 @@ async fn events(State(shared): State<Arc<Shared>>, Query(query): Query<EventsQue
         let line = match live.recv().await {
             Ok(line) => format!("{line}\n"),
             Err(RecvError::Lagged(missed)) => {
-                format!(
-                    "{}\n",
-                    serde_json::json!({ "type": "lagged", "missed": missed })
-                )
+                let lagged = wire::Event::Lagged { missed };
+                format!("{}\n", serde_json::to_string(&lagged).unwrap_or_default())
             }
             Err(RecvError::Closed) => return None,
         };
         Some((Ok(line), live))
     });
     (ndjson, Body::from_stream(past.chain(future))).into_response()
+}
+
+/// The router in-process (tower's `oneshot`): authentication, typed answers, and refusals that
+/// need no kernel. What arms a fault is tested against the real binary (tests/tests/agent.rs).
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::to_bytes;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::{
+        agent::EventHub,
+        engine::{EngineConfig, Sink},
+        service::FaultService,
+        wire::ApiError as ErrorBody,
+    };
+
+    const TOKEN: &str = "s3cret";
+
+    fn app(body_limit: usize) -> Router {
+        let events = Arc::new(EventHub::new());
+        let service = FaultService::new(
+            EngineConfig {
+                max_duration: Duration::from_secs(60),
+                max_faults: 4,
+                history: 16,
+            },
+            Arc::clone(&events) as Arc<dyn Sink>,
+            None,
+        );
+        let shared = Shared::new(service, events, Some(TOKEN.as_bytes().to_vec()));
+        router(Arc::new(shared), body_limit)
+    }
+
+    /// One request; the status and the body.
+    fn call(app: Router, method: &str, uri: &str, token: Option<&str>, body: &str) -> (u16, Bytes) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let mut request = Request::builder().method(method).uri(uri);
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let request = request
+                .body(Body::from(body.to_string()))
+                .expect("a request");
+            let response = app.oneshot(request).await.expect("an answer");
+            let status = response.status().as_u16();
+            let body = to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("a body");
+            (status, body)
+        })
+    }
+
+    fn error_of(body: &Bytes) -> ErrorBody {
+        serde_json::from_slice(body).expect("an error body")
+    }
+
+    #[test]
+    fn every_fault_route_needs_the_token_and_the_probes_do_not() {
+        for (method, uri) in [
+            ("GET", "/v1/faults"),
+            ("POST", "/v1/faults"),
+            ("GET", "/v1/faults/1"),
+            ("DELETE", "/v1/faults/1"),
+            ("POST", "/v1/faults:stop-all"),
+            ("GET", "/v1/events"),
+        ] {
+            for token in [None, Some("wrong")] {
+                let (status, body) = call(app(1024), method, uri, token, "{}");
+                assert_eq!(status, 401, "{method} {uri} with {token:?}");
+                assert_eq!(error_of(&body).code, 401);
+            }
+        }
+        assert_eq!(call(app(1024), "GET", "/healthz", None, "").0, 200);
+        let (status, body) = call(app(1024), "GET", "/readyz", None, "");
+        assert_eq!(status, 200);
+        let ready: Readiness = serde_json::from_slice(&body).expect("readiness");
+        assert_eq!((ready.faults_active, ready.max_faults), (0, 4));
+    }
+
+    #[test]
+    fn answers_are_the_wire_types() {
+        let (status, body) = call(app(1024), "GET", "/v1/faults", Some(TOKEN), "");
+        assert_eq!(status, 200);
+        let list: FaultList = serde_json::from_slice(&body).expect("a fault list");
+        assert!(list.faults.is_empty());
+        let (status, body) = call(app(1024), "POST", "/v1/faults:stop-all", Some(TOKEN), "");
+        assert_eq!(status, 200);
+        let stopped: StoppedAll = serde_json::from_slice(&body).expect("stopped");
+        assert_eq!(stopped.stopped, 0);
+        let (status, body) = call(app(1024), "GET", "/v1/events?follow=false", Some(TOKEN), "");
+        assert_eq!((status, body.len()), (200, 0));
+    }
+
+    #[test]
+    fn bad_requests_name_what_is_wrong() {
+        let (status, body) = call(
+            app(1024),
+            "POST",
+            "/v1/faults",
+            Some(TOKEN),
+            r#"{"kind": "explode", "scope": {"cgroup": "/x"}}"#,
+        );
+        assert_eq!(status, 400);
+        let error = error_of(&body);
+        assert!(error.error.starts_with("kind: "), "{}", error.error);
+        assert!(error.error.contains("accepted: "), "{}", error.error);
+        let (status, body) = call(app(1024), "POST", "/v1/faults", Some(TOKEN), "\u{ff}\u{fe}");
+        assert_eq!((status, error_of(&body).code), (400, 400));
+        for id in ["abc", "99"] {
+            let (status, body) = call(
+                app(1024),
+                "GET",
+                &format!("/v1/faults/{id}"),
+                Some(TOKEN),
+                "",
+            );
+            assert_eq!(status, 404, "{id}");
+            assert!(error_of(&body).error.contains("no such fault"), "{id}");
+        }
+        let (status, _) = call(app(64), "POST", "/v1/faults", Some(TOKEN), &"x".repeat(100));
+        assert_eq!(status, 413);
+    }
 }

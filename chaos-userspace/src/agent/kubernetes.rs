@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chaos::{engine::FaultId, error::ChaosError, inject, workload::PodNames};
+use crate::{engine::FaultId, error::ChaosError, workload::PodNames};
 use chaos_kube::{
     ChaosFault, ChaosFaultStatus, Mode,
     pods::pod_info,
@@ -92,7 +92,7 @@ pub struct Controller {
 
 /// Runs until the process ends.
 pub async fn run(shared: Arc<Shared>, client: Client, node: String, pods: reflector::Store<Pod>) {
-    let max_duration = shared.engine.lock().await.config().max_duration;
+    let max_duration = shared.service.config().max_duration;
     let (faults, writer) = reflector::store();
     let stream = reflector(
         writer,
@@ -187,7 +187,7 @@ impl Controller {
             .collect();
         for key in leaving {
             if let Some((_, id)) = armed.faults.remove(&key) {
-                let _ = self.shared.engine.lock().await.stop(id, "kubernetes").await;
+                let _ = self.shared.service.stop(id, "kubernetes").await;
             }
         }
         for (key, (name, mut fault)) in desired {
@@ -334,29 +334,22 @@ impl Controller {
     }
 
     async fn arm(&self, fault: Fault) -> Result<FaultId, ChaosError> {
-        let plan = tokio::task::spawn_blocking(move || inject::plan(&fault, None))
-            .await
-            .map_err(|err| ChaosError::io("planning", std::io::Error::other(err)))??;
-        let mut engine = self.shared.engine.lock().await;
-        let ids = tokio::task::block_in_place(|| engine.arm(vec![plan], None))?;
-        self.shared.refresh_active(&engine);
-        ids.first().copied().ok_or(ChaosError::NotFound(0))
+        let view = self.shared.service.create(fault).await?;
+        self.shared.refresh_active().await;
+        Ok(view.id)
     }
 
     async fn stop_all(&self, armed: &Armed, by: &'static str) {
-        let mut engine = self.shared.engine.lock().await;
-        for (_, id) in armed.faults.values() {
-            let _ = engine.stop(*id, by).await;
-        }
-        self.shared.refresh_active(&engine);
+        let ids: Vec<FaultId> = armed.faults.values().map(|(_, id)| *id).collect();
+        self.shared.service.stop_each(&ids, by).await;
+        self.shared.refresh_active().await;
     }
 
     /// This node's entry: `None` when it has nothing to say (no target here, ever).
     async fn entry(&self, armed: &Armed, ended: bool) -> Option<NodeStatus> {
-        let engine = self.shared.engine.lock().await;
         let (mut matched, mut injected) = (0, 0);
         for (_, id) in armed.faults.values() {
-            if let Some(view) = engine.view(*id) {
+            if let Some(view) = self.shared.service.view(*id).await {
                 matched += view.counters.matched;
                 injected += view.counters.injected;
             }

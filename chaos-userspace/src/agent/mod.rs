@@ -1,23 +1,23 @@
-//! `chaos-bpf agent`: a long-lived engine behind an HTTP JSON API, for people, CI and (next) the
-//! Kubernetes controller. Every fault it arms carries its deadline into the kernel, the process
+//! `chaos-bpf agent`: a long-lived fault service behind an HTTP JSON API (`api`), for people
+//! and CI, and the ChaosFault controller (`kubernetes`) beside it. Every fault it arms carries its deadline into the kernel, the process
 //! holds every attachment (nothing is pinned), so a SIGKILL of the agent removes them all.
-mod api;
+pub mod api;
 mod kubernetes;
 
 use std::{
     collections::VecDeque,
-    net::SocketAddr,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    str::FromStr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use chaos::{
-    engine::{Engine, EngineConfig, EngineEvent, Sink},
+pub use crate::wire::{DEFAULT_LISTEN, Listen};
+use crate::{
+    engine::{EngineConfig, EngineEvent, Sink},
     error::{ChaosError, Result},
-    metrics::{FaultMetrics, MetricsListener, registry_of},
+    service::{FOLLOW_EVERY, FaultService, moves_in_words},
+    telemetry::metrics::{FaultMetrics, MetricsListener, registry_of},
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -28,39 +28,6 @@ use tokio::{
     sync::broadcast,
 };
 
-/// Where the API listens: a TCP address, or `unix:PATH`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Listen {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl FromStr for Listen {
-    type Err = String;
-
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
-        match text.strip_prefix("unix:") {
-            Some(path) if path.starts_with('/') => Ok(Listen::Unix(path.into())),
-            Some(_) => Err("accepted: unix:/ABSOLUTE/PATH, or HOST:PORT".into()),
-            None => text.parse().map(Listen::Tcp).map_err(|_| {
-                "accepted: an address such as 127.0.0.1:9477, or unix:/run/chaos-bpf/agent.sock"
-                    .into()
-            }),
-        }
-    }
-}
-
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Listen::Tcp(addr) => write!(f, "http://{addr}"),
-            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
-
 pub struct AgentOptions {
     pub listen: Listen,
     pub token_file: Option<PathBuf>,
@@ -68,7 +35,7 @@ pub struct AgentOptions {
     pub max_duration: Duration,
     pub max_faults: usize,
     /// Where pods and containers get their names (CRI, or the Kubernetes API's view).
-    pub names: Option<chaos::workload::PodNames>,
+    pub names: Option<crate::workload::PodNames>,
     /// In a cluster: this node's name (ChaosFaults are armed on its pods).
     pub kubernetes_node: Option<String>,
 }
@@ -93,28 +60,37 @@ struct BuildLabels {
 
 /// What every request handler shares.
 pub struct Shared {
-    engine: tokio::sync::Mutex<Engine>,
+    service: FaultService,
     events: Arc<EventHub>,
     token: Option<Vec<u8>>,
-    names: Option<chaos::workload::PodNames>,
-    /// Kill faults: no kernel rule, rounds run by this process beside the engine's faults.
     fault_metrics: Arc<FaultMetrics>,
     requests: Family<CodeLabel, Counter>,
     active: Gauge,
 }
 
 impl Shared {
+    fn new(service: FaultService, events: Arc<EventHub>, token: Option<Vec<u8>>) -> Self {
+        Self {
+            service,
+            events,
+            token,
+            fault_metrics: Arc::new(FaultMetrics::default()),
+            requests: Family::default(),
+            active: Gauge::default(),
+        }
+    }
+
     /// After every change: the metrics' view of the faults.
     /// Every fault's counters, read from the kernel: once a second (a scrape is at most that
     /// far behind), not on every arm or stop, whose cost would grow with the faults armed.
-    fn refresh_metrics(&self, engine: &Engine) {
-        self.fault_metrics.update(engine.samples());
-        self.refresh_active(engine);
+    async fn refresh_metrics(&self) {
+        self.fault_metrics.update(self.service.samples().await);
+        self.refresh_active().await;
     }
 
     /// The armed-faults gauge, after an arm or a stop.
-    fn refresh_active(&self, engine: &Engine) {
-        self.active.set(engine.active() as i64);
+    async fn refresh_active(&self) {
+        self.active.set(self.service.active().await as i64);
     }
 }
 
@@ -126,6 +102,13 @@ pub struct EventHub {
 }
 
 impl EventHub {
+    fn new() -> Self {
+        Self {
+            backlog: Mutex::new(VecDeque::new()),
+            live: broadcast::channel(EVENT_BACKLOG).0,
+        }
+    }
+
     fn publish(&self, line: String) {
         let line: Arc<str> = line.into();
         if let Ok(mut backlog) = self.backlog.lock() {
@@ -148,19 +131,10 @@ impl EventHub {
 
 impl Sink for EventHub {
     fn send(&self, event: EngineEvent) {
-        let line = match event {
-            EngineEvent::Armed { fault, .. } => {
-                serde_json::to_string(&serde_json::json!({ "type": "armed", "fault": fault }))
-            }
-            EngineEvent::Injection(record) => serde_json::to_string(&record),
-            EngineEvent::KillRound(round) => serde_json::to_string(&round),
-            EngineEvent::Ended(summary) => serde_json::to_string(&summary),
-            EngineEvent::Warning(message) => {
-                eprintln!("chaos-bpf agent: {message}");
-                serde_json::to_string(&serde_json::json!({ "type": "warning", "message": message }))
-            }
-        };
-        if let Ok(line) = line {
+        if let EngineEvent::Warning(message) = &event {
+            eprintln!("chaos-bpf agent: {message}");
+        }
+        if let Ok(line) = serde_json::to_string(&event.to_wire()) {
             self.publish(line);
         }
     }
@@ -230,29 +204,18 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         }
         None => None,
     };
-    let (live, _) = broadcast::channel(EVENT_BACKLOG);
-    let events = Arc::new(EventHub {
-        backlog: Mutex::new(VecDeque::new()),
-        live,
-    });
-    let engine = Engine::new(
+    let events = Arc::new(EventHub::new());
+    let service = FaultService::new(
         EngineConfig {
             max_duration: options.max_duration,
             max_faults: options.max_faults,
             history: HISTORY,
         },
         Arc::clone(&events) as Arc<dyn Sink>,
-    );
-    let fault_metrics = Arc::new(FaultMetrics::default());
-    let shared = Arc::new(Shared {
-        engine: tokio::sync::Mutex::new(engine),
-        events,
-        token,
         names,
-        fault_metrics: Arc::clone(&fault_metrics),
-        requests: Family::default(),
-        active: Gauge::default(),
-    });
+    );
+    let shared = Arc::new(Shared::new(service, events, token));
+    let fault_metrics = Arc::clone(&shared.fault_metrics);
 
     if let Some(listener) = options.metrics {
         let mut registry = registry_of(fault_metrics);
@@ -296,24 +259,18 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         }
     };
     let expiry = tokio::spawn(expire_faults(Arc::clone(&shared)));
-    let follower = shared.names.clone().map(|names| {
+    let follower = {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(crate::foreground::FOLLOW_EVERY);
+            let mut tick = tokio::time::interval(FOLLOW_EVERY);
             loop {
                 tick.tick().await;
-                if !shared.engine.lock().await.follows_names() {
-                    continue;
+                for line in moves_in_words(shared.service.follow_names().await) {
+                    eprintln!("chaos-bpf agent: {line}");
                 }
-                // Asked of the runtime without holding the engine: the API keeps answering.
-                let Some(pods) = crate::foreground::pods_now(&names).await else {
-                    continue;
-                };
-                let moves = shared.engine.lock().await.follow(&pods);
-                crate::foreground::report_moves(moves);
             }
         })
-    });
+    };
     let controller = cluster.map(|(client, node, pods)| {
         tokio::spawn(kubernetes::run(Arc::clone(&shared), client, node, pods))
     });
@@ -332,7 +289,7 @@ pub async fn run(options: AgentOptions) -> Result<()> {
                 .map_or(options.listen.clone(), Listen::Tcp);
             if let Listen::Tcp(addr) = &bound {
                 // Node-level faults spare the API's port, so callers can still stop them.
-                chaos::net::reachability::set_agent_port(addr.port());
+                crate::net::reachability::set_agent_port(addr.port());
             }
             eprintln!("chaos-bpf agent: API on {bound}");
             axum::serve(listener, router)
@@ -350,11 +307,12 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         }
     };
     expiry.abort();
-    for task in [controller, follower].into_iter().flatten() {
-        task.abort();
+    follower.abort();
+    if let Some(controller) = controller {
+        controller.abort();
     }
     // Every fault ends with the agent: the kill switches first, then the rules, then the objects.
-    let stopped = shared.engine.lock().await.stop_all("signal").await;
+    let stopped = shared.service.stop_all("signal").await;
     eprintln!("chaos-bpf agent: stopped {stopped} fault(s)");
     served.map_err(|err| ChaosError::io("serving the API", err))
 }
@@ -385,12 +343,11 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
 /// what is no longer needed and reports it) and keeps the metrics fresh, once a second at least.
 async fn expire_faults(shared: Arc<Shared>) {
     loop {
-        let next = shared.engine.lock().await.next_deadline();
+        let next = shared.service.next_deadline().await;
         let tick = tokio::time::Instant::now() + Duration::from_secs(1);
         let wake = next.map_or(tick, |deadline| tick.min(deadline.into()));
         tokio::time::sleep_until(wake).await;
-        let mut engine = shared.engine.lock().await;
-        engine.expire().await;
-        shared.refresh_metrics(&engine);
+        shared.service.expire().await;
+        shared.refresh_metrics().await;
     }
 }

@@ -8,4 +8,4 @@ pub mod probes;
 pub mod report;
 pub mod run;
 
-pub use run::{EngineInjector, Injector, Live, run};
+pub use run::{Injector, Live, ServiceInjector, run};

@@ -7,27 +7,33 @@ use std::{
 use chaos_model::{
     Fault, HumanDuration,
     experiment::{Experiment, Metric, RollbackWhen},
-    workloads::PodInfo,
 };
 use serde::Serialize;
 
 use super::probes::{Check, check, seconds};
 use crate::{
-    engine::{Engine, FaultId},
+    engine::FaultId,
     error::{ChaosError, Result},
-    telemetry::Counters,
-    workload::PodNames,
+    inject::Plan,
+    service::{FaultService, Refused},
+    wire::Counters,
 };
 
-/// Arms and stops the experiment's faults: this process's engine, or a node agent.
+/// Arms and stops the experiment's faults: this process's fault service, or a node agent.
 pub trait Injector {
-    /// Whether `fault` can be armed here, checked before the experiment starts (scopes exist,
-    /// the kernel has the mechanism); nothing is armed.
-    fn check(&mut self, _fault: &Fault) -> impl Future<Output = Result<()>> {
+    /// Whether the faults can be armed here, checked together before the experiment starts
+    /// (scopes exist, the guard rails pass, the kernel has the mechanisms); nothing is armed.
+    fn check(&mut self, _faults: &[Fault]) -> impl Future<Output = Result<(), Refused>> {
         async { Ok(()) }
     }
-    /// Arms `fault` for at most `lifetime` (the kernel's deadline); its id.
-    fn arm(&mut self, fault: Fault, lifetime: Duration) -> impl Future<Output = Result<FaultId>>;
+    /// Arms the experiment's fault number `index` for at most `lifetime` (the kernel's
+    /// deadline); its id.
+    fn arm(
+        &mut self,
+        index: usize,
+        fault: Fault,
+        lifetime: Duration,
+    ) -> impl Future<Output = Result<FaultId>>;
     /// Stops it; its final counters.
     fn stop(&mut self, id: FaultId) -> impl Future<Output = Result<Counters>>;
     fn counters(&mut self, id: FaultId) -> impl Future<Output = Option<Counters>>;
@@ -35,46 +41,66 @@ pub trait Injector {
     fn stop_all(&mut self) -> impl Future<Output = ()>;
 }
 
-/// The faults in this process's own engine, kills among them.
-pub struct EngineInjector {
-    engine: Engine,
-    names: Option<PodNames>,
+/// The faults in this process's fault service, kills among them. Each is planned once, when
+/// the experiment is checked; a scope by name follows its workloads once armed.
+pub struct ServiceInjector {
+    service: FaultService,
+    plans: Vec<Option<Plan>>,
 }
 
-impl EngineInjector {
-    pub fn new(engine: Engine, names: Option<PodNames>) -> Self {
-        Self { engine, names }
-    }
-
-    async fn pods(&self, fault: &Fault) -> Result<Option<Vec<PodInfo>>> {
-        PodNames::for_faults(self.names.as_ref(), [fault].into_iter()).await
+impl ServiceInjector {
+    pub fn new(service: FaultService) -> Self {
+        Self {
+            service,
+            plans: Vec::new(),
+        }
     }
 }
 
-impl Injector for EngineInjector {
-    async fn check(&mut self, fault: &Fault) -> Result<()> {
-        let pods = self.pods(fault).await?;
-        crate::inject::plan(fault, pods.as_deref()).map(|_| ())
+impl Injector for ServiceInjector {
+    async fn check(&mut self, faults: &[Fault]) -> Result<(), Refused> {
+        let plans = self.service.plan(faults.to_vec()).await?;
+        self.service
+            .check(&plans, None)
+            .await
+            .map_err(|error| Refused { index: None, error })?;
+        self.plans = plans.into_iter().map(Some).collect();
+        Ok(())
     }
 
-    async fn arm(&mut self, mut fault: Fault, lifetime: Duration) -> Result<FaultId> {
-        let pods = self.pods(&fault).await?;
-        fault.duration = Some(HumanDuration(lifetime));
-        let plan = crate::inject::plan(&fault, pods.as_deref())?;
-        let ids = self.engine.arm(vec![plan], None)?;
+    async fn arm(&mut self, index: usize, fault: Fault, lifetime: Duration) -> Result<FaultId> {
+        let mut plan = match self.plans.get_mut(index).and_then(Option::take) {
+            Some(plan) => plan,
+            // Not checked first (a caller that skipped it): planned now.
+            None => {
+                let mut planned = self.service.plan(vec![fault]).await.map_err(|r| r.error)?;
+                planned.pop().ok_or(ChaosError::NotFound(0))?
+            }
+        };
+        plan.fault.duration = Some(HumanDuration(lifetime));
+        plan.duration = Some(lifetime);
+        let ids = self.service.arm(vec![plan], None).await?;
+        // Planned when the experiment began: a container that restarted since is found now.
+        if let Ok(moves) = self.service.follow_names().await {
+            for (id, moved) in moves {
+                if let Err(err) = moved {
+                    eprintln!("chaos-bpf: fault {id} could not follow its workloads: {err}");
+                }
+            }
+        }
         ids.first().copied().ok_or(ChaosError::NotFound(0))
     }
 
     async fn stop(&mut self, id: FaultId) -> Result<Counters> {
-        Ok(self.engine.stop(id, "experiment").await?.counters)
+        Ok(self.service.stop(id, "experiment").await?.counters)
     }
 
     async fn counters(&mut self, id: FaultId) -> Option<Counters> {
-        self.engine.view(id).map(|view| view.counters)
+        self.service.view(id).await.map(|view| view.counters)
     }
 
     async fn stop_all(&mut self) {
-        self.engine.stop_all("experiment").await;
+        self.service.stop_all("experiment").await;
     }
 }
 
@@ -284,25 +310,14 @@ pub async fn run<I: Injector>(
     injector: &mut I,
     mut live: impl FnMut(&Live),
 ) -> Result<Report> {
-    for (index, timed) in experiment.faults.iter().enumerate() {
-        injector
-            .check(&timed.fault)
-            .await
-            .map_err(|err| match err {
-                ChaosError::Field(field) => {
-                    ChaosError::Field(field.within(&format!("faults[{index}].fault")))
-                }
-                ChaosError::Input {
-                    field,
-                    problem,
-                    accepted,
-                } => ChaosError::Field(
-                    chaos_model::FieldError::new(field, problem, accepted)
-                        .within(&format!("faults[{index}].fault")),
-                ),
-                other => other,
-            })?;
-    }
+    let faults: Vec<Fault> = experiment.faults.iter().map(|t| t.fault.clone()).collect();
+    injector
+        .check(&faults)
+        .await
+        .map_err(|refused| match refused.index {
+            Some(index) => refused.error.within(&format!("faults[{index}].fault")),
+            None => refused.error,
+        })?;
     let started = Instant::now();
     let started_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let schedule = &experiment.schedule;
@@ -427,7 +442,7 @@ pub async fn run<I: Injector>(
                             dry_run: timed.fault.dry_run,
                             error: None,
                         };
-                        match injector.arm(timed.fault.clone(), lifetime).await {
+                        match injector.arm(index, timed.fault.clone(), lifetime).await {
                             Ok(id) => window.id = Some(id),
                             Err(err) => {
                                 // A hypothesis judged without its fault would be a false pass.

@@ -43,7 +43,7 @@ pub struct KillCounts {
 impl KillFault {
     pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<KillFault> {
         chaos_model::validate(fault)?;
-        let (cgroups, workloads) = crate::inject::cgroups_of(&fault.scope, pods)?;
+        let (cgroups, workloads) = crate::workload::resolve::cgroups_of(&fault.scope, pods)?;
         crate::guard::check(fault, &cgroups, &workloads)?;
         if !nix::unistd::geteuid().is_root() {
             return Err(ChaosError::NotRoot);
@@ -135,11 +135,11 @@ impl KillObject {
     }
 
     /// Rounds done as matched, processes killed as injected.
-    pub fn counters(&self) -> crate::telemetry::Counters {
-        crate::telemetry::Counters {
+    pub fn counters(&self) -> crate::wire::Counters {
+        crate::wire::Counters {
             matched: self.counts.kills.load(Ordering::Relaxed),
             injected: self.counts.processes.load(Ordering::Relaxed),
-            ..crate::telemetry::Counters::default()
+            ..crate::wire::Counters::default()
         }
     }
 

@@ -14,8 +14,8 @@ use chaos_model::{Direction, Fault, FieldError, MechanismRequest};
 use crate::{
     errno::Errno,
     filters::{Cidr, PortRange, Probability, Protocol, protocol_number},
-    mechanism::Mechanism,
-    programs::ProgramSpec,
+    kernel::mechanism::Mechanism,
+    kernel::programs::ProgramSpec,
 };
 
 /// What selects the operations a fault applies to, shared by every kind.
@@ -36,7 +36,7 @@ pub enum FaultSpec {
     Drop(packet_drop::PacketDrop),
     /// drop, reset, corrupt or delay at the TC layer: on an interface, a pod's veth, or a
     /// cgroup's packets on every interface.
-    Packet(tc_packet::PacketFault, crate::interface::Hooks),
+    Packet(tc_packet::PacketFault, crate::net::interface::Hooks),
 }
 
 /// Every fault kind with the mechanisms that can realise it, best first (for doctor).
@@ -157,7 +157,7 @@ impl FaultSpec {
             mechanism,
         };
         // Preflight swaps the hooks when the scope is a pod's network namespace.
-        let hooks = crate::interface::InterfaceScope::plain_hooks(direction);
+        let hooks = crate::net::interface::InterfaceScope::plain_hooks(direction);
         Ok(FaultSpec::Packet(packet, hooks))
     }
 

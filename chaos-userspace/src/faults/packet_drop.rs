@@ -5,7 +5,7 @@ use chaos_common::flags;
 use super::Filters;
 use crate::{
     filters::Direction,
-    programs::{self, ProgramSpec},
+    kernel::programs::{self, ProgramSpec},
 };
 
 #[derive(Clone, Debug, PartialEq)]

@@ -12,8 +12,8 @@ use chaos_common::FaultKind;
 use super::Filters;
 use crate::{
     errno::Errno,
-    mechanism::Mechanism,
-    programs::{self, ProgramSpec},
+    kernel::mechanism::Mechanism,
+    kernel::programs::{self, ProgramSpec},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,12 +2,13 @@
 //! on an interface: tcx links where the kernel has them (6.6+), clsact filters otherwise.
 use chaos_common::{FaultKind, PacketParams, flags, loss_model};
 
-use super::Filters;
+use super::{FaultSpec, Filters};
 use crate::{
+    error::{ChaosError, Result},
     filters::{Cidr, Direction, PortRange},
-    interface::Hooks,
-    mechanism::Mechanism,
-    programs::{self, ProgramSpec},
+    kernel::mechanism::Mechanism,
+    kernel::programs::{self, ProgramSpec},
+    net::interface::Hooks,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +167,51 @@ impl PacketFault {
             config.packet.seed = seed;
         }
     }
+}
+
+/// The TC rules of a run share one object: their destination index and filter tries must fit
+/// its maps. Checked while nothing is attached, so a run over the limits changes nothing.
+pub fn check_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> Result<()> {
+    let count = rules.clone().count();
+    if count > chaos_common::MAX_TC_RULES as usize {
+        return Err(ChaosError::input(
+            "FILE",
+            format!("{count} TC faults in one run"),
+            format!("at most {}", chaos_common::MAX_TC_RULES),
+        ));
+    }
+    let destinations: Vec<Vec<crate::filters::Cidr>> = rules
+        .clone()
+        .map(|spec| spec.filters().peers.clone())
+        .collect();
+    let index = crate::kernel::rule_index::destination_index(&destinations)?;
+    if index.len() > chaos_common::MAX_CIDRS as usize {
+        return Err(ChaosError::input(
+            "match.dst",
+            format!(
+                "{} distinct destinations over the run's TC faults",
+                index.len()
+            ),
+            format!("at most {}", chaos_common::MAX_CIDRS),
+        ));
+    }
+    let filter_entries: usize = rules
+        .map(|spec| match spec {
+            FaultSpec::Packet(fault, _) => {
+                let ports = fault.filters.ports.iter().chain(&fault.source_ports);
+                fault.sources.len() + ports.map(|range| range.prefixes().len()).sum::<usize>()
+            }
+            _ => 0,
+        })
+        .sum();
+    if filter_entries > chaos_common::MAX_FILTER_ENTRIES as usize {
+        return Err(ChaosError::input(
+            "match.src",
+            format!("{filter_entries} source CIDRs and port blocks over the run's TC faults"),
+            format!("at most {}", chaos_common::MAX_FILTER_ENTRIES),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

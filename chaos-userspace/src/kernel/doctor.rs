@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::{
     faults::{KINDS, kind_name},
-    mechanism::Mechanism,
-    probe::{Probe, probe},
+    kernel::mechanism::Mechanism,
+    kernel::probe::{Probe, probe},
 };
 
 /// One fault × mechanism pair.

@@ -13,7 +13,7 @@ use std::{
 use aya::{Btf, Ebpf, maps::Map};
 use aya_obj::{btf::BtfKind, generated::bpf_attach_type};
 
-use crate::{object::CHAOS_OBJECT, sys};
+use crate::{kernel::object::CHAOS_OBJECT, kernel::sys};
 
 /// A loaded and attached fmod_ret program.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ mod tests {
             nix::unistd::geteuid().is_root(),
             "creating maps needs root: run through cargo xtask test"
         );
-        let ebpf = crate::object::load().expect("the object loads");
+        let ebpf = crate::kernel::object::load().expect("the object loads");
         for name in [
             names::FMOD_RET_RECV,
             names::FMOD_RET_SEND,

@@ -1,7 +1,7 @@
 //! One loaded copy of the kernel object for a batch of TC faults, and everything it is attached
 //! to: all TC faults armed together share one object, attached once per interface and direction,
 //! whose rules combine per packet. (Every other mechanism keeps one object for all its faults:
-//! [`crate::shared`].) Dropping it detaches everything; so does the kernel when the process dies,
+//! [`crate::kernel::shared`].) Dropping it detaches everything; so does the kernel when the process dies,
 //! because nothing is pinned. The map helpers here serve both.
 use std::{cell::RefCell, collections::BTreeSet};
 
@@ -18,14 +18,14 @@ use crate::{
     error::{ChaosError, Result},
     faults::{FaultSpec, tc_packet::distribution_tables},
     filters::{Cidr, PortRange},
-    interface::InterfaceScope,
-    mechanism::Mechanism,
-    object,
-    programs::{self, AttachTarget, Attachment, ProgramSpec},
-    rule_index::destination_index,
+    kernel::mechanism::Mechanism,
+    kernel::object,
+    kernel::programs::{self, AttachTarget, Attachment, ProgramSpec},
+    kernel::rule_index::destination_index,
+    net::interface::InterfaceScope,
+    net::tc_records::Recorder,
     scope::CgroupScope,
-    tc_records::Recorder,
-    telemetry::Counters,
+    wire::Counters,
 };
 
 /// One fault, as a rule of an object: what it does and where.
@@ -55,7 +55,7 @@ pub struct Instance {
     /// Declared before `ebpf` so they are dropped (detached) first.
     _attachments: Vec<Attachment>,
     /// fq roots chaos-bpf installed for delay, removed after the programs are detached.
-    _fq: Vec<crate::fq::FqRoot>,
+    _fq: Vec<crate::net::fq::FqRoot>,
     /// Dropped last: removes this run's record of TC state.
     _records: Option<RefCell<Recorder>>,
     ebpf: Ebpf,
@@ -111,7 +111,7 @@ impl Instance {
         let records = if interfaces.is_empty() {
             None
         } else {
-            let report = crate::tc_records::cleanup_stale()
+            let report = crate::net::tc_records::cleanup_stale()
                 .map_err(|err| ChaosError::io("cleaning up stale TC state", err))?;
             if report.filters_removed + report.qdiscs_removed > 0 {
                 eprintln!("chaos-bpf: removed what a killed run left: {report:?}");
@@ -134,7 +134,7 @@ impl Instance {
                     .flat_map(|r| &r.interfaces),
             );
             for interface in delayed {
-                fq.extend(crate::fq::ensure(interface, &records.borrow())?);
+                fq.extend(crate::net::fq::ensure(interface, &records.borrow())?);
             }
         }
 

@@ -15,7 +15,7 @@ pub fn load_for_rules(rules: u32) -> Result<Ebpf, aya::EbpfError> {
     // before 5.11, where the load then fails with EPERM and says so.
     static MEMLOCK: std::sync::Once = std::sync::Once::new();
     MEMLOCK.call_once(|| {
-        let _ = crate::sys::raise_memlock();
+        let _ = crate::kernel::sys::raise_memlock();
     });
     // One loader per process: `EbpfLoader::new` parses the kernel's BTF (megabytes, hundreds of
     // thousands of small reads) every time it is called, so a probe and an arm each paid for a

@@ -12,7 +12,7 @@ use aya::{
 use chaos_common::programs as names;
 use serde::Serialize;
 
-use crate::{mechanism::Mechanism, netlink, object, programs};
+use crate::{kernel::mechanism::Mechanism, kernel::object, kernel::programs, net::netlink};
 
 /// The outcome of one probe.
 #[derive(Clone, Debug, Serialize)]
@@ -78,9 +78,8 @@ fn run_probe(mechanism: Mechanism) -> Probe {
             Ok(false) => Err("the kernel refused BPF_MAP_TYPE_RINGBUF".into()),
             Err(err) => Err(format!("probe failed: {err}")),
         },
-        Mechanism::Btf => {
-            crate::kernel_btf::kernel().map(|_| "parsed /sys/kernel/btf/vmlinux".to_string())
-        }
+        Mechanism::Btf => crate::kernel::kernel_btf::kernel()
+            .map(|_| "parsed /sys/kernel/btf/vmlinux".to_string()),
         Mechanism::BpfLink => probe_bpf_link(),
     };
     match outcome {
@@ -170,11 +169,11 @@ fn attach_tc_probe(options: TcAttachOptions) -> Result<String, String> {
 /// Loads and attaches the real connect fmod_ret program, unarmed (it returns what it is given),
 /// and detaches it again: proof that trampolines and BPF_MODIFY_RETURN work here.
 fn probe_fmod_ret() -> Result<String, String> {
-    let btf = &crate::kernel_btf::kernel()
+    let btf = &crate::kernel::kernel_btf::kernel()
         .map_err(|err| format!("no kernel BTF: {err}"))?
         .aya;
     let ebpf = load_object()?;
-    crate::fmod_ret::load_and_attach(
+    crate::kernel::fmod_ret::load_and_attach(
         &ebpf,
         names::FMOD_RET_CONNECT,
         "security_socket_connect",
@@ -187,7 +186,7 @@ fn probe_fmod_ret() -> Result<String, String> {
 /// Loads the real connect LSM program (never attached here), then checks that the bpf LSM is
 /// active: without it the program loads and attaches but never runs.
 fn probe_lsm() -> Result<String, String> {
-    let btf = &crate::kernel_btf::kernel()
+    let btf = &crate::kernel::kernel_btf::kernel()
         .map_err(|err| format!("no kernel BTF: {err}"))?
         .aya;
     let mut ebpf = load_object()?;
@@ -252,7 +251,7 @@ fn probe_bpf_link() -> Result<String, String> {
     let fd = program
         .fd()
         .map_err(|err| format!("{}: {err}", names::SKB_EGRESS))?;
-    crate::sys::cgroup_link(
+    crate::kernel::sys::cgroup_link(
         fd.as_fd(),
         dir.as_fd(),
         aya_obj::generated::bpf_attach_type::BPF_CGROUP_INET_EGRESS,

@@ -14,11 +14,11 @@ use chaos_common::programs as names;
 
 use crate::{
     error::{ChaosError, Result},
-    fmod_ret::{self, FmodRetAttachment},
-    mechanism::Mechanism,
+    kernel::fmod_ret::{self, FmodRetAttachment},
+    kernel::mechanism::Mechanism,
+    kernel::sys,
+    net::tc_records::FilterRecord,
     scope::CgroupScope,
-    sys,
-    tc_records::FilterRecord,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -193,11 +193,11 @@ pub const REGISTRY: &[&ProgramSpec] = &[
 pub struct AttachTarget<'a> {
     pub cgroup: Option<&'a CgroupScope>,
     pub btf: Option<&'a Btf>,
-    pub interface: Option<&'a crate::interface::InterfaceScope>,
+    pub interface: Option<&'a crate::net::interface::InterfaceScope>,
     /// For TC hooks: tcx links (`Mechanism::Tcx`) or clsact filters (`Mechanism::TcClsact`).
     pub tc_mechanism: Mechanism,
     /// Where clsact filters and qdiscs are written down, so a later cleanup can undo them.
-    pub recorder: Option<&'a std::cell::RefCell<crate::tc_records::Recorder>>,
+    pub recorder: Option<&'a std::cell::RefCell<crate::net::tc_records::Recorder>>,
 }
 
 /// Attachment state aya does not own; dropping it detaches.
@@ -369,7 +369,7 @@ pub fn load_and_attach(
                 .borrow()
                 .mark_clsact(interface.ifindex)
                 .map_err(recorder_error)?;
-            match crate::netlink::add_clsact(interface.ifindex as i32) {
+            match crate::net::netlink::add_clsact(interface.ifindex as i32) {
                 Ok(()) => {}
                 // Somebody else's clsact: it is not ours to remove.
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -424,7 +424,8 @@ mod tests {
 
     #[test]
     fn every_registered_program_is_in_the_object_and_every_map_too() {
-        let ebpf = aya_obj::Object::parse(crate::object::CHAOS_OBJECT).expect("object parses");
+        let ebpf =
+            aya_obj::Object::parse(crate::kernel::object::CHAOS_OBJECT).expect("object parses");
         for spec in REGISTRY {
             assert!(
                 ebpf.programs.contains_key(spec.name),

@@ -15,16 +15,16 @@ use chaos_common::{Counter, EventBudget, FaultConfig, LossState, RuleList, Scope
 
 use crate::{
     error::{ChaosError, Result},
-    instance::{
+    kernel::instance::{
         FilterOp, RuleSpec, flip_kill_switch, map_error, monotonic_ns, read_counters,
         take_event_ring, typed_map, write_config, write_filters,
     },
-    kernel_btf,
-    mechanism::Mechanism,
-    object,
-    programs::{self, AttachTarget, Attachment, Hook, ProgramSpec},
-    scope_table::{ScopeTable, ScopedCgroup},
-    telemetry::Counters,
+    kernel::kernel_btf,
+    kernel::mechanism::Mechanism,
+    kernel::object,
+    kernel::programs::{self, AttachTarget, Attachment, Hook, ProgramSpec},
+    kernel::scope_table::{ScopeTable, ScopedCgroup},
+    wire::Counters,
 };
 
 pub type Slot = u32;

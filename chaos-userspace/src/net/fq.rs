@@ -10,9 +10,9 @@ use std::{
 
 use crate::{
     error::{ChaosError, Result},
-    interface::InterfaceScope,
-    netlink::{self, CHAOS_FQ_HANDLE, TC_H_ROOT},
-    tc_records::Recorder,
+    net::interface::InterfaceScope,
+    net::netlink::{self, CHAOS_FQ_HANDLE, TC_H_ROOT},
+    net::tc_records::Recorder,
 };
 
 /// fq as the interface's root for as long as this lives (when chaos-bpf installed it).
@@ -69,7 +69,7 @@ pub fn ensure(interface: &InterfaceScope, recorder: &Recorder) -> Result<Option<
             netlink::replace_root_with_fq(ifindex).map_err(|err| match err.raw_os_error() {
                 Some(libc::ENOENT) => ChaosError::Unsupported {
                     fault: "delay",
-                    mechanism: crate::mechanism::Mechanism::FqQdisc.name(),
+                    mechanism: crate::kernel::mechanism::Mechanism::FqQdisc.name(),
                     reason: "the kernel has no fq qdisc (needs CONFIG_NET_SCH_FQ, module sch_fq)"
                         .into(),
                 },

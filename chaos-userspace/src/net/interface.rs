@@ -5,7 +5,7 @@ use std::{ffi::CString, fs::File, os::fd::AsFd as _, path::Path};
 use crate::{
     error::{ChaosError, Result},
     filters::Direction,
-    netlink,
+    net::netlink,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -85,9 +85,9 @@ type DeleteQdisc = fn(i32) -> std::io::Result<()>;
 
 /// Qdiscs chaos-bpf adds, by marker prefix: how to delete one again.
 const QDISC_MARKERS: &[(&str, DeleteQdisc)] = &[
-    ("clsact", crate::netlink::delete_clsact),
+    ("clsact", crate::net::netlink::delete_clsact),
     ("fq", |ifindex| {
-        crate::netlink::delete_root(ifindex, crate::netlink::CHAOS_FQ_HANDLE, "fq")
+        crate::net::netlink::delete_root(ifindex, crate::net::netlink::CHAOS_FQ_HANDLE, "fq")
     }),
 ];
 
@@ -286,7 +286,7 @@ fn remove_unused_qdiscs(netns: u64) -> std::io::Result<usize> {
             else {
                 continue;
             };
-            let in_use = crate::interface::name_of(ifindex)
+            let in_use = crate::net::interface::name_of(ifindex)
                 .is_some_and(|ifname| live_interfaces.contains(&ifname));
             if in_use {
                 continue;

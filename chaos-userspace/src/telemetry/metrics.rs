@@ -19,14 +19,14 @@ use prometheus_client::{
 
 use crate::{
     error::{ChaosError, Result},
-    telemetry::Counters,
+    wire::Counters,
 };
 
 /// One fault as the metrics show it.
 #[derive(Debug, Clone)]
 pub struct FaultSample {
     pub fault_id: u32,
-    pub fault: &'static str,
+    pub fault: String,
     pub mechanism: &'static str,
     /// The cgroup path or interface names.
     pub scope: String,
@@ -193,7 +193,7 @@ mod tests {
         let metrics = Arc::new(FaultMetrics::default());
         metrics.update(vec![FaultSample {
             fault_id: 3,
-            fault: "connect-error",
+            fault: "connect-error".into(),
             mechanism: "cgroup-sockaddr",
             scope: "/sys/fs/cgroup/api".into(),
             armed: true,

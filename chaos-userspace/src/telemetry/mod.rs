@@ -7,22 +7,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use crate::wire::{Counters, Injection, Summary};
 use chaos_common::{AF_INET, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, Event, FaultKind};
-use serde::Serialize;
 
-use crate::{errno::Errno, faults::kind_name};
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Counters {
-    /// Operations that passed the filters.
-    pub matched: u64,
-    /// Operations the fault was applied to.
-    pub injected: u64,
-    /// Injections without an event because of the per-CPU event budget.
-    pub events_sampled_out: u64,
-    /// Injections whose event was lost to a full ring buffer.
-    pub events_lost: u64,
-}
+use crate::{errno::Errno, faults::kind_name, kernel::instance::RuleSpec};
 
 impl Counters {
     pub fn plus(&self, other: &Counters) -> Counters {
@@ -71,31 +59,7 @@ impl Clock {
     }
 }
 
-/// One injected fault, as printed with `--events json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct EventRecord {
-    #[serde(rename = "type")]
-    pub record_type: &'static str,
-    pub time: String,
-    pub fault_id: u32,
-    pub fault: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
-    pub cgroup_id: u64,
-    pub peer: String,
-    pub proto: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub direction: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno_value: Option<u32>,
-    pub verdict: &'static str,
-}
-
-impl EventRecord {
+impl Injection {
     pub fn from_bytes(bytes: &[u8], clock: &Clock) -> Option<Self> {
         if bytes.len() < size_of::<Event>() {
             return None;
@@ -124,73 +88,39 @@ impl EventRecord {
             .unwrap_or(event.comm.len());
         let errno = (event.errno != 0).then_some(Errno(event.errno));
         Self {
-            record_type: "injection",
             time: humantime::format_rfc3339_micros(clock.wall(event.ktime_ns)).to_string(),
             fault_id: event.fault_id,
-            fault: kind.map_or("unknown", kind_name),
+            fault: kind.map_or("unknown", kind_name).to_string(),
             pid: (event.pid != 0).then_some(event.pid),
             comm: (comm_len > 0)
                 .then(|| String::from_utf8_lossy(&event.comm[..comm_len]).into_owned()),
             cgroup_id: event.cgroup_id,
             peer: std::net::SocketAddr::new(addr, event.peer_port).to_string(),
             proto: match event.proto {
-                6 => "tcp",
-                17 => "udp",
-                1 | 58 => "icmp",
-                _ => "other",
+                6 => "tcp".into(),
+                17 => "udp".into(),
+                1 | 58 => "icmp".into(),
+                _ => "other".into(),
             },
             direction: match event.direction {
-                DIRECTION_EGRESS => Some("egress"),
-                DIRECTION_INGRESS => Some("ingress"),
+                DIRECTION_EGRESS => Some("egress".into()),
+                DIRECTION_INGRESS => Some("ingress".into()),
                 _ => None,
             },
             errno: errno.map(|e| e.name().map_or_else(|| e.0.to_string(), str::to_string)),
             errno_value: errno.map(|e| e.0),
             verdict: match kind {
                 Some(FaultKind::ConnectError | FaultKind::RecvError | FaultKind::SendError) => {
-                    "failed"
+                    "failed".into()
                 }
-                Some(FaultKind::Drop) => "dropped",
-                Some(FaultKind::Reset) => "reset",
-                Some(FaultKind::Delay) => "delayed",
-                Some(FaultKind::Corrupt) => "corrupted",
-                None => "unknown",
+                Some(FaultKind::Drop) => "dropped".into(),
+                Some(FaultKind::Reset) => "reset".into(),
+                Some(FaultKind::Delay) => "delayed".into(),
+                Some(FaultKind::Corrupt) => "corrupted".into(),
+                None => "unknown".into(),
             },
         }
     }
-}
-
-/// The last line a run prints.
-#[derive(Clone, Debug, Serialize)]
-pub struct Summary {
-    #[serde(rename = "type")]
-    pub record_type: &'static str,
-    pub fault: &'static str,
-    pub fault_id: u32,
-    pub matched: u64,
-    pub injected: u64,
-    pub duration_ms: u64,
-    pub events_emitted: u64,
-    /// Events by the cgroup id they came from (syscall and cgroup faults; TC events carry none):
-    /// per target when the scope names several.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub events_by_cgroup: std::collections::BTreeMap<u64, u64>,
-    pub events_sampled_out: u64,
-    pub events_lost: u64,
-    /// Kernel ids of the programs the fault attached: all gone once this line is printed.
-    pub program_ids: Vec<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup_id: Option<u64>,
-    /// The pods or containers it acts on (`namespace/pod[/container]`), when named.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub workloads: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interface: Option<String>,
-    /// Why the fault ended: "duration" (its own or the run's), "signal", or "error" (its
-    /// object had to be detached early).
-    pub ended_by: &'static str,
 }
 
 impl Summary {
@@ -209,10 +139,9 @@ impl Summary {
     }
 
     /// A fault's summary before it ran: what it is and where.
-    pub fn armed(fault: &'static str, fault_id: u32, program_ids: Vec<u32>) -> Self {
+    pub fn armed(fault: &str, fault_id: u32, program_ids: Vec<u32>) -> Self {
         Self {
-            record_type: "summary",
-            fault,
+            fault: fault.to_string(),
             fault_id,
             matched: 0,
             injected: 0,
@@ -226,7 +155,7 @@ impl Summary {
             cgroup_id: None,
             workloads: Vec::new(),
             interface: None,
-            ended_by: "signal",
+            ended_by: "signal".into(),
         }
     }
 
@@ -237,6 +166,52 @@ impl Summary {
         self.events_sampled_out = counters.events_sampled_out;
         self.events_lost = counters.events_lost;
     }
+}
+
+/// "name (prog id N)" for each program of the instance: ids `bpftool prog show` lists.
+pub fn program_names(programs: &[(&'static str, u32)]) -> Vec<String> {
+    programs
+        .iter()
+        .map(|(name, id)| format!("{name} (prog id {id})"))
+        .collect()
+}
+
+/// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>": the lifetime is the
+/// rule's, when the kernel stops it at the latest.
+/// The armed line names the rule's lifetime: the kernel stops it then, at the latest.
+pub fn armed_line(rule: &RuleSpec, programs: &[(&'static str, u32)]) -> String {
+    let programs = program_names(programs);
+    let mut scope = Vec::new();
+    match rule.interfaces.as_slice() {
+        [] => {}
+        [interface] => match &interface.pod_netns {
+            Some(netns) => scope.push(format!("{}'s host-side veth {}", netns, interface.name)),
+            None => scope.push(format!("interface {}", interface.name)),
+        },
+        every => {
+            let names: Vec<&str> = every.iter().map(|i| i.name.as_str()).collect();
+            scope.push(format!("interfaces {}", names.join(", ")));
+        }
+    }
+    for cgroup in &rule.cgroups {
+        scope.push(format!(
+            "cgroup {} (id {})",
+            cgroup.path.display(),
+            cgroup.id
+        ));
+    }
+    format!(
+        "chaos-bpf: armed {}#{} {} on {} via {}{}",
+        rule.spec.name(),
+        rule.fault_id,
+        rule.spec
+            .describe()
+            .trim_start_matches(rule.spec.name())
+            .trim_start(),
+        scope.join(", "),
+        programs.join(", "),
+        format_args!(" for {}", humantime::format_duration(rule.lifetime)),
+    )
 }
 
 /// The once-a-second line on stderr.
@@ -277,7 +252,7 @@ mod tests {
     #[test]
     fn connect_event_renders_errno_peer_and_task() {
         let clock = Clock { offset_ns: 0 };
-        let record = EventRecord::from_event(&event(), &clock);
+        let record = Injection::from_event(&event(), &clock);
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["peer"], "127.0.0.1:5432");
         assert_eq!(json["errno"], "ECONNREFUSED");
@@ -301,7 +276,7 @@ mod tests {
         event.peer_addr = Ipv6Addr::LOCALHOST.octets();
         event.proto = 17;
         event.direction = DIRECTION_INGRESS;
-        let record = EventRecord::from_event(&event, &Clock { offset_ns: 0 });
+        let record = Injection::from_event(&event, &Clock { offset_ns: 0 });
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["peer"], "[::1]:5432");
         assert_eq!(json["direction"], "ingress");
@@ -314,6 +289,6 @@ mod tests {
 
     #[test]
     fn short_buffers_are_not_events() {
-        assert!(EventRecord::from_bytes(&[0u8; 8], &Clock::now()).is_none());
+        assert!(Injection::from_bytes(&[0u8; 8], &Clock::now()).is_none());
     }
 }

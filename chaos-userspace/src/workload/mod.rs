@@ -4,6 +4,7 @@
 pub mod cgroups;
 pub mod cri;
 pub mod names;
+pub mod resolve;
 
 pub use cgroups::{NotFound, container, containers, pod, pods, process};
 pub use names::PodNames;

@@ -2,13 +2,18 @@
 //! command through hyper, over TCP or the agent's Unix socket alike.
 use std::path::PathBuf;
 
-use chaos::error::{ChaosError, Result};
+use crate::error::{ChaosError, Result};
 use chaos_model::Format;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Method, Request, StatusCode, body::Bytes};
 use hyper_util::rt::TokioIo;
 
-use crate::{agent::Listen, cli::FaultCommand};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    frontend::cli::args::FaultCommand,
+    wire::{self, Counters, Event, FaultId, FaultList, FaultView, Listen, StoppedAll},
+};
 
 /// Where the agent is and how to prove who we are.
 pub struct AgentClient {
@@ -71,13 +76,13 @@ impl AgentClient {
         }
     }
 
-    /// The whole answer as JSON; an error status becomes one line with the agent's message.
-    async fn json(
+    /// The answer, typed; an error status becomes one line with the agent's message.
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<String>,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<T> {
         let response = self.send(method, path, body).await?;
         let status = response.status();
         let bytes = response
@@ -88,19 +93,47 @@ impl AgentClient {
                 ChaosError::io("reading the agent's answer", std::io::Error::other(err))
             })?
             .to_bytes();
-        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if status.is_success() {
-            return Ok(value);
+        if !status.is_success() {
+            let message = serde_json::from_slice::<wire::ApiError>(&bytes).map_or_else(
+                |_| String::from_utf8_lossy(&bytes).into_owned(),
+                |e| e.error,
+            );
+            return Err(ChaosError::Agent {
+                status: status.as_u16(),
+                message,
+            });
         }
-        Err(ChaosError::Agent {
+        serde_json::from_slice(&bytes).map_err(|err| ChaosError::Agent {
             status: status.as_u16(),
-            message: value["error"].as_str().map_or_else(
-                || String::from_utf8_lossy(&bytes).into_owned(),
-                str::to_string,
-            ),
+            message: format!("an answer this client cannot read: {err}"),
         })
     }
 
+    pub async fn create(&self, fault: &chaos_model::Fault) -> Result<FaultView> {
+        let body = serde_json::to_string(fault)
+            .map_err(|err| ChaosError::io("encoding the fault", std::io::Error::other(err)))?;
+        self.call(Method::POST, "/v1/faults", Some(body)).await
+    }
+
+    pub async fn list(&self) -> Result<FaultList> {
+        self.call(Method::GET, "/v1/faults", None).await
+    }
+
+    pub async fn show(&self, id: FaultId) -> Result<FaultView> {
+        self.call(Method::GET, &format!("/v1/faults/{id}"), None)
+            .await
+    }
+
+    pub async fn stop(&self, id: FaultId) -> Result<FaultView> {
+        self.call(Method::DELETE, &format!("/v1/faults/{id}"), None)
+            .await
+    }
+
+    pub async fn stop_all(&self) -> Result<StoppedAll> {
+        self.call(Method::POST, "/v1/faults:stop-all", None).await
+    }
+
+    /// `chaos-bpf fault ...`: the answers as JSON on stdout (`list` as a table unless --json).
     pub async fn run(&self, command: FaultCommand) -> Result<()> {
         match command {
             FaultCommand::Create { file } => {
@@ -117,84 +150,88 @@ impl AgentClient {
                         file: name.clone(),
                         problem: Box::new(ChaosError::Field(err)),
                     })?;
-                let body = serde_json::to_string(&fault).map_err(|err| {
-                    ChaosError::io("encoding the fault", std::io::Error::other(err))
-                })?;
-                let created = self.json(Method::POST, "/v1/faults", Some(body)).await?;
-                println!("{created}");
+                println!("{}", to_json(&self.create(&fault).await?, false)?);
             }
-            FaultCommand::List { json } => {
-                let listed = self.json(Method::GET, "/v1/faults", None).await?;
-                if json {
-                    println!("{listed}");
-                } else {
-                    print!("{}", table(&listed));
-                }
+            FaultCommand::List { json: true } => {
+                println!("{}", to_json(&self.list().await?, false)?);
             }
-            FaultCommand::Show { id } => {
-                let shown = self
-                    .json(Method::GET, &format!("/v1/faults/{id}"), None)
-                    .await?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&shown).unwrap_or_default()
-                );
-            }
+            FaultCommand::List { json: false } => print!("{}", table(&self.list().await?)),
+            FaultCommand::Show { id } => println!("{}", to_json(&self.show(id).await?, true)?),
             FaultCommand::Stop { id: Some(id), .. } => {
-                let stopped = self
-                    .json(Method::DELETE, &format!("/v1/faults/{id}"), None)
-                    .await?;
-                println!("{stopped}");
+                println!("{}", to_json(&self.stop(id).await?, false)?);
             }
             FaultCommand::Stop { id: None, .. } => {
-                let stopped = self.json(Method::POST, "/v1/faults:stop-all", None).await?;
-                println!("{stopped}");
+                println!("{}", to_json(&self.stop_all().await?, false)?);
             }
-            FaultCommand::Events { follow } => {
-                let path = format!("/v1/events?follow={follow}");
-                let mut response = self.send(Method::GET, &path, None).await?;
-                if response.status() != StatusCode::OK {
-                    return Err(ChaosError::Agent {
-                        status: response.status().as_u16(),
-                        message: "the event stream was refused".into(),
-                    });
-                }
-                use std::io::Write as _;
-                while let Some(frame) = response.body_mut().frame().await {
-                    let frame = frame.map_err(|err| {
-                        ChaosError::io("reading events", std::io::Error::other(err))
+            FaultCommand::Events { follow } => self.events(follow).await?,
+        }
+        Ok(())
+    }
+
+    /// The event stream, one line per event, each read as the wire's event type first.
+    async fn events(&self, follow: bool) -> Result<()> {
+        use std::io::Write as _;
+        let path = format!("/v1/events?follow={follow}");
+        let mut response = self.send(Method::GET, &path, None).await?;
+        if response.status() != StatusCode::OK {
+            return Err(ChaosError::Agent {
+                status: response.status().as_u16(),
+                message: "the event stream was refused".into(),
+            });
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = response.body_mut().frame().await {
+            let frame = frame
+                .map_err(|err| ChaosError::io("reading events", std::io::Error::other(err)))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let event: Event =
+                    serde_json::from_slice(&line).map_err(|err| ChaosError::Agent {
+                        status: 200,
+                        message: format!("an event this client cannot read: {err}"),
                     })?;
-                    if let Some(data) = frame.data_ref() {
-                        let mut stdout = std::io::stdout().lock();
-                        let _ = stdout.write_all(data);
-                        let _ = stdout.flush();
-                    }
-                }
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{}", to_json(&event, false)?);
+                let _ = stdout.flush();
             }
         }
         Ok(())
     }
 }
 
+fn to_json(value: &impl serde::Serialize, pretty: bool) -> Result<String> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    text.map_err(|err| ChaosError::io("encoding JSON", std::io::Error::other(err)))
+}
+
 /// `fault list` for people.
-fn table(listed: &serde_json::Value) -> String {
+fn table(listed: &FaultList) -> String {
     let mut out = format!(
         "{:>4}  {:8}  {:14}  {:16}  {:>10}  {:>10}  {}\n",
         "id", "state", "kind", "mechanism", "matched", "injected", "scope"
     );
-    for fault in listed["faults"].as_array().into_iter().flatten() {
-        let scope = fault["cgroup"]
-            .as_str()
-            .or_else(|| fault["interface"].as_str())
+    for fault in &listed.faults {
+        let scope = fault
+            .cgroup
+            .as_deref()
+            .or(fault.interface.as_deref())
             .unwrap_or("-");
         out.push_str(&format!(
             "{:>4}  {:8}  {:14}  {:16}  {:>10}  {:>10}  {scope}\n",
-            fault["id"],
-            fault["state"].as_str().unwrap_or("?"),
-            fault["kind"].as_str().unwrap_or("?"),
-            fault["mechanism"].as_str().unwrap_or("?"),
-            fault["counters"]["matched"],
-            fault["counters"]["injected"],
+            fault.id,
+            fault.state.to_string(),
+            fault.kind,
+            fault.mechanism,
+            fault.counters.matched,
+            fault.counters.injected,
         ));
     }
     out
@@ -204,68 +241,41 @@ fn table(listed: &serde_json::Value) -> String {
 /// faults it armed: the agent may hold other people's.
 pub struct AgentInjector {
     pub client: AgentClient,
-    pub armed: Vec<u32>,
+    pub armed: Vec<FaultId>,
 }
 
 impl AgentInjector {
     /// Stops what this experiment armed and has not stopped yet.
     pub async fn stop_armed(&mut self) {
         for id in std::mem::take(&mut self.armed) {
-            let _ = self
-                .client
-                .json(Method::DELETE, &format!("/v1/faults/{id}"), None)
-                .await;
+            let _ = self.client.stop(id).await;
         }
     }
 }
 
-impl chaos::experiment::Injector for AgentInjector {
+impl crate::experiment::Injector for AgentInjector {
     async fn arm(
         &mut self,
+        _index: usize,
         mut fault: chaos_model::Fault,
         lifetime: std::time::Duration,
-    ) -> Result<u32> {
+    ) -> Result<FaultId> {
         fault.duration = Some(chaos_model::HumanDuration(lifetime));
-        let body = serde_json::to_string(&fault)
-            .map_err(|err| ChaosError::io("encoding the fault", std::io::Error::other(err)))?;
-        let created = self
-            .client
-            .json(Method::POST, "/v1/faults", Some(body))
-            .await?;
-        let id = created["id"]
-            .as_u64()
-            .map(|id| id as u32)
-            .ok_or_else(|| ChaosError::Agent {
-                status: 500,
-                message: "the agent answered without a fault id".into(),
-            })?;
+        let id = self.client.create(&fault).await?.id;
         self.armed.push(id);
         Ok(id)
     }
 
-    async fn stop(&mut self, id: u32) -> Result<chaos::telemetry::Counters> {
+    async fn stop(&mut self, id: FaultId) -> Result<Counters> {
         self.armed.retain(|armed| *armed != id);
-        let stopped = self
-            .client
-            .json(Method::DELETE, &format!("/v1/faults/{id}"), None)
-            .await?;
-        Ok(counters_of(&stopped))
+        Ok(self.client.stop(id).await?.counters)
     }
 
-    async fn counters(&mut self, id: u32) -> Option<chaos::telemetry::Counters> {
-        let shown = self
-            .client
-            .json(Method::GET, &format!("/v1/faults/{id}"), None)
-            .await
-            .ok()?;
-        Some(counters_of(&shown))
+    async fn counters(&mut self, id: FaultId) -> Option<Counters> {
+        self.client.show(id).await.ok().map(|view| view.counters)
     }
 
     async fn stop_all(&mut self) {
         self.stop_armed().await;
     }
-}
-
-fn counters_of(view: &serde_json::Value) -> chaos::telemetry::Counters {
-    serde_json::from_value(view["counters"].clone()).unwrap_or_default()
 }

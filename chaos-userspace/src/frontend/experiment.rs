@@ -1,32 +1,26 @@
-//! `chaos-bpf experiment run FILE`: reads the experiment, runs it in this process's engine or
-//! a node agent, shows it live on the terminal, and writes the verdict's files.
+//! `chaos-bpf experiment run FILE`: reads the experiment, runs it in this process's fault
+//! service or a node agent, shows it live on the terminal, and writes the verdict's files.
 use std::{
     io::{IsTerminal as _, Write as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::Duration,
 };
 
-use anyhow::Context as _;
-use chaos::{
-    engine::{Engine, EngineConfig, EngineEvent, Sink},
-    error::ChaosError,
-    experiment::{EngineInjector, Live, report, run::Report},
-    workload::PodNames,
-};
 use chaos_model::experiment::{Experiment, parse_experiment};
 
 use crate::{
-    agent::Listen,
-    cli::CriArgs,
-    client::{AgentClient, AgentInjector},
+    engine::{EngineConfig, EngineEvent, Sink},
+    error::{ChaosError, Result},
+    experiment::{Live, ServiceInjector, report, run::Report},
+    frontend::{
+        cli::args::ExperimentCommand,
+        client::{AgentClient, AgentInjector},
+        maintenance::require_root,
+    },
+    service::FaultService,
+    workload::PodNames,
 };
-
-pub struct Outputs {
-    pub report: Option<PathBuf>,
-    pub junit: Option<PathBuf>,
-    pub html: Option<PathBuf>,
-}
 
 /// The engine's events are the report's business, not the terminal's.
 struct Quiet;
@@ -39,17 +33,20 @@ impl Sink for Quiet {
     }
 }
 
-/// Runs the experiment in FILE; the verdict's exit code (0, 1 or 3).
-pub fn run(
-    file: &Path,
-    outputs: Outputs,
-    agent: Option<Listen>,
-    token_file: Option<PathBuf>,
-    cri: &CriArgs,
-    dry_run: bool,
-) -> anyhow::Result<u8> {
+/// Runs the experiment; the verdict's exit code (0 held, 1 not held, 3 aborted).
+pub async fn run(command: ExperimentCommand) -> Result<u8> {
+    let ExperimentCommand::Run {
+        file,
+        report,
+        junit,
+        html,
+        agent,
+        token_file,
+        cri,
+        dry_run,
+    } = command;
     let name = file.display().to_string();
-    let text = std::fs::read_to_string(file)
+    let text = std::fs::read_to_string(&file)
         .map_err(|err| ChaosError::io(format!("reading {name}"), err))?;
     // file:line:column: field: problem; accepted: ... (exit 2)
     let mut experiment =
@@ -59,10 +56,6 @@ pub fn run(
             timed.fault.dry_run = true;
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let terminal = std::io::stderr().is_terminal();
     let mut view = LiveView::new(terminal);
     let in_file = |err: ChaosError| match err {
@@ -74,55 +67,58 @@ pub fn run(
         }
         other => other,
     };
-    let report = match agent {
+    let report_of_run = match agent {
         Some(agent) => {
             let mut injector = AgentInjector {
                 client: AgentClient { agent, token_file },
                 armed: Vec::new(),
             };
-            let report = runtime.block_on(until_signal(chaos::experiment::run(
-                &experiment,
-                &mut injector,
-                |live| view.show(live),
-            )));
+            let report = until_signal(crate::experiment::run(&experiment, &mut injector, |live| {
+                view.show(live)
+            }))
+            .await;
             // Interrupted: what it armed in the agent goes now, not at its deadline.
-            runtime.block_on(injector.stop_armed());
+            injector.stop_armed().await;
             report
         }
         None => {
-            if !nix::unistd::geteuid().is_root() {
-                return Err(ChaosError::NotRoot.into());
-            }
-            let engine = Engine::new(
+            require_root()?;
+            let service = FaultService::new(
                 EngineConfig {
                     max_duration: longest(&experiment),
                     max_faults: 1024,
                     history: usize::MAX,
                 },
                 Arc::new(Quiet),
+                PodNames::cri(cri.cri_socket.as_deref()),
             );
-            let mut injector =
-                EngineInjector::new(engine, PodNames::cri(cri.cri_socket.as_deref()));
-            runtime.block_on(until_signal(chaos::experiment::run(
-                &experiment,
-                &mut injector,
-                |live| view.show(live),
-            )))
+            let mut injector = ServiceInjector::new(service);
+            until_signal(crate::experiment::run(&experiment, &mut injector, |live| {
+                view.show(live)
+            }))
+            .await
         }
     };
-    let report = match report {
-        Some(report) => report.map_err(in_file)?,
+    let outcome = match report_of_run {
+        Some(outcome) => outcome.map_err(in_file)?,
         None => {
-            // The run's future is gone, and with it the engine's faults (its objects detach as
-            // they drop); an agent's are stopped by their deadlines.
+            // The run's future is gone, and with it the service's faults (its objects detach
+            // as they drop); an agent's are stopped by their deadlines.
             eprintln!("\nchaos-bpf: interrupted: every fault was reverted; no verdict");
             return Ok(3);
         }
     };
     view.finish();
-    eprint!("{}", summary(&report));
-    write_outputs(&report, &outputs)?;
-    Ok(report.exit_code)
+    eprint!("{}", summary(&outcome));
+    write_outputs(
+        &outcome,
+        &[
+            (report, Output::Json),
+            (junit, Output::Junit),
+            (html, Output::Html),
+        ],
+    )?;
+    Ok(outcome.exit_code)
 }
 
 /// The experiment, unless SIGTERM or Ctrl-C comes first.
@@ -146,17 +142,24 @@ fn longest(experiment: &Experiment) -> Duration {
     experiment.schedule.duration.0 + Duration::from_secs(1)
 }
 
-fn write_outputs(report: &Report, outputs: &Outputs) -> anyhow::Result<()> {
-    let write = |path: &Option<PathBuf>, contents: String| -> anyhow::Result<()> {
-        if let Some(path) = path {
-            std::fs::write(path, contents)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(())
-    };
-    write(&outputs.report, serde_json::to_string_pretty(report)?)?;
-    write(&outputs.junit, report::junit(report))?;
-    write(&outputs.html, report::html(report))?;
+enum Output {
+    Json,
+    Junit,
+    Html,
+}
+
+fn write_outputs(report: &Report, outputs: &[(Option<PathBuf>, Output)]) -> Result<()> {
+    for (path, output) in outputs {
+        let Some(path) = path else { continue };
+        let contents = match output {
+            Output::Json => serde_json::to_string_pretty(report)
+                .map_err(|err| ChaosError::io("encoding the report", std::io::Error::other(err)))?,
+            Output::Junit => report::junit(report),
+            Output::Html => report::html(report),
+        };
+        std::fs::write(path, contents)
+            .map_err(|err| ChaosError::io(format!("writing {}", path.display()), err))?;
+    }
     Ok(())
 }
 
@@ -165,12 +168,12 @@ fn summary(report: &Report) -> String {
     let mut out = format!("\nexperiment {}: ", report.name);
     out.push_str(
         match &report.outcome {
-            chaos::experiment::run::Outcome::Held => "the hypothesis held\n".to_string(),
-            chaos::experiment::run::Outcome::NotHeld => "the hypothesis did NOT hold\n".to_string(),
-            chaos::experiment::run::Outcome::SteadyStateFailed => {
+            crate::experiment::run::Outcome::Held => "the hypothesis held\n".to_string(),
+            crate::experiment::run::Outcome::NotHeld => "the hypothesis did NOT hold\n".to_string(),
+            crate::experiment::run::Outcome::SteadyStateFailed => {
                 "the steady state did not hold in warm-up; nothing was injected\n".to_string()
             }
-            chaos::experiment::run::Outcome::Aborted { reason } => format!("ABORTED: {reason}\n"),
+            crate::experiment::run::Outcome::Aborted { reason } => format!("ABORTED: {reason}\n"),
         }
         .as_str(),
     );

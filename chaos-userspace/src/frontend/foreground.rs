@@ -1,68 +1,89 @@
-//! `inject` and `run` in the foreground: an engine in this process, its events rendered on the
-//! terminal (stderr for people, stdout JSON for programs), status once per second, every fault
-//! ended at its deadline, and all of them on Ctrl-C or SIGTERM, always detached before return.
+//! `inject` and `run` in the foreground: the fault service in this process, its events rendered
+//! on the terminal (stderr for people, stdout JSON for programs), status once per second, every
+//! fault ended at its deadline, and all of them on Ctrl-C or SIGTERM, always detached before
+//! return.
 use std::{
     io::{IsTerminal as _, Write as _},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use chaos::{
-    engine::{Engine, EngineConfig, EngineEvent, Sink},
-    error::{ChaosError, Result},
-    inject::Plan,
-    metrics::{FaultMetrics, FaultSample, MetricsListener, registry_of},
-    telemetry::{Counters, Summary, status_line},
-    workload::PodNames,
-};
+use chaos_model::Fault;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::EventFormat;
+use crate::{
+    engine::{EngineConfig, EngineEvent, Sink},
+    error::{ChaosError, Result},
+    frontend::cli::{
+        args::{DEFAULT_MAX_DURATION, EventFormat, InjectCommand, RunArgs},
+        flags::on_the_command_line,
+        run_file::{Origin, read_run_file, refusal},
+    },
+    service::{FOLLOW_EVERY, FaultService, Refused, moves_in_words},
+    telemetry::{
+        metrics::{FaultMetrics, FaultSample, MetricsListener, registry_of},
+        status_line,
+    },
+    wire::{Counters, Event},
+    workload::PodNames,
+};
 
-pub struct RunOptions {
+struct RunOptions {
     /// The whole run's deadline; each fault may also have its own.
-    pub duration: Option<Duration>,
+    duration: Option<Duration>,
     /// The lifetime of a fault with no duration of its own or of the run's, and the longest any
     /// may have.
-    pub max_duration: Duration,
-    pub events: Option<EventFormat>,
+    max_duration: Duration,
+    events: Option<EventFormat>,
     /// Where Prometheus scrapes the run's counters (`--metrics`), already bound.
-    pub metrics: Option<MetricsListener>,
+    metrics: Option<MetricsListener>,
     /// Where pods get their names, for scopes that name them (followed across restarts).
-    pub names: Option<PodNames>,
+    names: Option<PodNames>,
 }
 
-/// How often scopes by name are resolved again while such a fault runs: a restarted container
-/// gets a new id and cgroup, which its rule then takes.
-pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
-
-/// Moves faults scoped by name to where the names are now, and says so.
-pub async fn follow(engine: &mut Engine, names: &PodNames) {
-    if !engine.follows_names() {
-        return;
-    }
-    if let Some(pods) = pods_now(names).await {
-        report_moves(engine.follow(&pods));
-    }
+/// `chaos-bpf inject KIND ...`: one fault from the flags.
+pub async fn inject(command: &InjectCommand) -> Result<()> {
+    let common = command.common();
+    let options = RunOptions {
+        duration: None,
+        max_duration: common.max_duration.map_or(DEFAULT_MAX_DURATION, |d| d.0),
+        events: common.events,
+        metrics: common.metrics.map(MetricsListener::bind).transpose()?,
+        names: PodNames::cri(common.cri.cri_socket.as_deref()),
+    };
+    run(vec![command.to_fault()], options, |refused| {
+        on_the_command_line(refused.error)
+    })
+    .await
 }
 
-/// The node's pods by name now; a runtime that does not answer is said once per try.
-pub async fn pods_now(names: &PodNames) -> Option<Vec<chaos_model::workloads::PodInfo>> {
-    names
-        .pods()
-        .await
-        .map_err(|err| eprintln!("chaos-bpf: resolving names again: {err}"))
-        .ok()
-}
-
-/// One line per fault that moved to its workloads' new cgroups, or could not.
-pub fn report_moves(moves: Vec<(chaos::engine::FaultId, Result<Vec<String>>)>) {
-    for (id, moved) in moves {
-        match moved {
-            Ok(workloads) => eprintln!("chaos-bpf: fault {id} now on {}", workloads.join(", ")),
-            Err(err) => eprintln!("chaos-bpf: fault {id} could not follow its workloads: {err}"),
-        }
-    }
+/// `chaos-bpf run FILE`: every fault of the file at once; a refusal names its line or field.
+pub async fn run_file(args: RunArgs) -> Result<()> {
+    let metrics = args.metrics.map(MetricsListener::bind).transpose()?;
+    let read = read_run_file(&args.file).map_err(on_the_command_line)?;
+    let (origins, faults): (Vec<Origin>, Vec<Fault>) = read
+        .into_iter()
+        .map(|(origin, mut fault)| {
+            // Events are the run's to print: every fault reports, or none.
+            fault.events = args.events.map(|_| chaos_model::Events {
+                per_cpu_per_sec: args.events_per_cpu_per_sec,
+            });
+            (origin, fault)
+        })
+        .unzip();
+    let options = RunOptions {
+        duration: args.duration.map(|d| d.0),
+        max_duration: args.max_duration.map_or(DEFAULT_MAX_DURATION, |d| d.0),
+        events: args.events,
+        metrics,
+        names: PodNames::cri(args.cri.cri_socket.as_deref()),
+    };
+    let name = args.file.display().to_string();
+    run(faults, options, |refused| {
+        let origin = refused.index.and_then(|index| origins.get(index));
+        refusal(&name, origin, refused.error)
+    })
+    .await
 }
 
 /// Beyond this many faults the status is one line for all of them, every 10 s.
@@ -78,33 +99,27 @@ struct Terminal {
 
 impl Sink for Terminal {
     fn send(&self, event: EngineEvent) {
-        let mut stdout = std::io::stdout().lock();
-        match event {
-            EngineEvent::Injection(record) if self.events => {
-                if let Ok(line) = serde_json::to_string(&record) {
-                    let _ = writeln!(stdout, "{line}");
-                }
+        let line = match &event {
+            EngineEvent::Injection(_) if !self.events => None,
+            EngineEvent::Injection(_) | EngineEvent::Armed { .. } | EngineEvent::KillRound(_) => {
+                serde_json::to_string(&event.to_wire()).ok()
             }
-            EngineEvent::Armed {
-                fault,
-                line,
-                programs,
-            } => {
-                let record = serde_json::json!({ "type": "armed", "fault": fault });
-                let _ = writeln!(stdout, "{record}");
-                if let Ok(mut armed) = self.armed.lock() {
-                    armed.push((line, programs));
-                }
+            EngineEvent::Warning(warning) => {
+                eprintln!("chaos-bpf: {warning}");
+                None
             }
-            EngineEvent::KillRound(round) => {
-                if let Ok(line) = serde_json::to_string(&round) {
-                    let _ = writeln!(stdout, "{line}");
-                }
-            }
-            EngineEvent::Warning(warning) => eprintln!("chaos-bpf: {warning}"),
-            EngineEvent::Injection(_) | EngineEvent::Ended(_) => {}
+            EngineEvent::Ended(_) => None,
+        };
+        if let EngineEvent::Armed { line, programs, .. } = event
+            && let Ok(mut armed) = self.armed.lock()
+        {
+            armed.push((line, programs));
         }
-        let _ = stdout.flush();
+        if let Some(line) = line {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        }
     }
 }
 
@@ -132,22 +147,32 @@ impl Terminal {
     }
 }
 
-/// Arms the planned faults and runs them until each has ended; returns their summaries.
-pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> {
+/// Plans, checks and arms the faults, runs them until each has ended, then prints one summary
+/// line per fault. A fault the service refuses is named by `on_refusal`.
+async fn run(
+    faults: Vec<Fault>,
+    options: RunOptions,
+    on_refusal: impl Fn(Refused) -> ChaosError,
+) -> Result<()> {
     let terminal = Arc::new(Terminal {
         events: options.events == Some(EventFormat::Json),
         armed: Mutex::new(Vec::new()),
     });
-    let mut engine = Engine::new(
+    let service = FaultService::new(
         EngineConfig {
             max_duration: options.max_duration,
             max_faults: usize::MAX,
             history: usize::MAX,
         },
         Arc::clone(&terminal) as Arc<dyn Sink>,
+        options.names,
     );
+    let plans = service.plan(faults).await.map_err(on_refusal)?;
     // Everything that can refuse the faults together, before anything is printed.
-    engine.check(&plans, options.duration)?;
+    service
+        .check(&plans, options.duration)
+        .await
+        .map_err(on_the_command_line)?;
     let mut explained = Vec::new();
     for plan in &plans {
         let line = plan.explain();
@@ -163,7 +188,10 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
         .map_err(|err| ChaosError::io("installing the SIGTERM handler", err))?;
     let mut sigint = signal(SignalKind::interrupt())
         .map_err(|err| ChaosError::io("installing the SIGINT handler", err))?;
-    let ids = engine.arm(plans, options.duration)?;
+    let ids = service
+        .arm(plans, options.duration)
+        .await
+        .map_err(on_the_command_line)?;
     terminal.print_armed();
 
     let metrics = match options.metrics {
@@ -173,19 +201,20 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
                 eprintln!("chaos-bpf: metrics on http://{addr}/metrics");
             }
             listener.serve(Arc::new(registry_of(Arc::clone(&shared))))?;
-            shared.update(engine.samples());
+            shared.update(service.samples().await);
             Some(shared)
         }
         None => None,
     };
     let on_terminal = std::io::stderr().is_terminal();
+    let follows = service.follows_names().await;
     let mut follower = tokio::time::interval(FOLLOW_EVERY);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let started = tokio::time::Instant::now();
     let mut ticks: u64 = 0;
-    while engine.active() > 0 {
-        let next_deadline = engine.next_deadline();
+    while service.active().await > 0 {
+        let next_deadline = service.next_deadline().await;
         let sleep = async {
             match next_deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -193,14 +222,14 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
             }
         };
         tokio::select! {
-            () = sleep => engine.expire().await,
-            _ = sigterm.recv() => { engine.stop_all("signal").await; }
-            _ = sigint.recv() => { engine.stop_all("signal").await; }
-            _ = follower.tick(), if options.names.is_some() => {
-                if let Some(names) = &options.names {
-                    follow(&mut engine, names).await;
+            () = sleep => service.expire().await,
+            _ = sigterm.recv() => { service.stop_all("signal").await; }
+            _ = sigint.recv() => { service.stop_all("signal").await; }
+            _ = follower.tick(), if follows => {
+                for line in moves_in_words(service.follow_names().await) {
+                    eprintln!("chaos-bpf: {line}");
                 }
-            }
+            },
             _ = ticker.tick() => {
                 ticks += 1;
                 // One read of the kernel's counters serves the status line and the metrics; a
@@ -209,7 +238,7 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
                     || ids.len() <= FAULTS_WITH_OWN_STATUS_LINES
                     || ticks.is_multiple_of(10);
                 if wanted {
-                    let samples = engine.samples();
+                    let samples = service.samples().await;
                     print_status(&samples, ids.len(), (started.elapsed(), ticks), on_terminal);
                     if let Some(metrics) = &metrics {
                         metrics.update(samples);
@@ -219,12 +248,18 @@ pub async fn run(plans: Vec<Plan>, options: RunOptions) -> Result<Vec<Summary>> 
         }
     }
     if let Some(metrics) = &metrics {
-        metrics.update(engine.samples());
+        metrics.update(service.samples().await);
     }
     if on_terminal {
         eprintln!();
     }
-    Ok(engine.summaries(&ids))
+    let mut stdout = std::io::stdout().lock();
+    for summary in service.summaries(&ids).await {
+        if let Ok(line) = serde_json::to_string(&Event::Summary(summary)) {
+            let _ = writeln!(stdout, "{line}");
+        }
+    }
+    Ok(())
 }
 
 fn print_status(
@@ -237,7 +272,7 @@ fn print_status(
     let lines: Vec<String> = if faults <= FAULTS_WITH_OWN_STATUS_LINES {
         running
             .iter()
-            .map(|s| status_line(s.fault, s.fault_id, s.age, &s.counters))
+            .map(|s| status_line(&s.fault, s.fault_id, s.age, &s.counters))
             .collect()
     } else if ticks.is_multiple_of(10) {
         let total = running

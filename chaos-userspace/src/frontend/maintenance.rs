@@ -1,0 +1,53 @@
+//! The commands that arm nothing: `cleanup`, `doctor`, `schema`.
+use crate::{
+    error::{ChaosError, Result},
+    frontend::cli::args::SchemaOf,
+};
+
+/// `chaos-bpf cleanup`: TC state left by runs that were killed, removed; the report as JSON.
+pub fn cleanup() -> Result<()> {
+    require_root()?;
+    let report = crate::net::tc_records::cleanup_stale()
+        .map_err(|err| ChaosError::io("cleaning up", err))?;
+    println!("{}", to_json(&report, false)?);
+    Ok(())
+}
+
+/// `chaos-bpf doctor`: which mechanisms this kernel has, as a table or JSON.
+pub fn doctor(json: bool) -> Result<()> {
+    require_root()?;
+    let report = crate::kernel::doctor::run();
+    if json {
+        println!("{}", to_json(&report, true)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// `chaos-bpf schema`: the JSON Schema of faults or of experiments.
+pub fn schema(of: SchemaOf) -> Result<()> {
+    let schema = match of {
+        SchemaOf::Fault => chaos_model::fault_schema(),
+        SchemaOf::Experiment => chaos_model::experiment_schema(),
+    };
+    println!("{}", to_json(&schema, true)?);
+    Ok(())
+}
+
+pub fn require_root() -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(ChaosError::NotRoot)
+    }
+}
+
+fn to_json(value: &impl serde::Serialize, pretty: bool) -> Result<String> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    text.map_err(|err| ChaosError::io("encoding JSON", std::io::Error::other(err)))
+}

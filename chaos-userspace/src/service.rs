@@ -1,0 +1,196 @@
+//! The fault service: the one way in to the engine for every front end (the command line, run
+//! files, the agent's API, the ChaosFault controller, experiments). A front end turns its input
+//! into faults of the model and calls this; planning (validation, scopes, guard rails), the
+//! engine's limits and arming happen here and nowhere else, so a new fault kind needs the model,
+//! its kernel side and the engine, and no front end changes.
+//!
+//! Like Tetragon's sensor manager it serialises every arm and stop through one lock. The
+//! blocking work (probing the kernel, resolving cgroups, loading and verifying programs) runs
+//! here, off the async workers, so a front end never has to know which calls block.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chaos_model::{Fault, workloads::PodInfo};
+use tokio::sync::Mutex;
+
+use crate::{
+    engine::{Engine, EngineConfig, FaultId, Sink},
+    error::{ChaosError, Result},
+    inject::{self, Plan},
+    telemetry::metrics::FaultSample,
+    wire::{FaultView, Summary},
+    workload::PodNames,
+};
+
+/// A fault of a batch that cannot be planned: its place in the batch, and why.
+#[derive(Debug)]
+pub struct Refused {
+    /// `None` when the batch as a whole was refused (names could not be resolved).
+    pub index: Option<usize>,
+    pub error: ChaosError,
+}
+
+/// How often scopes by name are resolved again while such a fault runs: a restarted container
+/// gets a new id and cgroup, which its rule then takes.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// A fault that moved to its workloads' new cgroups (the workloads it covers now), or could not.
+pub type Moved = (FaultId, Result<Vec<String>>);
+
+pub struct FaultService {
+    engine: Mutex<Engine>,
+    /// Where pods and containers get their names: the runtime's CRI, or the Kubernetes API.
+    names: Option<PodNames>,
+    config: EngineConfig,
+}
+
+impl FaultService {
+    pub fn new(config: EngineConfig, sink: Arc<dyn Sink>, names: Option<PodNames>) -> Self {
+        Self {
+            engine: Mutex::new(Engine::new(config, sink)),
+            names,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    /// Plans a batch: names resolved once for all of it, then each fault validated, its scope
+    /// resolved and judged by the guard rails. Nothing is armed. The first refusal is returned
+    /// with its place in the batch.
+    pub async fn plan(&self, faults: Vec<Fault>) -> std::result::Result<Vec<Plan>, Refused> {
+        let pods = PodNames::for_faults(self.names.as_ref(), faults.iter())
+            .await
+            .map_err(|error| Refused { index: None, error })?;
+        blocking(move || plan_all(&faults, pods.as_deref()))
+            .await
+            .map_err(|error| Refused { index: None, error })?
+    }
+
+    /// Everything the engine would refuse of planned faults (room, lifetimes, shared maps),
+    /// without arming them.
+    pub async fn check(&self, plans: &[Plan], batch: Option<Duration>) -> Result<()> {
+        self.engine.lock().await.check(plans, batch).map(|_| ())
+    }
+
+    /// Arms planned faults together (all or none); their ids in the order given.
+    pub async fn arm(&self, plans: Vec<Plan>, batch: Option<Duration>) -> Result<Vec<FaultId>> {
+        let mut engine = self.engine.lock().await;
+        // Loading and verifying blocks: the runtime's other worker keeps serving meanwhile.
+        tokio::task::block_in_place(|| engine.arm(plans, batch))
+    }
+
+    /// Plans and arms one fault; its view.
+    pub async fn create(&self, fault: Fault) -> Result<FaultView> {
+        let plans = self.plan(vec![fault]).await.map_err(|r| r.error)?;
+        let ids = self.arm(plans, None).await?;
+        let engine = self.engine.lock().await;
+        ids.first()
+            .and_then(|id| engine.view(*id))
+            .ok_or(ChaosError::NotFound(0))
+    }
+
+    pub async fn stop(&self, id: FaultId, by: &'static str) -> Result<FaultView> {
+        self.engine.lock().await.stop(id, by).await
+    }
+
+    /// Several faults, under one lock; those already gone are skipped.
+    pub async fn stop_each(&self, ids: &[FaultId], by: &'static str) {
+        let mut engine = self.engine.lock().await;
+        for id in ids {
+            let _ = engine.stop(*id, by).await;
+        }
+    }
+
+    /// The kill switch: every fault stops; how many.
+    pub async fn stop_all(&self, by: &'static str) -> usize {
+        self.engine.lock().await.stop_all(by).await
+    }
+
+    pub async fn view(&self, id: FaultId) -> Option<FaultView> {
+        self.engine.lock().await.view(id)
+    }
+
+    /// Every fault, armed and recently ended.
+    pub async fn list(&self) -> Vec<FaultView> {
+        self.engine.lock().await.list()
+    }
+
+    pub async fn active(&self) -> usize {
+        self.engine.lock().await.active()
+    }
+
+    pub async fn summaries(&self, ids: &[FaultId]) -> Vec<Summary> {
+        self.engine.lock().await.summaries(ids)
+    }
+
+    /// Every fault's counters, read from the kernel.
+    pub async fn samples(&self) -> Vec<FaultSample> {
+        self.engine.lock().await.samples()
+    }
+
+    pub async fn next_deadline(&self) -> Option<Instant> {
+        self.engine.lock().await.next_deadline()
+    }
+
+    /// Ends the faults whose deadlines have passed, and kills whose rounds are done.
+    pub async fn expire(&self) {
+        self.engine.lock().await.expire().await;
+    }
+
+    /// Moves faults scoped by name to where the names are now. The names are asked without
+    /// holding the engine, so the other calls keep answering meanwhile.
+    pub async fn follow_names(&self) -> std::result::Result<Vec<Moved>, ChaosError> {
+        let Some(names) = &self.names else {
+            return Ok(Vec::new());
+        };
+        if !self.engine.lock().await.follows_names() {
+            return Ok(Vec::new());
+        }
+        let pods = names.pods().await?;
+        Ok(self.engine.lock().await.follow(&pods))
+    }
+
+    /// Whether some fault's scope names workloads, so [`FaultService::follow_names`] has work.
+    pub async fn follows_names(&self) -> bool {
+        self.names.is_some() && self.engine.lock().await.follows_names()
+    }
+}
+
+fn plan_all(faults: &[Fault], pods: Option<&[PodInfo]>) -> std::result::Result<Vec<Plan>, Refused> {
+    faults
+        .iter()
+        .enumerate()
+        .map(|(index, fault)| {
+            inject::plan(fault, pods).map_err(|error| Refused {
+                index: Some(index),
+                error,
+            })
+        })
+        .collect()
+}
+
+/// Blocking work off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| ChaosError::io("planning", std::io::Error::other(err)))
+}
+
+/// Follow results as lines for a log: where faults moved, or why they could not.
+pub fn moves_in_words(moves: std::result::Result<Vec<Moved>, ChaosError>) -> Vec<String> {
+    match moves {
+        Ok(moves) => moves
+            .into_iter()
+            .map(|(id, moved)| match moved {
+                Ok(workloads) => format!("fault {id} now on {}", workloads.join(", ")),
+                Err(err) => format!("fault {id} could not follow its workloads: {err}"),
+            })
+            .collect(),
+        Err(err) => vec![format!("resolving names again: {err}")],
+    }
+}
