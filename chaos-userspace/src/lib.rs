@@ -9,7 +9,8 @@
 //!   (`guard`), the workloads (`workload`, `scope`), the kernel side (`kernel`), network
 //!   plumbing (`net`) and telemetry.
 //!
-//! Below `service` nothing prints or handles a signal.
+//! Below `service` nothing prints or handles a signal; `termination` is the front ends' one
+//! way to wait for SIGTERM and Ctrl-C.
 pub mod agent;
 pub mod engine;
 pub mod errno;
@@ -25,5 +26,6 @@ pub mod net;
 pub mod scope;
 pub mod service;
 pub mod telemetry;
+pub mod termination;
 pub mod wire;
 pub mod workload;

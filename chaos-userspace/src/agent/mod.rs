@@ -18,15 +18,13 @@ use crate::{
     error::{ChaosError, Result},
     service::{FOLLOW_EVERY, FaultService, moves_in_words},
     telemetry::metrics::{FaultMetrics, MetricsListener, registry_of},
+    termination::Termination,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::broadcast,
-};
+use tokio::sync::broadcast;
 
 pub struct AgentOptions {
     pub listen: Listen,
@@ -248,16 +246,8 @@ pub async fn run(options: AgentOptions) -> Result<()> {
     }
 
     let router = api::router(Arc::clone(&shared), BODY_LIMIT);
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|err| ChaosError::io("installing the SIGTERM handler", err))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|err| ChaosError::io("installing the SIGINT handler", err))?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = sigint.recv() => {}
-        }
-    };
+    let mut termination = Termination::install()?;
+    let shutdown = async move { termination.recv().await };
     let expiry = tokio::spawn(expire_faults(Arc::clone(&shared)));
     let follower = {
         let shared = Arc::clone(&shared);

@@ -19,6 +19,7 @@ use crate::{
         maintenance::require_root,
     },
     service::FaultService,
+    termination::Termination,
     workload::PodNames,
 };
 
@@ -56,6 +57,7 @@ pub async fn run(command: ExperimentCommand) -> Result<u8> {
             timed.fault.dry_run = true;
         }
     }
+    let termination = Termination::install()?;
     let terminal = std::io::stderr().is_terminal();
     let mut view = LiveView::new(terminal);
     let in_file = |err: ChaosError| match err {
@@ -73,10 +75,11 @@ pub async fn run(command: ExperimentCommand) -> Result<u8> {
                 client: AgentClient { agent, token_file },
                 armed: Vec::new(),
             };
-            let report = until_signal(crate::experiment::run(&experiment, &mut injector, |live| {
-                view.show(live)
-            }))
-            .await;
+            let report = termination
+                .unless(crate::experiment::run(&experiment, &mut injector, |live| {
+                    view.show(live)
+                }))
+                .await;
             // Interrupted: what it armed in the agent goes now, not at its deadline.
             injector.stop_armed().await;
             report
@@ -93,10 +96,11 @@ pub async fn run(command: ExperimentCommand) -> Result<u8> {
                 PodNames::cri(cri.cri_socket.as_deref()),
             );
             let mut injector = ServiceInjector::new(service);
-            until_signal(crate::experiment::run(&experiment, &mut injector, |live| {
-                view.show(live)
-            }))
-            .await
+            termination
+                .unless(crate::experiment::run(&experiment, &mut injector, |live| {
+                    view.show(live)
+                }))
+                .await
         }
     };
     let outcome = match report_of_run {
@@ -119,22 +123,6 @@ pub async fn run(command: ExperimentCommand) -> Result<u8> {
         ],
     )?;
     Ok(outcome.exit_code)
-}
-
-/// The experiment, unless SIGTERM or Ctrl-C comes first.
-async fn until_signal<T>(run: impl Future<Output = T>) -> Option<T> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return Some(run.await);
-    };
-    tokio::select! {
-        report = run => Some(report),
-        _ = term.recv() => None,
-        _ = int.recv() => None,
-    }
 }
 
 /// The longest a fault of this experiment can live: the whole injection phase.

@@ -9,7 +9,6 @@ use std::{
 };
 
 use chaos_model::Fault;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     engine::{EngineConfig, EngineEvent, Sink},
@@ -24,6 +23,7 @@ use crate::{
         metrics::{FaultMetrics, FaultSample, MetricsListener, registry_of},
         status_line,
     },
+    termination::Termination,
     wire::{Counters, Event},
     workload::PodNames,
 };
@@ -181,13 +181,7 @@ async fn run(
             explained.push(line);
         }
     }
-    // Caught from before anything is attached: a signal arriving while the faults are armed is
-    // delivered once they run, so the stop is a clean one (the default action would kill the
-    // process before it could remove clsact state).
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|err| ChaosError::io("installing the SIGTERM handler", err))?;
-    let mut sigint = signal(SignalKind::interrupt())
-        .map_err(|err| ChaosError::io("installing the SIGINT handler", err))?;
+    let mut termination = Termination::install()?;
     let ids = service
         .arm(plans, options.duration)
         .await
@@ -223,8 +217,7 @@ async fn run(
         };
         tokio::select! {
             () = sleep => service.expire().await,
-            _ = sigterm.recv() => { service.stop_all("signal").await; }
-            _ = sigint.recv() => { service.stop_all("signal").await; }
+            () = termination.recv() => { service.stop_all("signal").await; }
             _ = follower.tick(), if follows => {
                 for line in moves_in_words(service.follow_names().await) {
                     eprintln!("chaos-bpf: {line}");
