@@ -115,49 +115,54 @@ impl InjectCommand {
     }
 }
 
-/// The flag that sets a model field, for errors on the command line (`match.port[0]` is
-/// `--port`). Paths without a flag of their own are shown as they are.
+/// The flag that sets each model field: one table, for errors on the command line. A test
+/// checks that every flag here is one `inject` takes.
+const FLAGS: &[(&str, &str)] = &[
+    ("scope.cgroup", "--cgroup"),
+    ("scope.iface", "--iface"),
+    ("scope.netns", "--netns"),
+    ("scope.pid", "--pid"),
+    ("scope.container", "--container"),
+    ("scope.podUid", "--pod-uid"),
+    ("scope.pod", "--pod"),
+    ("scope.selector", "--selector"),
+    ("scope.namespace", "--namespace"),
+    ("scope.containerName", "--container-name"),
+    ("match.dst", "--dst"),
+    ("match.port", "--port"),
+    ("match.proto", "--proto"),
+    ("match.src", "--src"),
+    ("match.sport", "--sport"),
+    ("match.tcpFlags", "--tcp-flags"),
+    ("match.excludeDst", "--exclude-dst"),
+    ("match.excludePort", "--exclude-port"),
+    ("match.excludeSrc", "--exclude-src"),
+    ("match.excludeSport", "--exclude-sport"),
+    ("loss", "--loss-model"),
+    ("fixChecksum", "--fix-checksum"),
+    ("errno", "--errno"),
+    ("probability", "--probability"),
+    ("seed", "--seed"),
+    ("delay", "--delay"),
+    ("jitter", "--jitter"),
+    ("distribution", "--distribution"),
+    ("mechanism", "--mechanism"),
+    ("duration", "--duration"),
+    ("direction", "--direction"),
+    ("count", "--count"),
+    ("interval", "--interval"),
+    ("force", "--force"),
+    ("dryRun", "--dry-run"),
+];
+
+/// The flag that sets a model field (`match.port[0]` is `--port`). Paths without a flag of
+/// their own are shown as they are.
 pub fn flag_for(path: &str) -> Option<&'static str> {
     let field = path.split('[').next().unwrap_or(path);
-    Some(match field {
-        "kind" => return None,
-        "scope.cgroup" => "--cgroup",
-        "scope.iface" => "--iface",
-        "scope.netns" => "--netns",
-        "scope.pid" => "--pid",
-        "scope.container" => "--container",
-        "scope.podUid" => "--pod-uid",
-        "scope.pod" => "--pod",
-        "scope.selector" => "--selector",
-        "scope.namespace" => "--namespace",
-        "scope.containerName" => "--container-name",
-        "match.dst" => "--dst",
-        "match.port" => "--port",
-        "match.proto" => "--proto",
-        "match.src" => "--src",
-        "match.sport" => "--sport",
-        "match.tcpFlags" => "--tcp-flags",
-        "match.excludeDst" => "--exclude-dst",
-        "match.excludePort" => "--exclude-port",
-        "match.excludeSrc" => "--exclude-src",
-        "match.excludeSport" => "--exclude-sport",
-        "loss" => "--loss-model",
-        "fixChecksum" => "--fix-checksum",
-        "errno" => "--errno",
-        "probability" => "--probability",
-        "seed" => "--seed",
-        "delay" => "--delay",
-        "jitter" => "--jitter",
-        "distribution" => "--distribution",
-        "mechanism" => "--mechanism",
-        "duration" => "--duration",
-        "direction" => "--direction",
-        "count" => "--count",
-        "interval" => "--interval",
-        "force" => "--force",
-        "dryRun" => "--dry-run",
-        _ => return None,
-    })
+    FLAGS
+        .iter()
+        .find(|(model, _)| *model == field)
+        .map(|(_, flag)| *flag)
 }
 
 /// Model paths in a message (`scope.cgroup, scope.iface or scope.netns`) as flags.
@@ -219,6 +224,29 @@ pub fn one_line_usage_error(error: &clap::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Every flag of the table is a flag of some `inject` kind, so a renamed flag cannot leave
+    /// errors naming one that does not exist.
+    #[test]
+    fn every_flag_in_the_table_exists() {
+        use clap::CommandFactory as _;
+        let cli = Cli::command();
+        let inject = cli.find_subcommand("inject").expect("inject");
+        let longs: Vec<String> = inject
+            .get_subcommands()
+            .flat_map(|kind| kind.get_arguments())
+            .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+            .collect();
+        assert!(FLAGS.len() > 30, "{} flags", FLAGS.len());
+        for (path, flag) in FLAGS {
+            assert!(
+                longs.iter().any(|l| l == flag),
+                "{path} → {flag}: no such flag"
+            );
+        }
+        assert_eq!(flag_for("match.port[0]"), Some("--port"));
+        assert_eq!(flag_for("kind"), None);
+    }
+
     use std::time::Duration;
 
     use clap::Parser as _;
