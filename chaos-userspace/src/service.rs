@@ -48,6 +48,10 @@ pub struct FaultService {
 
 impl FaultService {
     pub fn new(config: EngineConfig, sink: Arc<dyn Sink>, names: Option<PodNames>) -> Self {
+        // Armed faults hold descriptors (their cgroups, their links): the soft limit's 1,024
+        // would refuse a run of 1,000 faults. Raising it to the hard limit cannot fail for
+        // want of a privilege; if it fails anyway, arming says so when it runs out.
+        let _ = crate::kernel::sys::raise_open_files();
         Self {
             engine: Mutex::new(Engine::new(config, sink)),
             names,

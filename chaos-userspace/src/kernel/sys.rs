@@ -137,6 +137,29 @@ pub fn program_id(program: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(info.id)
 }
 
+/// Raises the soft limit on open descriptors to the hard one (as the Go runtime does): every
+/// armed fault holds its cgroups' directories open, and each cgroup a shared object links to
+/// costs one link per program, so 1,000 faults need about 3,000 descriptors where the default
+/// soft limit is 1,024. Raising the soft limit up to the hard one never needs a privilege.
+pub fn raise_open_files() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct, which outlives the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Lifts RLIMIT_MEMLOCK where this process may (CAP_SYS_RESOURCE): kernels before 5.11 charge
 /// BPF maps against it, and the default (often 64 KiB or 8 MiB) is smaller than a shared
 /// object's maps. Newer kernels charge the memory cgroup instead, and a refusal changes nothing
