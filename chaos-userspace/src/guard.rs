@@ -44,6 +44,11 @@ const PROTECTED: &[(&str, &[&str])] = &[
 /// proportional to the scope, not to the node: PID 1's and its own cgroups by id, the processes
 /// of the scope's own subtree, and the node's cgroups only as far as the share needs.
 pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Result<()> {
+    // Every rule below judges the scope's cgroups (an interface's TC fault has none; its own
+    // guard is `check_uplinks`): nothing to read for a fault without them.
+    if cgroups.is_empty() {
+        return Ok(());
+    }
     let Some(mount) = crate::scope::cgroup2_mount() else {
         return Ok(());
     };

@@ -148,8 +148,15 @@ impl Cgroup2Mount {
 
 /// The cgroup2 mount, from /proc/self/mountinfo (unified or hybrid hierarchies alike).
 pub fn cgroup2_mount() -> Option<Cgroup2Mount> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(parse_mountinfo_line)
+    // Read once per process: planning asks for every fault, and a node does not move its
+    // cgroup2 mount under a running agent.
+    static MOUNT: std::sync::OnceLock<Option<Cgroup2Mount>> = std::sync::OnceLock::new();
+    MOUNT
+        .get_or_init(|| {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+            mountinfo.lines().find_map(parse_mountinfo_line)
+        })
+        .clone()
 }
 
 fn parse_mountinfo_line(line: &str) -> Option<Cgroup2Mount> {
