@@ -712,12 +712,14 @@ impl Watch {
             }
         });
         let watch = Self { child, flips };
-        watch.until(true)?;
+        watch.until(true, 0)?;
         Ok(watch)
     }
 
-    /// When the outcome became `ok` (monotonic ns), waiting up to 30 s.
-    fn until(&self, ok: bool) -> anyhow::Result<u64> {
+    /// When the outcome became `ok` (monotonic ns) after `since_ns`, waiting up to 30 s. Flips
+    /// from before `since_ns` are stale (an earlier round's, still queued): taking one would
+    /// measure 0 ms, which is how this figure once read 0.0 for every agent round.
+    fn until(&self, ok: bool, since_ns: u64) -> anyhow::Result<u64> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -725,7 +727,7 @@ impl Watch {
                 .flips
                 .recv_timeout(left)
                 .with_context(|| format!("connects never became ok={ok}"))?;
-            if flipped == ok {
+            if flipped == ok && at >= since_ns {
                 return Ok(at);
             }
         }
@@ -750,8 +752,12 @@ fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
 }
 
 /// The CLI's arm (launch to the first refused connect), heal (SIGTERM to the first connect that
-/// works again) and exit (SIGTERM to the process gone), one round.
+/// works again) and exit (SIGTERM to the process gone), one round. The SIGTERM waits for the
+/// `armed` record, as a user's Ctrl-C waits for the armed line: a connect is refused as soon as
+/// the IPv4 program is linked, while the IPv6 one is still being verified, and a signal then
+/// makes the kernel's verifier start that load over.
 fn cli_round(cgroup: &TestCgroup, watch: &Watch) -> anyhow::Result<(f64, f64, f64)> {
+    use std::io::BufRead as _;
     let launched = monotonic_ns();
     let mut child = Command::new(chaos_tests::chaos_bin())
         .args([
@@ -760,16 +766,22 @@ fn cli_round(cgroup: &TestCgroup, watch: &Watch) -> anyhow::Result<(f64, f64, f6
             "--cgroup",
             cgroup.path.to_str().context("path")?,
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let arm = ms_between(launched, watch.until(false)?);
+    let arm = ms_between(launched, watch.until(false, launched)?);
+    let stdout = child.stdout.take().context("stdout")?;
+    let armed = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("\"type\":\"armed\""));
+    ensure!(armed, "chaos-bpf inject ended without its armed record");
     let stopping = monotonic_ns();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )?;
-    let heal = ms_between(stopping, watch.until(true)?);
+    let heal = ms_between(stopping, watch.until(true, stopping)?);
     let _ = child.wait();
     let exit = ms_between(stopping, monotonic_ns());
     Ok((arm, heal, exit))
@@ -910,25 +922,28 @@ fn agent_latency(
     let arm_and_stop = |arm: &mut Vec<f64>, disarm: &mut Vec<f64>| -> anyhow::Result<()> {
         let asked = monotonic_ns();
         let created = agent.create(&fault);
-        arm.push(ms_between(asked, watch.until(false)?));
+        arm.push(ms_between(asked, watch.until(false, asked)?));
         let asked = monotonic_ns();
         let stopped = agent.delete(&format!("/v1/faults/{}", created["id"]));
         ensure!(stopped.status == 200, "DELETE: {}", stopped.body);
-        disarm.push(ms_between(asked, watch.until(true)?));
+        disarm.push(ms_between(asked, watch.until(true, asked)?));
         Ok(())
     };
     for _ in 0..sizes().rounds {
         arm_and_stop(&mut latency.cold_arm, &mut latency.cold_disarm)?;
         agent.create(&resident);
         arm_and_stop(&mut latency.warm_arm, &mut latency.warm_disarm)?;
+        let asked = monotonic_ns();
         for _ in 0..3 {
             agent.create(&fault);
         }
-        watch.until(false)?;
+        watch.until(false, asked)?;
         let asked = monotonic_ns();
         let answer = agent.post("/v1/faults:stop-all", "");
         ensure!(answer.status == 200, "stop-all: {}", answer.body);
-        latency.kill.push(ms_between(asked, watch.until(true)?));
+        latency
+            .kill
+            .push(ms_between(asked, watch.until(true, asked)?));
     }
     Ok(latency)
 }
