@@ -40,19 +40,74 @@ const PROTECTED: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Refuses a fault whose cgroups reach a protected process or are too wide. What it reads is
-/// proportional to the scope, not to the node: PID 1's and its own cgroups by id, the processes
-/// of the scope's own subtree, and the node's cgroups only as far as the share needs.
-pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Result<()> {
-    // Every rule below judges the scope's cgroups (an interface's TC fault has none; its own
-    // guard is `check_uplinks`): nothing to read for a fault without them.
-    if cgroups.is_empty() {
-        return Ok(());
+/// What every fault of a batch is compared with, read once for the batch (and only once a
+/// fault with cgroups asks): the cgroup2 mount, the root cgroup's id, and the cgroups PID 1 and
+/// chaos-bpf itself live in.
+#[derive(Default)]
+pub struct Guard {
+    node: std::sync::OnceLock<Option<Node>>,
+}
+
+struct Node {
+    mount: crate::scope::Cgroup2Mount,
+    root_id: Option<u64>,
+    /// PID 1 and chaos-bpf itself: what they are, their pid, how they may be named, their home.
+    homes: Vec<(&'static str, u32, Naming, std::path::PathBuf)>,
+}
+
+impl Guard {
+    fn node(&self) -> Option<&Node> {
+        self.node
+            .get_or_init(|| {
+                let mount = crate::scope::cgroup2_mount()?;
+                let homes = [
+                    ("PID 1", 1, Naming::Pid),
+                    ("chaos-bpf itself", std::process::id(), Naming::Never),
+                ]
+                .into_iter()
+                .filter_map(|(what, pid, naming)| {
+                    let home = crate::workload::process(&mount.point, pid).ok()?;
+                    let home = mount.canonical(&home).ok()?;
+                    Some((what, pid, naming, home))
+                })
+                .collect();
+                Some(Node {
+                    root_id: cgroup_id(&mount.point),
+                    mount,
+                    homes,
+                })
+            })
+            .as_ref()
     }
-    let Some(mount) = crate::scope::cgroup2_mount() else {
-        return Ok(());
-    };
-    let root_id = cgroup_id(&mount.point);
+
+    /// Refuses a fault whose cgroups reach a protected process or are too wide. What it reads is
+    /// proportional to the scope, not to the node: the processes of the scope's own subtree, and
+    /// the node's cgroups only as far as the share needs.
+    pub fn check(
+        &self,
+        fault: &Fault,
+        cgroups: &[CgroupScope],
+        workloads: &[String],
+    ) -> Result<()> {
+        // Every rule below judges the scope's cgroups (an interface's TC fault has none; its
+        // own guard is `check_uplinks`): nothing to read for a fault without them.
+        if cgroups.is_empty() {
+            return Ok(());
+        }
+        let Some(node) = self.node() else {
+            return Ok(());
+        };
+        judge(fault, cgroups, workloads, node)
+    }
+}
+
+/// [`Guard::check`] for one fault alone (a fault that follows its workloads to new cgroups).
+pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Result<()> {
+    Guard::default().check(fault, cgroups, workloads)
+}
+
+fn judge(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String], node: &Node) -> Result<()> {
+    let (mount, root_id) = (&node.mount, node.root_id);
     let scope = &fault.scope;
     if let Some(root) = cgroups.iter().find(|c| Some(c.id) == root_id)
         && !fault.force
@@ -78,22 +133,13 @@ pub fn check(fault: &Fault, cgroups: &[CgroupScope], workloads: &[String]) -> Re
                     && home_id != root_id)
         }
     };
-    // PID 1 and chaos-bpf itself: their own cgroups, and whether the scope is one of them or
-    // one of their ancestors, by id.
-    for (what, pid, naming) in [
-        ("PID 1", 1, Naming::Pid),
-        ("chaos-bpf itself", std::process::id(), Naming::Never),
-    ] {
-        let Ok(home) = crate::workload::process(&mount.point, pid) else {
-            continue;
-        };
-        let Ok(home) = mount.canonical(&home) else {
-            continue;
-        };
-        if let Some(covering) = covering(&mount.point, &home, cgroups)
-            && !named(pid, cgroup_id(&home), naming)
+    // PID 1 and chaos-bpf itself: whether the scope is one of their cgroups or one of their
+    // ancestors, by id.
+    for (what, pid, naming, home) in &node.homes {
+        if let Some(covering) = covering(&mount.point, home, cgroups)
+            && !named(*pid, cgroup_id(home), *naming)
         {
-            return Err(refusal(covering, what, pid, &home, naming));
+            return Err(refusal(covering, what, *pid, home, *naming));
         }
     }
     // The kubelet and the runtime: among the processes of the scope's own subtree.

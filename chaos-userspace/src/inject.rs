@@ -275,12 +275,15 @@ impl Plan {
 
 /// Validates one fault of the model, checks it against the kernel and resolves its scopes.
 /// `pods` are the node's workloads by name (from CRI or the Kubernetes API), which scopes by pod
-/// name, selector or container name need. Nothing is attached.
-pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
+/// name, selector or container name need; `guard` holds what the guard rails compare with, read
+/// once per batch. Nothing is attached.
+pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>, guard: &crate::guard::Guard) -> Result<Plan> {
     if fault.kind.is_kill() {
         return Ok(Plan {
             fault: fault.clone(),
-            realisation: Realisation::Kill(crate::faults::kill::KillFault::plan(fault, pods)?),
+            realisation: Realisation::Kill(crate::faults::kill::KillFault::plan(
+                fault, pods, guard,
+            )?),
             duration: fault.duration.map(|d| d.0),
             events_per_sec: 0,
         });
@@ -289,7 +292,7 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<Plan> {
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
     let (mut cgroups, workloads) = crate::workload::resolve::cgroups_of(scope, pods)?;
-    crate::guard::check(fault, &cgroups, &workloads)?;
+    guard.check(fault, &cgroups, &workloads)?;
     let mut netns: Vec<PathBuf> = scope.netns.iter().map(PathBuf::from).collect();
     let by_workload = scope.cgroup.is_none() && !cgroups.is_empty();
     if matches!(spec, FaultSpec::Packet(..))

@@ -166,11 +166,13 @@ impl FaultService {
 }
 
 fn plan_all(faults: &[Fault], pods: Option<&[PodInfo]>) -> std::result::Result<Vec<Plan>, Refused> {
+    // The guard rails' view of the node, read once for the whole batch.
+    let guard = crate::guard::Guard::default();
     faults
         .iter()
         .enumerate()
         .map(|(index, fault)| {
-            inject::plan(fault, pods).map_err(|error| Refused {
+            inject::plan(fault, pods, &guard).map_err(|error| Refused {
                 index: Some(index),
                 error,
             })

@@ -41,10 +41,14 @@ pub struct KillCounts {
 }
 
 impl KillFault {
-    pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>) -> Result<KillFault> {
+    pub fn plan(
+        fault: &Fault,
+        pods: Option<&[PodInfo]>,
+        guard: &crate::guard::Guard,
+    ) -> Result<KillFault> {
         chaos_model::validate(fault)?;
         let (cgroups, workloads) = crate::workload::resolve::cgroups_of(&fault.scope, pods)?;
-        crate::guard::check(fault, &cgroups, &workloads)?;
+        guard.check(fault, &cgroups, &workloads)?;
         if !nix::unistd::geteuid().is_root() {
             return Err(ChaosError::NotRoot);
         }
