@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    frontend::cli::args::FaultCommand,
+    frontend::{cli::args::FaultCommand, to_json},
     wire::{self, Counters, Event, FaultId, FaultList, FaultView, Listen, StoppedAll},
 };
 
@@ -201,15 +201,6 @@ impl AgentClient {
         }
         Ok(())
     }
-}
-
-fn to_json(value: &impl serde::Serialize, pretty: bool) -> Result<String> {
-    let text = if pretty {
-        serde_json::to_string_pretty(value)
-    } else {
-        serde_json::to_string(value)
-    };
-    text.map_err(|err| ChaosError::io("encoding JSON", std::io::Error::other(err)))
 }
 
 /// `fault list` for people.

@@ -1,7 +1,7 @@
 //! The commands that arm nothing: `cleanup`, `doctor`, `schema`.
 use crate::{
     error::{ChaosError, Result},
-    frontend::cli::args::SchemaOf,
+    frontend::{cli::args::SchemaOf, to_json},
 };
 
 /// `chaos-bpf cleanup`: TC state left by runs that were killed, removed; the report as JSON.
@@ -41,13 +41,4 @@ pub fn require_root() -> Result<()> {
     } else {
         Err(ChaosError::NotRoot)
     }
-}
-
-fn to_json(value: &impl serde::Serialize, pretty: bool) -> Result<String> {
-    let text = if pretty {
-        serde_json::to_string_pretty(value)
-    } else {
-        serde_json::to_string(value)
-    };
-    text.map_err(|err| ChaosError::io("encoding JSON", std::io::Error::other(err)))
 }
