@@ -236,8 +236,9 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// Where the agent listens unless told otherwise: loopback only.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+/// Where the agent listens unless told otherwise: a Unix socket only root can open. A loopback
+/// port would let every local user create faults, kills included.
+pub const DEFAULT_LISTEN: &str = "unix:/run/chaos-bpf/agent.sock";
 
 #[cfg(test)]
 mod tests {

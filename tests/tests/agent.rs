@@ -3,13 +3,18 @@
 //! carries the injection, a stop heals the process, and what the API refuses (401, 400, 404,
 //! 422, 429) leaves nothing loaded or attached.
 use std::{
-    os::unix::fs::PermissionsExt as _,
+    os::unix::{
+        fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
+        process::CommandExt as _,
+    },
+    path::PathBuf,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use chaos_tests::{
-    TempFile, TestCgroup, agent::Agent, attached_program_ids, chaos, doctor_report, eventually,
-    program_loaded, require_root, tcp_sink,
+    TempFile, TestCgroup, agent::Agent, attached_program_ids, chaos, chaos_bin, doctor_report,
+    eventually, program_loaded, require_root, tcp_sink,
 };
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -489,6 +494,17 @@ fn the_agent_refuses_unsafe_start_ups() {
         "{}",
         output.stderr
     );
+    // Loopback answers every local user, so a TCP port needs a token as much as a public one.
+    let output = chaos(&["agent", "--listen", "127.0.0.1:0"]);
+    assert_eq!(output.code, Some(2), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("--listen:")
+            && output.stderr.contains("every local user")
+            && output.stderr.contains("--token-file"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(output.stderr.trim().lines().count(), 1, "{}", output.stderr);
     let output = chaos(&["agent", "--listen", "0.0.0.0:0"]);
     assert_eq!(output.code, Some(2), "{}", output.stderr);
     assert!(
@@ -498,4 +514,145 @@ fn the_agent_refuses_unsafe_start_ups() {
     );
     let output = chaos(&["agent", "--listen", "unix:relative.sock"]);
     assert_eq!(output.code, Some(2), "{}", output.stderr);
+}
+
+/// An agent on a Unix socket of a test's own, stopped and its directory removed on drop (also
+/// when the test fails).
+struct SocketAgent {
+    child: Child,
+    dir: PathBuf,
+    listen: String,
+}
+
+impl SocketAgent {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("chaos-agent-socket-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("the socket's directory");
+        // Anyone may enter the directory: the socket's own mode is what must keep them out.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let socket = dir.join("agent.sock");
+        let listen = format!("unix:{}", socket.display());
+        let child = Command::new(chaos_bin())
+            .args(["agent", "--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the agent");
+        let agent = Self { child, dir, listen };
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            }),
+            "the agent did not listen on {socket:?}"
+        );
+        agent
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// `chaos-bpf fault --agent unix:... ARGS` as `uid` (0: as root).
+    fn fault(&self, uid: u32, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(chaos_bin());
+        command.args(["fault", "--agent", &self.listen]).args(args);
+        if uid != 0 {
+            // SAFETY: set-id calls only, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::unistd::setgroups(&[])?;
+                    nix::unistd::setgid(nix::unistd::Gid::from_raw(uid))?;
+                    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+                    Ok(())
+                });
+            }
+        }
+        command.output().expect("run chaos-bpf fault")
+    }
+}
+
+impl Drop for SocketAgent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The shipped default: the API on a Unix socket that only root can open. Another user's
+/// connect() gets EACCES and nothing is created or attached; root reaches the same agent with
+/// `chaos-bpf fault`.
+#[test]
+fn only_root_reaches_the_agents_socket() {
+    require_root();
+    let _serial = one_at_a_time();
+    let addr = tcp_sink("127.0.0.1:0");
+    let cgroup = TestCgroup::new("agent-socket");
+    let fault = TempFile::new(
+        "socket-fault.json",
+        &connect_error(&cgroup, addr.port()).to_string(),
+    );
+    std::fs::set_permissions(&fault.path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut agent = SocketAgent::start();
+
+    let socket = std::fs::metadata(agent.socket()).expect("the socket");
+    assert!(socket.file_type().is_socket());
+    assert_eq!(
+        (socket.mode() & 0o777, socket.uid()),
+        (0o600, 0),
+        "root's alone"
+    );
+
+    const NOBODY: u32 = 65534;
+    for args in [&["create", fault.arg()][..], &["list"], &["stop", "--all"]] {
+        let refused = agent.fault(NOBODY, args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_ne!(refused.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("Permission denied"),
+            "{args:?} as nobody: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    let listed = agent.fault(0, &["list", "--json"]);
+    assert_eq!(listed.status.code(), Some(0));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(
+        listed["faults"],
+        json!([]),
+        "nobody's create changed nothing"
+    );
+    assert!(attached_program_ids(&cgroup.path).is_empty());
+    assert_eq!(
+        cgroup.testkit(&["connect", &addr.to_string(), "3"])["ok"],
+        3
+    );
+
+    // Root reaches it: the socket is the real API.
+    let created = agent.fault(0, &["create", fault.arg()]);
+    assert_eq!(
+        created.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let refused = cgroup.testkit(&["connect", &addr.to_string(), "3"]);
+    assert_eq!(refused["errnos"]["111"], 3, "{refused}");
+    assert_eq!(agent.fault(0, &["stop", "--all"]).status.code(), Some(0));
+    assert_eq!(
+        cgroup.testkit(&["connect", &addr.to_string(), "3"])["ok"],
+        3
+    );
+
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        Signal::SIGTERM,
+    );
+    let status = agent.child.wait().expect("the agent's exit");
+    assert_eq!(status.code(), Some(0));
+    assert!(!agent.socket().exists(), "the socket goes with the agent");
 }

@@ -320,6 +320,23 @@ fn a_real_prometheus_scrapes_the_agents_counters() {
         cgroup.testkit(&["connect", &addr.to_string(), "7"])["ok"],
         0
     );
+    // The kubelet's probes are served on the metrics port (the DaemonSet's API is a Unix
+    // socket), and no fault route is.
+    let probe = |path: &str| {
+        chaos_tests::services::http_get(&format!("http://{metrics}{path}"), Duration::from_secs(5))
+            .unwrap_or_else(|err| panic!("GET {path} on the metrics port: {err}"))
+    };
+    assert_eq!(probe("/healthz"), (200, "ok\n".to_string()));
+    let (status, ready) = probe("/readyz");
+    assert_eq!(status, 200, "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).expect("readiness JSON");
+    assert_eq!(
+        (ready["ready"].clone(), ready["faults_active"].clone()),
+        (json!(true), json!(1))
+    );
+    for path in ["/v1/faults", "/v1/events"] {
+        assert_eq!(probe(path).0, 404, "{path} is the API's alone");
+    }
 
     let data = tempdir("prometheus");
     let config = TempFile::new(

@@ -348,11 +348,14 @@ fn daemonset_and_cluster_role_grant_only_what_they_promise() {
             .unwrap_or_else(|| panic!("no {name} in {command:?}"))
     };
     assert!(command.contains(&"--kubernetes"));
+    // Secure by default: no port answers for faults (loopback would answer every process of
+    // the node, hostNetwork pods included), and no --token-file is needed for the socket.
     assert_eq!(
         flag("--listen"),
-        "127.0.0.1:9477",
-        "the API stays on loopback"
+        "unix:/run/chaos-bpf/agent.sock",
+        "the fault API is a root-only Unix socket"
     );
+    assert!(!command.contains(&"--token-file"));
     assert_eq!(flag("--metrics"), "0.0.0.0:9478");
     assert_eq!(flag("--cri-socket"), "/run/containerd/containerd.sock");
     assert_eq!(
@@ -378,7 +381,10 @@ fn daemonset_and_cluster_role_grant_only_what_they_promise() {
         let get = &agent[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
         assert_eq!(get["host"], "127.0.0.1", "{probe}");
-        assert_eq!(get["port"], 9477, "{probe}");
+        assert_eq!(
+            get["port"], 9478,
+            "{probe}: the metrics port, not the fault API"
+        );
     }
     let resources = &agent["resources"];
     assert_eq!(
@@ -390,7 +396,8 @@ fn daemonset_and_cluster_role_grant_only_what_they_promise() {
         json!({"cpu": "500m", "memory": "256Mi"})
     );
 
-    // Mounts: every host path read-only, and only these; /sys/fs/cgroup among them.
+    // Mounts: every host path read-only but the agent's own /run/chaos-bpf, and only these;
+    // /sys/fs/cgroup among them.
     let volumes = pod["volumes"].as_array().expect("volumes");
     let host_path = |name: &str| {
         volumes
@@ -402,13 +409,19 @@ fn daemonset_and_cluster_role_grant_only_what_they_promise() {
     for mount in agent["volumeMounts"].as_array().expect("volumeMounts") {
         let name = mount["name"].as_str().expect("mount name");
         if let Some(path) = host_path(name) {
-            assert_eq!(mount["readOnly"], true, "host path {path} is writable");
+            let writable = path == "/run/chaos-bpf";
+            assert_eq!(
+                mount["readOnly"] == true,
+                !writable,
+                "host path {path}: writable is {writable}"
+            );
             host_mounts.insert(path);
         }
     }
     assert_eq!(
         host_mounts,
         BTreeSet::from([
+            "/run/chaos-bpf",
             "/run/containerd/containerd.sock",
             "/sys/fs/cgroup",
             "/sys/kernel/btf"
@@ -428,7 +441,19 @@ fn daemonset_and_cluster_role_grant_only_what_they_promise() {
         .find(|m| m["mountPath"] == "/run/chaos-bpf")
         .expect("a /run/chaos-bpf mount (the root filesystem is read-only)");
     let run_volume = volumes.iter().find(|v| v["name"] == run_dir["name"]);
-    assert!(run_volume.is_some_and(|v| v["emptyDir"].is_object()));
+    assert!(
+        run_volume.is_some_and(
+            |v| v["hostPath"] == json!({"path": "/run/chaos-bpf", "type": "DirectoryOrCreate"})
+        ),
+        "the socket's directory is the node's /run/chaos-bpf: {run_volume:?}"
+    );
+    assert!(
+        flag("--listen").ends_with(&format!(
+            "{}/agent.sock",
+            run_dir["mountPath"].as_str().unwrap()
+        )),
+        "the socket lives in that volume"
+    );
 
     // RBAC: reads pods and ChaosFaults, patches ChaosFault status; nothing else, no wildcard.
     let role = find(&docs, "ClusterRole", "chaos-bpf-agent");

@@ -37,14 +37,24 @@ pub fn router(shared: Arc<Shared>, body_limit: usize) -> Router {
         ));
     Router::new()
         .merge(api)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+        .merge(probe_routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             count_requests,
         ))
         .with_state(shared)
+}
+
+/// The kubelet's probes, which need no token: served beside the API and on the metrics port.
+pub fn probes(shared: Arc<Shared>) -> Router {
+    probe_routes().with_state(shared)
+}
+
+fn probe_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
 }
 
 /// An answer that is an error: its status and one line naming what is wrong.

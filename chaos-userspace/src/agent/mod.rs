@@ -6,7 +6,7 @@ mod kubernetes;
 
 use std::{
     collections::VecDeque,
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -174,14 +174,20 @@ fn kernel_release() -> String {
 /// Runs the agent until SIGTERM or Ctrl-C, then stops every fault.
 pub async fn run(options: AgentOptions) -> Result<()> {
     let token = options.token_file.as_deref().map(read_token).transpose()?;
+    // A TCP port, loopback included, answers every local user: without a token any of them
+    // could create faults as root. The Unix socket is root's alone (mode 0600).
     if let Listen::Tcp(addr) = &options.listen
-        && !addr.ip().is_loopback()
         && token.is_none()
     {
+        let reach = if addr.ip().is_loopback() {
+            "every local user"
+        } else {
+            "other hosts"
+        };
         return Err(ChaosError::input(
             "--listen",
-            format!("{addr} is reachable from other hosts and no --token-file is given"),
-            "a loopback address, unix:PATH, or --token-file with a bearer token",
+            format!("{addr} is reachable by {reach} and no --token-file is given"),
+            "unix:PATH (root only), or a TCP address with --token-file holding a bearer token",
         ));
     }
     // In a cluster the pods of this node come from the API server, which also names them.
@@ -242,7 +248,8 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         if let Some(addr) = listener.local_addr() {
             eprintln!("chaos-bpf agent: metrics on http://{addr}/metrics");
         }
-        listener.serve(Arc::new(registry))?;
+        // The kubelet's probes come here: a port where no fault route is served.
+        listener.serve(Arc::new(registry), api::probes(Arc::clone(&shared)))?;
     }
 
     let router = api::router(Arc::clone(&shared), BODY_LIMIT);
@@ -307,17 +314,29 @@ pub async fn run(options: AgentOptions) -> Result<()> {
     served.map_err(|err| ChaosError::io("serving the API", err))
 }
 
-/// A Unix socket for the API, readable and writable by root only.
+/// A Unix socket for the API, readable and writable by root only from the moment it exists:
+/// connect() needs write permission on the socket, and a chmod after bind() would leave a
+/// window in which anyone could connect.
 fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|err| ChaosError::io(format!("creating {}", dir.display()), err))?;
     }
     // A socket left by an agent that was killed; a live agent's would answer (and bind fails).
     if std::os::unix::net::UnixStream::connect(path).is_err() {
         let _ = std::fs::remove_file(path);
     }
-    let listener = tokio::net::UnixListener::bind(path).map_err(|err| {
+    // The process's umask is only narrowed around bind(): nothing else creates files while the
+    // agent starts.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = tokio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(umask);
+    let listener = bound.map_err(|err| {
         ChaosError::input(
             "--listen",
             format!("cannot listen on {}: {err}", path.display()),

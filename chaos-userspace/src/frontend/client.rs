@@ -26,7 +26,11 @@ type Response = hyper::Response<hyper::body::Incoming>;
 impl AgentClient {
     async fn send(&self, method: Method, path: &str, body: Option<String>) -> Result<Response> {
         let unreachable = |err: std::io::Error| {
-            ChaosError::io(format!("reaching the agent at {}", self.agent), err)
+            let whose = match err.kind() {
+                std::io::ErrorKind::PermissionDenied => " (the socket is root's alone)",
+                _ => "",
+            };
+            ChaosError::io(format!("reaching the agent at {}{whose}", self.agent), err)
         };
         let mut request = Request::builder()
             .method(method)

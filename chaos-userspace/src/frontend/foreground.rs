@@ -194,7 +194,10 @@ async fn run(
             if let Some(addr) = listener.local_addr() {
                 eprintln!("chaos-bpf: metrics on http://{addr}/metrics");
             }
-            listener.serve(Arc::new(registry_of(Arc::clone(&shared))))?;
+            listener.serve(
+                Arc::new(registry_of(Arc::clone(&shared))),
+                axum::Router::new(),
+            )?;
             shared.update(service.samples().await);
             Some(shared)
         }

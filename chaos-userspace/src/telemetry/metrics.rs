@@ -140,11 +140,13 @@ impl MetricsListener {
         self.listener.local_addr().ok()
     }
 
-    /// Serves `registry` at `/metrics` (and `/`) until the runtime ends; other paths get 404.
-    pub fn serve(self, registry: Arc<Registry>) -> Result<()> {
+    /// Serves `registry` at `/metrics` (and `/`), and `beside`'s routes, until the runtime
+    /// ends; other paths get 404.
+    pub fn serve(self, registry: Arc<Registry>, beside: axum::Router) -> Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|err| ChaosError::io("the metrics socket", err))?;
-        tokio::spawn(async move { axum::serve(listener, router(registry)).await });
+        let app = router(registry).merge(beside);
+        tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(())
     }
 }

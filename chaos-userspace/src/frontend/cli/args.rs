@@ -106,14 +106,16 @@ pub struct RunArgs {
 /// `chaos-bpf agent`'s arguments.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// HOST:PORT, or unix:/PATH for a Unix socket (root only).
+    /// unix:/PATH for a Unix socket only root can open, or HOST:PORT (then --token-file is
+    /// required).
     #[arg(long, value_name = "ADDR", default_value = crate::agent::DEFAULT_LISTEN)]
     pub listen: crate::agent::Listen,
-    /// A file holding the bearer token the API requires (mode 0600). Needed to listen
-    /// anywhere but loopback or a Unix socket.
+    /// A file holding the bearer token the API requires (mode 0600). Required with a TCP
+    /// --listen, loopback included.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
+    /// Serve Prometheus metrics at http://ADDR/metrics, and the probes /healthz and /readyz
+    /// (no fault route is served there).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// The longest a fault may live, and the lifetime of one without a duration.
