@@ -3,6 +3,17 @@
 use chaos_common::proto;
 pub use chaos_model::{Cidr, Direction, PortRange, Probability, Protocol};
 
+/// What selects the operations a fault applies to, shared by every kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Filters {
+    pub peers: Vec<Cidr>,
+    pub ports: Vec<PortRange>,
+    pub protocol: Option<Protocol>,
+    pub probability: Probability,
+    /// Count and report what would be hit, change nothing.
+    pub dry_run: bool,
+}
+
 /// The kernel's protocol number to match, 0 for any.
 pub fn protocol_number(protocol: Option<Protocol>) -> u32 {
     u32::from(match protocol {

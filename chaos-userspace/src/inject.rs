@@ -264,10 +264,14 @@ impl Plan {
         }
     }
 
-    /// A TC rule's spec (the rules armed together share one object and its maps).
-    pub fn tc_spec(&self) -> Option<&FaultSpec> {
+    /// A TC rule's fault (the rules armed together share one object and its maps).
+    pub fn tc_fault(&self) -> Option<&crate::faults::tc_packet::PacketFault> {
         match &self.realisation {
-            Realisation::Rule { spec, choice, .. } if choice.chosen.is_tc() => Some(spec),
+            Realisation::Rule {
+                spec: FaultSpec::Packet(fault, _),
+                choice,
+                ..
+            } if choice.chosen.is_tc() => Some(fault),
             _ => None,
         }
     }

@@ -1,5 +1,6 @@
 //! Fault kinds. Each module says which programs realise its fault with which mechanism, and how
 //! its options become the kernel's `FaultConfig`.
+pub mod doctor;
 pub mod kill;
 pub mod packet_drop;
 pub mod socket_call;
@@ -13,21 +14,10 @@ use chaos_model::{Direction, Fault, FieldError, MechanismRequest};
 
 use crate::{
     errno::Errno,
-    filters::{Cidr, PortRange, Probability, Protocol, protocol_number},
+    filters::{Cidr, Filters, PortRange, Probability, protocol_number},
     kernel::mechanism::Mechanism,
     kernel::programs::ProgramSpec,
 };
-
-/// What selects the operations a fault applies to, shared by every kind.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Filters {
-    pub peers: Vec<Cidr>,
-    pub ports: Vec<PortRange>,
-    pub protocol: Option<Protocol>,
-    pub probability: Probability,
-    /// Count and report what would be hit, change nothing.
-    pub dry_run: bool,
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
@@ -368,7 +358,7 @@ mod tests {
         Filters {
             peers: vec!["10.1.0.0/16".parse().unwrap()],
             ports: vec![],
-            protocol: Some(Protocol::Tcp),
+            protocol: Some(crate::filters::Protocol::Tcp),
             probability: Probability(0.5),
             dry_run: false,
         }

@@ -2,7 +2,7 @@
 //! reported to the stack as congestion, so senders see loss, not errors.
 use chaos_common::flags;
 
-use super::Filters;
+use crate::filters::Filters;
 use crate::{
     filters::Direction,
     kernel::programs::{self, ProgramSpec},

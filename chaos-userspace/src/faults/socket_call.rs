@@ -9,7 +9,7 @@
 //!    CONFIG_FUNCTION_ERROR_INJECTION and CONFIG_BPF_KPROBE_OVERRIDE.
 use chaos_common::FaultKind;
 
-use super::Filters;
+use crate::filters::Filters;
 use crate::{
     errno::Errno,
     kernel::mechanism::Mechanism,

@@ -2,7 +2,7 @@
 //! on an interface: tcx links where the kernel has them (6.6+), clsact filters otherwise.
 use chaos_common::{FaultKind, PacketParams, flags, loss_model};
 
-use super::{FaultSpec, Filters};
+use crate::filters::Filters;
 use crate::{
     error::{ChaosError, Result},
     filters::{Cidr, Direction, PortRange},
@@ -171,7 +171,7 @@ impl PacketFault {
 
 /// The TC rules of a run share one object: their destination index and filter tries must fit
 /// its maps. Checked while nothing is attached, so a run over the limits changes nothing.
-pub fn check_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) -> Result<()> {
+pub fn check_capacity<'a>(rules: impl Iterator<Item = &'a PacketFault> + Clone) -> Result<()> {
     let count = rules.clone().count();
     if count > chaos_common::MAX_TC_RULES as usize {
         return Err(ChaosError::input(
@@ -182,7 +182,7 @@ pub fn check_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) ->
     }
     let destinations: Vec<Vec<crate::filters::Cidr>> = rules
         .clone()
-        .map(|spec| spec.filters().peers.clone())
+        .map(|fault| fault.filters.peers.clone())
         .collect();
     let index = crate::kernel::rule_index::destination_index(&destinations)?;
     if index.len() > chaos_common::MAX_CIDRS as usize {
@@ -196,12 +196,9 @@ pub fn check_capacity<'a>(rules: impl Iterator<Item = &'a FaultSpec> + Clone) ->
         ));
     }
     let filter_entries: usize = rules
-        .map(|spec| match spec {
-            FaultSpec::Packet(fault, _) => {
-                let ports = fault.filters.ports.iter().chain(&fault.source_ports);
-                fault.sources.len() + ports.map(|range| range.prefixes().len()).sum::<usize>()
-            }
-            _ => 0,
+        .map(|fault| {
+            let ports = fault.filters.ports.iter().chain(&fault.source_ports);
+            fault.sources.len() + ports.map(|range| range.prefixes().len()).sum::<usize>()
         })
         .sum();
     if filter_entries > chaos_common::MAX_FILTER_ENTRIES as usize {

@@ -16,7 +16,7 @@ pub fn cleanup() -> Result<()> {
 /// `chaos-bpf doctor`: which mechanisms this kernel has, as a table or JSON.
 pub fn doctor(json: bool) -> Result<()> {
     require_root()?;
-    let report = crate::kernel::doctor::run();
+    let report = crate::faults::doctor::run();
     if json {
         println!("{}", to_json(&report, true)?);
     } else {

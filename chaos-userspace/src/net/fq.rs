@@ -66,14 +66,10 @@ pub fn ensure(interface: &InterfaceScope, recorder: &Recorder) -> Result<Option<
             recorder
                 .mark_fq(interface.ifindex)
                 .map_err(|err| ChaosError::io("recording the fq qdisc", err))?;
-            netlink::replace_root_with_fq(ifindex).map_err(|err| match err.raw_os_error() {
-                Some(libc::ENOENT) => ChaosError::Unsupported {
-                    fault: "delay",
-                    mechanism: crate::kernel::mechanism::Mechanism::FqQdisc.name(),
-                    reason: "the kernel has no fq qdisc (needs CONFIG_NET_SCH_FQ, module sch_fq)"
-                        .into(),
-                },
-                _ => ChaosError::io(format!("installing fq on {}", interface.name), err),
+            // ENOENT (no fq in this kernel) is kept in the error for the caller, who names the
+            // mechanism that is missing.
+            netlink::replace_root_with_fq(ifindex).map_err(|err| {
+                ChaosError::io(format!("installing fq on {}", interface.name), err)
             })?;
             let ours = Arc::new(FqInstalled { ifindex });
             installed.insert(ifindex, Arc::downgrade(&ours));

@@ -10,7 +10,7 @@ use std::{
 use crate::wire::{Counters, Injection, Summary};
 use chaos_common::{AF_INET, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, Event, FaultKind};
 
-use crate::{errno::Errno, faults::kind_name, kernel::instance::RuleSpec};
+use crate::{errno::Errno, faults::kind_name};
 
 impl Counters {
     pub fn plus(&self, other: &Counters) -> Counters {
@@ -174,44 +174,6 @@ pub fn program_names(programs: &[(&'static str, u32)]) -> Vec<String> {
         .iter()
         .map(|(name, id)| format!("{name} (prog id {id})"))
         .collect()
-}
-
-/// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>": the lifetime is the
-/// rule's, when the kernel stops it at the latest.
-/// The armed line names the rule's lifetime: the kernel stops it then, at the latest.
-pub fn armed_line(rule: &RuleSpec, programs: &[(&'static str, u32)]) -> String {
-    let programs = program_names(programs);
-    let mut scope = Vec::new();
-    match rule.interfaces.as_slice() {
-        [] => {}
-        [interface] => match &interface.pod_netns {
-            Some(netns) => scope.push(format!("{}'s host-side veth {}", netns, interface.name)),
-            None => scope.push(format!("interface {}", interface.name)),
-        },
-        every => {
-            let names: Vec<&str> = every.iter().map(|i| i.name.as_str()).collect();
-            scope.push(format!("interfaces {}", names.join(", ")));
-        }
-    }
-    for cgroup in &rule.cgroups {
-        scope.push(format!(
-            "cgroup {} (id {})",
-            cgroup.path.display(),
-            cgroup.id
-        ));
-    }
-    format!(
-        "chaos-bpf: armed {}#{} {} on {} via {}{}",
-        rule.spec.name(),
-        rule.fault_id,
-        rule.spec
-            .describe()
-            .trim_start_matches(rule.spec.name())
-            .trim_start(),
-        scope.join(", "),
-        programs.join(", "),
-        format_args!(" for {}", humantime::format_duration(rule.lifetime)),
-    )
 }
 
 /// The once-a-second line on stderr.

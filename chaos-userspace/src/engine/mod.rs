@@ -3,6 +3,9 @@
 //! nothing and handles no signal: every change (a fault armed, an injection, a fault ended) goes
 //! to one [`Sink`], and its owner decides when faults stop. Whatever happens to the owner, the
 //! kernel stops each rule at its deadline, and the objects go with the process.
+pub mod instance;
+pub mod shared;
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
@@ -14,12 +17,12 @@ use chaos_model::{Fault, workloads::PodInfo};
 use tokio::{io::unix::AsyncFd, sync::oneshot, task::JoinHandle};
 
 use crate::{
+    engine::instance::{Instance, RuleSpec},
+    engine::shared::SharedObject,
     error::{ChaosError, Result},
     faults::kill::KillObject,
     inject::{Plan, Realisation},
-    kernel::instance::{Instance, RuleSpec},
     kernel::mechanism::Mechanism,
-    kernel::shared::SharedObject,
     telemetry::Clock,
     telemetry::metrics::FaultSample,
     wire::{Counters, Event, FaultState, FaultView, Injection, KillRound, Summary},
@@ -201,7 +204,7 @@ impl Loaded {
                 workloads: &spec.workloads,
                 interfaces: &spec.interfaces,
                 lifetime: spec.lifetime,
-                line: crate::telemetry::armed_line(spec, programs),
+                line: spec.armed_line(programs),
             }
         }
         let programs = self.programs_of(rule);
@@ -516,7 +519,7 @@ impl Engine {
             });
         }
         let lifetimes = self.lifetimes(plans, batch)?;
-        crate::faults::tc_packet::check_capacity(plans.iter().filter_map(Plan::tc_spec))?;
+        crate::faults::tc_packet::check_capacity(plans.iter().filter_map(Plan::tc_fault))?;
         Ok(lifetimes)
     }
 

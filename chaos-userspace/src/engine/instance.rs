@@ -1,7 +1,7 @@
 //! One loaded copy of the kernel object for a batch of TC faults, and everything it is attached
 //! to: all TC faults armed together share one object, attached once per interface and direction,
 //! whose rules combine per packet. (Every other mechanism keeps one object for all its faults:
-//! [`crate::kernel::shared`].) Dropping it detaches everything; so does the kernel when the process dies,
+//! [`crate::engine::shared`].) Dropping it detaches everything; so does the kernel when the process dies,
 //! because nothing is pinned. The map helpers here serve both.
 use std::{cell::RefCell, collections::BTreeSet};
 
@@ -43,6 +43,46 @@ pub struct RuleSpec {
     /// TC: where it acts. With several (a cgroup's packets on every interface), the rule matches
     /// on any of them.
     pub interfaces: Vec<InterfaceScope>,
+}
+
+impl RuleSpec {
+    /// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>": the lifetime is the
+    /// rule's, when the kernel stops it at the latest.
+    pub fn armed_line(&self, programs: &[(&'static str, u32)]) -> String {
+        let rule = self;
+        let programs = crate::telemetry::program_names(programs);
+        let mut scope = Vec::new();
+        match rule.interfaces.as_slice() {
+            [] => {}
+            [interface] => match &interface.pod_netns {
+                Some(netns) => scope.push(format!("{}'s host-side veth {}", netns, interface.name)),
+                None => scope.push(format!("interface {}", interface.name)),
+            },
+            every => {
+                let names: Vec<&str> = every.iter().map(|i| i.name.as_str()).collect();
+                scope.push(format!("interfaces {}", names.join(", ")));
+            }
+        }
+        for cgroup in &rule.cgroups {
+            scope.push(format!(
+                "cgroup {} (id {})",
+                cgroup.path.display(),
+                cgroup.id
+            ));
+        }
+        format!(
+            "chaos-bpf: armed {}#{} {} on {} via {}{}",
+            rule.spec.name(),
+            rule.fault_id,
+            rule.spec
+                .describe()
+                .trim_start_matches(rule.spec.name())
+                .trim_start(),
+            scope.join(", "),
+            programs.join(", "),
+            format_args!(" for {}", humantime::format_duration(rule.lifetime)),
+        )
+    }
 }
 
 pub struct Instance {
@@ -134,7 +174,24 @@ impl Instance {
                     .flat_map(|r| &r.interfaces),
             );
             for interface in delayed {
-                fq.extend(crate::net::fq::ensure(interface, &records.borrow())?);
+                let installed = crate::net::fq::ensure(interface, &records.borrow()).map_err(
+                    |err| match err {
+                        ChaosError::Io { source, .. }
+                            if source.raw_os_error() == Some(libc::ENOENT) =>
+                        {
+                            ChaosError::Unsupported {
+                                fault: "delay",
+                                mechanism: Mechanism::FqQdisc.name(),
+                                reason: format!(
+                                    "the kernel has no fq qdisc (needs {})",
+                                    Mechanism::FqQdisc.enable_hint()
+                                ),
+                            }
+                        }
+                        other => other,
+                    },
+                )?;
+                fq.extend(installed);
             }
         }
 

@@ -14,11 +14,11 @@ use aya::{
 use chaos_common::{Counter, EventBudget, FaultConfig, LossState, RuleList, ScopeKey, maps};
 
 use crate::{
-    error::{ChaosError, Result},
-    kernel::instance::{
+    engine::instance::{
         FilterOp, RuleSpec, flip_kill_switch, map_error, monotonic_ns, read_counters,
         take_event_ring, typed_map, write_config, write_filters,
     },
+    error::{ChaosError, Result},
     kernel::kernel_btf,
     kernel::mechanism::Mechanism,
     kernel::object,
