@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::{
     engine::FaultId,
     error::ChaosError,
+    service::events::Following,
     wire::{self, FaultList, Readiness, StoppedAll},
 };
 use axum::{
@@ -23,7 +24,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{CodeLabel, Shared};
+use super::shared::{CodeLabel, Shared};
 
 pub fn router(shared: Arc<Shared>, body_limit: usize) -> Router {
     let api = Router::new()
@@ -216,24 +217,25 @@ struct EventsQuery {
 /// `GET /v1/events`: the recent events, then (unless `follow=false`) every new one as it
 /// happens, one JSON object per line. A reader too slow to keep up is told how many it missed.
 async fn events(State(shared): State<Arc<Shared>>, Query(query): Query<EventsQuery>) -> Response {
-    let live = shared.events.live.subscribe();
-    let backlog = shared.events.backlog();
+    let Following { recent, live } = shared.service.events();
     let ndjson = [(header::CONTENT_TYPE, "application/x-ndjson")];
-    let past = futures_util::stream::iter(backlog)
-        .map(|line| Ok::<_, std::io::Error>(format!("{line}\n")));
+    let line = |event: &wire::Event| {
+        Ok::<_, std::io::Error>(format!(
+            "{}\n",
+            serde_json::to_string(event).unwrap_or_default()
+        ))
+    };
+    let past = futures_util::stream::iter(recent).map(move |published| line(&published.event));
     if query.follow == Some(false) {
         return (ndjson, Body::from_stream(past)).into_response();
     }
-    let future = futures_util::stream::unfold(live, |mut live| async move {
-        let line = match live.recv().await {
-            Ok(line) => format!("{line}\n"),
-            Err(RecvError::Lagged(missed)) => {
-                let lagged = wire::Event::Lagged { missed };
-                format!("{}\n", serde_json::to_string(&lagged).unwrap_or_default())
-            }
+    let future = futures_util::stream::unfold(live, move |mut live| async move {
+        let sent = match live.recv().await {
+            Ok(published) => line(&published.event),
+            Err(RecvError::Lagged(missed)) => line(&wire::Event::Lagged { missed }),
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok(line), live))
+        Some((sent, live))
     });
     (ndjson, Body::from_stream(past.chain(future))).into_response()
 }
@@ -248,27 +250,20 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::{
-        agent::EventHub,
-        engine::{EngineConfig, Sink},
-        service::FaultService,
-        wire::ApiError as ErrorBody,
-    };
+    use crate::{engine::EngineConfig, service::FaultService, wire::ApiError as ErrorBody};
 
     const TOKEN: &str = "s3cret";
 
     fn app(body_limit: usize) -> Router {
-        let events = Arc::new(EventHub::new());
         let service = FaultService::new(
             EngineConfig {
                 max_duration: Duration::from_secs(60),
                 max_faults: 4,
                 history: 16,
             },
-            Arc::clone(&events) as Arc<dyn Sink>,
             None,
         );
-        let shared = Shared::new(service, events, Some(TOKEN.as_bytes().to_vec()));
+        let shared = Shared::new(service, Some(TOKEN.as_bytes().to_vec()));
         router(Arc::new(shared), body_limit)
     }
 

@@ -26,7 +26,7 @@ use kube::{
     runtime::{WatchStreamExt as _, reflector, watcher},
 };
 
-use super::Shared;
+use super::shared::Shared;
 
 /// How often the resources are compared with what is armed (besides every watch event).
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);

@@ -3,28 +3,28 @@
 //! holds every attachment (nothing is pinned), so a SIGKILL of the agent removes them all.
 pub mod api;
 mod kubernetes;
+pub mod shared;
 
 use std::{
-    collections::VecDeque,
     os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
 pub use crate::wire::{DEFAULT_LISTEN, Listen};
 use crate::{
-    engine::{EngineConfig, EngineEvent, Sink},
+    agent::shared::Shared,
+    engine::EngineConfig,
     error::{ChaosError, Result},
     service::{FOLLOW_EVERY, FaultService, moves_in_words},
-    telemetry::metrics::{FaultMetrics, MetricsListener, registry_of},
+    telemetry::metrics::{MetricsListener, registry_of},
     termination::Termination,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{family::Family, gauge::Gauge},
 };
-use tokio::sync::broadcast;
 
 pub struct AgentOptions {
     pub listen: Listen,
@@ -40,102 +40,13 @@ pub struct AgentOptions {
 
 /// Request bodies beyond this are refused (413) before they are read.
 const BODY_LIMIT: usize = 1 << 20;
-/// Events `GET /v1/events` replays to a new reader, and what a slow reader may fall behind.
-const EVENT_BACKLOG: usize = 1024;
 /// Ended faults the agent still shows.
 const HISTORY: usize = 256;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CodeLabel {
-    code: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     kernel: String,
-}
-
-/// What every request handler shares.
-pub struct Shared {
-    service: FaultService,
-    events: Arc<EventHub>,
-    token: Option<Vec<u8>>,
-    fault_metrics: Arc<FaultMetrics>,
-    requests: Family<CodeLabel, Counter>,
-    active: Gauge,
-}
-
-impl Shared {
-    fn new(service: FaultService, events: Arc<EventHub>, token: Option<Vec<u8>>) -> Self {
-        Self {
-            service,
-            events,
-            token,
-            fault_metrics: Arc::new(FaultMetrics::default()),
-            requests: Family::default(),
-            active: Gauge::default(),
-        }
-    }
-
-    /// After every change: the metrics' view of the faults.
-    /// Every fault's counters, read from the kernel: once a second (a scrape is at most that
-    /// far behind), not on every arm or stop, whose cost would grow with the faults armed.
-    async fn refresh_metrics(&self) {
-        self.fault_metrics.update(self.service.samples().await);
-        self.refresh_active().await;
-    }
-
-    /// The armed-faults gauge, after an arm or a stop.
-    async fn refresh_active(&self) {
-        self.active.set(self.service.active().await as i64);
-    }
-}
-
-/// The engine's events as JSON lines: kept (a bounded backlog) for new readers, and broadcast
-/// to the streaming ones.
-pub struct EventHub {
-    backlog: Mutex<VecDeque<Arc<str>>>,
-    live: broadcast::Sender<Arc<str>>,
-}
-
-impl EventHub {
-    fn new() -> Self {
-        Self {
-            backlog: Mutex::new(VecDeque::new()),
-            live: broadcast::channel(EVENT_BACKLOG).0,
-        }
-    }
-
-    fn publish(&self, line: String) {
-        let line: Arc<str> = line.into();
-        if let Ok(mut backlog) = self.backlog.lock() {
-            if backlog.len() == EVENT_BACKLOG {
-                backlog.pop_front();
-            }
-            backlog.push_back(Arc::clone(&line));
-        }
-        // No reader: nothing to do.
-        let _ = self.live.send(line);
-    }
-
-    fn backlog(&self) -> Vec<Arc<str>> {
-        self.backlog
-            .lock()
-            .map(|b| b.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-impl Sink for EventHub {
-    fn send(&self, event: EngineEvent) {
-        if let EngineEvent::Warning(message) = &event {
-            eprintln!("chaos-bpf agent: {message}");
-        }
-        if let Ok(line) = serde_json::to_string(&event.to_wire()) {
-            self.publish(line);
-        }
-    }
 }
 
 /// The token file: a secret, so readable by its owner only (mode 0600 or stricter).
@@ -208,17 +119,16 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         }
         None => None,
     };
-    let events = Arc::new(EventHub::new());
     let service = FaultService::new(
         EngineConfig {
             max_duration: options.max_duration,
             max_faults: options.max_faults,
             history: HISTORY,
         },
-        Arc::clone(&events) as Arc<dyn Sink>,
         names,
     );
-    let shared = Arc::new(Shared::new(service, events, token));
+    let warnings = tokio::spawn(log_warnings(service.every_event()));
+    let shared = Arc::new(Shared::new(service, token));
     let fault_metrics = Arc::clone(&shared.fault_metrics);
 
     if let Some(listener) = options.metrics {
@@ -305,6 +215,7 @@ pub async fn run(options: AgentOptions) -> Result<()> {
     };
     expiry.abort();
     follower.abort();
+    warnings.abort();
     if let Some(controller) = controller {
         controller.abort();
     }
@@ -346,6 +257,17 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|err| ChaosError::io(format!("securing {}", path.display()), err))?;
     Ok(listener)
+}
+
+/// The service's warnings (an object detached early, and why) in the agent's log.
+async fn log_warnings(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<crate::service::events::Published>>,
+) {
+    while let Some(published) = events.recv().await {
+        if let crate::wire::Event::Warning { message } = &published.event {
+            eprintln!("chaos-bpf agent: {message}");
+        }
+    }
 }
 
 /// Ends faults as their deadlines pass (the kernel has stopped them already; this detaches

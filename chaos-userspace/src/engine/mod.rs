@@ -25,7 +25,7 @@ use crate::{
     kernel::mechanism::Mechanism,
     telemetry::Clock,
     telemetry::metrics::FaultSample,
-    wire::{Counters, Event, FaultState, FaultView, Injection, KillRound, Summary},
+    wire::{Counters, FaultState, FaultView, Injection, KillRound, Summary},
 };
 
 pub use crate::wire::FaultId;
@@ -60,23 +60,6 @@ pub enum EngineEvent {
     Ended(Summary),
     /// An object's disarm failed; it was detached early (the reason).
     Warning(String),
-}
-
-impl EngineEvent {
-    /// The event as the stream's line (`GET /v1/events`, `--events json`).
-    pub fn to_wire(&self) -> Event {
-        match self {
-            EngineEvent::Armed { fault, .. } => Event::Armed {
-                fault: fault.clone(),
-            },
-            EngineEvent::Injection(injection) => Event::Injection(injection.clone()),
-            EngineEvent::KillRound(round) => Event::Kill(round.clone()),
-            EngineEvent::Ended(summary) => Event::Summary(summary.clone()),
-            EngineEvent::Warning(message) => Event::Warning {
-                message: message.clone(),
-            },
-        }
-    }
 }
 
 /// Receives every engine event, in order per object. Called from the engine's own tasks, so it
@@ -276,10 +259,6 @@ impl LiveObject {
 /// How long after a kill's last round is due the engine waits for it before ending the fault.
 const KILL_GRACE: Duration = Duration::from_millis(200);
 
-/// Rules a shared object has room for. Its per-rule maps are sized at load; with more faults
-/// of one mechanism armed at once, a second object is loaded.
-const SHARED_CAPACITY: usize = 1024;
-
 pub struct Engine {
     config: EngineConfig,
     sink: Arc<dyn Sink>,
@@ -455,7 +434,10 @@ impl Engine {
         if let Some((object, _)) = existing {
             return Ok(*object);
         }
-        let capacity = self.config.max_faults.clamp(1, SHARED_CAPACITY) as u32;
+        let capacity =
+            self.config
+                .max_faults
+                .clamp(1, crate::kernel::object::SHARED_CAPACITY as usize) as u32;
         self.adopt(Loaded::Shared(SharedObject::load(mechanism, capacity)?))
     }
 

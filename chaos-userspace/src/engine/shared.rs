@@ -51,7 +51,11 @@ impl SharedObject {
     /// Loads the object with room for `capacity` rules. Programs are loaded with their first
     /// fault.
     pub fn load(mechanism: Mechanism, capacity: u32) -> Result<Self> {
-        let ebpf = object::load_for_rules(capacity)?;
+        // The object a probe has just verified a program in, where there is one.
+        let ebpf = match crate::kernel::probe::take_verified_object(mechanism, capacity) {
+            Some(verified) => verified,
+            None => object::load_for_rules(capacity)?,
+        };
         let btf = if mechanism.is_global_hook() {
             let unsupported = |reason: String| ChaosError::Unsupported {
                 fault: "syscall fault",

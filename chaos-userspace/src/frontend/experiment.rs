@@ -3,14 +3,13 @@
 use std::{
     io::{IsTerminal as _, Write as _},
     path::PathBuf,
-    sync::Arc,
     time::Duration,
 };
 
 use chaos_model::experiment::{Experiment, parse_experiment};
 
 use crate::{
-    engine::{EngineConfig, EngineEvent, Sink},
+    engine::EngineConfig,
     error::{ChaosError, Result},
     experiment::{Live, ServiceInjector, report, run::Report},
     frontend::{
@@ -22,17 +21,6 @@ use crate::{
     termination::Termination,
     workload::PodNames,
 };
-
-/// The engine's events are the report's business, not the terminal's.
-struct Quiet;
-
-impl Sink for Quiet {
-    fn send(&self, event: EngineEvent) {
-        if let EngineEvent::Warning(warning) = event {
-            eprintln!("chaos-bpf: {warning}");
-        }
-    }
-}
 
 /// Runs the experiment; the verdict's exit code (0 held, 1 not held, 3 aborted).
 pub async fn run(command: ExperimentCommand) -> Result<u8> {
@@ -92,9 +80,18 @@ pub async fn run(command: ExperimentCommand) -> Result<u8> {
                     max_faults: 1024,
                     history: usize::MAX,
                 },
-                Arc::new(Quiet),
                 PodNames::cri(cri.cri_socket.as_deref()),
             );
+            // The service's events are the report's business, not the terminal's; but for its
+            // warnings.
+            let mut events = service.every_event();
+            tokio::spawn(async move {
+                while let Some(published) = events.recv().await {
+                    if let crate::wire::Event::Warning { message } = &published.event {
+                        eprintln!("chaos-bpf: {message}");
+                    }
+                }
+            });
             let mut injector = ServiceInjector::new(service);
             termination
                 .unless(crate::experiment::run(&experiment, &mut injector, |live| {

@@ -4,21 +4,26 @@
 //! return.
 use std::{
     io::{IsTerminal as _, Write as _},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
 use chaos_model::Fault;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
-    engine::{EngineConfig, EngineEvent, Sink},
+    engine::EngineConfig,
     error::{ChaosError, Result},
     frontend::cli::{
         args::{DEFAULT_MAX_DURATION, EventFormat, InjectCommand, RunArgs},
         flags::on_the_command_line,
         run_file::{Origin, read_run_file, refusal},
     },
-    service::{FOLLOW_EVERY, FaultService, Refused, moves_in_words},
+    service::{
+        FOLLOW_EVERY, FaultService, Refused,
+        events::{ArmedText, Published},
+        moves_in_words,
+    },
     telemetry::{
         metrics::{FaultMetrics, FaultSample, MetricsListener, registry_of},
         status_line,
@@ -89,31 +94,29 @@ pub async fn run_file(args: RunArgs) -> Result<()> {
 /// Beyond this many faults the status is one line for all of them, every 10 s.
 const FAULTS_WITH_OWN_STATUS_LINES: usize = 8;
 
-/// The terminal as the engine's sink: injections as JSON lines on stdout (with `--events json`),
-/// the JSON `armed` record on stdout, warnings on stderr. Armed lines are kept until every fault
-/// is armed, so a big run prints one line instead of thousands.
+/// The terminal follows the service's events: injections as JSON lines on stdout (with
+/// `--events json`), the JSON `armed` record on stdout, warnings on stderr. Armed lines are kept
+/// until every fault is armed, so a big run prints one line instead of thousands.
 struct Terminal {
     events: bool,
-    armed: Mutex<Vec<(String, Vec<String>)>>,
+    armed: Vec<ArmedText>,
 }
 
-impl Sink for Terminal {
-    fn send(&self, event: EngineEvent) {
-        let line = match &event {
-            EngineEvent::Injection(_) if !self.events => None,
-            EngineEvent::Injection(_) | EngineEvent::Armed { .. } | EngineEvent::KillRound(_) => {
-                serde_json::to_string(&event.to_wire()).ok()
+impl Terminal {
+    fn show(&mut self, published: &Published) {
+        let line = match &published.event {
+            Event::Injection(_) if !self.events => None,
+            Event::Injection(_) | Event::Armed { .. } | Event::Kill(_) => {
+                serde_json::to_string(&published.event).ok()
             }
-            EngineEvent::Warning(warning) => {
-                eprintln!("chaos-bpf: {warning}");
+            Event::Warning { message } => {
+                eprintln!("chaos-bpf: {message}");
                 None
             }
-            EngineEvent::Ended(_) => None,
+            Event::Summary(_) | Event::Lagged { .. } => None,
         };
-        if let EngineEvent::Armed { line, programs, .. } = event
-            && let Ok(mut armed) = self.armed.lock()
-        {
-            armed.push((line, programs));
+        if let Some(armed) = &published.armed {
+            self.armed.push(armed.clone());
         }
         if let Some(line) = line {
             let mut stdout = std::io::stdout().lock();
@@ -121,18 +124,23 @@ impl Sink for Terminal {
             let _ = stdout.flush();
         }
     }
-}
 
-impl Terminal {
-    fn print_armed(&self) {
-        let armed = self.armed.lock().map(|a| a.clone()).unwrap_or_default();
+    /// Every event published so far.
+    fn catch_up(&mut self, events: &mut UnboundedReceiver<Arc<Published>>) {
+        while let Ok(published) = events.try_recv() {
+            self.show(&published);
+        }
+    }
+
+    fn print_armed(&mut self) {
+        let armed = std::mem::take(&mut self.armed);
         if armed.len() <= FAULTS_WITH_OWN_STATUS_LINES {
-            for (line, _) in &armed {
-                eprintln!("{line}");
+            for text in &armed {
+                eprintln!("{}", text.line);
             }
             return;
         }
-        let mut programs: Vec<&String> = armed.iter().flat_map(|(_, p)| p).collect();
+        let mut programs: Vec<&String> = armed.iter().flat_map(|text| &text.programs).collect();
         programs.sort();
         programs.dedup();
         eprintln!(
@@ -154,19 +162,19 @@ async fn run(
     options: RunOptions,
     on_refusal: impl Fn(Refused) -> ChaosError,
 ) -> Result<()> {
-    let terminal = Arc::new(Terminal {
+    let mut terminal = Terminal {
         events: options.events == Some(EventFormat::Json),
-        armed: Mutex::new(Vec::new()),
-    });
+        armed: Vec::new(),
+    };
     let service = FaultService::new(
         EngineConfig {
             max_duration: options.max_duration,
             max_faults: usize::MAX,
             history: usize::MAX,
         },
-        Arc::clone(&terminal) as Arc<dyn Sink>,
         options.names,
     );
+    let mut events = service.every_event();
     let plans = service.plan(faults).await.map_err(on_refusal)?;
     // Everything that can refuse the faults together, before anything is printed.
     service
@@ -186,6 +194,8 @@ async fn run(
         .arm(plans, options.duration)
         .await
         .map_err(on_the_command_line)?;
+    // The armed records were published while arming: every one is in the channel now.
+    terminal.catch_up(&mut events);
     terminal.print_armed();
 
     let metrics = match options.metrics {
@@ -221,6 +231,7 @@ async fn run(
         tokio::select! {
             () = sleep => service.expire().await,
             () = termination.recv() => { service.stop_all("signal").await; }
+            Some(published) = events.recv() => terminal.show(&published),
             _ = follower.tick(), if follows => {
                 for line in moves_in_words(service.follow_names().await) {
                     eprintln!("chaos-bpf: {line}");
@@ -243,6 +254,7 @@ async fn run(
             }
         }
     }
+    terminal.catch_up(&mut events);
     if let Some(metrics) = &metrics {
         metrics.update(service.samples().await);
     }

@@ -3,6 +3,12 @@ use aya::{Ebpf, EbpfLoader};
 
 pub static CHAOS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos"));
 
+/// Rules one shared object holds at most (the agent's default `--max-faults`): its per-rule
+/// maps are sized at load, and with more faults of one mechanism armed at once a second object
+/// is loaded. A probe sizes the object it verifies a program in the same way, so the first arm
+/// can take it over.
+pub const SHARED_CAPACITY: u32 = 1024;
+
 /// Parses the object and creates its maps for one rule; programs are loaded one by one, on
 /// demand.
 pub fn load() -> Result<Ebpf, aya::EbpfError> {

@@ -52,8 +52,8 @@ pub fn probe(mechanism: Mechanism) -> Probe {
 
 fn run_probe(mechanism: Mechanism) -> Probe {
     let outcome = match mechanism {
-        Mechanism::CgroupSockAddr => load_from_object(&programs::CONNECT4),
-        Mechanism::CgroupSkb => load_from_object(&programs::SKB_EGRESS),
+        Mechanism::CgroupSockAddr => load_from_object(mechanism, &programs::CONNECT4),
+        Mechanism::CgroupSkb => load_from_object(mechanism, &programs::SKB_EGRESS),
         Mechanism::TcClsact => {
             in_scratch_netns(|| attach_tc_probe(TcAttachOptions::Netlink(Default::default())))
         }
@@ -111,12 +111,40 @@ fn load_object() -> Result<Ebpf, String> {
     object::load().map_err(|err| format!("loading the object: {err}"))
 }
 
-/// Loads a cgroup program without attaching it: the verifier's verdict is the answer.
-fn load_from_object(spec: &programs::ProgramSpec) -> Result<String, String> {
-    let mut ebpf = load_object()?;
+/// Objects whose program a probe verified, each kept for the first shared object of its
+/// mechanism: the arm that follows the probe then verifies that program once, not twice.
+static VERIFIED: std::sync::Mutex<Vec<(Mechanism, Ebpf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Loads a cgroup program without attaching it: the verifier's verdict is the answer. The object
+/// is sized as a shared object is, and kept for it.
+fn load_from_object(mechanism: Mechanism, spec: &programs::ProgramSpec) -> Result<String, String> {
+    let mut ebpf = object::load_for_rules(object::SHARED_CAPACITY)
+        .map_err(|err| format!("loading the object: {err}"))?;
     programs::load_cgroup_program(&mut ebpf, spec.name)
-        .map(|_| format!("loaded {}", spec.name))
-        .map_err(|err| first_line(&format!("{err:#}")))
+        .map_err(|err| first_line(&format!("{err:#}")))?;
+    if let Ok(mut verified) = VERIFIED.lock() {
+        verified.retain(|(kept, _)| *kept != mechanism);
+        verified.push((mechanism, ebpf));
+    }
+    Ok(format!("loaded {}", spec.name))
+}
+
+/// The object a probe of `mechanism` verified, if it is still kept and has room for `rules`.
+pub fn take_verified_object(mechanism: Mechanism, rules: u32) -> Option<Ebpf> {
+    if rules != object::SHARED_CAPACITY {
+        return None;
+    }
+    let mut verified = VERIFIED.lock().ok()?;
+    let at = verified.iter().position(|(kept, _)| *kept == mechanism)?;
+    Some(verified.swap_remove(at).1)
+}
+
+/// Unloads the objects no arm took (a plan that was refused, a check that failed): an idle
+/// process holds no program.
+pub fn drop_verified_objects() {
+    if let Ok(mut verified) = VERIFIED.lock() {
+        verified.clear();
+    }
 }
 
 /// Whether a mechanism and everything it rests on work here; the first failure explains why not.
@@ -239,20 +267,16 @@ fn probe_kprobe_override() -> Result<String, String> {
     ))
 }
 
-/// Links the unarmed cgroup_skb program (it passes every packet) to this process's own cgroup
-/// for a moment: the kernel either creates a cgroup link, which dies with its descriptor, or
-/// refuses, and then no cgroup fault can run without outliving chaos-bpf.
+/// Links a cgroup_skb program that passes every packet to this process's own cgroup for a
+/// moment: the kernel either creates a cgroup link, which dies with its descriptor, or refuses,
+/// and then no cgroup fault can run without outliving chaos-bpf.
 fn probe_bpf_link() -> Result<String, String> {
     let cgroup = own_cgroup()?;
     let dir = fs::File::open(&cgroup).map_err(|err| format!("{}: {err}", cgroup.display()))?;
-    let mut ebpf = load_object()?;
-    let program = programs::load_cgroup_program(&mut ebpf, names::SKB_EGRESS)
-        .map_err(|err| first_line(&format!("{err:#}")))?;
-    let fd = program
-        .fd()
-        .map_err(|err| format!("{}: {err}", names::SKB_EGRESS))?;
+    let program = crate::kernel::sys::load_pass_all_cgroup_skb()
+        .map_err(|err| format!("loading a cgroup_skb program: {err}"))?;
     crate::kernel::sys::cgroup_link(
-        fd.as_fd(),
+        program.as_fd(),
         dir.as_fd(),
         aya_obj::generated::bpf_attach_type::BPF_CGROUP_INET_EGRESS,
     )

@@ -58,6 +58,31 @@ pub fn cgroup_link(
     bpf_fd(bpf_cmd::BPF_LINK_CREATE, &mut attr)
 }
 
+/// A two-instruction cgroup_skb program that passes every packet: what the cgroup-link probe
+/// links for a moment. (The object's own cgroup_skb program keeps the verifier busy for about
+/// 35 ms, which every launch paid.)
+pub fn load_pass_all_cgroup_skb() -> io::Result<OwnedFd> {
+    // SAFETY: bpf_insn is plain data; zero is a valid value of every field.
+    let mut instructions: [bpf_insn; 2] = unsafe { std::mem::zeroed() };
+    // BPF_ALU64 | BPF_MOV | BPF_K: r0 = 1, "pass".
+    instructions[0].code = 0xb7;
+    instructions[0].imm = 1;
+    // BPF_JMP | BPF_EXIT.
+    instructions[1].code = 0x95;
+    let mut attr = zeroed_attr();
+    // SAFETY: writing the BPF_PROG_LOAD member of the union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_CGROUP_SKB as u32;
+    load.expected_attach_type = bpf_attach_type::BPF_CGROUP_INET_EGRESS as u32;
+    load.insns = instructions.as_ptr() as u64;
+    load.insn_cnt = instructions.len() as u32;
+    load.license = c"GPL".as_ptr() as u64;
+    for (dst, src) in load.prog_name.iter_mut().zip(b"chaos_linkprobe") {
+        *dst = *src as libc::c_char;
+    }
+    bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr)
+}
+
 /// The verifier log is only requested after a failed load, as libbpf does: with a log, a
 /// verification that succeeds but writes more than the buffer holds fails with ENOSPC (6.4+).
 const VERIFIER_LOG_START: usize = 64 * 1024;

@@ -7,6 +7,8 @@
 //! Like Tetragon's sensor manager it serialises every arm and stop through one lock. The
 //! blocking work (probing the kernel, resolving cgroups, loading and verifying programs) runs
 //! here, off the async workers, so a front end never has to know which calls block.
+pub mod events;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -19,6 +21,7 @@ use crate::{
     engine::{Engine, EngineConfig, FaultId, Sink},
     error::{ChaosError, Result},
     inject::{self, Plan},
+    service::events::{EventFeed, Following, Published},
     telemetry::metrics::FaultSample,
     wire::{FaultView, Summary},
     workload::PodNames,
@@ -41,22 +44,36 @@ pub type Moved = (FaultId, Result<Vec<String>>);
 
 pub struct FaultService {
     engine: Mutex<Engine>,
+    events: Arc<EventFeed>,
     /// Where pods and containers get their names: the runtime's CRI, or the Kubernetes API.
     names: Option<PodNames>,
     config: EngineConfig,
 }
 
 impl FaultService {
-    pub fn new(config: EngineConfig, sink: Arc<dyn Sink>, names: Option<PodNames>) -> Self {
+    pub fn new(config: EngineConfig, names: Option<PodNames>) -> Self {
         // Armed faults hold descriptors (their cgroups, their links): the soft limit's 1,024
         // would refuse a run of 1,000 faults. Raising it to the hard limit cannot fail for
         // want of a privilege; if it fails anyway, arming says so when it runs out.
         let _ = crate::kernel::sys::raise_open_files();
+        let events = Arc::new(EventFeed::default());
         Self {
-            engine: Mutex::new(Engine::new(config, sink)),
+            engine: Mutex::new(Engine::new(config, Arc::clone(&events) as Arc<dyn Sink>)),
+            events,
             names,
             config,
         }
+    }
+
+    /// The recent events, then the live ones; a follower too slow to keep up is told how many
+    /// it missed.
+    pub fn events(&self) -> Following {
+        self.events.follow()
+    }
+
+    /// Every event from now on, none lost: for a front end in this process that keeps up.
+    pub fn every_event(&self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<Published>> {
+        self.events.every()
     }
 
     pub fn config(&self) -> EngineConfig {
@@ -70,22 +87,34 @@ impl FaultService {
         let pods = PodNames::for_faults(self.names.as_ref(), faults.iter())
             .await
             .map_err(|error| Refused { index: None, error })?;
-        blocking(move || plan_all(&faults, pods.as_deref()))
+        let planned = blocking(move || plan_all(&faults, pods.as_deref()))
             .await
-            .map_err(|error| Refused { index: None, error })?
+            .map_err(|error| Refused { index: None, error })?;
+        if planned.is_err() {
+            // What the probes verified for these faults will not be armed.
+            crate::kernel::probe::drop_verified_objects();
+        }
+        planned
     }
 
     /// Everything the engine would refuse of planned faults (room, lifetimes, shared maps),
     /// without arming them.
     pub async fn check(&self, plans: &[Plan], batch: Option<Duration>) -> Result<()> {
-        self.engine.lock().await.check(plans, batch).map(|_| ())
+        let checked = self.engine.lock().await.check(plans, batch).map(|_| ());
+        if checked.is_err() {
+            crate::kernel::probe::drop_verified_objects();
+        }
+        checked
     }
 
     /// Arms planned faults together (all or none); their ids in the order given.
     pub async fn arm(&self, plans: Vec<Plan>, batch: Option<Duration>) -> Result<Vec<FaultId>> {
         let mut engine = self.engine.lock().await;
         // Loading and verifying blocks: the runtime's other worker keeps serving meanwhile.
-        tokio::task::block_in_place(|| engine.arm(plans, batch))
+        let armed = tokio::task::block_in_place(|| engine.arm(plans, batch));
+        // Objects the probes verified were taken over by this arm, or never will be.
+        crate::kernel::probe::drop_verified_objects();
+        armed
     }
 
     /// Plans and arms one fault; its view.
