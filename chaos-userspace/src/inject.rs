@@ -63,6 +63,7 @@ pub fn preflight(
     cgroups: Vec<CgroupScope>,
     iface: Option<&str>,
     netns: &[PathBuf],
+    guard: &crate::guard::Guard,
 ) -> Result<(Scopes, MechanismChoice)> {
     let filters = spec.filters();
     if filters.peers.len() > chaos_common::MAX_CIDRS as usize {
@@ -88,8 +89,10 @@ pub fn preflight(
         return Err(ChaosError::NotRoot);
     }
     let interfaces = match (iface, netns) {
-        (Some(name), _) => vec![InterfaceScope::by_name(name)?],
-        (None, []) if matches!(spec, FaultSpec::Packet(..)) => cgroup_packets_leave_by(spec)?,
+        (Some(name), _) => vec![InterfaceScope::by_name(name, guard.links()?)?],
+        (None, []) if matches!(spec, FaultSpec::Packet(..)) => {
+            cgroup_packets_leave_by(spec, guard.links()?)?
+        }
         (None, []) => Vec::new(),
         (None, paths) => paths
             .iter()
@@ -152,7 +155,10 @@ pub fn preflight(
 
 /// A TC fault scoped by cgroup alone acts where the cgroup's packets leave: every interface that
 /// is up here, egress only (at TC ingress a packet has no socket yet, so no cgroup).
-fn cgroup_packets_leave_by(spec: &FaultSpec) -> Result<Vec<InterfaceScope>> {
+fn cgroup_packets_leave_by(
+    spec: &FaultSpec,
+    links: &[crate::net::netlink::Link],
+) -> Result<Vec<InterfaceScope>> {
     if let FaultSpec::Packet(fault, _) = spec
         && fault.direction != crate::filters::Direction::Egress
     {
@@ -163,7 +169,7 @@ fn cgroup_packets_leave_by(spec: &FaultSpec) -> Result<Vec<InterfaceScope>> {
             "egress with --cgroup alone, or --iface/--netns for ingress",
         ));
     }
-    let interfaces = InterfaceScope::every_up()?;
+    let interfaces = InterfaceScope::every_up(links);
     if interfaces.is_empty() {
         return Err(ChaosError::input(
             "scope.cgroup",
@@ -281,18 +287,23 @@ impl Plan {
 /// `pods` are the node's workloads by name (from CRI or the Kubernetes API), which scopes by pod
 /// name, selector or container name need; `guard` holds what the guard rails compare with, read
 /// once per batch. Nothing is attached.
-pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>, guard: &crate::guard::Guard) -> Result<Plan> {
+pub fn plan(fault: Fault, pods: Option<&[PodInfo]>, guard: &crate::guard::Guard) -> Result<Plan> {
     if fault.kind.is_kill() {
+        let kill = crate::faults::kill::KillFault::plan(&fault, pods, guard)?;
         return Ok(Plan {
-            fault: fault.clone(),
-            realisation: Realisation::Kill(crate::faults::kill::KillFault::plan(
-                fault, pods, guard,
-            )?),
             duration: fault.duration.map(|d| d.0),
+            realisation: Realisation::Kill(kill),
+            fault,
             events_per_sec: 0,
         });
     }
-    let fault = &*crate::guard::spare_node_reachability(fault);
+    // The plan keeps the fault as it will be armed: with what a node-level fault spares.
+    let spared = match crate::guard::spare_node_reachability(&fault) {
+        std::borrow::Cow::Owned(spared) => Some(spared),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    let armed_as = spared.unwrap_or(fault);
+    let fault = &armed_as;
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;
     let (mut cgroups, workloads) = crate::workload::resolve::cgroups_of(scope, pods)?;
@@ -315,29 +326,32 @@ pub fn plan(fault: &Fault, pods: Option<&[PodInfo]>, guard: &crate::guard::Guard
             cgroups.clear();
         }
     }
-    let (mut scopes, choice) = preflight(&mut spec, cgroups, scope.iface.as_deref(), &netns)?;
+    let (mut scopes, choice) =
+        preflight(&mut spec, cgroups, scope.iface.as_deref(), &netns, guard)?;
     if matches!(spec, FaultSpec::Packet(..)) {
         crate::guard::check_uplinks(fault, &scopes.interfaces, &scopes.cgroups)?;
     }
     scopes.workloads = workloads;
+    // A dry run reports what it would hit even where events were not asked for: its per-target
+    // counts come from them.
+    let events_per_sec = fault.events.map_or(
+        if fault.dry_run {
+            chaos_model::Events::DEFAULT_PER_CPU_PER_SEC
+        } else {
+            0
+        },
+        |e| e.per_cpu_per_sec,
+    );
+    let duration = fault.duration.map(|d| d.0);
     Ok(Plan {
-        fault: fault.clone(),
+        fault: armed_as,
         realisation: Realisation::Rule {
             spec,
             scopes,
             choice,
         },
-        duration: fault.duration.map(|d| d.0),
-        // A dry run reports what it would hit even where events were not asked for: its
-        // per-target counts come from them.
-        events_per_sec: fault.events.map_or(
-            if fault.dry_run {
-                chaos_model::Events::DEFAULT_PER_CPU_PER_SEC
-            } else {
-                0
-            },
-            |e| e.per_cpu_per_sec,
-        ),
+        duration,
+        events_per_sec,
     })
 }
 

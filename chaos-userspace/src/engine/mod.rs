@@ -259,12 +259,26 @@ impl LiveObject {
 /// How long after a kill's last round is due the engine waits for it before ending the fault.
 const KILL_GRACE: Duration = Duration::from_millis(200);
 
+/// The TC faults of a batch: one object for all of them, with one attach mechanism.
+struct TcBatch {
+    mechanism: Mechanism,
+    rules: Vec<RuleSpec>,
+    /// Each rule's fault as asked for, in the same order.
+    faults: Vec<Fault>,
+}
+
+/// Batches from this many faults return freed memory to the kernel once armed (a trim costs
+/// more than a single fault's arm).
+const BIG_BATCH: usize = 100;
+
 pub struct Engine {
     config: EngineConfig,
     sink: Arc<dyn Sink>,
     objects: HashMap<usize, LiveObject>,
     next_object: usize,
-    faults: BTreeMap<FaultId, ArmedFault>,
+    /// Boxed: an armed fault is large (its model, its summary), and a B-tree node holds eleven
+    /// entries inline, mostly empty slack at 10,000 faults.
+    faults: BTreeMap<FaultId, Box<ArmedFault>>,
     next_id: FaultId,
     /// Faults ended since the sink was last told.
     ended: Vec<FaultId>,
@@ -304,9 +318,10 @@ impl Engine {
     ) -> Result<Vec<FaultId>> {
         let lifetimes = self.check(&plans, batch_duration)?;
         let first_id = self.next_id;
-        let mut tc: Option<(Mechanism, Vec<(RuleSpec, Fault)>)> = None;
+        let mut tc: Option<TcBatch> = None;
         let mut shared = Vec::new();
         let mut kills = Vec::new();
+        let batch = plans.len();
         for (offset, (plan, lifetime)) in plans.into_iter().zip(lifetimes).enumerate() {
             let fault_id = first_id + offset as FaultId;
             let (spec, scopes, choice) = match plan.realisation {
@@ -335,7 +350,7 @@ impl Engine {
                 continue;
             }
             match &mut tc {
-                Some((mechanism, _)) if *mechanism != chosen => {
+                Some(TcBatch { mechanism, .. }) if *mechanism != chosen => {
                     return Err(ChaosError::input(
                         "mechanism",
                         format!(
@@ -346,8 +361,25 @@ impl Engine {
                         "one TC attach mechanism per run (tcx or tc-clsact)",
                     ));
                 }
-                Some((_, rules)) => rules.push((rule, plan.fault)),
-                None => tc = Some((chosen, vec![(rule, plan.fault)])),
+                Some(batch) => {
+                    batch.rules.push(rule);
+                    batch.faults.push(plan.fault);
+                }
+                None => {
+                    // Room for the rest of the batch at once: 10,000 TC rules grown by
+                    // doubling held up to twice their size.
+                    let (mut rules, mut faults) = (
+                        Vec::with_capacity(batch - offset),
+                        Vec::with_capacity(batch - offset),
+                    );
+                    rules.push(rule);
+                    faults.push(plan.fault);
+                    tc = Some(TcBatch {
+                        mechanism: chosen,
+                        rules,
+                        faults,
+                    });
+                }
             }
         }
         // Registered only once all succeeded: on an error the rules armed so far are removed,
@@ -369,13 +401,17 @@ impl Engine {
         }
         ids.sort_unstable();
         self.next_id = first_id + ids.len() as FaultId;
+        if ids.len() >= BIG_BATCH {
+            // The batch's plans and the object's relocation buffers are freed by now.
+            give_back_freed_memory();
+        }
         Ok(ids)
     }
 
     fn arm_rules(
         &mut self,
         shared: Vec<(Mechanism, RuleSpec, Fault)>,
-        tc: Option<(Mechanism, Vec<(RuleSpec, Fault)>)>,
+        tc: Option<TcBatch>,
         kills: Vec<(FaultId, Duration, crate::faults::kill::KillFault, Fault)>,
         armed: &mut Vec<(usize, u32, Fault)>,
     ) -> Result<()> {
@@ -412,8 +448,12 @@ impl Engine {
             let slot = shared.add(rule)?;
             armed.push((object, slot, spec));
         }
-        if let Some((mechanism, rules)) = tc {
-            let (rules, specs): (Vec<RuleSpec>, Vec<Fault>) = rules.into_iter().unzip();
+        if let Some(TcBatch {
+            mechanism,
+            rules,
+            faults: specs,
+        }) = tc
+        {
             let object = self.adopt(Loaded::Batch(Instance::arm(rules, mechanism)?))?;
             armed.extend(
                 specs
@@ -560,7 +600,7 @@ impl Engine {
         };
         let line = info.line;
         let view = self.describe(id, &fault, Counters::default());
-        self.faults.insert(id, fault);
+        self.faults.insert(id, Box::new(fault));
         self.sink.send(EngineEvent::Armed {
             fault: Box::new(view),
             line,
@@ -910,6 +950,18 @@ fn give_back_freed_memory() {
     // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// One glibc arena for the process. By default each thread that meets contention gets an arena
+/// of its own, and memory freed in one is not reused by another: a run planning 10,000 faults
+/// on a blocking thread and arming them on a worker held 29 MiB more (90.8 against 62.0 MiB).
+/// chaos-bpf allocates little once armed, so one arena costs nothing measurable.
+pub fn use_one_allocator_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes any positive count.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use chaos_model::Fault;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::{sync::mpsc::UnboundedReceiver, task::JoinHandle};
 
 use crate::{
     engine::EngineConfig,
@@ -19,11 +19,7 @@ use crate::{
         flags::on_the_command_line,
         run_file::{Origin, read_run_file, refusal},
     },
-    service::{
-        FOLLOW_EVERY, FaultService, Refused,
-        events::{ArmedText, Published},
-        moves_in_words,
-    },
+    service::{FOLLOW_EVERY, FaultService, Refused, events::Published, moves_in_words},
     telemetry::{
         metrics::{FaultMetrics, FaultSample, MetricsListener, registry_of},
         status_line,
@@ -94,16 +90,28 @@ pub async fn run_file(args: RunArgs) -> Result<()> {
 /// Beyond this many faults the status is one line for all of them, every 10 s.
 const FAULTS_WITH_OWN_STATUS_LINES: usize = 8;
 
-/// The terminal follows the service's events: injections as JSON lines on stdout (with
-/// `--events json`), the JSON `armed` record on stdout, warnings on stderr. Armed lines are kept
-/// until every fault is armed, so a big run prints one line instead of thousands.
+/// The terminal follows the service's events on a task of its own, printing each as it comes,
+/// so a big batch's records are printed while it arms, not held until it is done: injections as
+/// JSON lines on stdout (with `--events json`), the JSON `armed` record on stdout, warnings on
+/// stderr. Of the armed lines only what the first line(s) need is kept: a big run prints one
+/// line instead of thousands.
 struct Terminal {
     events: bool,
-    armed: Vec<ArmedText>,
+    armed: Arc<std::sync::Mutex<ArmedSoFar>>,
+    /// How many faults are armed so far, for the run to wait on before its armed line(s).
+    armed_count: tokio::sync::watch::Sender<usize>,
+}
+
+#[derive(Default)]
+struct ArmedSoFar {
+    count: usize,
+    /// The first lines, printed as they are when the run has few faults.
+    lines: Vec<String>,
+    programs: std::collections::BTreeSet<String>,
 }
 
 impl Terminal {
-    fn show(&mut self, published: &Published) {
+    fn show(&self, published: &Published) {
         let line = match &published.event {
             Event::Injection(_) if !self.events => None,
             Event::Injection(_) | Event::Armed { .. } | Event::Kill(_) => {
@@ -115,45 +123,55 @@ impl Terminal {
             }
             Event::Summary(_) | Event::Lagged { .. } => None,
         };
-        if let Some(armed) = &published.armed {
-            self.armed.push(armed.clone());
-        }
         if let Some(line) = line {
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{line}");
             let _ = stdout.flush();
         }
-    }
-
-    /// Every event published so far.
-    fn catch_up(&mut self, events: &mut UnboundedReceiver<Arc<Published>>) {
-        while let Ok(published) = events.try_recv() {
-            self.show(&published);
-        }
-    }
-
-    fn print_armed(&mut self) {
-        let armed = std::mem::take(&mut self.armed);
-        if armed.len() <= FAULTS_WITH_OWN_STATUS_LINES {
-            for text in &armed {
-                eprintln!("{}", text.line);
+        if let Some(armed) = &published.armed
+            && let Ok(mut so_far) = self.armed.lock()
+        {
+            so_far.count += 1;
+            if so_far.lines.len() <= FAULTS_WITH_OWN_STATUS_LINES {
+                so_far.lines.push(armed.line.clone());
             }
-            return;
+            so_far.programs.extend(armed.programs.iter().cloned());
+            self.armed_count.send_replace(so_far.count);
         }
-        let mut programs: Vec<&String> = armed.iter().flat_map(|text| &text.programs).collect();
-        programs.sort();
-        programs.dedup();
-        eprintln!(
-            "chaos-bpf: armed {} faults via {}",
-            armed.len(),
-            programs
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    }
+
+    /// Prints every event until the service and its event readers are gone.
+    fn follow(self, mut events: UnboundedReceiver<Arc<Published>>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(published) = events.recv().await {
+                self.show(&published);
+            }
+        })
     }
 }
+
+fn print_armed(so_far: &ArmedSoFar) {
+    if so_far.count <= FAULTS_WITH_OWN_STATUS_LINES {
+        for line in &so_far.lines {
+            eprintln!("{line}");
+        }
+        return;
+    }
+    eprintln!(
+        "chaos-bpf: armed {} faults via {}",
+        so_far.count,
+        so_far
+            .programs
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+/// How long the run waits for its events to be printed (the armed records before the armed
+/// line, the last ones before the summaries); a bound, never reached in practice.
+const LAST_EVENTS: Duration = Duration::from_secs(5);
 
 /// Plans, checks and arms the faults, runs them until each has ended, then prints one summary
 /// line per fault. A fault the service refuses is named by `on_refusal`.
@@ -162,9 +180,12 @@ async fn run(
     options: RunOptions,
     on_refusal: impl Fn(Refused) -> ChaosError,
 ) -> Result<()> {
-    let mut terminal = Terminal {
+    let armed_so_far = Arc::new(std::sync::Mutex::new(ArmedSoFar::default()));
+    let (armed_count, mut armed_seen) = tokio::sync::watch::channel(0);
+    let terminal = Terminal {
         events: options.events == Some(EventFormat::Json),
-        armed: Vec::new(),
+        armed: Arc::clone(&armed_so_far),
+        armed_count,
     };
     let service = FaultService::new(
         EngineConfig {
@@ -174,7 +195,7 @@ async fn run(
         },
         options.names,
     );
-    let mut events = service.every_event();
+    let printer = terminal.follow(service.every_event());
     let plans = service.plan(faults).await.map_err(on_refusal)?;
     // Everything that can refuse the faults together, before anything is printed.
     service
@@ -194,9 +215,13 @@ async fn run(
         .arm(plans, options.duration)
         .await
         .map_err(on_the_command_line)?;
-    // The armed records were published while arming: every one is in the channel now.
-    terminal.catch_up(&mut events);
-    terminal.print_armed();
+    // The armed records are printed as they are published; the line(s) saying what is armed
+    // come after the last of them.
+    let all_armed = armed_seen.wait_for(|seen| *seen >= ids.len());
+    let _ = tokio::time::timeout(LAST_EVENTS, all_armed).await;
+    if let Ok(so_far) = armed_so_far.lock() {
+        print_armed(&so_far);
+    }
 
     let metrics = match options.metrics {
         Some(listener) => {
@@ -231,7 +256,6 @@ async fn run(
         tokio::select! {
             () = sleep => service.expire().await,
             () = termination.recv() => { service.stop_all("signal").await; }
-            Some(published) = events.recv() => terminal.show(&published),
             _ = follower.tick(), if follows => {
                 for line in moves_in_words(service.follow_names().await) {
                     eprintln!("chaos-bpf: {line}");
@@ -254,15 +278,19 @@ async fn run(
             }
         }
     }
-    terminal.catch_up(&mut events);
     if let Some(metrics) = &metrics {
         metrics.update(service.samples().await);
     }
     if on_terminal {
         eprintln!();
     }
+    let summaries = service.summaries(&ids).await;
+    // The service gone, its event readers drain and stop, and the printer ends with the last
+    // event: the summaries are the last lines.
+    drop(service);
+    let _ = tokio::time::timeout(LAST_EVENTS, printer).await;
     let mut stdout = std::io::stdout().lock();
-    for summary in service.summaries(&ids).await {
+    for summary in summaries {
         if let Ok(line) = serde_json::to_string(&Event::Summary(summary)) {
             let _ = writeln!(stdout, "{line}");
         }

@@ -25,10 +25,17 @@ pub fn load_for_rules(rules: u32) -> Result<Ebpf, aya::EbpfError> {
     });
     // One loader per process: `EbpfLoader::new` parses the kernel's BTF (megabytes, hundreds of
     // thousands of small reads) every time it is called, so a probe and an arm each paid for a
-    // parse. This one parses once, with the first object, and is reused by every later load.
+    // parse. This one is made once, with the first object, and reused by every later load.
     static LOADER: std::sync::OnceLock<std::sync::Mutex<EbpfLoader<'static>>> =
         std::sync::OnceLock::new();
-    let loader = LOADER.get_or_init(|| std::sync::Mutex::new(EbpfLoader::new()));
+    let loader = LOADER.get_or_init(|| {
+        let mut loader = EbpfLoader::new();
+        // The object has no CO-RE relocations (Rust eBPF emits none), so aya's parse of the
+        // kernel's BTF, which `new` cannot skip, is dropped at once: megabytes a process would
+        // otherwise hold for nothing. What needs the kernel's BTF reads `kernel_btf`.
+        loader.btf(None);
+        std::sync::Mutex::new(loader)
+    });
     let mut loader = loader
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

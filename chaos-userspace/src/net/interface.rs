@@ -1,6 +1,6 @@
 //! Interface scopes for TC faults: an interface by name, or the host-side veth of a pod's network
 //! namespace (found through rtnetlink inside that namespace).
-use std::{ffi::CString, fs::File, os::fd::AsFd as _, path::Path};
+use std::{fs::File, os::fd::AsFd as _, path::Path};
 
 use crate::{
     error::{ChaosError, Result},
@@ -30,23 +30,20 @@ pub struct Hooks {
 }
 
 impl InterfaceScope {
-    pub fn by_name(name: &str) -> Result<Self> {
-        let ifindex = ifindex_of(name).ok_or_else(|| {
+    /// The interface `name` among `links` (this namespace's, listed once per batch).
+    pub fn by_name(name: &str, links: &[netlink::Link]) -> Result<Self> {
+        let link = links.iter().find(|l| l.name == name).ok_or_else(|| {
             ChaosError::input(
                 "scope.iface",
                 format!("no interface named {name:?} here"),
                 "an interface name, as `ip link` lists",
             )
         })?;
-        let veth = netlink::links()
-            .map_err(|err| ChaosError::io("listing interfaces", err))?
-            .iter()
-            .any(|l| l.ifindex as u32 == ifindex && l.kind.as_deref() == Some("veth"));
         Ok(Self {
             name: name.to_string(),
-            ifindex,
+            ifindex: link.ifindex as u32,
             pod_netns: None,
-            veth,
+            veth: link.kind.as_deref() == Some("veth"),
         })
     }
 
@@ -54,8 +51,7 @@ impl InterfaceScope {
     /// Ethernet or loopback, and not under another one. Enslaved ports (bridge, bond, VRF) and
     /// the lower devices of VLANs and macvlans would see the same packet a second time, socket
     /// and all, and fault it twice; L3 devices (tunnels, WireGuard) carry no Ethernet header.
-    pub fn every_up() -> Result<Vec<Self>> {
-        let links = netlink::links().map_err(|err| ChaosError::io("listing interfaces", err))?;
+    pub fn every_up(links: &[netlink::Link]) -> Vec<Self> {
         let under_another: Vec<i32> = links
             .iter()
             .filter(|l| {
@@ -66,8 +62,8 @@ impl InterfaceScope {
             })
             .filter_map(|l| l.link)
             .collect();
-        Ok(links
-            .into_iter()
+        links
+            .iter()
             .filter(|link| {
                 link.up
                     && matches!(link.link_type, ARPHRD_ETHER | ARPHRD_LOOPBACK)
@@ -77,12 +73,12 @@ impl InterfaceScope {
             .filter_map(|link| {
                 Some(Self {
                     ifindex: u32::try_from(link.ifindex).ok()?,
-                    name: link.name,
+                    name: link.name.clone(),
                     pod_netns: None,
                     veth: link.kind.as_deref() == Some("veth"),
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// The host-side peer of the veth inside the network namespace at `path`
@@ -173,13 +169,6 @@ impl InterfaceScope {
     }
 }
 
-fn ifindex_of(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
 pub fn name_of(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: the buffer has IF_NAMESIZE bytes, as the call requires.
@@ -201,8 +190,11 @@ mod tests {
 
     #[test]
     fn loopback_resolves_and_unknown_names_are_input_errors() {
-        assert_eq!(InterfaceScope::by_name("lo").unwrap().ifindex, 1);
-        let err = InterfaceScope::by_name("nope0").unwrap_err().to_string();
+        let links = netlink::links().expect("rtnetlink dump");
+        assert_eq!(InterfaceScope::by_name("lo", &links).unwrap().ifindex, 1);
+        let err = InterfaceScope::by_name("nope0", &links)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("scope.iface: no interface named \"nope0\""),
             "{err}"

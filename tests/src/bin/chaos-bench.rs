@@ -949,38 +949,52 @@ fn agent_latency(
 }
 
 /// Arming as faults accumulate and as the node grows. Through one agent, connect-error faults
-/// are armed one by one, each on a cgroup of its own, timing each POST to its answer (the map
-/// writes are done by then); then a DELETE and the kill switch with them all armed. Then the
-/// CLI's arm on a bare node beside one grown by sleeping processes and empty cgroups.
+/// are armed one by one, each on a cgroup of its own. With exactly 1, 100 and all of them armed,
+/// one more fault is armed and stopped ten times, timing each POST and each DELETE to its answer
+/// (the map writes are done by then); then the kill switch with them all armed. Then the CLI's
+/// arm on a bare node beside one grown by sleeping processes and empty cgroups.
 fn scale(report: &mut Report) -> anyhow::Result<()> {
     let total = sizes().scale_faults;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let agent = chaos_tests::agent::Agent::start(&["--max-faults", &(total + 8).to_string()]);
     let parent = TestCgroup::new("bench-scale");
     let cgroups: Vec<TestCgroup> = (0..total).map(|n| parent.child(&format!("f{n}"))).collect();
-    let mut arms = Vec::with_capacity(total);
-    let mut ids = Vec::with_capacity(total);
-    for cgroup in &cgroups {
-        let fault = json!({"kind": "connect-error", "scope": {"cgroup": cgroup.path}, "match": {"port": [9]}});
-        let asked = Instant::now();
-        let created = agent.create(&fault);
-        arms.push(ms(asked.elapsed()));
-        ids.push(created["id"].clone());
-    }
-    // Each row: the ten arms that found n..n+10 faults armed already.
-    let at = |armed: usize| Spread::of(arms[armed..(armed + 10).min(total)].to_vec());
-    let (first, hundredth, last) = (at(0), at(90.min(total - 10)), at(total - 10));
-    let mut deletes = Vec::new();
-    for id in ids.iter().rev().take(5) {
-        let asked = Instant::now();
-        let answer = agent.delete(&format!("/v1/faults/{id}"));
-        ensure!(answer.status == 200, "DELETE: {}", answer.body);
-        deletes.push(ms(asked.elapsed()));
+    let extra = parent.child("extra");
+    let on = |cgroup: &TestCgroup| json!({"kind": "connect-error", "scope": {"cgroup": cgroup.path}, "match": {"port": [9]}});
+    let mut checkpoints: Vec<usize> = [1, 100, total]
+        .into_iter()
+        .filter(|n| *n <= total)
+        .collect();
+    checkpoints.dedup();
+    // (faults armed, arm times, stop times) of the extra fault at each checkpoint.
+    let mut measured: Vec<(usize, Vec<f64>, Vec<f64>)> = Vec::new();
+    for (armed, cgroup) in cgroups.iter().enumerate() {
+        let created = agent.create(&on(cgroup));
+        ensure!(created["id"].is_u64(), "arming fault {armed}: {created}");
+        let armed = armed + 1;
+        if checkpoints.contains(&armed) {
+            let (mut arms, mut stops) = (Vec::new(), Vec::new());
+            for _ in 0..10 {
+                let asked = Instant::now();
+                let created = agent.create(&on(&extra));
+                arms.push(ms(asked.elapsed()));
+                let asked = Instant::now();
+                let answer = agent.delete(&format!("/v1/faults/{}", created["id"]));
+                stops.push(ms(asked.elapsed()));
+                ensure!(answer.status == 200, "DELETE: {}", answer.body);
+            }
+            measured.push((armed, arms, stops));
+        }
     }
     let asked = Instant::now();
     let answer = agent.post("/v1/faults:stop-all", "");
     let stop_all = ms(asked.elapsed());
     ensure!(answer.status == 200, "stop-all: {}", answer.body);
+    let stopped = answer.json()["stopped"].as_u64().unwrap_or(0);
+    ensure!(
+        stopped == total as u64,
+        "stop-all stopped {stopped} of {total}"
+    );
     drop(agent);
 
     // The node grown: sleeping processes in a cgroup of their own, and empty cgroups.
@@ -1012,50 +1026,65 @@ fn scale(report: &mut Report) -> anyhow::Result<()> {
         &["figure", "ms", "goal"],
     );
     let (bare, grown) = (Spread::of(bare), Spread::of(grown));
-    let stop = Spread::of(deletes);
-    let rows = [
-        ("agent arm, 0-9 faults armed", first, "-".to_string()),
-        ("agent arm, 90-99 faults armed", hundredth, "-".to_string()),
-        (
-            &*format!("agent arm, {}-{} faults armed", total - 10, total - 1),
-            last,
-            format!("≤ 2× the first ({:.1})", 2.0 * first.median),
-        ),
-        (
-            &*format!("agent DELETE of one fault, {total} armed"),
-            stop,
+    let first_arm = Spread::of(measured[0].1.clone()).median;
+    let mut rows: Vec<(String, Spread, String)> = Vec::new();
+    for (armed, arms, stops) in &measured {
+        let arm_goal = if *armed == measured[0].0 {
+            "< 5".to_string()
+        } else {
+            format!("≤ 2× the first ({:.1})", 2.0 * first_arm)
+        };
+        rows.push((
+            format!("agent arm, {armed} faults armed"),
+            Spread::of(arms.clone()),
+            arm_goal,
+        ));
+        rows.push((
+            format!("agent stop (DELETE), {} faults armed", armed + 1),
+            Spread::of(stops.clone()),
             "< 2".to_string(),
-        ),
-        (
-            &*format!("agent stop-all of {} faults", total - 5),
-            Spread::of(vec![stop_all]),
-            "< 100".to_string(),
-        ),
-        (
-            "CLI arm (launch to first injected), bare node",
-            bare,
-            "< 50".to_string(),
-        ),
-        (
-            &*format!("CLI arm, +{processes} processes +{empty} cgroups"),
-            grown,
-            format!("flat (≤ 1.2× {:.1})", bare.median),
-        ),
-    ];
+        ));
+    }
+    rows.push((
+        format!("agent stop-all of {total} faults"),
+        Spread::of(vec![stop_all]),
+        "< 100".to_string(),
+    ));
+    rows.push((
+        "CLI arm (launch to first injected), bare node".to_string(),
+        bare,
+        "< 50".to_string(),
+    ));
+    rows.push((
+        format!("CLI arm, +{processes} processes +{empty} cgroups"),
+        grown,
+        format!("flat (≤ 1.2× {:.1})", bare.median),
+    ));
     let mut json_rows = serde_json::Map::new();
     for (figure, spread, goal) in &rows {
         report.row(&[figure.to_string(), format!("{spread:.1}"), goal.clone()]);
         json_rows.insert(figure.to_string(), json!(spread));
     }
     let mut miss = |what: String| report.missed.push(what);
-    if last.median > 2.0 * first.median {
-        miss(format!(
-            "arm with {total} faults armed: {:.1} ms, more than 2× the first ({:.1} ms)",
-            last.median, first.median
-        ));
+    for (armed, arms, stops) in &measured {
+        let (arm, stop) = (
+            Spread::of(arms.clone()).median,
+            Spread::of(stops.clone()).median,
+        );
+        if arm > 2.0 * first_arm.max(0.5) {
+            miss(format!(
+                "arm with {armed} faults armed: {arm:.1} ms, more than 2× the first ({first_arm:.1} ms)"
+            ));
+        }
+        if stop >= 2.0 {
+            miss(format!(
+                "agent DELETE with {} armed: {stop:.1} ms (goal < 2 ms)",
+                armed + 1
+            ));
+        }
     }
-    if stop.median >= 2.0 {
-        miss(format!("agent DELETE: {:.1} ms (goal < 2 ms)", stop.median));
+    if first_arm >= 5.0 {
+        miss(format!("agent arm: {first_arm:.1} ms (goal < 5 ms)"));
     }
     if stop_all >= 100.0 {
         miss(format!(
