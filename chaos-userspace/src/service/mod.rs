@@ -57,6 +57,7 @@ impl FaultService {
         // want of a privilege; if it fails anyway, arming says so when it runs out.
         let _ = crate::kernel::sys::raise_open_files();
         crate::engine::use_one_allocator_arena();
+        crate::kernel::object::prepare_loader();
         let events = Arc::new(EventFeed::default());
         Self {
             engine: Mutex::new(Engine::new(config, Arc::clone(&events) as Arc<dyn Sink>)),
