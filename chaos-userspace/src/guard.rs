@@ -314,9 +314,8 @@ pub fn check_uplinks(
 /// narrow it) spares by default what keeps the node manageable: the API server's addresses, both
 /// ways, and the agent's own port, both ways. The exclusions are written into the fault, so its
 /// view shows them. To cut the API server off on purpose, name it: `match.dst` narrows the
-/// fault and adds nothing.
-pub fn spare_node_reachability(fault: &Fault) -> std::borrow::Cow<'_, Fault> {
-    use std::borrow::Cow;
+/// fault and adds nothing. Any other fault comes back as it was.
+pub fn spare_node_reachability(mut fault: Fault) -> Fault {
     let node_level = fault.force
         && !fault.kind.is_socket_call()
         && !fault.kind.is_kill()
@@ -324,16 +323,15 @@ pub fn spare_node_reachability(fault: &Fault) -> std::borrow::Cow<'_, Fault> {
         && fault.matches.dst.is_empty()
         && fault.matches.port.is_empty();
     let Some(iface) = fault.scope.iface.as_deref().filter(|_| node_level) else {
-        return Cow::Borrowed(fault);
+        return fault;
     };
     if !crate::net::reachability::uplinks()
         .iter()
         .any(|u| u.iface == iface)
     {
-        return Cow::Borrowed(fault);
+        return fault;
     }
-    let mut spared = fault.clone();
-    let matches = &mut spared.matches;
+    let matches = &mut fault.matches;
     for address in crate::net::reachability::api_servers() {
         let host = chaos_model::Cidr {
             addr: address,
@@ -356,5 +354,5 @@ pub fn spare_node_reachability(fault: &Fault) -> std::borrow::Cow<'_, Fault> {
             }
         }
     }
-    Cow::Owned(spared)
+    fault
 }

@@ -298,11 +298,7 @@ pub fn plan(fault: Fault, pods: Option<&[PodInfo]>, guard: &crate::guard::Guard)
         });
     }
     // The plan keeps the fault as it will be armed: with what a node-level fault spares.
-    let spared = match crate::guard::spare_node_reachability(&fault) {
-        std::borrow::Cow::Owned(spared) => Some(spared),
-        std::borrow::Cow::Borrowed(_) => None,
-    };
-    let armed_as = spared.unwrap_or(fault);
+    let armed_as = crate::guard::spare_node_reachability(fault);
     let fault = &armed_as;
     let mut spec = FaultSpec::from_model(fault)?;
     let scope = &fault.scope;

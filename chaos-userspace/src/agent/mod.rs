@@ -127,7 +127,10 @@ pub async fn run(options: AgentOptions) -> Result<()> {
         },
         names,
     );
-    let warnings = tokio::spawn(log_warnings(service.every_event()));
+    let warnings = tokio::spawn(crate::service::events::each_warning(
+        service.every_event(),
+        |message| eprintln!("chaos-bpf agent: {message}"),
+    ));
     let shared = Arc::new(Shared::new(service, token));
     let fault_metrics = Arc::clone(&shared.fault_metrics);
 
@@ -257,17 +260,6 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|err| ChaosError::io(format!("securing {}", path.display()), err))?;
     Ok(listener)
-}
-
-/// The service's warnings (an object detached early, and why) in the agent's log.
-async fn log_warnings(
-    mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<crate::service::events::Published>>,
-) {
-    while let Some(published) = events.recv().await {
-        if let crate::wire::Event::Warning { message } = &published.event {
-            eprintln!("chaos-bpf agent: {message}");
-        }
-    }
 }
 
 /// Ends faults as their deadlines pass (the kernel has stopped them already; this detaches

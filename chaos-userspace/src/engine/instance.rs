@@ -49,10 +49,9 @@ impl RuleSpec {
     /// "chaos-bpf: armed <what> on <scope> via <programs> for <duration>": the lifetime is the
     /// rule's, when the kernel stops it at the latest.
     pub fn armed_line(&self, programs: &[(&'static str, u32)]) -> String {
-        let rule = self;
         let programs = crate::telemetry::program_names(programs);
         let mut scope = Vec::new();
-        match rule.interfaces.as_slice() {
+        match self.interfaces.as_slice() {
             [] => {}
             [interface] => match &interface.pod_netns {
                 Some(netns) => scope.push(format!("{}'s host-side veth {}", netns, interface.name)),
@@ -63,7 +62,7 @@ impl RuleSpec {
                 scope.push(format!("interfaces {}", names.join(", ")));
             }
         }
-        for cgroup in &rule.cgroups {
+        for cgroup in &self.cgroups {
             scope.push(format!(
                 "cgroup {} (id {})",
                 cgroup.path.display(),
@@ -72,15 +71,15 @@ impl RuleSpec {
         }
         format!(
             "chaos-bpf: armed {}#{} {} on {} via {}{}",
-            rule.spec.name(),
-            rule.fault_id,
-            rule.spec
+            self.spec.name(),
+            self.fault_id,
+            self.spec
                 .describe()
-                .trim_start_matches(rule.spec.name())
+                .trim_start_matches(self.spec.name())
                 .trim_start(),
             scope.join(", "),
             programs.join(", "),
-            format_args!(" for {}", humantime::format_duration(rule.lifetime)),
+            format_args!(" for {}", humantime::format_duration(self.lifetime)),
         )
     }
 }
@@ -99,6 +98,23 @@ pub struct Instance {
     /// Dropped last: removes this run's record of TC state.
     _records: Option<RefCell<Recorder>>,
     ebpf: Ebpf,
+}
+
+/// ENOENT from installing fq: this kernel has no fq qdisc, which delay needs.
+fn without_fq_delay_is_unsupported(err: ChaosError) -> ChaosError {
+    match err {
+        ChaosError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
+            ChaosError::Unsupported {
+                fault: "delay",
+                mechanism: Mechanism::FqQdisc.name(),
+                reason: format!(
+                    "the kernel has no fq qdisc (needs {})",
+                    Mechanism::FqQdisc.enable_hint()
+                ),
+            }
+        }
+        other => other,
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns()`.
@@ -174,23 +190,8 @@ impl Instance {
                     .flat_map(|r| &r.interfaces),
             );
             for interface in delayed {
-                let installed = crate::net::fq::ensure(interface, &records.borrow()).map_err(
-                    |err| match err {
-                        ChaosError::Io { source, .. }
-                            if source.raw_os_error() == Some(libc::ENOENT) =>
-                        {
-                            ChaosError::Unsupported {
-                                fault: "delay",
-                                mechanism: Mechanism::FqQdisc.name(),
-                                reason: format!(
-                                    "the kernel has no fq qdisc (needs {})",
-                                    Mechanism::FqQdisc.enable_hint()
-                                ),
-                            }
-                        }
-                        other => other,
-                    },
-                )?;
+                let installed = crate::net::fq::ensure(interface, &records.borrow())
+                    .map_err(without_fq_delay_is_unsupported)?;
                 fq.extend(installed);
             }
         }

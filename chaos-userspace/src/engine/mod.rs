@@ -108,8 +108,6 @@ struct RuleInfo<'a> {
     workloads: &'a [String],
     interfaces: &'a [crate::net::interface::InterfaceScope],
     lifetime: Duration,
-    /// The CLI's human line.
-    line: String,
 }
 
 impl Loaded {
@@ -179,7 +177,7 @@ impl Loaded {
     }
 
     fn info(&self, rule: u32) -> Option<RuleInfo<'_>> {
-        fn of_rule<'a>(spec: &'a RuleSpec, programs: &[(&'static str, u32)]) -> RuleInfo<'a> {
+        fn of_rule(spec: &RuleSpec) -> RuleInfo<'_> {
             RuleInfo {
                 fault_id: spec.fault_id,
                 name: spec.spec.name(),
@@ -187,11 +185,8 @@ impl Loaded {
                 workloads: &spec.workloads,
                 interfaces: &spec.interfaces,
                 lifetime: spec.lifetime,
-                line: spec.armed_line(programs),
             }
         }
-        let programs = self.programs_of(rule);
-        let of_rule = |spec| of_rule(spec, &programs);
         match self {
             Loaded::Batch(instance) => instance.rules.get(rule as usize).map(of_rule),
             Loaded::Shared(shared) => shared.rule(rule).map(of_rule),
@@ -206,7 +201,22 @@ impl Loaded {
                 workloads: &kill.workloads,
                 interfaces: &[],
                 lifetime: *lifetime,
-                line: format!(
+            }),
+        }
+    }
+
+    /// The CLI's human line for an armed rule: built once, as it is armed (`info` serves the
+    /// follower every 200 ms, which needs no line).
+    fn armed_line(&self, rule: u32, programs: &[(&'static str, u32)]) -> Option<String> {
+        match self {
+            Loaded::Batch(instance) => instance.rules.get(rule as usize),
+            Loaded::Shared(shared) => shared.rule(rule),
+            Loaded::Kill {
+                kill,
+                fault_id,
+                lifetime,
+            } => {
+                return Some(format!(
                     "chaos-bpf: armed kill#{fault_id} {} time(s) on {} for {}",
                     kill.count,
                     kill.cgroups
@@ -215,9 +225,10 @@ impl Loaded {
                         .collect::<Vec<_>>()
                         .join(", "),
                     humantime::format_duration(*lifetime)
-                ),
-            }),
+                ));
+            }
         }
+        .map(|spec| spec.armed_line(programs))
     }
 
     /// (name, id) of the programs realising a rule.
@@ -598,7 +609,7 @@ impl Engine {
             state: FaultState::Armed,
             reason: None,
         };
-        let line = info.line;
+        let line = loaded.armed_line(rule, &programs).unwrap_or_default();
         let view = self.describe(id, &fault, Counters::default());
         self.faults.insert(id, Box::new(fault));
         self.sink.send(EngineEvent::Armed {

@@ -84,14 +84,10 @@ pub async fn run(command: ExperimentCommand) -> Result<u8> {
             );
             // The service's events are the report's business, not the terminal's; but for its
             // warnings.
-            let mut events = service.every_event();
-            tokio::spawn(async move {
-                while let Some(published) = events.recv().await {
-                    if let crate::wire::Event::Warning { message } = &published.event {
-                        eprintln!("chaos-bpf: {message}");
-                    }
-                }
-            });
+            tokio::spawn(crate::service::events::each_warning(
+                service.every_event(),
+                |message| eprintln!("chaos-bpf: {message}"),
+            ));
             let mut injector = ServiceInjector::new(service);
             termination
                 .unless(crate::experiment::run(&experiment, &mut injector, |live| {

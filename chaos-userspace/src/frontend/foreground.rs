@@ -97,9 +97,8 @@ const FAULTS_WITH_OWN_STATUS_LINES: usize = 8;
 /// line instead of thousands.
 struct Terminal {
     events: bool,
-    armed: Arc<std::sync::Mutex<ArmedSoFar>>,
-    /// How many faults are armed so far, for the run to wait on before its armed line(s).
-    armed_count: tokio::sync::watch::Sender<usize>,
+    /// What is armed so far, which the run waits on before its armed line(s).
+    armed: tokio::sync::watch::Sender<ArmedSoFar>,
 }
 
 #[derive(Default)]
@@ -128,15 +127,14 @@ impl Terminal {
             let _ = writeln!(stdout, "{line}");
             let _ = stdout.flush();
         }
-        if let Some(armed) = &published.armed
-            && let Ok(mut so_far) = self.armed.lock()
-        {
-            so_far.count += 1;
-            if so_far.lines.len() <= FAULTS_WITH_OWN_STATUS_LINES {
-                so_far.lines.push(armed.line.clone());
-            }
-            so_far.programs.extend(armed.programs.iter().cloned());
-            self.armed_count.send_replace(so_far.count);
+        if let Some(armed) = &published.armed {
+            self.armed.send_modify(|so_far| {
+                so_far.count += 1;
+                if so_far.lines.len() <= FAULTS_WITH_OWN_STATUS_LINES {
+                    so_far.lines.push(armed.line.clone());
+                }
+                so_far.programs.extend(armed.programs.iter().cloned());
+            });
         }
     }
 
@@ -180,12 +178,10 @@ async fn run(
     options: RunOptions,
     on_refusal: impl Fn(Refused) -> ChaosError,
 ) -> Result<()> {
-    let armed_so_far = Arc::new(std::sync::Mutex::new(ArmedSoFar::default()));
-    let (armed_count, mut armed_seen) = tokio::sync::watch::channel(0);
+    let (armed, mut armed_so_far) = tokio::sync::watch::channel(ArmedSoFar::default());
     let terminal = Terminal {
         events: options.events == Some(EventFormat::Json),
-        armed: Arc::clone(&armed_so_far),
-        armed_count,
+        armed,
     };
     let service = FaultService::new(
         EngineConfig {
@@ -217,11 +213,9 @@ async fn run(
         .map_err(on_the_command_line)?;
     // The armed records are printed as they are published; the line(s) saying what is armed
     // come after the last of them.
-    let all_armed = armed_seen.wait_for(|seen| *seen >= ids.len());
+    let all_armed = armed_so_far.wait_for(|so_far| so_far.count >= ids.len());
     let _ = tokio::time::timeout(LAST_EVENTS, all_armed).await;
-    if let Ok(so_far) = armed_so_far.lock() {
-        print_armed(&so_far);
-    }
+    print_armed(&armed_so_far.borrow());
 
     let metrics = match options.metrics {
         Some(listener) => {

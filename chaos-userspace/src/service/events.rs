@@ -113,6 +113,16 @@ impl Sink for EventFeed {
     }
 }
 
+/// Hands each warning of `events` (an object detached early, and why) to `log`, until the
+/// feed is gone: what a front end that shows no other event still owes its user.
+pub async fn each_warning(mut events: mpsc::UnboundedReceiver<Arc<Published>>, log: impl Fn(&str)) {
+    while let Some(published) = events.recv().await {
+        if let Event::Warning { message } = &published.event {
+            log(message);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
