@@ -12,8 +12,9 @@
 /// run on any interface is one rule of a shared rule set. Everything per rule is indexed by the
 /// rule's slot in [`CONFIG`]; filters live in tries keyed by that index.
 pub mod maps {
-    /// `Array<u32>` of one entry, the kill switch: non-zero and no program of the object injects
-    /// anything, before any detach. Every program reads it first.
+    /// `Array<u32>`: entry [`crate::CONTROL_KILL`] is the kill switch: non-zero and no program of
+    /// the object injects anything, before any detach. Every program reads it first. Entry
+    /// [`crate::CONTROL_DNS`] is non-zero while the object has DNS rules.
     pub const CONTROL: &str = "CHAOS_CONTROL";
     /// `Array<FaultConfig>`: one entry per rule.
     pub const CONFIG: &str = "CHAOS_CONFIG";
@@ -52,6 +53,13 @@ pub mod maps {
     /// `Array<u32>` of one entry: bit L set while some [`SCOPES`] key is a cgroup at level L, so
     /// tasks outside every scope pay one lookup per level in use, none for the others.
     pub const SCOPE_LEVELS: &str = "CHAOS_LEVELS";
+    /// `LpmTrie<DnsName, DnsNameRules>`: the names of the DNS rules, each stored as its labels in
+    /// reverse order ([`crate::dns_key`]), so one longest-prefix lookup per query finds every
+    /// rule whose name or `*.` suffix covers it, however many names there are.
+    pub const DNS_NAMES: &str = "CHAOS_DNS_NAMES";
+    /// `PerCpuArray<DnsWork>` of one entry: the query's bytes and its lookup key, too big for the
+    /// program's 512-byte stack.
+    pub const DNS_WORK: &str = "CHAOS_DNS_WORK";
 
     /// Every map the object must define; a userspace test checks the object against this list.
     pub const ALL: &[&str] = &[
@@ -70,6 +78,8 @@ pub mod maps {
         EVENT_BUDGET,
         SCOPES,
         SCOPE_LEVELS,
+        DNS_NAMES,
+        DNS_WORK,
     ];
 
     /// Maps sized by the number of rules of the object (the rest have fixed sizes).
@@ -145,6 +155,20 @@ pub const MAX_CGROUP_LEVELS: u32 = 32;
 pub const MAX_RULES_PER_DESTINATION: usize = 8;
 /// The most a packet is delayed, all rules together: fq drops packets past its 10 s horizon.
 pub const MAX_DELAY_NS: u64 = 5_000_000_000;
+/// [`maps::CONTROL`] entries.
+pub const CONTROL_KILL: u32 = 0;
+pub const CONTROL_DNS: u32 = 1;
+pub const CONTROL_ENTRIES: u32 = 2;
+/// The rule index under which [`maps::PORTS`] holds the ports of every DNS rule of the object:
+/// one lookup tells whether a packet may be a query some DNS rule wants read.
+pub const DNS_ANY_RULE: u32 = u32::MAX;
+/// DNS rules in one object: each has a bit in [`DnsNameRules`] masks.
+pub const MAX_DNS_RULES: u32 = 64;
+/// Names (and `*.` suffixes) over the DNS rules of one object.
+pub const MAX_DNS_NAMES: u32 = 16384;
+/// Bytes of a [`DnsName`] key: a wire name is at most 255 bytes with its root label, and the key
+/// adds a terminator to exact names.
+pub const DNS_NAME_BYTES: usize = 256;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
 
@@ -282,6 +306,11 @@ pub enum FaultKind {
     Delay = 6,
     /// TC: one random payload bit of matching packets flips.
     Corrupt = 7,
+    /// TC: matching DNS queries get an answer with `PacketParams::dns_rcode`, made in the kernel
+    /// and sent back to the asking socket, or are lost with [`flags::DNS_DROP`].
+    DnsError = 8,
+    /// TC egress: matching DNS queries leave later (EDT under fq).
+    DnsDelay = 9,
 }
 
 impl FaultKind {
@@ -294,6 +323,8 @@ impl FaultKind {
             5 => Some(Self::Reset),
             6 => Some(Self::Delay),
             7 => Some(Self::Corrupt),
+            8 => Some(Self::DnsError),
+            9 => Some(Self::DnsDelay),
             _ => None,
         }
     }
@@ -328,6 +359,8 @@ pub mod flags {
     /// Dry run: everything up to the decision (filters, deadline, probability, loss model),
     /// counted as injected and reported, but the operation or packet is left alone.
     pub const DRY_RUN: u32 = 1 << 11;
+    /// dns-error: the query is lost (the resolver times out) instead of answered.
+    pub const DNS_DROP: u32 = 1 << 12;
 }
 
 /// IP protocol numbers used by the protocol filter (0 = any).
@@ -398,6 +431,13 @@ pub struct PacketParams {
     pub delay_ns: u64,
     /// Uniform: the half-width; normal: the standard deviation.
     pub jitter_ns: u64,
+    /// DNS rules: the rule's bit in [`DnsNameRules`] masks.
+    pub dns_slot: u32,
+    /// dns-error: the response code of the answer (NXDOMAIN 3, SERVFAIL 2, REFUSED 5).
+    pub dns_rcode: u32,
+    /// DNS rules: the query type to match (A 1, AAAA 28), 0 for any.
+    pub dns_qtype: u32,
+    pub _pad: u32,
 }
 
 /// `PacketParams::distribution` values. Uniform is computed; the others are tables in
@@ -495,11 +535,91 @@ pub struct Event {
 pub const DIRECTION_EGRESS: u8 = 1;
 pub const DIRECTION_INGRESS: u8 = 2;
 
+/// Key data of [`maps::DNS_NAMES`]: a name's labels in reverse order, each as on the wire (length
+/// byte, then its bytes, lowercased), so a domain is a prefix of every name under it. An exact
+/// name adds a 0 terminator; a `*.` suffix does not, and so covers the names under it.
+pub type DnsName = [u8; DNS_NAME_BYTES];
+
+/// Value of [`maps::DNS_NAMES`]: which DNS rules (by `dns_slot` bit) match a query whose longest
+/// stored prefix is this entry. Userspace folds the rules of every shorter `*.` suffix in, so the
+/// one lookup answers for all of them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsNameRules {
+    /// The query's name is this entry's name (an exact name, or the domain of a `*.` suffix,
+    /// which the suffix itself does not cover).
+    pub at: u64,
+    /// The query's name is below this entry's domain.
+    pub under: u64,
+    /// The entry's key length in bytes, which tells the two cases apart.
+    pub key_bytes: u32,
+    pub _pad: u32,
+}
+
+/// The lookup key of a [`DnsName`] trie, laid out as the kernel's `bpf_lpm_trie_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsKey {
+    pub prefix_bits: u32,
+    pub name: DnsName,
+}
+
+/// Per-CPU scratch of the DNS parser: the question it read from the packet at hand, the
+/// question's raw bytes, the key made from them, and the parser's loop state. All of it lives in
+/// map memory rather than registers or the stack on purpose: the verifier does not track map
+/// memory, so paths that differ only in what a query asked end in the same state and are pruned
+/// (on the stack, every rule the TC program evaluates would be verified once per variant).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsWork {
+    /// The DNS rules (one bit per `dns_slot`) whose names cover the packet's question; 0 when
+    /// the packet is not a query or was not read.
+    pub rules: u64,
+    /// Where the DNS header starts: after the UDP header, or after TCP's length prefix.
+    pub header: u32,
+    pub qtype: u32,
+    /// The name's length, where the current label ends, and how far its bytes move.
+    pub end: u32,
+    pub next: u32,
+    pub shift: u32,
+    pub _pad: u32,
+    pub key: DnsKey,
+    pub raw: [u8; DNS_NAME_BYTES],
+    pub _tail: u32,
+}
+
+/// The trie key of a name (its labels as text, `payments.example.com`), exact or, with `suffix`,
+/// the domain whose subdomains a `*.` pattern covers (the empty domain: every name). `None` for a
+/// name DNS cannot carry: an empty or over-long label, more than 255 bytes on the wire.
+pub fn dns_key(name: &str, suffix: bool) -> Option<(u32, DnsName)> {
+    let mut key = [0u8; DNS_NAME_BYTES];
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut at = 0;
+    if !(name.is_empty() && suffix) {
+        for label in name.rsplit('.').map(str::as_bytes) {
+            // The wire form's length: these labels, and the root's zero byte.
+            if label.is_empty() || label.len() > 63 || at + 1 + label.len() + 1 > 255 {
+                return None;
+            }
+            key[at] = label.len() as u8;
+            for (i, byte) in label.iter().enumerate() {
+                key[at + 1 + i] = byte.to_ascii_lowercase();
+            }
+            at += 1 + label.len();
+        }
+    }
+    let key_bytes = if suffix { at } else { at + 1 };
+    Some(((key_bytes * 8) as u32, key))
+}
+
 // Padding-free layouts: the sum of the fields equals the size, so no byte is uninitialised.
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
 const _: () = assert!(core::mem::size_of::<FdOffsets>() == 24);
-const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8);
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 8 + 4 * 10 + 16 + 24 + 56);
+const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8 + 4 * 4);
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 8 + 4 * 10 + 16 + 24 + 72);
+const _: () = assert!(core::mem::size_of::<DnsNameRules>() == 8 + 8 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<DnsKey>() == 4 + DNS_NAME_BYTES);
+const _: () = assert!(core::mem::size_of::<DnsWork>() == 8 + 4 * 6 + 4 + 2 * DNS_NAME_BYTES + 4);
 const _: () = assert!(core::mem::size_of::<RuleList>() == 4 * (1 + MAX_RULES_PER_DESTINATION));
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 const _: () = assert!(core::mem::size_of::<ScopeKey>() == 8 + 4 + 4);
@@ -517,6 +637,7 @@ mod pod {
     unsafe impl aya::Pod for super::ScopeKey {}
     unsafe impl aya::Pod for super::EventBudget {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::DnsNameRules {}
 }
 
 #[cfg(test)]
@@ -531,6 +652,36 @@ mod tests {
             port_key(7, filter_field::PEER, 5432),
             [0, 0, 0, 7, 0, 0x15, 0x38]
         );
+    }
+
+    #[test]
+    fn dns_keys_put_the_labels_in_reverse_order() {
+        let (bits, key) = dns_key("Payments.Example.COM", false).unwrap();
+        assert_eq!(bits, 22 * 8);
+        assert_eq!(&key[..22], b"\x03com\x07example\x08payments\x00");
+        let (bits, key) = dns_key("example.com.", true).unwrap();
+        assert_eq!((bits, &key[..12]), (12 * 8, &b"\x03com\x07example"[..]));
+        assert_eq!(dns_key("", true).map(|(bits, _)| bits), Some(0));
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "x.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+        ] {
+            assert_eq!(dns_key(bad, false), None, "{bad:?}");
+        }
+        // 255 bytes on the wire at most: 127 one-byte labels (254 with the root) fit, 128 not.
+        let mut longest = [b'a'; 253];
+        for dot in (1..253).step_by(2) {
+            longest[dot] = b'.';
+        }
+        let longest = core::str::from_utf8(&longest).unwrap();
+        assert!(dns_key(longest, false).is_some());
+        let mut over = [b'a'; 255];
+        for dot in (1..255).step_by(2) {
+            over[dot] = b'.';
+        }
+        assert!(dns_key(core::str::from_utf8(&over).unwrap(), false).is_none());
     }
 
     #[test]

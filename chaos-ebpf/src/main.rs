@@ -7,6 +7,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod connect;
+mod dns;
 mod fmod_ret;
 mod kprobe_override;
 mod lsm;

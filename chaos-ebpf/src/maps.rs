@@ -7,13 +7,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use chaos_common::{
-    AddrKey4, AddrKey6, Counter, DIST_TABLE_SIZE, EVENTS_RING_BYTES, EventBudget, FaultConfig,
-    LossState, MAX_CIDRS, MAX_FILTER_ENTRIES, MAX_SCOPE_ENTRIES, PortKey, RuleList, ScopeKey,
-    jitter,
+    AddrKey4, AddrKey6, CONTROL_ENTRIES, Counter, DIST_TABLE_SIZE, DnsName, DnsNameRules, DnsWork,
+    EVENTS_RING_BYTES, EventBudget, FaultConfig, LossState, MAX_CIDRS, MAX_DNS_NAMES,
+    MAX_FILTER_ENTRIES, MAX_SCOPE_ENTRIES, PortKey, RuleList, ScopeKey, jitter,
 };
 
 #[map(name = "CHAOS_CONTROL")]
-pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
+pub static CONTROL: Array<u32> = Array::with_max_entries(CONTROL_ENTRIES, 0);
 
 #[map(name = "CHAOS_CONFIG")]
 pub static CONFIG: Array<FaultConfig> = Array::with_max_entries(1, 0);
@@ -62,3 +62,10 @@ pub static SCOPE_LEVELS: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "CHAOS_FLOWS")]
 pub static FLOWS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
+
+#[map(name = "CHAOS_DNS_NAMES")]
+pub static DNS_NAMES: LpmTrie<DnsName, DnsNameRules> =
+    LpmTrie::with_max_entries(MAX_DNS_NAMES, BPF_F_NO_PREALLOC);
+
+#[map(name = "CHAOS_DNS_WORK")]
+pub static DNS_WORK: PerCpuArray<DnsWork> = PerCpuArray::with_max_entries(1, 0);

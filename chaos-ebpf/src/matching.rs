@@ -35,7 +35,17 @@ pub struct Rule {
 /// flipped switch costs an operation one array read. A missing entry counts as killed.
 #[inline(always)]
 pub fn killed() -> bool {
-    CONTROL.get(0).is_none_or(|switch| *switch != 0)
+    CONTROL
+        .get(chaos_common::CONTROL_KILL)
+        .is_none_or(|switch| *switch != 0)
+}
+
+/// Whether the object has DNS rules, so packets to their ports are read as queries.
+#[inline(always)]
+pub fn dns_armed() -> bool {
+    CONTROL
+        .get(chaos_common::CONTROL_DNS)
+        .is_some_and(|armed| *armed != 0)
 }
 
 /// Rule `index`, or `None` while userspace is still filling its filters or after it disarmed it.

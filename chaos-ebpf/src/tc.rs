@@ -1,5 +1,5 @@
 //! Packet faults at the TC layer, for whole interfaces, a pod's host-side veth, or a cgroup's
-//! packets: drop (with loss models), delay, TCP reset and corruption. Every TC fault of a run is a
+//! packets: drop (with loss models), delay, TCP reset, corruption, and DNS errors and delays. Every TC fault of a run is a
 //! rule of one rule set, attached once per interface and direction. Per packet, one trie lookup
 //! on the destination gives the few rules that can match it (however many rules there are); each
 //! is checked in order, and the actions of all that fire combine: a drop ends the packet,
@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_get_hash_recalc, bpf_skb_ancestor_cgroup_id},
+        generated::{bpf_get_hash_recalc, bpf_redirect, bpf_skb_ancestor_cgroup_id},
     },
     macros::classifier,
     maps::lpm_trie::Key,
@@ -21,6 +21,7 @@ use chaos_common::{
 };
 
 use crate::{
+    dns,
     maps::{DIST, FLOWS, LOSS_STATE, TC_INDEX_V4, TC_INDEX_V6},
     matching::{
         Peer, Rule, addr_matches, armed_rule, draw, injected, killed, matched, next, port_matches,
@@ -66,9 +67,19 @@ struct Packet {
     tcp_flags: u8,
 }
 
-/// `evaluate`'s answer: [`DROPPED`], or the delay to add (0 for none) with [`KEEP_ORDER`] set
+/// `evaluate`'s answer: [`DROPPED`], [`ANSWER`] with an rcode, or the delay to add (0 for none) with [`KEEP_ORDER`] set
 /// when a delay rule matched the packet and its flow's order must be kept.
 const DROPPED: u64 = u64::MAX;
+/// A DNS query lost without a trace (dns-error's timeout).
+const LOST: u64 = u64::MAX - 1;
+/// A DNS query to be answered with the response code in the low bits: it goes back where it came
+/// from. The answer is made after the rules' loop, so the verifier checks that code once rather
+/// than for every rule slot.
+const ANSWER: u64 = 1 << 63;
+/// BPF_F_INGRESS: a redirect into the interface's receive path instead of out of it.
+const BPF_F_INGRESS: u64 = 1;
+/// lo's ifindex, in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
 const KEEP_ORDER: u64 = 1 << 62;
 const DELAY_MASK: u64 = KEEP_ORDER - 1;
 
@@ -77,6 +88,8 @@ fn decide(ctx: &TcContext, direction: u8) -> i32 {
     if killed() {
         return TC_ACT_UNSPEC;
     }
+    // Into per-CPU memory, for the DNS rules among the candidates (see DnsWork).
+    dns::read_question(ctx.skb.skb);
     let headers = Headers::of(ctx);
     let Some(mut packet) = network(&headers) else {
         return TC_ACT_UNSPEC;
@@ -98,6 +111,10 @@ fn decide(ctx: &TcContext, direction: u8) -> i32 {
         }
         match evaluate(ctx.skb.skb, &packet, candidates.rules[i], direction) {
             DROPPED => return TC_ACT_SHOT,
+            LOST => return lose_quietly(),
+            answer if answer & ANSWER != 0 => {
+                return answer_query(ctx, &packet, direction, (answer & 0x0f) as u32);
+            }
             answer => {
                 answers = ((answers & DELAY_MASK) + (answer & DELAY_MASK))
                     | (answers & KEEP_ORDER)
@@ -113,6 +130,43 @@ fn decide(ctx: &TcContext, direction: u8) -> i32 {
         );
     }
     TC_ACT_UNSPEC
+}
+
+/// Loses the packet as the wire would: the sender's send succeeds. (TC_ACT_SHOT at egress is
+/// reported to a socket with IP_RECVERR, which glibc's resolver sets, as ENOBUFS: a fast failure,
+/// not the timeout of a lost query; and tcx treats TC_ACT_STOLEN as "next program".) A redirect
+/// to ifindex 0, which no device has, is dropped by the kernel after the sender was told success.
+#[inline(always)]
+fn lose_quietly() -> i32 {
+    // SAFETY: the helper takes any ifindex.
+    unsafe { bpf_redirect(0, 0) as i32 }
+}
+
+/// Rewrites the query into its answer and sends it back: out of an interface, back in through
+/// it; into a pod's host-side veth (the pod's egress), back out to the pod; out of lo, out again,
+/// as lo turns every packet around (its route to a local address is kept that way, where lo's
+/// receive path would drop a loopback source as a martian). A query that cannot be rewritten is
+/// lost instead.
+#[inline(never)]
+fn answer_query(ctx: &TcContext, packet: &Packet, direction: u8, rcode: u32) -> i32 {
+    let header = dns::current().map_or(0, |question| question.header as usize);
+    if header == 0 || !dns::answer(ctx, packet.family, packet.l4_offset, header, rcode) {
+        return lose_quietly();
+    }
+    // SAFETY: the context is a valid skb.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let into = if direction == DIRECTION_EGRESS && ifindex != LOOPBACK_IFINDEX {
+        BPF_F_INGRESS
+    } else {
+        0
+    };
+    // SAFETY: the helper takes any ifindex.
+    unsafe { bpf_redirect(ifindex, into) as i32 }
+}
+
+#[inline(always)]
+fn is_dns(kind: u32) -> bool {
+    kind == FaultKind::DnsError as u32 || kind == FaultKind::DnsDelay as u32
 }
 
 /// The one lookup that narrows all rules down to those whose destination covers the packet's.
@@ -153,7 +207,8 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
     let Some(now) = matched(rule) else {
         return 0;
     };
-    let is_delay = config.kind == FaultKind::Delay as u32;
+    let is_delay =
+        config.kind == FaultKind::Delay as u32 || config.kind == FaultKind::DnsDelay as u32;
     let order = if is_delay && config.flags & flags::KEEP_ORDER != 0 {
         KEEP_ORDER
     } else {
@@ -187,6 +242,14 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
         k if k == FaultKind::Corrupt as u32 => {
             corrupt(&ctx, rule, packet);
             0
+        }
+        // Answered after the loop, once: see `decide`.
+        k if k == FaultKind::DnsError as u32 => {
+            if config.flags & flags::DNS_DROP != 0 {
+                LOST
+            } else {
+                ANSWER | u64::from(config.packet.dns_rcode & 0x0f)
+            }
         }
         _ => DROPPED,
     }
@@ -272,6 +335,24 @@ fn matches(rule: Rule, skb: *mut __sk_buff, packet: &Packet) -> bool {
             || packet.tcp_flags & (TCP_RST | TCP_SYN) != 0)
     {
         return false;
+    }
+    if is_dns(config.kind) {
+        let params = &config.packet;
+        let Some(question) = dns::current() else {
+            return false;
+        };
+        if (question.rules >> (params.dns_slot & 63)) & 1 == 0
+            || (params.dns_qtype != 0 && params.dns_qtype != question.qtype)
+        {
+            return false;
+        }
+        // An answer is made for UDP; over TCP a query can only be lost or delayed.
+        if config.kind == FaultKind::DnsError as u32
+            && config.flags & flags::DNS_DROP == 0
+            && packet.proto != proto::UDP
+        {
+            return false;
+        }
     }
     if config.flags & flags::MATCH_TCP_FLAGS != 0
         && (packet.proto != proto::TCP

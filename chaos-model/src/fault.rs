@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    Cidr, Direction, Distribution, Errno, FaultKind, HumanDuration, LossModel, MechanismRequest,
-    PortRange, Probability, Protocol, TcpFlags,
+    Cidr, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, FaultKind, HumanDuration,
+    LossModel, MechanismRequest, PortRange, Probability, Protocol, TcpFlags,
 };
 
 /// One fault.
@@ -39,13 +39,22 @@ pub struct Fault {
     /// TC packet faults: makes the decisions reproducible for a given packet sequence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// delay: how much later matching packets leave.
+    /// dns-error, dns-delay: the names whose queries are hit (exact, `*.DOMAIN`, or `*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<DnsName>,
+    /// dns-error, dns-delay: the query type to hit (default any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<DnsQtype>,
+    /// dns-error: the answer's response code, or timeout for no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<DnsRcode>,
+    /// delay, dns-delay: how much later matching packets leave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<HumanDuration>,
-    /// delay: the spread around it (at most the delay).
+    /// delay, dns-delay: the spread around it (at most the delay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<HumanDuration>,
-    /// delay: how the jitter is spread (default uniform).
+    /// delay, dns-delay: how the jitter is spread (default uniform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<Distribution>,
     /// corrupt: fix the L4 checksum so the corruption reaches the application.

@@ -82,9 +82,12 @@ pub fn mechanisms_for(kind: FaultKind) -> &'static [MechanismRequest] {
         FaultKind::ConnectError => &[CgroupSockAddr, FmodRet, BpfLsm, KprobeOverride],
         FaultKind::RecvError | FaultKind::SendError => &[FmodRet, BpfLsm, KprobeOverride],
         FaultKind::Kill => &[],
-        FaultKind::Drop | FaultKind::Reset | FaultKind::Delay | FaultKind::Corrupt => {
-            &[Tcx, TcClsact]
-        }
+        FaultKind::Drop
+        | FaultKind::Reset
+        | FaultKind::Delay
+        | FaultKind::Corrupt
+        | FaultKind::DnsError
+        | FaultKind::DnsDelay => &[Tcx, TcClsact],
     }
 }
 
@@ -140,16 +143,29 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
             "connect-error, recv-error and send-error",
         ));
     }
-    if kind != FaultKind::Delay {
+    if kind != FaultKind::Delay && kind != FaultKind::DnsDelay {
         for (present, path) in [
             (fault.delay.is_some(), "delay"),
             (fault.jitter.is_some(), "jitter"),
             (fault.distribution.is_some(), "distribution"),
         ] {
             if present {
-                return Err(only_for(path, "delay faults"));
+                return Err(only_for(path, "delay and dns-delay faults"));
             }
         }
+    }
+    if !kind.is_dns() {
+        for (present, path) in [
+            (!fault.names.is_empty(), "names"),
+            (fault.qtype.is_some(), "qtype"),
+        ] {
+            if present {
+                return Err(only_for(path, "dns-error and dns-delay"));
+            }
+        }
+    }
+    if fault.rcode.is_some() && kind != FaultKind::DnsError {
+        return Err(only_for("rcode", "dns-error"));
     }
     if fault.fix_checksum && kind != FaultKind::Corrupt {
         return Err(only_for("fixChecksum", "corrupt faults"));
@@ -250,8 +266,64 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
             "scope.cgroup (or scope.pid, scope.container, scope.podUid, scope.pod, scope.selector), scope.iface or scope.netns",
         ));
     }
-    if kind == FaultKind::Delay {
+    if kind == FaultKind::Delay || kind == FaultKind::DnsDelay {
         validate_delay(fault)?;
+    }
+    if kind.is_dns() {
+        validate_dns(fault)?;
+    }
+    Ok(())
+}
+
+/// DNS faults hit the queries a scope sends, by name: they need names (and dns-error a response
+/// code), and the packet options that would mean something else for a query are refused.
+fn validate_dns(fault: &Fault) -> Result<(), FieldError> {
+    if fault.names.is_empty() {
+        return Err(FieldError::new(
+            "names",
+            "missing",
+            "the names whose queries are hit: payments.example.com, *.svc.cluster.local, or *",
+        ));
+    }
+    if fault.names.len() > chaos_common::MAX_DNS_NAMES as usize {
+        return Err(FieldError::new(
+            "names",
+            format!("{} names", fault.names.len()),
+            format!("at most {}", chaos_common::MAX_DNS_NAMES),
+        ));
+    }
+    if fault.kind == FaultKind::DnsError && fault.rcode.is_none() {
+        return Err(FieldError::new(
+            "rcode",
+            "missing",
+            crate::values::DnsRcode::NAMES.join(", "),
+        ));
+    }
+    if fault
+        .direction
+        .is_some_and(|d| d != crate::values::Direction::Egress)
+    {
+        return Err(FieldError::new(
+            "direction",
+            "a DNS fault acts on the queries its scope sends",
+            "egress (the default)",
+        ));
+    }
+    let m = &fault.matches;
+    for (present, path) in [
+        (m.tcp_flags.is_some(), "match.tcpFlags"),
+        (!m.src.is_empty(), "match.src"),
+        (!m.sport.is_empty(), "match.sport"),
+        (fault.loss.is_some_and(|l| l != LossModel::Random), "loss"),
+    ] {
+        if present {
+            return Err(FieldError::new(
+                path,
+                format!("{} matches queries by name, server and port", fault.kind),
+                "names, qtype, match.dst (the DNS server), match.port (default 53), \
+                 match.proto",
+            ));
+        }
     }
     Ok(())
 }

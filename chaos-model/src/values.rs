@@ -443,6 +443,8 @@ keyword!(
         Reset = "reset",
         Delay = "delay",
         Corrupt = "corrupt",
+        DnsError = "dns-error",
+        DnsDelay = "dns-delay",
         Kill = "kill",
     }
 );
@@ -460,7 +462,108 @@ impl FaultKind {
             FaultKind::ConnectError | FaultKind::RecvError | FaultKind::SendError
         )
     }
+
+    /// dns-error and dns-delay: faults on DNS queries, matched by the name they ask for.
+    pub fn is_dns(self) -> bool {
+        matches!(self, FaultKind::DnsError | FaultKind::DnsDelay)
+    }
 }
+
+keyword!(
+    /// What a dns-error query gets: an answer with this response code, or no answer at all.
+    DnsRcode, "DNS response code" {
+        /// "No such name": getaddrinfo fails with EAI_NONAME.
+        NxDomain = "nxdomain",
+        /// "Server failure": getaddrinfo fails with EAI_AGAIN.
+        ServFail = "servfail",
+        /// "Refused".
+        Refused = "refused",
+        /// No answer: the query is lost, and the resolver times out.
+        Timeout = "timeout",
+    }
+);
+
+impl DnsRcode {
+    /// The response code on the wire, `None` for timeout (no answer).
+    pub fn wire_value(self) -> Option<u32> {
+        match self {
+            DnsRcode::NxDomain => Some(3),
+            DnsRcode::ServFail => Some(2),
+            DnsRcode::Refused => Some(5),
+            DnsRcode::Timeout => None,
+        }
+    }
+}
+
+keyword!(
+    /// The query types a DNS fault matches.
+    DnsQtype, "DNS query type" { Any = "any", A = "a", Aaaa = "aaaa" }
+);
+
+impl DnsQtype {
+    /// The query type on the wire, 0 for any.
+    pub fn wire_value(self) -> u32 {
+        match self {
+            DnsQtype::Any => 0,
+            DnsQtype::A => 1,
+            DnsQtype::Aaaa => 28,
+        }
+    }
+}
+
+/// A name DNS faults match: exact (`payments.example.com`), every name under a domain
+/// (`*.svc.cluster.local`, not the domain itself), or every name (`*`). Case-insensitive, as DNS.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsName {
+    /// Lowercase, without a trailing dot; for a `*.` pattern, the domain after it.
+    pub domain: String,
+    pub wildcard: bool,
+}
+
+impl FromStr for DnsName {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let accepted = "a DNS name (payments.example.com), *.DOMAIN for every name under it, or * \
+                        for every name; labels of 1 to 63 bytes, 255 bytes in all";
+        let trimmed = text.trim();
+        let (domain, wildcard) = match trimmed {
+            "*" | "*." => ("", true),
+            _ => match trimmed.strip_prefix("*.") {
+                Some(rest) => (rest, true),
+                None => (trimmed, false),
+            },
+        };
+        let domain = domain
+            .strip_suffix('.')
+            .unwrap_or(domain)
+            .to_ascii_lowercase();
+        if domain.contains('*') || chaos_common::dns_key(&domain, wildcard).is_none() {
+            return Err(ValueError::new(
+                format!("{text:?} is not a DNS name"),
+                accepted,
+            ));
+        }
+        Ok(DnsName { domain, wildcard })
+    }
+}
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.wildcard, self.domain.is_empty()) {
+            (true, true) => f.write_str("*"),
+            (true, false) => write!(f, "*.{}", self.domain),
+            _ => f.write_str(&self.domain),
+        }
+    }
+}
+
+text_value!(
+    DnsName,
+    "DnsName",
+    "string",
+    "A DNS name (payments.example.com), *.DOMAIN for every name under it, or * for every name."
+);
 
 keyword!(
     /// A transport protocol to match.
@@ -773,6 +876,33 @@ mod tests {
         ] {
             assert!(bad.parse::<LossModel>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dns_names_exact_wildcard_and_everything() {
+        let name: DnsName = "Payments.Example.COM.".parse().unwrap();
+        assert_eq!(
+            (name.domain.as_str(), name.wildcard),
+            ("payments.example.com", false)
+        );
+        let suffix: DnsName = "*.svc.cluster.local".parse().unwrap();
+        assert_eq!(suffix.to_string(), "*.svc.cluster.local");
+        assert_eq!("*".parse::<DnsName>().unwrap().to_string(), "*");
+        let long_label = format!("{}.com", "x".repeat(64));
+        for bad in ["", "a..b", "a.*.b", "**.b", &long_label] {
+            let err = bad.parse::<DnsName>().unwrap_err();
+            assert!(err.accepted.contains("1 to 63 bytes"), "{bad:?}: {err}");
+        }
+        assert_eq!("SERVFAIL".parse(), Ok(DnsRcode::ServFail));
+        assert_eq!(DnsRcode::NxDomain.wire_value(), Some(3));
+        assert!(
+            "NOERROR"
+                .parse::<DnsRcode>()
+                .unwrap_err()
+                .accepted
+                .contains("timeout")
+        );
+        assert_eq!("AAAA".parse::<DnsQtype>().map(DnsQtype::wire_value), Ok(28));
     }
 
     #[test]

@@ -112,11 +112,16 @@ pub fn preflight(
                 "egress with --cgroup, or a veth (a pod's host-side end keeps the pod's socket)",
             ));
         }
-        if matches!(
-            fault.action,
-            crate::faults::tc_packet::PacketAction::Delay { .. }
-        ) && hooks.ingress
-        {
+        if fault.dns.is_some() && fault.action.delay().is_some() && hooks.ingress {
+            return Err(ChaosError::input(
+                "scope",
+                "dns-delay holds queries back as they leave an interface under fq, and a pod's \
+                 queries leave it through its host-side veth's ingress",
+                "dns-delay on a cgroup, a container or pod on the host's network, or --iface; \
+                 for a pod's lookups, delay on its ingress with --src the DNS server",
+            ));
+        }
+        if fault.action.delay().is_some() && hooks.ingress {
             return Err(ChaosError::input(
                 "direction",
                 "delay can only hold packets back as they leave an interface",

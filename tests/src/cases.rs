@@ -36,7 +36,12 @@ pub fn vm_cases() -> Vec<(&'static str, &'static str)> {
         cases.push((*fault, "auto"));
         cases.extend(mechanisms.iter().map(|m| (*fault, *m)));
     }
-    cases.extend([("drop", "cgroup-skb"), ("delay", "tc")]);
+    cases.extend([
+        ("drop", "cgroup-skb"),
+        ("delay", "tc"),
+        ("dns-error", "tc"),
+        ("dns-delay", "tc"),
+    ]);
     cases
 }
 
@@ -45,6 +50,7 @@ pub fn vm_case(report: &serde_json::Value, fault: &str, mechanism: &str) -> Outc
     match (fault, mechanism) {
         ("drop", _) => drop_case(),
         ("delay", _) => delay_case(report),
+        ("dns-error" | "dns-delay", _) => dns_case(report, fault),
         (_, "auto") => auto_mechanism_case(report, fault),
         _ => socket_fault_case(report, fault, mechanism),
     }
@@ -530,4 +536,107 @@ fn run_delay() -> anyhow::Result<String> {
         in_cgroup as f64 / 1000.0,
         outside as f64 / 1000.0
     ))
+}
+
+/// A DNS fault on a cgroup's queries to a testkit DNS server on loopback (the VM has no dnsmasq;
+/// the host tests also check dnsmasq, glibc and dig): dns-error answers the cgroup's queries for
+/// the name with NXDOMAIN while other names and other processes get the server's answer;
+/// dns-delay makes the cgroup's queries for the name 100 ms slower and no one else's.
+pub fn dns_case(report: &serde_json::Value, fault: &str) -> Outcome {
+    if let Err(reason) = pair_readiness(report, fault, "tcx")
+        .and(Ok(()))
+        .or_else(|_| pair_readiness(report, fault, "tc-clsact"))
+    {
+        return Outcome::Skip(reason);
+    }
+    match run_dns(fault) {
+        Ok(detail) => Outcome::Pass(detail),
+        Err(err) => Outcome::Fail(format!("{err:#}")),
+    }
+}
+
+/// `dns-query` from the cgroup (or not): response codes and the median time of answers.
+fn dns_queries(
+    cgroup: Option<&TestCgroup>,
+    server: &str,
+    name: &str,
+    count: u32,
+) -> anyhow::Result<serde_json::Value> {
+    let mut command = match cgroup {
+        Some(cgroup) => cgroup.command(testkit_bin()),
+        None => Command::new(testkit_bin()),
+    };
+    let output = command
+        .args(["dns-query", server, name, &count.to_string()])
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "dns-query: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(last_json_line(&output.stdout))
+}
+
+fn run_dns(fault: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead as _, BufReader};
+    let mut server = Command::new(testkit_bin())
+        .args(["dns-serve", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().context("stdout")?).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("ready ")
+        .context("ready")?
+        .to_string();
+    let port = addr.rsplit(':').next().context("port")?.to_string();
+    let cgroup = TestCgroup::new("vm-dns");
+    let path = cgroup.path.to_str().context("path")?.to_string();
+    let mut args = vec![
+        "inject",
+        fault,
+        "--cgroup",
+        &path,
+        "--name",
+        "payments.example.com",
+        "--port",
+        &port,
+    ];
+    args.extend_from_slice(if fault == "dns-error" {
+        &["--rcode", "nxdomain"]
+    } else {
+        &["--delay", "100ms"]
+    });
+    let run = ChaosRun::start(&args);
+    let programs = run.program_ids();
+    let hit = dns_queries(Some(&cgroup), &addr, "payments.example.com", 20)?;
+    let other_name = dns_queries(Some(&cgroup), &addr, "other.example.com", 5)?;
+    let outside = dns_queries(None, &addr, "payments.example.com", 5)?;
+    let summary = run.stop().summary();
+    let _ = server.kill();
+    ensure!(
+        other_name["rcodes"]["NOERROR"] == 5,
+        "another name was hit: {other_name}"
+    );
+    ensure!(
+        outside["rcodes"]["NOERROR"] == 5,
+        "a process outside the cgroup was hit: {outside}"
+    );
+    ensure!(summary["injected"] == 20, "{summary}");
+    ensure!(still_loaded(&programs).is_empty(), "programs left behind");
+    let detail = if fault == "dns-error" {
+        ensure!(hit["rcodes"]["NXDOMAIN"] == 20, "{hit}");
+        format!("20 of 20 queries answered NXDOMAIN in the kernel, others {other_name}")
+    } else {
+        let delayed = hit["median_us"].as_u64().context("median")?;
+        let undelayed = outside["median_us"].as_u64().context("median")?;
+        ensure!(hit["rcodes"]["NOERROR"] == 20, "{hit}");
+        ensure!(
+            (100_000..180_000).contains(&delayed) && undelayed < 50_000,
+            "median {delayed} us delayed, {undelayed} us outside"
+        );
+        format!("median {delayed} us for the cgroup's queries, {undelayed} us outside")
+    };
+    Ok(detail)
 }

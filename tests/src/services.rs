@@ -573,3 +573,75 @@ fn log_tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// dnsmasq answering in a test's network namespace on 127.0.0.1:53 and [::1]:53, with the
+/// namespace's own resolv.conf (`ip netns exec` binds /etc/netns/NAME/resolv.conf over
+/// /etc/resolv.conf), so glibc's resolver in the namespace asks it. Every name in `records`
+/// resolves; any other gets REFUSED (no upstream). Removed, resolv.conf included, on drop.
+pub struct Dnsmasq {
+    // Fields drop in order: the server first, then its files.
+    process: Service,
+    resolv_dir: PathBuf,
+    dir: TempDir,
+}
+
+impl Dnsmasq {
+    pub fn start(netns: &crate::Netns, records: &[(&str, &str)]) -> Dnsmasq {
+        let dir = TempDir::new("dnsmasq");
+        let mut config = String::from(
+            "no-resolv\nno-hosts\nbind-interfaces\nlisten-address=127.0.0.1\nlisten-address=::1\n\
+             port=53\nuser=root\n",
+        );
+        for (name, address) in records {
+            config.push_str(&format!("address=/{name}/{address}\n"));
+        }
+        let config_path = dir.path.join("dnsmasq.conf");
+        fs::write(&config_path, config).expect("write dnsmasq.conf");
+        let resolv_dir = PathBuf::from("/etc/netns").join(&netns.name);
+        fs::create_dir_all(&resolv_dir).expect("create /etc/netns/NAME");
+        // One attempt of one second: a lost query fails the lookup quickly.
+        fs::write(
+            resolv_dir.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .expect("write the namespace's resolv.conf");
+        let mut command = netns.command("dnsmasq");
+        command
+            .arg("--keep-in-foreground")
+            .arg(format!("--conf-file={}", config_path.display()))
+            .arg(format!("--pid-file={}", dir.path.join("pid").display()));
+        let mut dnsmasq = Dnsmasq {
+            process: Service::spawn("dnsmasq", command, &dir.path.join("dnsmasq.log")),
+            resolv_dir,
+            dir,
+        };
+        let probe = records
+            .first()
+            .map_or("localhost", |(name, _)| *name)
+            .to_string();
+        let name = netns.name.clone();
+        dnsmasq.process.wait_ready("answering queries", || {
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &name, "dig", "+short", "+tries=1", "+time=1",
+                ])
+                .arg("@127.0.0.1")
+                .arg(&probe)
+                .output()
+                .is_ok_and(|out| out.status.success() && !out.stdout.is_empty())
+        });
+        dnsmasq
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path.join("dnsmasq.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = fs::remove_dir_all(&self.resolv_dir);
+    }
+}

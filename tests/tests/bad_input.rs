@@ -105,6 +105,72 @@ fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
         &["--duration", "30s"],
         &cgroup,
     );
+    let dns = |extra: &[&'static str]| {
+        let mut args = vec!["inject", "dns-error", "--cgroup", path];
+        args.extend_from_slice(extra);
+        args
+    };
+    let too_long = format!("{}.example.com", "x".repeat(64));
+    for bad_name in ["a..example.com", "*.*.example.com", too_long.as_str()] {
+        let mut args = dns(&["--rcode", "nxdomain", "--name"]);
+        args.push(bad_name);
+        assert_rejected(&args, &["--name", "labels of 1 to 63 bytes"], &cgroup);
+    }
+    assert_rejected(
+        &dns(&["--name", "db.internal", "--rcode", "NOERROR"]),
+        &["--rcode", "nxdomain, servfail, refused, timeout"],
+        &cgroup,
+    );
+    assert_rejected(
+        &dns(&[
+            "--name",
+            "db.internal",
+            "--rcode",
+            "nxdomain",
+            "--qtype",
+            "mx",
+        ]),
+        &["--qtype", "any, a, aaaa"],
+        &cgroup,
+    );
+    assert_rejected(
+        &dns(&[
+            "--name",
+            "db.internal",
+            "--rcode",
+            "nxdomain",
+            "--direction",
+            "ingress",
+        ]),
+        &["--direction", "egress"],
+        &cgroup,
+    );
+    assert_rejected(
+        &dns(&[
+            "--name",
+            "db.internal",
+            "--rcode",
+            "nxdomain",
+            "--tcp-flags",
+            "SYN",
+        ]),
+        &["--tcp-flags", "matches queries by name"],
+        &cgroup,
+    );
+    assert_rejected(
+        &[
+            "inject",
+            "dns-delay",
+            "--cgroup",
+            path,
+            "--name",
+            "db.internal",
+            "--delay",
+            "0s",
+        ],
+        &["--delay"],
+        &cgroup,
+    );
 }
 
 #[test]

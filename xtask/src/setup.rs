@@ -33,6 +33,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-flask",
     "python3-redis",
     "python3-psycopg2",
+    // DNS faults are checked against a real DNS server (dnsmasq, run by the tests in their own
+    // network namespaces) through real resolvers: glibc's getaddrinfo and dig.
+    "dnsmasq-base",
+    "bind9-dnsutils",
     // Headless Chromium renders an experiment's HTML report in its test, as a person would see it.
     "chromium",
 ];

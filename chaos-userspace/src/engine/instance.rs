@@ -147,8 +147,19 @@ impl Instance {
             });
         }
         let mut configs = Vec::with_capacity(rules.len());
+        let mut dns_slots = 0..chaos_common::MAX_DNS_RULES;
         for rule in &rules {
             let mut config = rule.spec.config(rule.fault_id, rule.events_per_sec);
+            if rule.spec.dns_query().is_some() {
+                // check_capacity refused more DNS rules than there are slots.
+                config.packet.dns_slot = dns_slots.next().ok_or_else(|| {
+                    ChaosError::input(
+                        "kind",
+                        "more DNS faults than one object holds",
+                        format!("at most {}", chaos_common::MAX_DNS_RULES),
+                    )
+                })?;
+            }
             if let [interface] = rule.interfaces.as_slice() {
                 config.ifindex = interface.ifindex;
             }
@@ -186,7 +197,10 @@ impl Instance {
             let delayed = unique(
                 rules
                     .iter()
-                    .filter(|r| r.spec.kind() == chaos_common::FaultKind::Delay)
+                    .filter(|r| {
+                        crate::faults::extra_requirements(r.spec.kind())
+                            .contains(&Mechanism::FqQdisc)
+                    })
                     .flat_map(|r| &r.interfaces),
             );
             for interface in delayed {
@@ -209,6 +223,11 @@ impl Instance {
             if rules.iter().any(|r| r.spec.uses_distribution_table()) {
                 fill_distributions(&mut ebpf)?;
             }
+            let dns_rules = rules.iter().zip(&configs).filter_map(|(r, c)| {
+                let query = r.spec.dns_query()?;
+                Some((c.packet.dns_slot, query, r.spec.filters().ports.as_slice()))
+            });
+            fill_dns(&mut ebpf, dns_rules)?;
         }
         // The kernel's deadline: from here, whatever this process does (hangs, is stopped), the
         // programs stop injecting at each rule's expiry. Same clock as bpf_ktime_get_ns().
@@ -490,6 +509,43 @@ fn fill_index(ebpf: &mut Ebpf, destinations: &[Vec<Cidr>]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The DNS rules' names, their ports (under [`chaos_common::DNS_ANY_RULE`], which tells the
+/// programs which packets to read as queries), and the flag that has them read at all. All of it
+/// before any rule is armed, so an armed DNS rule never sees a question that was not read.
+fn fill_dns<'a>(
+    ebpf: &mut Ebpf,
+    rules: impl Iterator<Item = (u32, &'a crate::faults::dns::DnsQuery, &'a [PortRange])> + Clone,
+) -> Result<()> {
+    let mut any = false;
+    for (_, _, ports) in rules.clone() {
+        any = true;
+        insert_ports(
+            ebpf,
+            chaos_common::DNS_ANY_RULE,
+            filter_field::PEER,
+            ports,
+            FilterOp::Insert,
+        )?;
+    }
+    if !any {
+        return Ok(());
+    }
+    let queries = rules.map(|(slot, query, _)| (slot, query));
+    for entry in crate::faults::dns::name_entries(queries) {
+        insert(
+            ebpf,
+            maps::DNS_NAMES,
+            entry.prefix_bits,
+            entry.key,
+            entry.rules,
+        )?;
+    }
+    let mut control: Array<&mut MapData, u32> = typed_map(ebpf, maps::CONTROL)?;
+    control
+        .set(chaos_common::CONTROL_DNS, 1, 0)
+        .map_err(map_error(maps::CONTROL))
 }
 
 fn fill_distributions(ebpf: &mut Ebpf) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Fault kinds. Each module says which programs realise its fault with which mechanism, and how
 //! its options become the kernel's `FaultConfig`.
+pub mod dns;
 pub mod doctor;
 pub mod kill;
 pub mod packet_drop;
@@ -50,12 +51,14 @@ pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
     (FaultKind::Reset, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::Delay, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::Corrupt, tc_packet::PacketFault::MECHANISMS),
+    (FaultKind::DnsError, tc_packet::PacketFault::MECHANISMS),
+    (FaultKind::DnsDelay, tc_packet::PacketFault::MECHANISMS),
 ];
 
 /// What a fault kind needs besides its mechanism: delay needs fq to honour departure times.
 pub fn extra_requirements(kind: FaultKind) -> &'static [Mechanism] {
     match kind {
-        FaultKind::Delay => &[Mechanism::FqQdisc],
+        FaultKind::Delay | FaultKind::DnsDelay => &[Mechanism::FqQdisc],
         _ => &[],
     }
 }
@@ -85,9 +88,16 @@ impl FaultSpec {
             ));
         }
         chaos_model::validate(fault)?;
+        let mut ports = fault.matches.effective_ports();
+        if fault.kind.is_dns() && fault.matches.port.is_empty() && ports.is_empty() {
+            ports.push(crate::filters::PortRange {
+                first: dns::DNS_PORT,
+                last: dns::DNS_PORT,
+            });
+        }
         let filters = Filters {
             peers: fault.matches.effective_dst(),
-            ports: fault.matches.effective_ports(),
+            ports,
             protocol: fault.matches.proto,
             probability: fault.probability.unwrap_or(Probability::ALWAYS),
             dry_run: fault.dry_run,
@@ -132,6 +142,16 @@ impl FaultSpec {
                     .distribution
                     .unwrap_or(tc_packet::Distribution::Uniform),
             },
+            chaos_model::FaultKind::DnsDelay => tc_packet::PacketAction::DnsDelay {
+                delay_ns: fault.delay.map_or(0, |d| d.0.as_nanos() as u64),
+                jitter_ns: fault.jitter.map_or(0, |j| j.0.as_nanos() as u64),
+                distribution: fault
+                    .distribution
+                    .unwrap_or(tc_packet::Distribution::Uniform),
+            },
+            chaos_model::FaultKind::DnsError => tc_packet::PacketAction::DnsError {
+                rcode: fault.rcode.and_then(chaos_model::DnsRcode::wire_value),
+            },
             _ => tc_packet::PacketAction::Drop,
         };
         let packet = tc_packet::PacketFault {
@@ -145,6 +165,10 @@ impl FaultSpec {
             loss: fault.loss.unwrap_or(tc_packet::LossModel::Random),
             seed: fault.seed,
             mechanism,
+            dns: fault.kind.is_dns().then(|| dns::DnsQuery {
+                names: fault.names.clone(),
+                qtype: fault.qtype.map_or(0, chaos_model::DnsQtype::wire_value),
+            }),
         };
         // Preflight swaps the hooks when the scope is a pod's network namespace.
         let hooks = crate::net::interface::InterfaceScope::plain_hooks(direction);
@@ -211,11 +235,19 @@ impl FaultSpec {
         matches!(
             self,
             FaultSpec::Packet(fault, _) if matches!(
-                fault.action,
-                tc_packet::PacketAction::Delay { jitter_ns, distribution, .. }
+                fault.action.delay(),
+                Some((_, jitter_ns, distribution))
                     if jitter_ns > 0 && distribution != tc_packet::Distribution::Uniform
             )
         )
+    }
+
+    /// DNS faults: the queries they hit.
+    pub fn dns_query(&self) -> Option<&dns::DnsQuery> {
+        match self {
+            FaultSpec::Packet(fault, _) => fault.dns.as_ref(),
+            _ => None,
+        }
     }
 
     pub fn errno(&self) -> Option<Errno> {
@@ -279,6 +311,19 @@ impl FaultSpec {
                     let sources: Vec<String> = fault.sources.iter().map(Cidr::to_string).collect();
                     let _ = write!(text, ", sources {}", sources.join(","));
                 }
+                if let Some(dns) = &fault.dns {
+                    let names: Vec<String> = dns.names.iter().map(|n| n.to_string()).collect();
+                    let _ = write!(text, ", names {}", names.join(","));
+                }
+                match fault.action {
+                    tc_packet::PacketAction::DnsError { rcode: Some(rcode) } => {
+                        let _ = write!(text, ", rcode {rcode}");
+                    }
+                    tc_packet::PacketAction::DnsError { rcode: None } => {
+                        text.push_str(", no answer (timeout)");
+                    }
+                    _ => {}
+                }
             }
         }
         if filters.dry_run {
@@ -312,9 +357,11 @@ pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
             mechanism,
             Mechanism::CgroupSkb | Mechanism::Tcx | Mechanism::TcClsact
         ),
-        FaultKind::Reset | FaultKind::Delay | FaultKind::Corrupt => {
-            tc_packet::PacketFault::MECHANISMS.contains(&mechanism)
-        }
+        FaultKind::Reset
+        | FaultKind::Delay
+        | FaultKind::Corrupt
+        | FaultKind::DnsError
+        | FaultKind::DnsDelay => tc_packet::PacketFault::MECHANISMS.contains(&mechanism),
     }
 }
 
@@ -327,6 +374,8 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::Reset => "reset",
         FaultKind::Delay => "delay",
         FaultKind::Corrupt => "corrupt",
+        FaultKind::DnsError => "dns-error",
+        FaultKind::DnsDelay => "dns-delay",
     }
 }
 

@@ -1,4 +1,4 @@
-//! drop and reset at the TC layer, on an interface, a pod's host-side veth, or a cgroup's packets
+//! drop, reset, delay, corrupt and the DNS faults at the TC layer, on an interface, a pod's host-side veth, or a cgroup's packets
 //! on an interface: tcx links where the kernel has them (6.6+), clsact filters otherwise.
 use chaos_common::{FaultKind, PacketParams, flags, loss_model};
 
@@ -25,6 +25,36 @@ pub enum PacketAction {
     Corrupt {
         fix_checksum: bool,
     },
+    /// DNS queries of the fault's names get an answer with this response code, or with `None`
+    /// are lost.
+    DnsError {
+        rcode: Option<u32>,
+    },
+    /// DNS queries of the fault's names leave `delay` (± jitter) later, under fq.
+    DnsDelay {
+        delay_ns: u64,
+        jitter_ns: u64,
+        distribution: Distribution,
+    },
+}
+
+impl PacketAction {
+    /// delay and dns-delay: (delay, jitter, distribution).
+    pub fn delay(&self) -> Option<(u64, u64, Distribution)> {
+        match *self {
+            PacketAction::Delay {
+                delay_ns,
+                jitter_ns,
+                distribution,
+            }
+            | PacketAction::DnsDelay {
+                delay_ns,
+                jitter_ns,
+                distribution,
+            } => Some((delay_ns, jitter_ns, distribution)),
+            _ => None,
+        }
+    }
 }
 
 pub use chaos_model::{Distribution, LossModel};
@@ -98,6 +128,8 @@ pub struct PacketFault {
     pub seed: Option<u64>,
     /// Forced by `--mechanism`: tcx or clsact.
     pub mechanism: Option<Mechanism>,
+    /// DNS faults: the queries they hit.
+    pub dns: Option<crate::faults::dns::DnsQuery>,
 }
 
 impl PacketFault {
@@ -107,6 +139,8 @@ impl PacketFault {
             PacketAction::Reset => FaultKind::Reset,
             PacketAction::Delay { .. } => FaultKind::Delay,
             PacketAction::Corrupt { .. } => FaultKind::Corrupt,
+            PacketAction::DnsError { .. } => FaultKind::DnsError,
+            PacketAction::DnsDelay { .. } => FaultKind::DnsDelay,
         }
     }
 
@@ -125,12 +159,7 @@ impl PacketFault {
     pub fn apply(&self, config: &mut chaos_common::FaultConfig, hooks: Hooks) {
         config.packet = loss_params(self.loss);
         config.packet.tcp_flags = self.tcp_flags;
-        if let PacketAction::Delay {
-            delay_ns,
-            jitter_ns,
-            distribution,
-        } = self.action
-        {
+        if let Some((delay_ns, jitter_ns, distribution)) = self.action.delay() {
             config.packet.delay_ns = delay_ns;
             config.packet.jitter_ns = jitter_ns;
             config.packet.distribution = distribution_value(distribution);
@@ -162,6 +191,15 @@ impl PacketFault {
         if self.action == (PacketAction::Corrupt { fix_checksum: true }) {
             config.flags |= flags::FIX_CHECKSUM;
         }
+        if let PacketAction::DnsError { rcode } = self.action {
+            match rcode {
+                Some(rcode) => config.packet.dns_rcode = rcode,
+                None => config.flags |= flags::DNS_DROP,
+            }
+        }
+        if let Some(dns) = &self.dns {
+            config.packet.dns_qtype = dns.qtype;
+        }
         if let Some(seed) = self.seed {
             config.flags |= flags::SEEDED;
             config.packet.seed = seed;
@@ -172,6 +210,7 @@ impl PacketFault {
 /// The TC rules of a run share one object: their destination index and filter tries must fit
 /// its maps. Checked while nothing is attached, so a run over the limits changes nothing.
 pub fn check_capacity<'a>(rules: impl Iterator<Item = &'a PacketFault> + Clone) -> Result<()> {
+    crate::faults::dns::check_capacity(rules.clone().filter_map(|fault| fault.dns.as_ref()))?;
     let count = rules.clone().count();
     if count > chaos_common::MAX_TC_RULES as usize {
         return Err(ChaosError::input(

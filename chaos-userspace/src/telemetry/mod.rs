@@ -115,7 +115,9 @@ impl Injection {
                 }
                 Some(FaultKind::Drop) => "dropped".into(),
                 Some(FaultKind::Reset) => "reset".into(),
-                Some(FaultKind::Delay) => "delayed".into(),
+                Some(FaultKind::Delay | FaultKind::DnsDelay) => "delayed".into(),
+                // Answered with the fault's response code, or lost (timeout).
+                Some(FaultKind::DnsError) => "failed".into(),
                 Some(FaultKind::Corrupt) => "corrupted".into(),
                 None => "unknown".into(),
             },

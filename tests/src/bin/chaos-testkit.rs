@@ -34,12 +34,16 @@ fn main() -> anyhow::Result<()> {
         "tcp-echo" => tcp_echo(arg(1).parse()?),
         "tcp-rr" => tcp_rr(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
         "udp-flood" => udp_flood(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
+        "resolve" => resolve(arg(1), arg(2)),
+        "dns-serve" => dns_serve(arg(1).parse()?),
+        "dns-query" => dns_query(arg(1).parse()?, arg(2), arg(3).parse()?),
         other => bail!(
             "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
              udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS | \
              socket-call read|recv|recvfrom|recvmsg|write|send|sendto|sendmsg ADDR N | \
              udp-echo ADDR | udp-rtt ADDR N | udp-load ADDR MS | tcp-echo ADDR | tcp-rr ADDR MS | \
-             udp-flood ADDR MS"
+             udp-flood ADDR MS | resolve NAME inet|inet6|any | dns-serve ADDR | \
+             dns-query SERVER NAME N"
         ),
     }
 }
@@ -548,5 +552,153 @@ fn udp_flood(addr: SocketAddr, duration: Duration) -> anyhow::Result<()> {
             "cpu_ns_per_datagram": cpu as f64 / attempts.max(1) as f64,
         })
     );
+    Ok(())
+}
+
+/// glibc's getaddrinfo for NAME (no AI_ADDRCONFIG, so a namespace with only lo still asks): the
+/// addresses, or the error as the resolver reports it (EAI_NONAME, EAI_AGAIN, ...), and how long
+/// the lookup took.
+fn resolve(name: &str, family: &str) -> anyhow::Result<()> {
+    let family = match family {
+        "inet" => libc::AF_INET,
+        "inet6" => libc::AF_INET6,
+        _ => libc::AF_UNSPEC,
+    };
+    let node = std::ffi::CString::new(name)?;
+    // SAFETY: zeroed addrinfo is a valid "no hints" value, then the fields set.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = family;
+    hints.ai_socktype = libc::SOCK_DGRAM;
+    let mut found: *mut libc::addrinfo = std::ptr::null_mut();
+    let started = Instant::now();
+    // SAFETY: valid C strings and out pointer; the list is freed below.
+    let status = unsafe { libc::getaddrinfo(node.as_ptr(), std::ptr::null(), &hints, &mut found) };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let mut addresses = Vec::new();
+    let mut entry = found;
+    while !entry.is_null() {
+        // SAFETY: a node of the list getaddrinfo returned.
+        let info = unsafe { &*entry };
+        // SAFETY: ai_addr holds ai_addrlen bytes of a sockaddr of ai_family.
+        let addr = unsafe {
+            match info.ai_family {
+                libc::AF_INET => {
+                    let sin = &*(info.ai_addr as *const libc::sockaddr_in);
+                    std::net::IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+                }
+                _ => {
+                    let sin6 = &*(info.ai_addr as *const libc::sockaddr_in6);
+                    std::net::IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+            }
+        };
+        addresses.push(addr.to_string());
+        entry = info.ai_next;
+    }
+    if !found.is_null() {
+        // SAFETY: the list getaddrinfo allocated.
+        unsafe { libc::freeaddrinfo(found) };
+    }
+    let error = match status {
+        0 => None,
+        // glibc's values (netdb.h).
+        -2 => Some("EAI_NONAME".to_string()),
+        -3 => Some("EAI_AGAIN".to_string()),
+        -4 => Some("EAI_FAIL".to_string()),
+        -5 => Some("EAI_NODATA".to_string()),
+        other => Some(format!("EAI {other}")),
+    };
+    println!(
+        "{}",
+        json!({"name": name, "addresses": addresses, "error": error, "elapsed_ms": elapsed_ms})
+    );
+    Ok(())
+}
+
+/// A DNS query for NAME (type A, one question, as resolvers send it) with this id.
+fn dns_query_packet(name: &str, id: u16) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(64);
+    packet.extend_from_slice(&id.to_be_bytes());
+    // Recursion desired; one question.
+    packet.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+    packet
+}
+
+/// A minimal DNS server for the VM suite (which has no dnsmasq): every A query gets 10.9.9.9,
+/// anything else an empty NOERROR answer.
+fn dns_serve(addr: SocketAddr) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(addr)?;
+    println!("ready {}", socket.local_addr()?);
+    std::io::stdout().flush()?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let (len, from) = socket.recv_from(&mut buf)?;
+        if len < 17 || buf[2] & 0x80 != 0 {
+            continue;
+        }
+        let question_end = {
+            let mut at = 12;
+            while at < len && buf[at] != 0 {
+                at += 1 + usize::from(buf[at]);
+            }
+            (at + 5).min(len)
+        };
+        let mut reply = buf[..question_end].to_vec();
+        reply[2] = 0x81; // response, recursion desired
+        reply[3] = 0x80; // recursion available, NOERROR
+        reply[10] = 0; // no additional records (the question's EDNS is not echoed)
+        reply[11] = 0;
+        let qtype = u16::from_be_bytes([buf[question_end - 4], buf[question_end - 3]]);
+        if qtype == 1 {
+            reply[7] = 1; // one answer: the name (pointer to offset 12), A, IN, TTL 0, 10.9.9.9
+            reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 10, 9, 9, 9]);
+        }
+        socket.send_to(&reply, from)?;
+    }
+}
+
+/// N sequential A queries for NAME to SERVER, each waiting up to 1 s: how many came back with
+/// each response code ("timeout" for none), and the median time of those answered.
+fn dns_query(server: SocketAddr, name: &str, count: u16) -> anyhow::Result<()> {
+    let bind = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket.connect(server)?;
+    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut rcodes: BTreeMap<String, u32> = BTreeMap::new();
+    let mut times_us = Vec::new();
+    let mut buf = [0u8; 1500];
+    for id in 0..count {
+        let started = Instant::now();
+        socket.send(&dns_query_packet(name, id))?;
+        let outcome = loop {
+            match socket.recv(&mut buf) {
+                Ok(len) if len >= 4 && u16::from_be_bytes([buf[0], buf[1]]) == id => {
+                    times_us.push(started.elapsed().as_micros() as u64);
+                    break match buf[3] & 0x0f {
+                        0 => "NOERROR".to_string(),
+                        2 => "SERVFAIL".to_string(),
+                        3 => "NXDOMAIN".to_string(),
+                        5 => "REFUSED".to_string(),
+                        other => format!("RCODE{other}"),
+                    };
+                }
+                Ok(_) => continue,
+                Err(_) => break "timeout".to_string(),
+            }
+        };
+        *rcodes.entry(outcome).or_default() += 1;
+    }
+    times_us.sort_unstable();
+    let median_us = times_us.get(times_us.len() / 2).copied();
+    println!("{}", json!({"rcodes": rcodes, "median_us": median_us}));
     Ok(())
 }

@@ -5,8 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::error::ChaosError;
 use chaos_model::{
-    Cidr, Direction, Distribution, Errno, Events, HumanDuration, LossModel, MechanismRequest,
-    PortRange, Probability, Protocol, TcpFlags, ValueError, validate::CONNECT_ERRNOS,
+    Cidr, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, Events, HumanDuration,
+    LossModel, MechanismRequest, PortRange, Probability, Protocol, TcpFlags, ValueError,
+    validate::CONNECT_ERRNOS,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -246,9 +247,59 @@ pub enum InjectCommand {
     Delay(DelayArgs),
     /// Flip a random payload bit of matching TCP/UDP packets on an interface or pod veth (TC).
     Corrupt(CorruptArgs),
+    /// Fail DNS lookups of some names: matching queries get an answer with --rcode, made in the
+    /// kernel and sent back to the asking socket, or with --rcode timeout none at all (TC).
+    DnsError(DnsErrorArgs),
+    /// Delay DNS queries of some names as they leave (EDT under fq, as delay) (TC).
+    DnsDelay(DnsDelayArgs),
     /// SIGKILL every process of a cgroup, container or pod: once, or --count times --interval
     /// apart (cgroup.kill where the kernel has it).
     Kill(KillArgs),
+}
+
+/// Which DNS queries: by name and type. The server is --dst, its port --port (default 53).
+#[derive(Debug, Args)]
+pub struct DnsQueryArgs {
+    /// A name whose queries are hit: exact (payments.example.com), every name under a domain
+    /// (*.svc.cluster.local), or every name (*). Case-insensitive; repeatable.
+    #[arg(long = "name", value_name = "NAME", required = true)]
+    pub names: Vec<DnsName>,
+    /// Only queries of this type: a, aaaa or any (default).
+    #[arg(long, value_name = "TYPE")]
+    pub qtype: Option<DnsQtype>,
+}
+
+#[derive(Debug, Args)]
+pub struct DnsErrorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub packet: PacketArgs,
+    #[command(flatten)]
+    pub query: DnsQueryArgs,
+    /// The answer: nxdomain (getaddrinfo: EAI_NONAME), servfail (EAI_AGAIN), refused, or
+    /// timeout (no answer; the query is lost).
+    #[arg(long, value_name = "RCODE")]
+    pub rcode: DnsRcode,
+}
+
+#[derive(Debug, Args)]
+pub struct DnsDelayArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub packet: PacketArgs,
+    #[command(flatten)]
+    pub query: DnsQueryArgs,
+    /// How much later matching queries leave (200ms, 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub delay: HumanDuration,
+    /// Spread around the delay: half-width (uniform) or standard deviation (normal).
+    #[arg(long, value_name = "DURATION")]
+    pub jitter: Option<HumanDuration>,
+    /// uniform, normal or pareto.
+    #[arg(long, value_name = "DIST")]
+    pub distribution: Option<Distribution>,
 }
 
 #[derive(Debug, Args)]

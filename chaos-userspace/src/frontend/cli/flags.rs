@@ -15,6 +15,8 @@ impl InjectCommand {
             InjectCommand::Drop(args) | InjectCommand::Reset(args) => &args.common,
             InjectCommand::Delay(args) => &args.common,
             InjectCommand::Corrupt(args) => &args.common,
+            InjectCommand::DnsError(args) => &args.common,
+            InjectCommand::DnsDelay(args) => &args.common,
             InjectCommand::Kill(args) => &args.common,
         }
     }
@@ -25,6 +27,8 @@ impl InjectCommand {
             InjectCommand::Drop(args) | InjectCommand::Reset(args) => Some(&args.packet),
             InjectCommand::Delay(args) => Some(&args.packet),
             InjectCommand::Corrupt(args) => Some(&args.packet),
+            InjectCommand::DnsError(args) => Some(&args.packet),
+            InjectCommand::DnsDelay(args) => Some(&args.packet),
             _ => None,
         }
     }
@@ -81,6 +85,18 @@ impl InjectCommand {
                 fault.distribution = args.distribution;
             }
             InjectCommand::Corrupt(args) => fault.fix_checksum = args.fix_checksum,
+            InjectCommand::DnsError(args) => {
+                fault.names = args.query.names.clone();
+                fault.qtype = args.query.qtype;
+                fault.rcode = Some(args.rcode);
+            }
+            InjectCommand::DnsDelay(args) => {
+                fault.names = args.query.names.clone();
+                fault.qtype = args.query.qtype;
+                fault.delay = Some(args.delay);
+                fault.jitter = args.jitter;
+                fault.distribution = args.distribution;
+            }
             InjectCommand::Kill(args) => {
                 fault.count = args.count;
                 fault.interval = args.interval;
@@ -110,6 +126,8 @@ impl InjectCommand {
             InjectCommand::Reset(_) => FaultKind::Reset,
             InjectCommand::Delay(_) => FaultKind::Delay,
             InjectCommand::Corrupt(_) => FaultKind::Corrupt,
+            InjectCommand::DnsError(_) => FaultKind::DnsError,
+            InjectCommand::DnsDelay(_) => FaultKind::DnsDelay,
             InjectCommand::Kill(_) => FaultKind::Kill,
         }
     }
@@ -146,6 +164,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("delay", "--delay"),
     ("jitter", "--jitter"),
     ("distribution", "--distribution"),
+    ("names", "--name"),
+    ("qtype", "--qtype"),
+    ("rcode", "--rcode"),
     ("mechanism", "--mechanism"),
     ("duration", "--duration"),
     ("direction", "--direction"),
