@@ -576,27 +576,18 @@ fn log_tail(path: &Path) -> String {
 
 /// dnsmasq answering in a test's network namespace on 127.0.0.1:53 and [::1]:53, with the
 /// namespace's own resolv.conf (`ip netns exec` binds /etc/netns/NAME/resolv.conf over
-/// /etc/resolv.conf), so glibc's resolver in the namespace asks it. Every name in `records`
-/// resolves; any other gets REFUSED (no upstream). Removed, resolv.conf included, on drop.
+/// /etc/resolv.conf), so glibc's resolver in the namespace asks it; or on one address of this
+/// namespace (a pod bridge's gateway), for pods. Every name in `records` resolves; any other gets
+/// REFUSED (no upstream). Removed, resolv.conf included, on drop.
 pub struct Dnsmasq {
     // Fields drop in order: the server first, then its files.
     process: Service,
-    resolv_dir: PathBuf,
+    resolv_dir: Option<PathBuf>,
     dir: TempDir,
 }
 
 impl Dnsmasq {
     pub fn start(netns: &crate::Netns, records: &[(&str, &str)]) -> Dnsmasq {
-        let dir = TempDir::new("dnsmasq");
-        let mut config = String::from(
-            "no-resolv\nno-hosts\nbind-interfaces\nlisten-address=127.0.0.1\nlisten-address=::1\n\
-             port=53\nuser=root\n",
-        );
-        for (name, address) in records {
-            config.push_str(&format!("address=/{name}/{address}\n"));
-        }
-        let config_path = dir.path.join("dnsmasq.conf");
-        fs::write(&config_path, config).expect("write dnsmasq.conf");
         let resolv_dir = PathBuf::from("/etc/netns").join(&netns.name);
         fs::create_dir_all(&resolv_dir).expect("create /etc/netns/NAME");
         // One attempt of one second: a lost query fails the lookup quickly.
@@ -605,32 +596,72 @@ impl Dnsmasq {
             "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
         )
         .expect("write the namespace's resolv.conf");
-        let mut command = netns.command("dnsmasq");
+        let server = Self::spawn(
+            netns.command("dnsmasq"),
+            &["127.0.0.1", "::1"],
+            records,
+            Some(resolv_dir),
+        );
+        let name = netns.name.clone();
+        server.wait_answering(records, |probe| {
+            let mut dig = Command::new("ip");
+            dig.args(["netns", "exec", &name, "dig"]).args(probe);
+            dig
+        })
+    }
+
+    /// On `address` of this network namespace only.
+    pub fn start_on(address: &str, records: &[(&str, &str)]) -> Dnsmasq {
+        let server = Self::spawn(Command::new("dnsmasq"), &[address], records, None);
+        let server_arg = format!("@{address}");
+        server.wait_answering(records, |probe| {
+            let mut dig = Command::new("dig");
+            dig.args(probe.iter().map(|a| if *a == "@127.0.0.1" { server_arg.as_str() } else { a }));
+            dig
+        })
+    }
+
+    fn spawn(
+        mut command: Command,
+        listen: &[&str],
+        records: &[(&str, &str)],
+        resolv_dir: Option<PathBuf>,
+    ) -> Dnsmasq {
+        let dir = TempDir::new("dnsmasq");
+        let mut config =
+            String::from("no-resolv\nno-hosts\nbind-interfaces\nport=53\nuser=root\n");
+        for address in listen {
+            config.push_str(&format!("listen-address={address}\n"));
+        }
+        for (name, address) in records {
+            config.push_str(&format!("address=/{name}/{address}\n"));
+        }
+        let config_path = dir.path.join("dnsmasq.conf");
+        fs::write(&config_path, config).expect("write dnsmasq.conf");
         command
             .arg("--keep-in-foreground")
             .arg(format!("--conf-file={}", config_path.display()))
             .arg(format!("--pid-file={}", dir.path.join("pid").display()));
-        let mut dnsmasq = Dnsmasq {
+        Dnsmasq {
             process: Service::spawn("dnsmasq", command, &dir.path.join("dnsmasq.log")),
             resolv_dir,
             dir,
-        };
-        let probe = records
-            .first()
-            .map_or("localhost", |(name, _)| *name)
-            .to_string();
-        let name = netns.name.clone();
-        dnsmasq.process.wait_ready("answering queries", || {
-            Command::new("ip")
-                .args([
-                    "netns", "exec", &name, "dig", "+short", "+tries=1", "+time=1",
-                ])
-                .arg("@127.0.0.1")
-                .arg(&probe)
+        }
+    }
+
+    /// Waits until dig gets an answer for the first record.
+    fn wait_answering(
+        mut self,
+        records: &[(&str, &str)],
+        dig: impl Fn(&[&str]) -> Command,
+    ) -> Dnsmasq {
+        let probe = records.first().map_or("localhost", |(name, _)| *name);
+        self.process.wait_ready("answering queries", || {
+            dig(&["+short", "+tries=1", "+time=1", "@127.0.0.1", probe])
                 .output()
                 .is_ok_and(|out| out.status.success() && !out.stdout.is_empty())
         });
-        dnsmasq
+        self
     }
 
     /// The server's log, for failure messages.
@@ -642,6 +673,8 @@ impl Dnsmasq {
 impl Drop for Dnsmasq {
     fn drop(&mut self) {
         self.process.kill();
-        let _ = fs::remove_dir_all(&self.resolv_dir);
+        if let Some(dir) = &self.resolv_dir {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
 }

@@ -618,6 +618,65 @@ fn tc_faults_use_a_pods_veth_and_host_network_pods_are_told_why_not() {
     run.stop();
 }
 
+/// dns-error on one container of a pod: its lookups (busybox nslookup, to a real dnsmasq on the
+/// bridge's gateway) get the kernel's NXDOMAIN while its sibling in the same network namespace
+/// resolves; on a hostNetwork pod, by its cgroup on the host's interfaces. Healed afterwards.
+#[test]
+fn dns_error_reaches_one_container_of_a_pod_and_spares_its_sibling() {
+    require_root();
+    let _serial = one_at_a_time();
+    let node = Node::start();
+    let mut host_spec = pod("hostnet", Qos::BestEffort, &[("app", "hostnet")], &["app"]);
+    host_spec.host_network = true;
+    let hostnet = node.containerd.run_pod(&host_spec);
+    let gateway = node.containerd.gateway().to_string();
+    let dns = chaos_tests::services::Dnsmasq::start_on(
+        &gateway,
+        &[("payments.example.com", "10.9.9.9")],
+    );
+    let lookup = |container: &str| {
+        let out = node.containerd.exec(
+            container,
+            &["nslookup", "payments.example.com", &gateway],
+            Duration::from_secs(20),
+        );
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    let sidecar = &node.web.container("sidecar").id;
+    let web_app = &node.web.container("app").id;
+    let host_app = &hostnet.container("app").id;
+    for (scope, hit, spared) in [
+        (
+            vec!["--pod", "default/web", "--container-name", "sidecar"],
+            sidecar,
+            web_app,
+        ),
+        (vec!["--pod", "default/hostnet"], host_app, web_app),
+    ] {
+        let mut args = vec![
+            "inject",
+            "dns-error",
+            "--cri-socket",
+            node.socket(),
+            "--name",
+            "payments.example.com",
+            "--rcode",
+            "nxdomain",
+            "--duration",
+            "60s",
+        ];
+        args.extend_from_slice(&scope);
+        let run = ChaosRun::start(&args);
+        let said = lookup(hit);
+        assert!(said.contains("NXDOMAIN"), "{scope:?}: {said}\n{}", dns.log());
+        let said = lookup(spared);
+        assert!(said.contains("10.9.9.9"), "{scope:?}: the sibling: {said}");
+        let summary = run.stop().summary();
+        assert!(summary["injected"].as_u64() >= Some(1), "{summary}");
+        assert!(lookup(hit).contains("10.9.9.9"), "{scope:?}: healed");
+    }
+}
+
 /// A dry run on a selector: every chosen container keeps connecting, and the summary counts what
 /// the fault would have done to each target, by its cgroup.
 #[test]
