@@ -2,7 +2,7 @@
 """The example backend of the chaos experiments: a small web API with a Redis read-through cache
 in front of PostgreSQL.
 
-    python3 app.py --port P --redis-port R --pg-dsn DSN [--fallback]
+    python3 app.py --port P --redis-port R [--redis-host NAME] --pg-dsn DSN [--fallback]
 
 GET /items/<id>  200 {"id", "name", "source": "cache" | "db" | "db-fallback"}, or 503 {"error"}
 GET /healthz     200 "ok", touching neither Redis nor PostgreSQL
@@ -60,13 +60,15 @@ class PgPool:
 
 
 @contextlib.contextmanager
-def redis_client(port):
+def redis_client(host, port):
     # A NEW client, hence a new TCP connection, for every request: the experiments inject
     # `connect-error` into this process's cgroup, which fails only new connect() calls. A
     # long-lived pooled connection would never connect again and so would hide the fault.
     # Tight timeouts and no retries: a slow or broken Redis shows as an error within 0.2 s.
     client = redis.Redis(
-        host="127.0.0.1",
+        # A name is resolved again for every connection, as a client without a DNS cache does:
+        # the DNS experiment makes the lookup fail.
+        host=host,
         port=port,
         socket_connect_timeout=0.2,
         socket_timeout=0.2,
@@ -80,7 +82,7 @@ def redis_client(port):
         client.connection_pool.disconnect()
 
 
-def create_app(redis_port, pg, fallback):
+def create_app(redis_host, redis_port, pg, fallback):
     app = Flask(__name__)
 
     def read_row(item_id):
@@ -102,7 +104,7 @@ def create_app(redis_port, pg, fallback):
     def item(item_id):
         key = f"item:{item_id}"
         redis_failed = None
-        with redis_client(redis_port) as cache:
+        with redis_client(redis_host, redis_port) as cache:
             try:
                 cached = cache.get(key)
             except (redis.RedisError, OSError) as err:
@@ -149,7 +151,10 @@ def create_schema(pg):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True, help="HTTP port on 127.0.0.1")
-    parser.add_argument("--redis-port", type=int, required=True, help="Redis on 127.0.0.1")
+    parser.add_argument("--redis-port", type=int, required=True, help="Redis's port")
+    parser.add_argument(
+        "--redis-host", default="127.0.0.1", help="Redis's address or DNS name (127.0.0.1)"
+    )
     parser.add_argument("--pg-dsn", required=True, help="libpq connection string")
     parser.add_argument(
         "--fallback",
@@ -166,7 +171,7 @@ def main():
 
     pg = PgPool(args.pg_dsn)
     create_schema(pg)
-    app = create_app(args.redis_port, pg, args.fallback)
+    app = create_app(args.redis_host, args.redis_port, pg, args.fallback)
     log.info(
         "listening on 127.0.0.1:%d (redis port %d, fallback %s)",
         args.port,

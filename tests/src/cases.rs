@@ -629,8 +629,8 @@ fn run_dns(fault: &str) -> anyhow::Result<String> {
         ensure!(hit["rcodes"]["NXDOMAIN"] == 20, "{hit}");
         format!("20 of 20 queries answered NXDOMAIN in the kernel, others {other_name}")
     } else {
-        let delayed = hit["median_us"].as_u64().context("median")?;
-        let undelayed = outside["median_us"].as_u64().context("median")?;
+        let delayed = hit["median_ns"].as_u64().context("median")? / 1000;
+        let undelayed = outside["median_ns"].as_u64().context("median")? / 1000;
         ensure!(hit["rcodes"]["NOERROR"] == 20, "{hit}");
         ensure!(
             (100_000..180_000).contains(&delayed) && undelayed < 50_000,

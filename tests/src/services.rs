@@ -282,15 +282,51 @@ impl WebApi {
     /// Starts the API on Redis and PostgreSQL; with `fallback` it serves from PostgreSQL when
     /// Redis fails, else it answers 503.
     pub fn start(cgroup: &TestCgroup, redis: &Redis, pg: &Postgres, fallback: bool) -> WebApi {
+        Self::start_with(cgroup, redis, pg, fallback, None)
+    }
+
+    /// `start`, reaching Redis by a DNS name that the resolv.conf given names a server for: the
+    /// API runs in a mount namespace of its own with that file over /etc/resolv.conf.
+    pub fn start_resolving(
+        cgroup: &TestCgroup,
+        redis: &Redis,
+        pg: &Postgres,
+        fallback: bool,
+        redis_name: &str,
+        resolv_conf: &Path,
+    ) -> WebApi {
+        Self::start_with(cgroup, redis, pg, fallback, Some((redis_name, resolv_conf)))
+    }
+
+    fn start_with(
+        cgroup: &TestCgroup,
+        redis: &Redis,
+        pg: &Postgres,
+        fallback: bool,
+        resolving: Option<(&str, &Path)>,
+    ) -> WebApi {
         let begin = Instant::now();
         let dir = TempDir::new("webapi");
         let port = free_port().port();
         // Debian's interpreter, whatever python3 comes first in PATH (a pyenv one lacks Debian's
         // Flask); -I ignores PYTHONPATH and user site-packages, -u leaves the log unbuffered.
-        let mut command = cgroup.command("/usr/bin/python3");
+        let mut command = match resolving {
+            None => cgroup.command("/usr/bin/python3"),
+            Some((_, resolv_conf)) => {
+                let mut command = cgroup.command("unshare");
+                command
+                    .args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
+                    .arg(resolv_conf)
+                    .arg("/usr/bin/python3");
+                command
+            }
+        };
+        command.args(["-I", "-u"]).arg(backend_app());
+        if let Some((name, _)) = resolving {
+            command.args(["--redis-host", name]);
+        }
         command
-            .args(["-I", "-u"])
-            .arg(backend_app())
             .args(["--port", &port.to_string()])
             .args(["--redis-port", &redis.port.to_string()])
             .args(["--pg-dsn", &pg.dsn])
@@ -616,7 +652,13 @@ impl Dnsmasq {
         let server_arg = format!("@{address}");
         server.wait_answering(records, |probe| {
             let mut dig = Command::new("dig");
-            dig.args(probe.iter().map(|a| if *a == "@127.0.0.1" { server_arg.as_str() } else { a }));
+            dig.args(probe.iter().map(|a| {
+                if *a == "@127.0.0.1" {
+                    server_arg.as_str()
+                } else {
+                    a
+                }
+            }));
             dig
         })
     }
@@ -628,8 +670,7 @@ impl Dnsmasq {
         resolv_dir: Option<PathBuf>,
     ) -> Dnsmasq {
         let dir = TempDir::new("dnsmasq");
-        let mut config =
-            String::from("no-resolv\nno-hosts\nbind-interfaces\nport=53\nuser=root\n");
+        let mut config = String::from("no-resolv\nno-hosts\nbind-interfaces\nport=53\nuser=root\n");
         for address in listen {
             config.push_str(&format!("listen-address={address}\n"));
         }

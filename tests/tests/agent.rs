@@ -256,6 +256,28 @@ fn refused_requests_change_nothing_in_the_kernel() {
             "scope.cgroup: ",
         ),
         (
+            "bad DNS name",
+            agent.post(
+                "/v1/faults",
+                &json!({"kind": "dns-error", "names": ["a..b"], "rcode": "nxdomain",
+                        "scope": {"cgroup": cgroup.path}})
+                .to_string(),
+            ),
+            400,
+            "is not a DNS name",
+        ),
+        (
+            "dns-error without an rcode",
+            agent.post(
+                "/v1/faults",
+                &json!({"kind": "dns-error", "names": ["db.internal"],
+                        "scope": {"cgroup": cgroup.path}})
+                .to_string(),
+            ),
+            400,
+            "rcode: missing",
+        ),
+        (
             "unknown fault",
             agent.get("/v1/faults/999"),
             404,
@@ -308,6 +330,44 @@ fn refused_requests_change_nothing_in_the_kernel() {
     assert_eq!(agent.get("/healthz").status, 200);
     let ready = agent.request("GET", "/readyz", None, None);
     assert_eq!(ready.status, 200, "the probes need no token");
+}
+
+/// dns-error through the API: the cgroup's queries for the name get NXDOMAIN from the kernel
+/// (a testkit DNS server on loopback answers the rest), and DELETE heals them.
+#[test]
+fn dns_error_through_the_api() {
+    require_root();
+    let _serial = one_at_a_time();
+    let cgroup = TestCgroup::new("agent-dns");
+    let agent = Agent::start(&[]);
+    let (mut server, addr) = chaos_tests::serve_with({
+        let mut command = std::process::Command::new(chaos_tests::testkit_bin());
+        command.args(["dns-serve", "127.0.0.1:0"]);
+        command
+    });
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let query = |name: &str| cgroup.testkit(&["dns-query", &addr, name, "3"]);
+    let view = agent.create(&json!({
+        "kind": "dns-error",
+        "names": ["payments.example.com"],
+        "rcode": "nxdomain",
+        "match": {"port": [port]},
+        "scope": {"cgroup": cgroup.path},
+    }));
+    assert_eq!(view["kind"], "dns-error", "{view}");
+    assert_eq!(query("payments.example.com")["rcodes"]["NXDOMAIN"], 3);
+    assert_eq!(query("other.example.com")["rcodes"]["NOERROR"], 3);
+    let id = view["id"].as_u64().unwrap();
+    let stopped = agent.delete(&format!("/v1/faults/{id}"));
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert_eq!(
+        stopped.json()["counters"]["injected"],
+        3,
+        "{}",
+        stopped.body
+    );
+    assert_eq!(query("payments.example.com")["rcodes"]["NOERROR"], 3);
+    let _ = server.kill();
 }
 
 /// The SIGSTOP test for the agent: frozen, it cannot end the fault, and the kernel does.

@@ -85,7 +85,11 @@ fn dns_message(rng: &mut Rng) -> Vec<u8> {
     if rng.chance(3) {
         flags |= (1 + rng.below(15) as u16) << 11; // another opcode
     }
-    let questions: u16 = if rng.chance(4) { rng.below(4) as u16 } else { 1 };
+    let questions: u16 = if rng.chance(4) {
+        rng.below(4) as u16
+    } else {
+        1
+    };
     let edns = rng.chance(40);
     message.extend_from_slice(&id.to_be_bytes());
     message.extend_from_slice(&flags.to_be_bytes());
@@ -206,7 +210,11 @@ fn frame(rng: &mut Rng) -> Frame {
     let message = dns_message(rng);
     let v6 = rng.chance(25);
     let tcp = rng.chance(4);
-    let port: u16 = if rng.chance(92) { 53 } else { rng.below(65536) as u16 };
+    let port: u16 = if rng.chance(92) {
+        53
+    } else {
+        rng.below(65536) as u16
+    };
     let mut bytes = Vec::new();
     bytes.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2]);
     let mut fragment = false;
@@ -218,7 +226,13 @@ fn frame(rng: &mut Rng) -> Frame {
         bytes.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
         let payload = l4_len + if extension { 8 } else { 0 };
         bytes.extend_from_slice(&(payload as u16).to_be_bytes());
-        bytes.push(if extension { 0 } else if tcp { 6 } else { 17 });
+        bytes.push(if extension {
+            0
+        } else if tcp {
+            6
+        } else {
+            17
+        });
         bytes.push(64);
         bytes.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         bytes.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 53]);
@@ -227,13 +241,24 @@ fn frame(rng: &mut Rng) -> Frame {
         }
         l4 = bytes.len();
     } else {
-        let option_words = if rng.chance(10) { 1 + rng.below(10) as usize } else { 0 };
+        let option_words = if rng.chance(10) {
+            1 + rng.below(10) as usize
+        } else {
+            0
+        };
         fragment = rng.chance(4);
         bytes.extend_from_slice(&[0x08, 0x00, 0x45 + option_words as u8, 0]);
         let total = 20 + option_words * 4 + l4_len;
         bytes.extend_from_slice(&(total as u16).to_be_bytes());
         bytes.extend_from_slice(&[0, 1]);
-        bytes.extend_from_slice(&(if fragment { 0x20u16 + 1 + rng.below(100) as u16 } else { 0x4000 }).to_be_bytes());
+        bytes.extend_from_slice(
+            &(if fragment {
+                0x20u16 + 1 + rng.below(100) as u16
+            } else {
+                0x4000
+            })
+            .to_be_bytes(),
+        );
         bytes.extend_from_slice(&[64, if tcp { 6 } else { 17 }, 0, 0]);
         bytes.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 53]);
         let mut sum = 0;
@@ -297,9 +322,19 @@ fn test_run(fd: i32, packet: &[u8]) -> (i32, Vec<u8>) {
     attr[3] = out.as_mut_ptr() as u64;
     // SAFETY: the attribute points at live buffers of the sizes given.
     let status = unsafe {
-        libc::syscall(libc::SYS_bpf, 10 /* BPF_PROG_TEST_RUN */, attr.as_mut_ptr(), 80)
+        libc::syscall(
+            libc::SYS_bpf,
+            10, /* BPF_PROG_TEST_RUN */
+            attr.as_mut_ptr(),
+            80,
+        )
     };
-    assert_eq!(status, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        status,
+        0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: the kernel filled retval and data_size_out.
     let (retval, size) = unsafe { (*words.add(1) as i32, *words.add(3) as usize) };
     out.truncate(size);
@@ -312,7 +347,11 @@ fn program_fd(id: u32) -> i32 {
     attr[0] = id;
     // SAFETY: a bpf_attr with prog_id set.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, 13, attr.as_mut_ptr(), 16) };
-    assert!(fd >= 0, "BPF_PROG_GET_FD_BY_ID {id}: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "BPF_PROG_GET_FD_BY_ID {id}: {}",
+        std::io::Error::last_os_error()
+    );
     fd as i32
 }
 
@@ -345,7 +384,11 @@ fn the_dns_parser_answers_exactly_the_matching_queries_of_120k_generated_packets
         let frame = frame(&mut rng);
         let (verdict, out) = test_run(fd, &frame.bytes);
         if frame.answer {
-            assert_eq!(verdict, TC_ACT_REDIRECT, "packet {n} must be answered: {:02x?}", frame.bytes);
+            assert_eq!(
+                verdict, TC_ACT_REDIRECT,
+                "packet {n} must be answered: {:02x?}",
+                frame.bytes
+            );
             // Everything as expected but the checksum, which is checked for validity next.
             let mut expected = expected_answer(&frame);
             expected[frame.l4 + 6..frame.l4 + 8].copy_from_slice(&out[frame.l4 + 6..frame.l4 + 8]);
@@ -353,11 +396,19 @@ fn the_dns_parser_answers_exactly_the_matching_queries_of_120k_generated_packets
             let v6 = frame.bytes[12] == 0x86;
             let stored = u16::from_be_bytes([out[frame.l4 + 6], out[frame.l4 + 7]]);
             if v6 || stored != 0 {
-                assert_eq!(udp_checksum_residue(&out, v6, frame.l4), 0, "packet {n}: checksum");
+                assert_eq!(
+                    udp_checksum_residue(&out, v6, frame.l4),
+                    0,
+                    "packet {n}: checksum"
+                );
             }
             answered += 1;
         } else {
-            assert_eq!(verdict, TC_ACT_UNSPEC, "packet {n} must pass: {:02x?}", frame.bytes);
+            assert_eq!(
+                verdict, TC_ACT_UNSPEC,
+                "packet {n} must pass: {:02x?}",
+                frame.bytes
+            );
             assert_eq!(out, frame.bytes, "packet {n} was changed");
             unchanged += 1;
         }
@@ -370,7 +421,10 @@ fn the_dns_parser_answers_exactly_the_matching_queries_of_120k_generated_packets
         "{PACKETS} packets in {:.2} s: {answered} answered, {unchanged} unchanged; {summary}",
         elapsed.as_secs_f64()
     );
-    assert!(answered > 10_000 && unchanged > 50_000, "the generator covers both");
+    assert!(
+        answered > 10_000 && unchanged > 50_000,
+        "the generator covers both"
+    );
     assert_eq!(summary["injected"], answered, "the counters agree");
     assert_eq!(summary["matched"], answered, "{summary}");
 }

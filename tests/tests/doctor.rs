@@ -49,7 +49,9 @@ fn doctor_json_covers_every_mechanism_and_fault() {
             "drop",
             "reset",
             "delay",
-            "corrupt"
+            "corrupt",
+            "dns-error",
+            "dns-delay"
         ]
     );
     // Every fault lists each mechanism it can use, with a verdict.

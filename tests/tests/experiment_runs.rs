@@ -111,6 +111,66 @@ fn run_experiment_with(file: &TempFile, extra: &[&str]) -> Verdict {
     }
 }
 
+/// "If Redis' name fails to resolve for 30 s, the API keeps answering from Postgres": the API
+/// reaches Redis by a name a real dnsmasq serves (its own resolv.conf, in a mount namespace),
+/// and the experiment's dns-error answers its lookups with NXDOMAIN. With a fallback the verdict
+/// passes; without one it fails.
+#[test]
+fn redis_unresolvable_holds_with_a_fallback_and_fails_without_one() {
+    require_root();
+    const NAME: &str = "redis.backend.internal";
+    let _dns = chaos_tests::services::Dnsmasq::start_on("127.0.0.1", &[(NAME, "127.0.0.1")]);
+    let resolv_conf = TempFile::new(
+        "resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    );
+    for (fallback, expected_code) in [(true, 0), (false, 1)] {
+        let (redis_cgroup, pg_cgroup) = (TestCgroup::new("dns-redis"), TestCgroup::new("dns-pg"));
+        let api_cgroup = TestCgroup::new("dns-api");
+        let redis = Redis::start(&redis_cgroup);
+        let postgres = Postgres::start(&pg_cgroup);
+        let api = WebApi::start_resolving(
+            &api_cgroup,
+            &redis,
+            &postgres,
+            fallback,
+            NAME,
+            &resolv_conf.path,
+        );
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/experiments/redis-unresolvable.yaml");
+        let mut doc: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("example")).expect("YAML");
+        doc["steadyState"]["probes"][0]["http"]["url"] = format!("{}/items/7", api.url).into();
+        let fault = &mut doc["faults"][0];
+        fault["for"] = "4s".into();
+        fault["fault"]["scope"]["cgroup"] = api_cgroup.path.display().to_string().into();
+        doc["schedule"] =
+            serde_yaml::from_str("{warmup: 2s, duration: 4s, cooldown: 2s}").expect("schedule");
+        doc["abort"][0]["consecutiveFailures"] = 1000.into();
+        let file = TempFile::new(
+            "redis-unresolvable.yaml",
+            &serde_yaml::to_string(&doc).expect("YAML"),
+        );
+        let verdict = run_experiment(&file);
+        assert_eq!(
+            verdict.code,
+            Some(expected_code),
+            "fallback {fallback}: {}\n{}",
+            verdict.stderr,
+            api.log()
+        );
+        let fault = &verdict.report["faults"][0];
+        assert!(fault["injected"].as_u64().unwrap_or(0) > 10, "{fault}");
+        let injection = &verdict.report["stats"]["api"]["injection"];
+        if fallback {
+            assert_eq!(injection["failures"], 0, "{injection}");
+        } else {
+            assert!(verdict.junit.contains("<failure"), "{}", verdict.junit);
+        }
+    }
+}
+
 #[test]
 fn redis_refused_holds_with_a_fallback_and_fails_without_one() {
     require_root();

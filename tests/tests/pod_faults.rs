@@ -630,10 +630,8 @@ fn dns_error_reaches_one_container_of_a_pod_and_spares_its_sibling() {
     host_spec.host_network = true;
     let hostnet = node.containerd.run_pod(&host_spec);
     let gateway = node.containerd.gateway().to_string();
-    let dns = chaos_tests::services::Dnsmasq::start_on(
-        &gateway,
-        &[("payments.example.com", "10.9.9.9")],
-    );
+    let dns =
+        chaos_tests::services::Dnsmasq::start_on(&gateway, &[("payments.example.com", "10.9.9.9")]);
     let lookup = |container: &str| {
         let out = node.containerd.exec(
             container,
@@ -668,7 +666,11 @@ fn dns_error_reaches_one_container_of_a_pod_and_spares_its_sibling() {
         args.extend_from_slice(&scope);
         let run = ChaosRun::start(&args);
         let said = lookup(hit);
-        assert!(said.contains("NXDOMAIN"), "{scope:?}: {said}\n{}", dns.log());
+        assert!(
+            said.contains("NXDOMAIN"),
+            "{scope:?}: {said}\n{}",
+            dns.log()
+        );
         let said = lookup(spared);
         assert!(said.contains("10.9.9.9"), "{scope:?}: the sibling: {said}");
         let summary = run.stop().summary();

@@ -168,7 +168,7 @@ fn main() -> anyhow::Result<()> {
             .is_none_or(|o| o.split(',').any(|w| w == name))
     };
     type Section = fn(&mut Report) -> anyhow::Result<()>;
-    let sections: [(&str, &str, Section); 6] = [
+    let sections: [(&str, &str, Section); 7] = [
         (
             "idle",
             "idle overhead: TCP throughput (iperf3) and request rate (tcp-rr)",
@@ -195,15 +195,20 @@ fn main() -> anyhow::Result<()> {
             scale,
         ),
         ("memory", "memory with 10,000 rules", memory),
+        (
+            "dns",
+            "a DNS query's cost with dns-error armed on other names",
+            dns_cost,
+        ),
     ];
     for (index, (name, what, section)) in sections.iter().enumerate() {
         if wanted(name) {
-            println!("bench: {}/7 {what}", index + 1);
+            println!("bench: {}/8 {what}", index + 1);
             section(&mut report)?;
         }
     }
     if wanted("delay") {
-        println!("bench: 7/7 delay: chaos-bpf and netem in a VM (measured before, by the xtask)");
+        println!("bench: 8/8 delay: chaos-bpf and netem in a VM (measured before, by the xtask)");
         delay_in_vm(&mut report, vm_result);
     }
 
@@ -673,6 +678,124 @@ fn connect_cost(report: &mut Report) -> anyhow::Result<()> {
     report.json.insert(
         "connect_cost",
         json!({ "bare_ns": bare, "attached_ns": attached, "added_ns": added }),
+    );
+    Ok(())
+}
+
+/// What a DNS query that no fault matches pays while dns-error is armed on the scope for other
+/// names: the query is read and its name looked up once, with 1 name armed and with 1,000 (the
+/// lookup is one trie lookup either way). Round trips to a testkit DNS server on loopback, from
+/// the target cgroup, with and without the fault side by side.
+fn dns_cost(report: &mut Report) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let mut server = Command::new(chaos_tests::testkit_bin())
+        .args(["dns-serve", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.as_mut().context("stdout")?).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("ready ")
+        .context("ready")?
+        .to_string();
+    let port = addr.rsplit(':').next().context("port")?.to_string();
+    let cgroup = TestCgroup::new("bench-dns");
+    let path = cgroup.path.to_str().context("path")?.to_string();
+    let queries = if quick() { "500" } else { "2000" };
+    let measure = || -> anyhow::Result<f64> {
+        let result = cgroup.testkit(&["dns-query", &addr, "other.example.com", queries]);
+        ensure!(result["rcodes"]["NOERROR"].as_u64().is_some(), "{result}");
+        result["median_ns"].as_f64().context("median_ns")
+    };
+    let many: Vec<String> = (0..1000)
+        .map(|i| format!("service-{i}.example.com"))
+        .collect();
+    // The round trip, and the program's own ns per packet from the kernel's accounting (queries
+    // and answers both pass lo's egress; only queries to the port are read).
+    let armed_measure = |names: &[String]| -> anyhow::Result<(f64, f64)> {
+        let mut args = vec!["inject", "dns-error", "--cgroup", &path, "--port", &port];
+        for name in names {
+            args.extend(["--name", name.as_str()]);
+        }
+        args.extend(["--rcode", "nxdomain"]);
+        let run = ChaosRun::start(&args);
+        let ids = run.program_ids();
+        let totals = || -> (u64, u64) {
+            aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .filter(|p| ids.contains(&p.id()))
+                .fold((0, 0), |(ns, runs), p| {
+                    (ns + p.run_time().as_nanos() as u64, runs + p.run_count())
+                })
+        };
+        let with = measure();
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+        let before = totals();
+        measure()?;
+        let after = totals();
+        drop(stats);
+        let summary = run.stop().summary();
+        ensure!(
+            summary["injected"] == 0,
+            "a non-matching query was hit: {summary}"
+        );
+        let runs = after.1.saturating_sub(before.1).max(1);
+        Ok((with?, after.0.saturating_sub(before.0) as f64 / runs as f64))
+    };
+    let one = vec!["payments.example.com".to_string()];
+    let (mut bare, mut with_one, mut with_many) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut program_one, mut program_many) = (Vec::new(), Vec::new());
+    for round in 0..sizes().rounds {
+        // Alternate the order, so drift cannot favour any.
+        let (one_run, many_run);
+        if round % 2 == 0 {
+            bare.push(measure()?);
+            one_run = armed_measure(&one)?;
+            many_run = armed_measure(&many)?;
+        } else {
+            many_run = armed_measure(&many)?;
+            one_run = armed_measure(&one)?;
+            bare.push(measure()?);
+        }
+        with_one.push(one_run.0);
+        program_one.push(one_run.1);
+        with_many.push(many_run.0);
+        program_many.push(many_run.1);
+    }
+    let _ = server.kill();
+    let added_one: Vec<f64> = with_one.iter().zip(&bare).map(|(w, b)| w - b).collect();
+    let added_many: Vec<f64> = with_many.iter().zip(&bare).map(|(w, b)| w - b).collect();
+    let (bare, with_one, with_many) = (
+        Spread::of(bare),
+        Spread::of(with_one),
+        Spread::of(with_many),
+    );
+    let (program_one, program_many) = (Spread::of(program_one), Spread::of(program_many));
+    let (added_one, added_many) = (Spread::of(added_one), Spread::of(added_many));
+    report.section(
+        "a DNS query no fault matches, over loopback from the target cgroup: median round trip",
+        &[
+            "bare ns",
+            "dns-error on 1 other name (ns)",
+            "added ns",
+            "dns-error on 1,000 other names (ns)",
+            "added ns",
+            "program ns per packet, 1 name / 1,000 names (kernel accounting)",
+        ],
+    );
+    report.row(&[
+        format!("{bare:.0}"),
+        format!("{with_one:.0}"),
+        format!("{added_one:.0}"),
+        format!("{with_many:.0}"),
+        format!("{added_many:.0}"),
+        format!("{program_one:.0} / {program_many:.0}"),
+    ]);
+    report.json.insert(
+        "dns_cost",
+        json!({ "bare_ns": bare, "one_name_ns": with_one, "one_name_added_ns": added_one,
+                "thousand_names_ns": with_many, "thousand_names_added_ns": added_many , "program_ns_per_packet_one_name": program_one, "program_ns_per_packet_thousand_names": program_many }),
     );
     Ok(())
 }

@@ -674,7 +674,7 @@ fn dns_query(server: SocketAddr, name: &str, count: u16) -> anyhow::Result<()> {
     socket.connect(server)?;
     socket.set_read_timeout(Some(Duration::from_secs(1)))?;
     let mut rcodes: BTreeMap<String, u32> = BTreeMap::new();
-    let mut times_us = Vec::new();
+    let mut times_ns = Vec::new();
     let mut buf = [0u8; 1500];
     for id in 0..count {
         let started = Instant::now();
@@ -682,7 +682,7 @@ fn dns_query(server: SocketAddr, name: &str, count: u16) -> anyhow::Result<()> {
         let outcome = loop {
             match socket.recv(&mut buf) {
                 Ok(len) if len >= 4 && u16::from_be_bytes([buf[0], buf[1]]) == id => {
-                    times_us.push(started.elapsed().as_micros() as u64);
+                    times_ns.push(started.elapsed().as_nanos() as u64);
                     break match buf[3] & 0x0f {
                         0 => "NOERROR".to_string(),
                         2 => "SERVFAIL".to_string(),
@@ -697,8 +697,8 @@ fn dns_query(server: SocketAddr, name: &str, count: u16) -> anyhow::Result<()> {
         };
         *rcodes.entry(outcome).or_default() += 1;
     }
-    times_us.sort_unstable();
-    let median_us = times_us.get(times_us.len() / 2).copied();
-    println!("{}", json!({"rcodes": rcodes, "median_us": median_us}));
+    times_ns.sort_unstable();
+    let median_ns = times_ns.get(times_ns.len() / 2).copied();
+    println!("{}", json!({"rcodes": rcodes, "median_ns": median_ns}));
     Ok(())
 }
