@@ -60,6 +60,10 @@ pub mod maps {
     /// `PerCpuArray<DnsWork>` of one entry: the query's bytes and its lookup key, too big for the
     /// program's 512-byte stack.
     pub const DNS_WORK: &str = "CHAOS_DNS_WORK";
+    /// `PerCpuArray<u32>` of one entry: non-zero while this CPU sends a duplicate, whose pass
+    /// through the same TC hook (synchronous, on egress) must leave it alone. Not the packet's
+    /// mark, which CNIs own.
+    pub const CLONING: &str = "CHAOS_CLONING";
 
     /// Every map the object must define; a userspace test checks the object against this list.
     pub const ALL: &[&str] = &[
@@ -80,6 +84,7 @@ pub mod maps {
         SCOPE_LEVELS,
         DNS_NAMES,
         DNS_WORK,
+        CLONING,
     ];
 
     /// Maps sized by the number of rules of the object (the rest have fixed sizes).
@@ -158,7 +163,9 @@ pub const MAX_DELAY_NS: u64 = 5_000_000_000;
 /// [`maps::CONTROL`] entries.
 pub const CONTROL_KILL: u32 = 0;
 pub const CONTROL_DNS: u32 = 1;
-pub const CONTROL_ENTRIES: u32 = 2;
+/// Non-zero while the object has duplicate rules: only then is [`maps::CLONING`] read.
+pub const CONTROL_DUPLICATE: u32 = 2;
+pub const CONTROL_ENTRIES: u32 = 3;
 /// The rule index under which [`maps::PORTS`] holds the ports of every DNS rule of the object:
 /// one lookup tells whether a packet may be a query some DNS rule wants read.
 pub const DNS_ANY_RULE: u32 = u32::MAX;
@@ -311,6 +318,8 @@ pub enum FaultKind {
     DnsError = 8,
     /// TC egress: matching DNS queries leave later (EDT under fq).
     DnsDelay = 9,
+    /// TC egress: matching packets are sent twice.
+    Duplicate = 10,
 }
 
 impl FaultKind {
@@ -325,6 +334,7 @@ impl FaultKind {
             7 => Some(Self::Corrupt),
             8 => Some(Self::DnsError),
             9 => Some(Self::DnsDelay),
+            10 => Some(Self::Duplicate),
             _ => None,
         }
     }

@@ -67,5 +67,8 @@ pub static FLOWS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
 pub static DNS_NAMES: LpmTrie<DnsName, DnsNameRules> =
     LpmTrie::with_max_entries(MAX_DNS_NAMES, BPF_F_NO_PREALLOC);
 
+#[map(name = "CHAOS_CLONING")]
+pub static CLONING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "CHAOS_DNS_WORK")]
 pub static DNS_WORK: PerCpuArray<DnsWork> = PerCpuArray::with_max_entries(1, 0);

@@ -40,6 +40,14 @@ pub fn killed() -> bool {
         .is_none_or(|switch| *switch != 0)
 }
 
+/// Whether the object has duplicate rules, so a packet may be one of its own duplicates.
+#[inline(always)]
+pub fn duplicates_armed() -> bool {
+    CONTROL
+        .get(chaos_common::CONTROL_DUPLICATE)
+        .is_some_and(|armed| *armed != 0)
+}
+
 /// Whether the object has DNS rules, so packets to their ports are read as queries.
 #[inline(always)]
 pub fn dns_armed() -> bool {

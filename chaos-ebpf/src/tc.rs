@@ -8,7 +8,9 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_get_hash_recalc, bpf_redirect, bpf_skb_ancestor_cgroup_id},
+        generated::{
+            bpf_clone_redirect, bpf_get_hash_recalc, bpf_redirect, bpf_skb_ancestor_cgroup_id,
+        },
     },
     macros::classifier,
     maps::lpm_trie::Key,
@@ -22,10 +24,10 @@ use chaos_common::{
 
 use crate::{
     dns,
-    maps::{DIST, FLOWS, LOSS_STATE, TC_INDEX_V4, TC_INDEX_V6},
+    maps::{CLONING, DIST, FLOWS, LOSS_STATE, TC_INDEX_V4, TC_INDEX_V6},
     matching::{
-        Peer, Rule, addr_matches, armed_rule, draw, injected, killed, matched, next, port_matches,
-        random_u32,
+        Peer, Rule, addr_matches, armed_rule, draw, duplicates_armed, injected, killed, matched,
+        next, port_matches, random_u32,
     },
     telemetry::Subject,
 };
@@ -81,11 +83,15 @@ const BPF_F_INGRESS: u64 = 1;
 /// lo's ifindex, in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
 const KEEP_ORDER: u64 = 1 << 62;
-const DELAY_MASK: u64 = KEEP_ORDER - 1;
+/// A duplicate rule fired: the packet is sent twice.
+const DUPLICATE: u64 = 1 << 61;
+const DELAY_MASK: u64 = DUPLICATE - 1;
+/// The bits that combine over rules by "or".
+const MARKS: u64 = KEEP_ORDER | DUPLICATE;
 
 #[inline(always)]
 fn decide(ctx: &TcContext, direction: u8) -> i32 {
-    if killed() {
+    if killed() || (duplicates_armed() && sending_a_duplicate()) {
         return TC_ACT_UNSPEC;
     }
     // Into per-CPU memory, for the DNS rules among the candidates (see DnsWork).
@@ -117,12 +123,15 @@ fn decide(ctx: &TcContext, direction: u8) -> i32 {
             }
             answer => {
                 answers = ((answers & DELAY_MASK) + (answer & DELAY_MASK))
-                    | (answers & KEEP_ORDER)
-                    | (answer & KEEP_ORDER)
+                    | (answers & MARKS)
+                    | (answer & MARKS)
             }
         }
     }
-    if answers != 0 {
+    if answers & DUPLICATE != 0 {
+        duplicate(ctx);
+    }
+    if answers & DELAY_MASK != 0 {
         delay(
             ctx,
             (answers & DELAY_MASK).min(MAX_DELAY_NS),
@@ -130,6 +139,28 @@ fn decide(ctx: &TcContext, direction: u8) -> i32 {
         );
     }
     TC_ACT_UNSPEC
+}
+
+/// Whether this CPU is sending a duplicate through this hook right now.
+#[inline(always)]
+fn sending_a_duplicate() -> bool {
+    CLONING.get(0).is_some_and(|cloning| *cloning != 0)
+}
+
+/// Sends a copy of the packet out of the same interface, before the packet itself. The copy
+/// passes this hook again at once, on this CPU (egress transmit is synchronous), and the per-CPU
+/// flag lets it through untouched, so it is neither duplicated again nor judged twice.
+#[inline(always)]
+fn duplicate(ctx: &TcContext) {
+    let Some(cloning) = CLONING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's entry; the context is a valid skb.
+    unsafe {
+        *cloning = 1;
+        let _ = bpf_clone_redirect(ctx.skb.skb, (*ctx.skb.skb).ifindex, 0);
+        *cloning = 0;
+    }
 }
 
 /// Loses the packet as the wire would: the sender's send succeeds. (TC_ACT_SHOT at egress is
@@ -244,6 +275,14 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
             0
         }
         // Answered after the loop, once: see `decide`.
+        // Egress only (userspace refuses ingress): the copy's pass is then synchronous.
+        k if k == FaultKind::Duplicate as u32 => {
+            if egress {
+                DUPLICATE
+            } else {
+                0
+            }
+        }
         k if k == FaultKind::DnsError as u32 => {
             if config.flags & flags::DNS_DROP != 0 {
                 LOST

@@ -87,7 +87,8 @@ pub fn mechanisms_for(kind: FaultKind) -> &'static [MechanismRequest] {
         | FaultKind::Delay
         | FaultKind::Corrupt
         | FaultKind::DnsError
-        | FaultKind::DnsDelay => &[Tcx, TcClsact],
+        | FaultKind::DnsDelay
+        | FaultKind::Duplicate => &[Tcx, TcClsact],
     }
 }
 

@@ -445,6 +445,7 @@ keyword!(
         Corrupt = "corrupt",
         DnsError = "dns-error",
         DnsDelay = "dns-delay",
+        Duplicate = "duplicate",
         Kill = "kill",
     }
 );

@@ -121,6 +121,17 @@ pub fn preflight(
                  for a pod's lookups, delay on its ingress with --src the DNS server",
             ));
         }
+        if fault.action == crate::faults::tc_packet::PacketAction::Duplicate && hooks.ingress {
+            return Err(ChaosError::input(
+                "direction",
+                "duplicate sends its copies as packets leave an interface",
+                if interface.pod_netns.is_some() {
+                    "ingress (the pod's ingress is its host-side veth's egress)"
+                } else {
+                    "egress"
+                },
+            ));
+        }
         if fault.action.delay().is_some() && hooks.ingress {
             return Err(ChaosError::input(
                 "direction",

@@ -51,7 +51,8 @@ fn doctor_json_covers_every_mechanism_and_fault() {
             "delay",
             "corrupt",
             "dns-error",
-            "dns-delay"
+            "dns-delay",
+            "duplicate"
         ]
     );
     // Every fault lists each mechanism it can use, with a verdict.

@@ -665,3 +665,64 @@ fn corrupt_changes_bytes_with_fix_checksum_and_loses_packets_without() {
         "the receiver drops every corrupted datagram"
     );
 }
+
+/// duplicate sends a share of the packets twice, as they leave: over 100,000 datagrams the
+/// receiver counts copies within 3 sigma of the probability, loses none, gets none altered, and
+/// the fault's counters equal the copies. Ingress is refused (copies are made as packets leave).
+#[test]
+fn duplicate_sends_a_share_of_packets_twice_within_three_sigma() {
+    require_root();
+    let net = VethPair::new("tcdup");
+    const DATAGRAMS: u64 = 100_000;
+    const P: f64 = 0.1;
+    let run = chaos_in(
+        &net.a,
+        &[
+            "inject",
+            "duplicate",
+            "--iface",
+            &net.a_if,
+            "--probability",
+            "0.1",
+            "--proto",
+            "udp",
+        ],
+    );
+    let programs = run.program_ids();
+    let received = net.a.udp_to(None, &net.b, &net.b_addr, DATAGRAMS);
+    let summary = run.stop().summary();
+    let copies = received["duplicates"].as_u64().unwrap();
+    let sigma = (DATAGRAMS as f64 * P * (1.0 - P)).sqrt();
+    println!(
+        "duplicate: {copies} copies over {DATAGRAMS} ({:.4}), target {P} ± {:.0} (3 sigma)",
+        copies as f64 / DATAGRAMS as f64,
+        3.0 * sigma
+    );
+    assert_eq!(
+        received["received"], DATAGRAMS,
+        "lost datagrams: {received}"
+    );
+    assert_eq!(received["altered"], 0, "{received}");
+    assert!(
+        (copies as f64 - DATAGRAMS as f64 * P).abs() <= 3.0 * sigma,
+        "{copies} copies"
+    );
+    // A copy is a packet like any other and can be lost on the way (a full backlog queue): the
+    // counters say how many were sent, at most a few more than arrived.
+    let sent = summary["injected"].as_u64().unwrap();
+    assert!(
+        sent >= copies && sent - copies <= copies / 1000 + 1,
+        "the counters ({sent}) agree with the copies received ({copies}): {summary}"
+    );
+    assert!(chaos_tests::still_loaded(&programs).is_empty());
+    let refused = chaos_tests::chaos(&[
+        "inject",
+        "duplicate",
+        "--iface",
+        "lo",
+        "--direction",
+        "ingress",
+    ]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("--direction"), "{}", refused.stderr);
+}

@@ -228,6 +228,15 @@ impl Instance {
                 Some((c.packet.dns_slot, query, r.spec.filters().ports.as_slice()))
             });
             fill_dns(&mut ebpf, dns_rules)?;
+            if rules
+                .iter()
+                .any(|r| r.spec.kind() == chaos_common::FaultKind::Duplicate)
+            {
+                let mut control: Array<&mut MapData, u32> = typed_map(&mut ebpf, maps::CONTROL)?;
+                control
+                    .set(chaos_common::CONTROL_DUPLICATE, 1, 0)
+                    .map_err(map_error(maps::CONTROL))?;
+            }
         }
         // The kernel's deadline: from here, whatever this process does (hangs, is stopped), the
         // programs stop injecting at each rule's expiry. Same clock as bpf_ktime_get_ns().

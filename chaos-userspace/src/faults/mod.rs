@@ -53,6 +53,7 @@ pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
     (FaultKind::Corrupt, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::DnsError, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::DnsDelay, tc_packet::PacketFault::MECHANISMS),
+    (FaultKind::Duplicate, tc_packet::PacketFault::MECHANISMS),
 ];
 
 /// What a fault kind needs besides its mechanism: delay needs fq to honour departure times.
@@ -149,6 +150,7 @@ impl FaultSpec {
                     .distribution
                     .unwrap_or(tc_packet::Distribution::Uniform),
             },
+            chaos_model::FaultKind::Duplicate => tc_packet::PacketAction::Duplicate,
             chaos_model::FaultKind::DnsError => tc_packet::PacketAction::DnsError {
                 rcode: fault.rcode.and_then(chaos_model::DnsRcode::wire_value),
             },
@@ -361,7 +363,8 @@ pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
         | FaultKind::Delay
         | FaultKind::Corrupt
         | FaultKind::DnsError
-        | FaultKind::DnsDelay => tc_packet::PacketFault::MECHANISMS.contains(&mechanism),
+        | FaultKind::DnsDelay
+        | FaultKind::Duplicate => tc_packet::PacketFault::MECHANISMS.contains(&mechanism),
     }
 }
 
@@ -376,6 +379,7 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::Corrupt => "corrupt",
         FaultKind::DnsError => "dns-error",
         FaultKind::DnsDelay => "dns-delay",
+        FaultKind::Duplicate => "duplicate",
     }
 }
 

@@ -30,6 +30,8 @@ pub enum PacketAction {
     DnsError {
         rcode: Option<u32>,
     },
+    /// Egress only: a copy of the packet leaves just before it.
+    Duplicate,
     /// DNS queries of the fault's names leave `delay` (± jitter) later, under fq.
     DnsDelay {
         delay_ns: u64,
@@ -141,6 +143,7 @@ impl PacketFault {
             PacketAction::Corrupt { .. } => FaultKind::Corrupt,
             PacketAction::DnsError { .. } => FaultKind::DnsError,
             PacketAction::DnsDelay { .. } => FaultKind::DnsDelay,
+            PacketAction::Duplicate => FaultKind::Duplicate,
         }
     }
 

@@ -119,6 +119,7 @@ impl Injection {
                 // Answered with the fault's response code, or lost (timeout).
                 Some(FaultKind::DnsError) => "failed".into(),
                 Some(FaultKind::Corrupt) => "corrupted".into(),
+                Some(FaultKind::Duplicate) => "duplicated".into(),
                 None => "unknown".into(),
             },
         }

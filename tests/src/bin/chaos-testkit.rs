@@ -260,7 +260,7 @@ fn udp_recv(addr: SocketAddr, expected: u32, idle: Duration) -> anyhow::Result<(
     println!("ready {}", socket.local_addr()?);
     std::io::stdout().flush()?;
     let mut seen = BTreeSet::new();
-    let (mut delivered, mut altered) = (0u32, 0u32);
+    let (mut delivered, mut altered, mut duplicates) = (0u32, 0u32, 0u32);
     let mut buf = [0u8; 128];
     while let Ok(n) = socket.recv(&mut buf) {
         if delivered == 0 {
@@ -270,15 +270,12 @@ fn udp_recv(addr: SocketAddr, expected: u32, idle: Duration) -> anyhow::Result<(
         // udp-send's datagrams: a sequence number, its complement, then zeros (64 bytes).
         let seq = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
         let check = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let intact = n == 64
-            && seq < expected
-            && check == !seq
-            && buf[8..n].iter().all(|&b| b == 0)
-            && !seen.contains(&seq);
-        if intact {
-            seen.insert(seq);
-        } else {
+        let intact =
+            n == 64 && seq < expected && check == !seq && buf[8..n].iter().all(|&b| b == 0);
+        if !intact {
             altered += 1;
+        } else if !seen.insert(seq) {
+            duplicates += 1;
         }
         if seen.len() as u32 == expected {
             break;
@@ -288,7 +285,8 @@ fn udp_recv(addr: SocketAddr, expected: u32, idle: Duration) -> anyhow::Result<(
     let missing: Vec<u32> = (0..expected).filter(|n| !seen.contains(n)).collect();
     println!(
         "{}",
-        json!({ "received": seen.len(), "missing": missing, "delivered": delivered, "altered": altered })
+        json!({ "received": seen.len(), "missing": missing, "delivered": delivered, "altered": altered,
+                "duplicates": duplicates })
     );
     Ok(())
 }

@@ -247,6 +247,8 @@ pub enum InjectCommand {
     Delay(DelayArgs),
     /// Flip a random payload bit of matching TCP/UDP packets on an interface or pod veth (TC).
     Corrupt(CorruptArgs),
+    /// Send a share of matching packets twice, as they leave an interface or pod veth (TC).
+    Duplicate(DropArgs),
     /// Fail DNS lookups of some names: matching queries get an answer with --rcode, made in the
     /// kernel and sent back to the asking socket, or with --rcode timeout none at all (TC).
     DnsError(DnsErrorArgs),

@@ -12,7 +12,9 @@ impl InjectCommand {
         match self {
             InjectCommand::ConnectError(args) => &args.common,
             InjectCommand::RecvError(args) | InjectCommand::SendError(args) => &args.common,
-            InjectCommand::Drop(args) | InjectCommand::Reset(args) => &args.common,
+            InjectCommand::Drop(args)
+            | InjectCommand::Reset(args)
+            | InjectCommand::Duplicate(args) => &args.common,
             InjectCommand::Delay(args) => &args.common,
             InjectCommand::Corrupt(args) => &args.common,
             InjectCommand::DnsError(args) => &args.common,
@@ -24,7 +26,9 @@ impl InjectCommand {
     /// The interface options, for packet faults.
     pub fn packet(&self) -> Option<&PacketArgs> {
         match self {
-            InjectCommand::Drop(args) | InjectCommand::Reset(args) => Some(&args.packet),
+            InjectCommand::Drop(args)
+            | InjectCommand::Reset(args)
+            | InjectCommand::Duplicate(args) => Some(&args.packet),
             InjectCommand::Delay(args) => Some(&args.packet),
             InjectCommand::Corrupt(args) => Some(&args.packet),
             InjectCommand::DnsError(args) => Some(&args.packet),
@@ -101,7 +105,7 @@ impl InjectCommand {
                 fault.count = args.count;
                 fault.interval = args.interval;
             }
-            InjectCommand::Drop(_) | InjectCommand::Reset(_) => {}
+            InjectCommand::Drop(_) | InjectCommand::Reset(_) | InjectCommand::Duplicate(_) => {}
         }
         if let Some(packet) = self.packet() {
             fault.direction = packet.direction;
@@ -124,6 +128,7 @@ impl InjectCommand {
             InjectCommand::SendError(_) => FaultKind::SendError,
             InjectCommand::Drop(_) => FaultKind::Drop,
             InjectCommand::Reset(_) => FaultKind::Reset,
+            InjectCommand::Duplicate(_) => FaultKind::Duplicate,
             InjectCommand::Delay(_) => FaultKind::Delay,
             InjectCommand::Corrupt(_) => FaultKind::Corrupt,
             InjectCommand::DnsError(_) => FaultKind::DnsError,
