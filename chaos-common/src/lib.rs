@@ -257,10 +257,12 @@ pub enum LossState {
     Bad = 1,
     /// Random draws made with `--seed`: the index into the seeded sequence.
     Draws = 2,
+    /// bandwidth: the departure time given to the rule's last packet.
+    Departure = 3,
 }
 
 impl LossState {
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// `PacketParams::loss_model` values.
@@ -320,6 +322,9 @@ pub enum FaultKind {
     DnsDelay = 9,
     /// TC egress: matching packets are sent twice.
     Duplicate = 10,
+    /// TC egress: matching packets, all flows together, leave no faster than a rate (an EDT
+    /// token bucket under fq).
+    Bandwidth = 11,
 }
 
 impl FaultKind {
@@ -335,6 +340,7 @@ impl FaultKind {
             8 => Some(Self::DnsError),
             9 => Some(Self::DnsDelay),
             10 => Some(Self::Duplicate),
+            11 => Some(Self::Bandwidth),
             _ => None,
         }
     }
@@ -448,6 +454,10 @@ pub struct PacketParams {
     /// DNS rules: the query type to match (A 1, AAAA 28), 0 for any.
     pub dns_qtype: u32,
     pub _pad: u32,
+    /// bandwidth: the rate in bytes per second ...
+    pub rate_bytes_per_sec: u64,
+    /// ... and how far behind now the bucket may fall, as time: the burst sent at line rate.
+    pub burst_ns: u64,
 }
 
 /// `PacketParams::distribution` values. Uniform is computed; the others are tables in
@@ -625,8 +635,8 @@ pub fn dns_key(name: &str, suffix: bool) -> Option<(u32, DnsName)> {
 // Padding-free layouts: the sum of the fields equals the size, so no byte is uninitialised.
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
 const _: () = assert!(core::mem::size_of::<FdOffsets>() == 24);
-const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8 + 4 * 4);
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 8 + 4 * 10 + 16 + 24 + 72);
+const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8 + 4 * 4 + 16);
+const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 8 + 4 * 10 + 16 + 24 + 88);
 const _: () = assert!(core::mem::size_of::<DnsNameRules>() == 8 + 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<DnsKey>() == 4 + DNS_NAME_BYTES);
 const _: () = assert!(core::mem::size_of::<DnsWork>() == 8 + 4 * 6 + 4 + 2 * DNS_NAME_BYTES + 4);

@@ -141,6 +141,39 @@ fn decide(ctx: &TcContext, direction: u8) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// An EDT token bucket (Cilium's bandwidth manager's scheme): each packet leaves its size's
+/// worth of time after the rule's previous one, or now if the bucket has caught up, less the
+/// burst it may fall behind. Returned as a delay from now, so delays of other rules add to it;
+/// a departure past the horizon (what fq would drop) is dropped here, which TCP takes as
+/// congestion. The state is shared by all CPUs without a lock: CPUs racing on it can let a packet
+/// through early.
+#[inline(always)]
+fn rate_limited(rule: Rule, now: u64, bytes: u32) -> u64 {
+    let params = &rule.config.packet;
+    let Some(last) =
+        LOSS_STATE.get_ptr_mut(crate::matching::state_index(rule, LossState::Departure))
+    else {
+        return 0;
+    };
+    let rate = params.rate_bytes_per_sec.max(1);
+    let spacing = u64::from(bytes) * 1_000_000_000 / rate;
+    // SAFETY: a live map value of this array.
+    let previous = unsafe { *last };
+    let floor = now.saturating_sub(params.burst_ns);
+    let departure = previous.max(floor) + spacing;
+    if departure <= now {
+        // SAFETY: as above.
+        unsafe { *last = departure };
+        return 0;
+    }
+    if departure - now >= MAX_DELAY_NS {
+        return DROPPED;
+    }
+    // SAFETY: as above.
+    unsafe { *last = departure };
+    departure - now
+}
+
 /// Whether this CPU is sending a duplicate through this hook right now.
 #[inline(always)]
 fn sending_a_duplicate() -> bool {
@@ -275,6 +308,14 @@ fn evaluate(skb: *mut __sk_buff, packet: &Packet, index: u32, direction: u8) -> 
             0
         }
         // Answered after the loop, once: see `decide`.
+        // Egress only (userspace refuses ingress), as delay.
+        k if k == FaultKind::Bandwidth as u32 => {
+            if egress {
+                rate_limited(rule, now, ctx.len())
+            } else {
+                0
+            }
+        }
         // Egress only (userspace refuses ingress): the copy's pass is then synchronous.
         k if k == FaultKind::Duplicate as u32 => {
             if egress {

@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    Cidr, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, FaultKind, HumanDuration,
-    LossModel, MechanismRequest, PortRange, Probability, Protocol, TcpFlags,
+    ByteSize, Cidr, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, FaultKind,
+    HumanDuration, LossModel, MechanismRequest, PortRange, Probability, Protocol, Rate, TcpFlags,
 };
 
 /// One fault.
@@ -48,6 +48,12 @@ pub struct Fault {
     /// dns-error: the answer's response code, or timeout for no answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rcode: Option<DnsRcode>,
+    /// bandwidth: the most the scope's matching packets may send, all flows together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    /// bandwidth: how much may leave at once after a quiet spell (default 0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<ByteSize>,
     /// delay, dns-delay: how much later matching packets leave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<HumanDuration>,

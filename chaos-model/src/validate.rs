@@ -88,7 +88,8 @@ pub fn mechanisms_for(kind: FaultKind) -> &'static [MechanismRequest] {
         | FaultKind::Corrupt
         | FaultKind::DnsError
         | FaultKind::DnsDelay
-        | FaultKind::Duplicate => &[Tcx, TcClsact],
+        | FaultKind::Duplicate
+        | FaultKind::Bandwidth => &[Tcx, TcClsact],
     }
 }
 
@@ -164,6 +165,22 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
                 return Err(only_for(path, "dns-error and dns-delay"));
             }
         }
+    }
+    if kind != FaultKind::Bandwidth {
+        for (present, path) in [
+            (fault.rate.is_some(), "rate"),
+            (fault.burst.is_some(), "burst"),
+        ] {
+            if present {
+                return Err(only_for(path, "bandwidth"));
+            }
+        }
+    } else if fault.rate.is_none() {
+        return Err(FieldError::new(
+            "rate",
+            "missing",
+            "a rate such as 1mbit, 500kbit, 10gbit",
+        ));
     }
     if fault.rcode.is_some() && kind != FaultKind::DnsError {
         return Err(only_for("rcode", "dns-error"));

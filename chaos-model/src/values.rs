@@ -446,6 +446,7 @@ keyword!(
         DnsError = "dns-error",
         DnsDelay = "dns-delay",
         Duplicate = "duplicate",
+        Bandwidth = "bandwidth",
         Kill = "kill",
     }
 );
@@ -469,6 +470,117 @@ impl FaultKind {
         matches!(self, FaultKind::DnsError | FaultKind::DnsDelay)
     }
 }
+
+/// A rate, as tc writes it: bit, kbit, mbit, gbit (bits per second, powers of 1000) or bps,
+/// kbps, mbps, gbps (bytes per second, as tc means them). Kept in bits per second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub bits_per_sec: u64,
+}
+
+impl FromStr for Rate {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let accepted = "a rate above 0 such as 1mbit, 500kbit, 10gbit (bits per second) or \
+                        125kbps (bytes per second, as tc)";
+        let lower = text.trim().to_ascii_lowercase();
+        let split = lower
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(lower.len());
+        let (number, unit) = lower.split_at(split);
+        let multiplier: f64 = match unit {
+            "bit" => 1.0,
+            "kbit" => 1e3,
+            "mbit" => 1e6,
+            "gbit" => 1e9,
+            "bps" => 8.0,
+            "kbps" => 8e3,
+            "mbps" => 8e6,
+            "gbps" => 8e9,
+            _ => return Err(ValueError::new(format!("{text:?} is not a rate"), accepted)),
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| ValueError::new(format!("{text:?} is not a rate"), accepted))?;
+        let bits = value * multiplier;
+        if !(bits >= 8.0 && bits <= 1e12) {
+            return Err(ValueError::new(
+                format!("{text:?} is outside 1 byte per second to 1 Tbit/s"),
+                accepted,
+            ));
+        }
+        Ok(Rate {
+            bits_per_sec: bits.round() as u64,
+        })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.bits_per_sec {
+            b if b % 1_000_000_000 == 0 => write!(f, "{}gbit", b / 1_000_000_000),
+            b if b % 1_000_000 == 0 => write!(f, "{}mbit", b / 1_000_000),
+            b if b % 1_000 == 0 => write!(f, "{}kbit", b / 1_000),
+            b => write!(f, "{b}bit"),
+        }
+    }
+}
+
+text_value!(
+    Rate,
+    "Rate",
+    "string",
+    "A rate: 1mbit, 500kbit, 10gbit (bits per second) or 125kbps (bytes per second, as tc)."
+);
+
+/// A size in bytes, as tc writes it: b, kb or k, mb or m, gb or g (powers of 1024).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let accepted = "a size such as 1500b, 32kb, 1mb (powers of 1024, as tc), at most 1gb";
+        let lower = text.trim().to_ascii_lowercase();
+        let split = lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len());
+        let (number, unit) = lower.split_at(split);
+        let multiplier: u64 = match unit {
+            "" | "b" => 1,
+            "k" | "kb" => 1 << 10,
+            "m" | "mb" => 1 << 20,
+            "g" | "gb" => 1 << 30,
+            _ => return Err(ValueError::new(format!("{text:?} is not a size"), accepted)),
+        };
+        let value: u64 = number
+            .parse()
+            .map_err(|_| ValueError::new(format!("{text:?} is not a size"), accepted))?;
+        match value.checked_mul(multiplier) {
+            Some(bytes) if bytes <= 1 << 30 => Ok(ByteSize(bytes)),
+            _ => Err(ValueError::new(format!("{text:?} is too large"), accepted)),
+        }
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            b if b > 0 && b % (1 << 20) == 0 => write!(f, "{}mb", b >> 20),
+            b if b > 0 && b % (1 << 10) == 0 => write!(f, "{}kb", b >> 10),
+            b => write!(f, "{b}b"),
+        }
+    }
+}
+
+text_value!(
+    ByteSize,
+    "ByteSize",
+    "string",
+    "A size: 1500b, 32kb, 1mb (powers of 1024, as tc)."
+);
 
 keyword!(
     /// What a dns-error query gets: an answer with this response code, or no answer at all.
@@ -877,6 +989,21 @@ mod tests {
         ] {
             assert!(bad.parse::<LossModel>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rates_and_sizes_as_tc_writes_them() {
+        assert_eq!("1mbit".parse::<Rate>().unwrap().bits_per_sec, 1_000_000);
+        assert_eq!("125KBPS".parse::<Rate>().unwrap().bits_per_sec, 1_000_000);
+        assert_eq!("2.5gbit".parse::<Rate>().unwrap().to_string(), "2500mbit");
+        for bad in ["0mbit", "1", "fast", "1mbits", "-1kbit"] {
+            let err = bad.parse::<Rate>().unwrap_err();
+            assert!(err.accepted.contains("1mbit"), "{bad:?}: {err}");
+        }
+        assert_eq!("32kb".parse::<ByteSize>(), Ok(ByteSize(32 * 1024)));
+        assert_eq!("1500".parse::<ByteSize>(), Ok(ByteSize(1500)));
+        assert!("2gb".parse::<ByteSize>().is_err());
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
     }
 
     #[test]

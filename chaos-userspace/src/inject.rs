@@ -121,10 +121,19 @@ pub fn preflight(
                  for a pod's lookups, delay on its ingress with --src the DNS server",
             ));
         }
-        if fault.action == crate::faults::tc_packet::PacketAction::Duplicate && hooks.ingress {
+        let only_egress = match fault.action {
+            crate::faults::tc_packet::PacketAction::Duplicate => {
+                Some("duplicate sends its copies as packets leave an interface")
+            }
+            crate::faults::tc_packet::PacketAction::Bandwidth { .. } => {
+                Some("bandwidth paces packets as they leave an interface, under fq")
+            }
+            _ => None,
+        };
+        if let Some(why) = only_egress.filter(|_| hooks.ingress) {
             return Err(ChaosError::input(
                 "direction",
-                "duplicate sends its copies as packets leave an interface",
+                why,
                 if interface.pod_netns.is_some() {
                     "ingress (the pod's ingress is its host-side veth's egress)"
                 } else {

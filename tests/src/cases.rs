@@ -41,6 +41,7 @@ pub fn vm_cases() -> Vec<(&'static str, &'static str)> {
         ("delay", "tc"),
         ("dns-error", "tc"),
         ("dns-delay", "tc"),
+        ("bandwidth", "tc"),
     ]);
     cases
 }
@@ -51,6 +52,7 @@ pub fn vm_case(report: &serde_json::Value, fault: &str, mechanism: &str) -> Outc
         ("drop", _) => drop_case(),
         ("delay", _) => delay_case(report),
         ("dns-error" | "dns-delay", _) => dns_case(report, fault),
+        ("bandwidth", _) => bandwidth_case(report),
         (_, "auto") => auto_mechanism_case(report, fault),
         _ => socket_fault_case(report, fault, mechanism),
     }
@@ -639,4 +641,76 @@ fn run_dns(fault: &str) -> anyhow::Result<String> {
         format!("median {delayed} us for the cgroup's queries, {undelayed} us outside")
     };
     Ok(detail)
+}
+
+/// bandwidth on lo's egress for one TCP port: a 2-second transfer at 1 and at 10 Mbit/s comes in
+/// within 10% of the rate (emulation included), another port is not held, and lo's qdiscs are as
+/// before afterwards.
+pub fn bandwidth_case(report: &serde_json::Value) -> Outcome {
+    if let Err(reason) = pair_readiness(report, "bandwidth", "tcx")
+        .and(Ok(()))
+        .or_else(|_| pair_readiness(report, "bandwidth", "tc-clsact"))
+    {
+        return Outcome::Skip(reason);
+    }
+    match run_bandwidth() {
+        Ok(detail) => Outcome::Pass(detail),
+        Err(err) => Outcome::Fail(format!("{err:#}")),
+    }
+}
+
+/// A transfer of `bytes` to `sink` (which counts and replies): the achieved Mbit/s.
+fn transfer_mbit(sink: &std::net::SocketAddr, bytes: usize) -> anyhow::Result<f64> {
+    let output = Command::new(testkit_bin())
+        .args(["tcp-send", &sink.to_string(), &bytes.to_string()])
+        .output()?;
+    let json = last_json_line(&output.stdout);
+    ensure!(json["acknowledged"] == bytes, "transfer incomplete: {json}");
+    let ms = json["ms"].as_f64().context("ms")?.max(1.0);
+    Ok(bytes as f64 * 8.0 / ms / 1000.0)
+}
+
+fn run_bandwidth() -> anyhow::Result<String> {
+    let sink = crate::tcp_counter("127.0.0.1:0");
+    let other = crate::tcp_counter("127.0.0.1:0");
+    let before = qdiscs_of("lo")?;
+    let mut details = Vec::new();
+    for (rate, mbit) in [("1mbit", 1.0), ("10mbit", 10.0)] {
+        let port = sink.port().to_string();
+        let run = ChaosRun::start(&[
+            "inject",
+            "bandwidth",
+            "--iface",
+            "lo",
+            "--rate",
+            rate,
+            "--port",
+            &port,
+            "--proto",
+            "tcp",
+        ]);
+        // Two seconds' worth at the rate.
+        let achieved = transfer_mbit(&sink, (mbit * 250_000.0) as usize)?;
+        let unpaced = transfer_mbit(&other, 2_500_000)?;
+        let summary = run.stop().summary();
+        ensure!(
+            (achieved - mbit).abs() <= mbit * 0.10,
+            "{rate}: {achieved:.3} Mbit/s achieved"
+        );
+        ensure!(
+            unpaced > mbit * 3.0,
+            "another port was held too: {unpaced:.1} Mbit/s"
+        );
+        ensure!(summary["injected"].as_u64() > Some(100), "{summary}");
+        details.push(format!(
+            "{rate}: {achieved:.3} Mbit/s ({:+.1}%)",
+            (achieved / mbit - 1.0) * 100.0
+        ));
+    }
+    let after = qdiscs_of("lo")?;
+    ensure!(
+        after == before,
+        "lo's qdiscs differ after the run:\nbefore {before}\nafter {after}"
+    );
+    Ok(details.join("; "))
 }

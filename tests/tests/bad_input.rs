@@ -110,6 +110,13 @@ fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
         args.extend_from_slice(extra);
         args
     };
+    for (rate, needle) in [("0mbit", "outside"), ("fast", "not a rate")] {
+        assert_rejected(
+            &["inject", "bandwidth", "--cgroup", path, "--rate", rate],
+            &["--rate", needle, "1mbit"],
+            &cgroup,
+        );
+    }
     let too_long = format!("{}.example.com", "x".repeat(64));
     for bad_name in ["a..example.com", "*.*.example.com", too_long.as_str()] {
         let mut args = dns(&["--rcode", "nxdomain", "--name"]);

@@ -52,7 +52,8 @@ fn doctor_json_covers_every_mechanism_and_fault() {
             "corrupt",
             "dns-error",
             "dns-delay",
-            "duplicate"
+            "duplicate",
+            "bandwidth"
         ]
     );
     // Every fault lists each mechanism it can use, with a verdict.

@@ -726,3 +726,21 @@ fn duplicate_sends_a_share_of_packets_twice_within_three_sigma() {
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(refused.stderr.contains("--direction"), "{}", refused.stderr);
 }
+
+/// bandwidth needs fq, as delay does: where this kernel lacks it, the VM suite's `bandwidth` case
+/// proves the rate (on kernels with fq), and here chaos-bpf must refuse it with the reason.
+#[test]
+fn bandwidth_holds_a_rate_or_is_refused_without_fq() {
+    require_root();
+    match chaos_tests::cases::bandwidth_case(&chaos_tests::doctor_report()) {
+        chaos_tests::cases::Outcome::Pass(detail) => println!("bandwidth: {detail}"),
+        chaos_tests::cases::Outcome::Skip(reason) => {
+            println!("SKIP bandwidth here (the VM suite covers it): {reason}");
+            let output =
+                chaos_tests::chaos(&["inject", "bandwidth", "--iface", "lo", "--rate", "1mbit"]);
+            assert_eq!(output.code, Some(2), "{}", output.stderr);
+            assert!(output.stderr.contains("fq"), "{}", output.stderr);
+        }
+        chaos_tests::cases::Outcome::Fail(reason) => panic!("bandwidth: {reason}"),
+    }
+}

@@ -54,12 +54,13 @@ pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
     (FaultKind::DnsError, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::DnsDelay, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::Duplicate, tc_packet::PacketFault::MECHANISMS),
+    (FaultKind::Bandwidth, tc_packet::PacketFault::MECHANISMS),
 ];
 
 /// What a fault kind needs besides its mechanism: delay needs fq to honour departure times.
 pub fn extra_requirements(kind: FaultKind) -> &'static [Mechanism] {
     match kind {
-        FaultKind::Delay | FaultKind::DnsDelay => &[Mechanism::FqQdisc],
+        FaultKind::Delay | FaultKind::DnsDelay | FaultKind::Bandwidth => &[Mechanism::FqQdisc],
         _ => &[],
     }
 }
@@ -151,6 +152,10 @@ impl FaultSpec {
                     .unwrap_or(tc_packet::Distribution::Uniform),
             },
             chaos_model::FaultKind::Duplicate => tc_packet::PacketAction::Duplicate,
+            chaos_model::FaultKind::Bandwidth => tc_packet::PacketAction::Bandwidth {
+                bytes_per_sec: fault.rate.map_or(1, |r| r.bits_per_sec / 8),
+                burst_bytes: fault.burst.map_or(0, |b| b.0),
+            },
             chaos_model::FaultKind::DnsError => tc_packet::PacketAction::DnsError {
                 rcode: fault.rcode.and_then(chaos_model::DnsRcode::wire_value),
             },
@@ -318,6 +323,16 @@ impl FaultSpec {
                     let _ = write!(text, ", names {}", names.join(","));
                 }
                 match fault.action {
+                    tc_packet::PacketAction::Bandwidth {
+                        bytes_per_sec,
+                        burst_bytes,
+                    } => {
+                        let _ = write!(
+                            text,
+                            ", rate {} bytes/s, burst {burst_bytes} bytes",
+                            bytes_per_sec
+                        );
+                    }
                     tc_packet::PacketAction::DnsError { rcode: Some(rcode) } => {
                         let _ = write!(text, ", rcode {rcode}");
                     }
@@ -364,7 +379,8 @@ pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
         | FaultKind::Corrupt
         | FaultKind::DnsError
         | FaultKind::DnsDelay
-        | FaultKind::Duplicate => tc_packet::PacketFault::MECHANISMS.contains(&mechanism),
+        | FaultKind::Duplicate
+        | FaultKind::Bandwidth => tc_packet::PacketFault::MECHANISMS.contains(&mechanism),
     }
 }
 
@@ -380,6 +396,7 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::DnsError => "dns-error",
         FaultKind::DnsDelay => "dns-delay",
         FaultKind::Duplicate => "duplicate",
+        FaultKind::Bandwidth => "bandwidth",
     }
 }
 

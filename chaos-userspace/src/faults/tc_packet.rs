@@ -32,6 +32,11 @@ pub enum PacketAction {
     },
     /// Egress only: a copy of the packet leaves just before it.
     Duplicate,
+    /// Egress only: matching packets, all flows together, leave no faster than the rate.
+    Bandwidth {
+        bytes_per_sec: u64,
+        burst_bytes: u64,
+    },
     /// DNS queries of the fault's names leave `delay` (± jitter) later, under fq.
     DnsDelay {
         delay_ns: u64,
@@ -144,6 +149,7 @@ impl PacketFault {
             PacketAction::DnsError { .. } => FaultKind::DnsError,
             PacketAction::DnsDelay { .. } => FaultKind::DnsDelay,
             PacketAction::Duplicate => FaultKind::Duplicate,
+            PacketAction::Bandwidth { .. } => FaultKind::Bandwidth,
         }
     }
 
@@ -193,6 +199,16 @@ impl PacketFault {
         }
         if self.action == (PacketAction::Corrupt { fix_checksum: true }) {
             config.flags |= flags::FIX_CHECKSUM;
+        }
+        if let PacketAction::Bandwidth {
+            bytes_per_sec,
+            burst_bytes,
+        } = self.action
+        {
+            let rate = bytes_per_sec.max(1);
+            config.packet.rate_bytes_per_sec = rate;
+            config.packet.burst_ns =
+                (u128::from(burst_bytes) * 1_000_000_000 / u128::from(rate)) as u64;
         }
         if let PacketAction::DnsError { rcode } = self.action {
             match rcode {

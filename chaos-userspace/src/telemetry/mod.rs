@@ -120,6 +120,7 @@ impl Injection {
                 Some(FaultKind::DnsError) => "failed".into(),
                 Some(FaultKind::Corrupt) => "corrupted".into(),
                 Some(FaultKind::Duplicate) => "duplicated".into(),
+                Some(FaultKind::Bandwidth) => "paced".into(),
                 None => "unknown".into(),
             },
         }

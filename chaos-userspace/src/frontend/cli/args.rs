@@ -5,9 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::error::ChaosError;
 use chaos_model::{
-    Cidr, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, Events, HumanDuration,
-    LossModel, MechanismRequest, PortRange, Probability, Protocol, TcpFlags, ValueError,
-    validate::CONNECT_ERRNOS,
+    ByteSize, Cidr, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, Events,
+    HumanDuration, LossModel, MechanismRequest, PortRange, Probability, Protocol, Rate, TcpFlags,
+    ValueError, validate::CONNECT_ERRNOS,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -247,6 +247,9 @@ pub enum InjectCommand {
     Delay(DelayArgs),
     /// Flip a random payload bit of matching TCP/UDP packets on an interface or pod veth (TC).
     Corrupt(CorruptArgs),
+    /// Hold the scope's matching packets, all flows together, to a rate as they leave (an EDT
+    /// token bucket under fq; installs fq over a default root) (TC).
+    Bandwidth(BandwidthArgs),
     /// Send a share of matching packets twice, as they leave an interface or pod veth (TC).
     Duplicate(DropArgs),
     /// Fail DNS lookups of some names: matching queries get an answer with --rcode, made in the
@@ -257,6 +260,20 @@ pub enum InjectCommand {
     /// SIGKILL every process of a cgroup, container or pod: once, or --count times --interval
     /// apart (cgroup.kill where the kernel has it).
     Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BandwidthArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub packet: PacketArgs,
+    /// The most that leaves: 1mbit, 500kbit, 10gbit (bits per second) or 125kbps (bytes, as tc).
+    #[arg(long, value_name = "RATE")]
+    pub rate: Rate,
+    /// How much may leave at once after a quiet spell: 32kb, 1500b (default none).
+    #[arg(long, value_name = "SIZE")]
+    pub burst: Option<ByteSize>,
 }
 
 /// Which DNS queries: by name and type. The server is --dst, its port --port (default 53).

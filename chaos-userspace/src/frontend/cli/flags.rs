@@ -18,6 +18,7 @@ impl InjectCommand {
             InjectCommand::Delay(args) => &args.common,
             InjectCommand::Corrupt(args) => &args.common,
             InjectCommand::DnsError(args) => &args.common,
+            InjectCommand::Bandwidth(args) => &args.common,
             InjectCommand::DnsDelay(args) => &args.common,
             InjectCommand::Kill(args) => &args.common,
         }
@@ -32,6 +33,7 @@ impl InjectCommand {
             InjectCommand::Delay(args) => Some(&args.packet),
             InjectCommand::Corrupt(args) => Some(&args.packet),
             InjectCommand::DnsError(args) => Some(&args.packet),
+            InjectCommand::Bandwidth(args) => Some(&args.packet),
             InjectCommand::DnsDelay(args) => Some(&args.packet),
             _ => None,
         }
@@ -94,6 +96,10 @@ impl InjectCommand {
                 fault.qtype = args.query.qtype;
                 fault.rcode = Some(args.rcode);
             }
+            InjectCommand::Bandwidth(args) => {
+                fault.rate = Some(args.rate);
+                fault.burst = args.burst;
+            }
             InjectCommand::DnsDelay(args) => {
                 fault.names = args.query.names.clone();
                 fault.qtype = args.query.qtype;
@@ -129,6 +135,7 @@ impl InjectCommand {
             InjectCommand::Drop(_) => FaultKind::Drop,
             InjectCommand::Reset(_) => FaultKind::Reset,
             InjectCommand::Duplicate(_) => FaultKind::Duplicate,
+            InjectCommand::Bandwidth(_) => FaultKind::Bandwidth,
             InjectCommand::Delay(_) => FaultKind::Delay,
             InjectCommand::Corrupt(_) => FaultKind::Corrupt,
             InjectCommand::DnsError(_) => FaultKind::DnsError,
@@ -172,6 +179,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("names", "--name"),
     ("qtype", "--qtype"),
     ("rcode", "--rcode"),
+    ("rate", "--rate"),
+    ("burst", "--burst"),
     ("mechanism", "--mechanism"),
     ("duration", "--duration"),
     ("direction", "--direction"),
