@@ -504,7 +504,7 @@ impl FromStr for Rate {
             .parse()
             .map_err(|_| ValueError::new(format!("{text:?} is not a rate"), accepted))?;
         let bits = value * multiplier;
-        if !(bits >= 8.0 && bits <= 1e12) {
+        if !(8.0..=1e12).contains(&bits) {
             return Err(ValueError::new(
                 format!("{text:?} is outside 1 byte per second to 1 Tbit/s"),
                 accepted,
