@@ -184,8 +184,11 @@ fn question(ctx: &TcContext, l4_offset: usize, tcp: bool) -> Option<()> {
     unsafe { write_volatile(&mut work.next, 0) };
     let key_start = work.key.name.as_mut_ptr();
     for _ in 0..=MAX_WIRE_NAME / 2 {
+        // Both read back each turn, so the compiler cannot drop the bound checks as implied by
+        // each other, which older verifiers (6.1) need to see against constants.
         let start = unsafe { read_volatile(&work.next) } as usize;
-        if start >= end {
+        let end = unsafe { read_volatile(&work.end) } as usize;
+        if start >= end || start >= MAX_WIRE_NAME || end >= MAX_WIRE_NAME {
             break;
         }
         let length = usize::from(work.raw[start & 0xff]) & MAX_LABEL;
@@ -216,8 +219,12 @@ fn question(ctx: &TcContext, l4_offset: usize, tcp: bool) -> Option<()> {
             words.add(i).write(lowercase(word));
         }
     }
+    let end = unsafe { read_volatile(&work.end) } as usize;
+    if end >= MAX_WIRE_NAME {
+        return None;
+    }
     let key = &mut work.key;
-    key.name[end & 0xff] = 0;
+    key.name[end] = 0;
     key.prefix_bits = ((end + 1) * 8) as u32;
     // SAFETY: DnsKey has the layout of the trie's key (prefix length, then the data).
     let lookup = unsafe { &*(key as *const DnsKey as *const Key<DnsName>) };
