@@ -579,19 +579,15 @@ fn dns_queries(
     Ok(last_json_line(&output.stdout))
 }
 
+/// The testkit's DNS server on loopback, and its address: every A query gets 10.9.9.9.
+pub fn dns_server() -> (std::process::Child, String) {
+    let mut command = Command::new(testkit_bin());
+    command.args(["dns-serve", "127.0.0.1:0"]);
+    crate::serve_with(command)
+}
+
 fn run_dns(fault: &str) -> anyhow::Result<String> {
-    use std::io::{BufRead as _, BufReader};
-    let mut server = Command::new(testkit_bin())
-        .args(["dns-serve", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().context("stdout")?).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("ready ")
-        .context("ready")?
-        .to_string();
+    let (mut server, addr) = dns_server();
     let port = addr.rsplit(':').next().context("port")?.to_string();
     let cgroup = TestCgroup::new("vm-dns");
     let path = cgroup.path.to_str().context("path")?.to_string();

@@ -340,11 +340,7 @@ fn dns_error_through_the_api() {
     let _serial = one_at_a_time();
     let cgroup = TestCgroup::new("agent-dns");
     let agent = Agent::start(&[]);
-    let (mut server, addr) = chaos_tests::serve_with({
-        let mut command = std::process::Command::new(chaos_tests::testkit_bin());
-        command.args(["dns-serve", "127.0.0.1:0"]);
-        command
-    });
+    let (mut server, addr) = chaos_tests::cases::dns_server();
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
     let query = |name: &str| cgroup.testkit(&["dns-query", &addr, name, "3"]);
     let view = agent.create(&json!({

@@ -137,20 +137,12 @@ impl FaultSpec {
             chaos_model::FaultKind::Corrupt => tc_packet::PacketAction::Corrupt {
                 fix_checksum: fault.fix_checksum,
             },
-            chaos_model::FaultKind::Delay => tc_packet::PacketAction::Delay {
-                delay_ns: fault.delay.map_or(0, |d| d.0.as_nanos() as u64),
-                jitter_ns: fault.jitter.map_or(0, |j| j.0.as_nanos() as u64),
-                distribution: fault
-                    .distribution
-                    .unwrap_or(tc_packet::Distribution::Uniform),
-            },
-            chaos_model::FaultKind::DnsDelay => tc_packet::PacketAction::DnsDelay {
-                delay_ns: fault.delay.map_or(0, |d| d.0.as_nanos() as u64),
-                jitter_ns: fault.jitter.map_or(0, |j| j.0.as_nanos() as u64),
-                distribution: fault
-                    .distribution
-                    .unwrap_or(tc_packet::Distribution::Uniform),
-            },
+            chaos_model::FaultKind::Delay => {
+                tc_packet::PacketAction::Delay(tc_packet::Timing::of(fault))
+            }
+            chaos_model::FaultKind::DnsDelay => {
+                tc_packet::PacketAction::DnsDelay(tc_packet::Timing::of(fault))
+            }
             chaos_model::FaultKind::Duplicate => tc_packet::PacketAction::Duplicate,
             chaos_model::FaultKind::Bandwidth => tc_packet::PacketAction::Bandwidth {
                 bytes_per_sec: fault.rate.map_or(1, |r| r.bits_per_sec / 8),
@@ -243,8 +235,8 @@ impl FaultSpec {
             self,
             FaultSpec::Packet(fault, _) if matches!(
                 fault.action.delay(),
-                Some((_, jitter_ns, distribution))
-                    if jitter_ns > 0 && distribution != tc_packet::Distribution::Uniform
+                Some(timing)
+                    if timing.jitter_ns > 0 && timing.distribution != tc_packet::Distribution::Uniform
             )
         )
     }

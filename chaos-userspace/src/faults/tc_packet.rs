@@ -16,11 +16,7 @@ pub enum PacketAction {
     Drop,
     Reset,
     /// Egress only: the departure time moves `delay` (± jitter) later, under fq.
-    Delay {
-        delay_ns: u64,
-        jitter_ns: u64,
-        distribution: Distribution,
-    },
+    Delay(Timing),
     /// One random payload bit flips; with `fix_checksum` the L4 checksum follows.
     Corrupt {
         fix_checksum: bool,
@@ -38,27 +34,34 @@ pub enum PacketAction {
         burst_bytes: u64,
     },
     /// DNS queries of the fault's names leave `delay` (± jitter) later, under fq.
-    DnsDelay {
-        delay_ns: u64,
-        jitter_ns: u64,
-        distribution: Distribution,
-    },
+    DnsDelay(Timing),
+}
+
+/// How much later delay and dns-delay send a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub delay_ns: u64,
+    /// Uniform: the half-width; normal and pareto: the scale.
+    pub jitter_ns: u64,
+    pub distribution: Distribution,
+}
+
+impl Timing {
+    /// The fault's delay, jitter and distribution (uniform unless given).
+    pub fn of(fault: &chaos_model::Fault) -> Self {
+        Timing {
+            delay_ns: fault.delay.map_or(0, |d| d.0.as_nanos() as u64),
+            jitter_ns: fault.jitter.map_or(0, |j| j.0.as_nanos() as u64),
+            distribution: fault.distribution.unwrap_or(Distribution::Uniform),
+        }
+    }
 }
 
 impl PacketAction {
-    /// delay and dns-delay: (delay, jitter, distribution).
-    pub fn delay(&self) -> Option<(u64, u64, Distribution)> {
+    /// delay and dns-delay: their timing.
+    pub fn delay(&self) -> Option<Timing> {
         match *self {
-            PacketAction::Delay {
-                delay_ns,
-                jitter_ns,
-                distribution,
-            }
-            | PacketAction::DnsDelay {
-                delay_ns,
-                jitter_ns,
-                distribution,
-            } => Some((delay_ns, jitter_ns, distribution)),
+            PacketAction::Delay(timing) | PacketAction::DnsDelay(timing) => Some(timing),
             _ => None,
         }
     }
@@ -144,10 +147,10 @@ impl PacketFault {
         match self.action {
             PacketAction::Drop => FaultKind::Drop,
             PacketAction::Reset => FaultKind::Reset,
-            PacketAction::Delay { .. } => FaultKind::Delay,
+            PacketAction::Delay(_) => FaultKind::Delay,
             PacketAction::Corrupt { .. } => FaultKind::Corrupt,
             PacketAction::DnsError { .. } => FaultKind::DnsError,
-            PacketAction::DnsDelay { .. } => FaultKind::DnsDelay,
+            PacketAction::DnsDelay(_) => FaultKind::DnsDelay,
             PacketAction::Duplicate => FaultKind::Duplicate,
             PacketAction::Bandwidth { .. } => FaultKind::Bandwidth,
         }
@@ -168,7 +171,12 @@ impl PacketFault {
     pub fn apply(&self, config: &mut chaos_common::FaultConfig, hooks: Hooks) {
         config.packet = loss_params(self.loss);
         config.packet.tcp_flags = self.tcp_flags;
-        if let Some((delay_ns, jitter_ns, distribution)) = self.action.delay() {
+        if let Some(Timing {
+            delay_ns,
+            jitter_ns,
+            distribution,
+        }) = self.action.delay()
+        {
             config.packet.delay_ns = delay_ns;
             config.packet.jitter_ns = jitter_ns;
             config.packet.distribution = distribution_value(distribution);

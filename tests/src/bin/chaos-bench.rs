@@ -429,20 +429,24 @@ fn idle_overhead(report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernel's run time (ns) and run count, summed over these programs (BPF_ENABLE_STATS must
+/// be on for the time to count).
+fn program_run_totals(ids: &[u32]) -> (u64, u64) {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| ids.contains(&p.id()))
+        .fold((0, 0), |(ns, runs), p| {
+            (ns + p.run_time().as_nanos() as u64, runs + p.run_count())
+        })
+}
+
 /// What chaos-bpf's programs themselves cost a packet, from the kernel's own accounting
 /// (BPF_ENABLE_STATS: run time and run count per program) over a request/response run. Measured
 /// apart from the ratios, because the accounting adds two clock reads per run.
 fn program_ns_per_packet(net: &VethPair, rules: &TempFile, echo: &str) -> anyhow::Result<f64> {
     let run = net.a.start_chaos(&["run", rules.arg()]);
     let ids = run.program_ids();
-    let totals = || -> (u64, u64) {
-        aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .filter(|p| ids.contains(&p.id()))
-            .fold((0, 0), |(ns, runs), p| {
-                (ns + p.run_time().as_nanos() as u64, runs + p.run_count())
-            })
-    };
+    let totals = || program_run_totals(&ids);
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
     let before = totals();
     requests_per_second(net, echo)?;
@@ -687,18 +691,7 @@ fn connect_cost(report: &mut Report) -> anyhow::Result<()> {
 /// lookup is one trie lookup either way). Round trips to a testkit DNS server on loopback, from
 /// the target cgroup, with and without the fault side by side.
 fn dns_cost(report: &mut Report) -> anyhow::Result<()> {
-    use std::io::BufRead as _;
-    let mut server = Command::new(chaos_tests::testkit_bin())
-        .args(["dns-serve", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.as_mut().context("stdout")?).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("ready ")
-        .context("ready")?
-        .to_string();
+    let (mut server, addr) = chaos_tests::cases::dns_server();
     let port = addr.rsplit(':').next().context("port")?.to_string();
     let cgroup = TestCgroup::new("bench-dns");
     let path = cgroup.path.to_str().context("path")?.to_string();
@@ -721,14 +714,7 @@ fn dns_cost(report: &mut Report) -> anyhow::Result<()> {
         args.extend(["--rcode", "nxdomain"]);
         let run = ChaosRun::start(&args);
         let ids = run.program_ids();
-        let totals = || -> (u64, u64) {
-            aya::programs::loaded_programs()
-                .filter_map(Result::ok)
-                .filter(|p| ids.contains(&p.id()))
-                .fold((0, 0), |(ns, runs), p| {
-                    (ns + p.run_time().as_nanos() as u64, runs + p.run_count())
-                })
-        };
+        let totals = || program_run_totals(&ids);
         let with = measure();
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
         let before = totals();

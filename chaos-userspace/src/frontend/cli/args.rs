@@ -310,15 +310,8 @@ pub struct DnsDelayArgs {
     pub packet: PacketArgs,
     #[command(flatten)]
     pub query: DnsQueryArgs,
-    /// How much later matching queries leave (200ms, 1s).
-    #[arg(long, value_name = "DURATION")]
-    pub delay: HumanDuration,
-    /// Spread around the delay: half-width (uniform) or standard deviation (normal).
-    #[arg(long, value_name = "DURATION")]
-    pub jitter: Option<HumanDuration>,
-    /// uniform, normal or pareto.
-    #[arg(long, value_name = "DIST")]
-    pub distribution: Option<Distribution>,
+    #[command(flatten)]
+    pub timing: TimingArgs,
 }
 
 #[derive(Debug, Args)]
@@ -351,6 +344,13 @@ pub struct DelayArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub packet: PacketArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+/// delay's and dns-delay's timing.
+#[derive(Debug, Args)]
+pub struct TimingArgs {
     /// How much later matching packets leave (200ms, 1s).
     #[arg(long, value_name = "DURATION")]
     pub delay: HumanDuration,

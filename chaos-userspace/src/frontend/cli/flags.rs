@@ -7,6 +7,14 @@ use chaos_model::{Events, Fault, FaultKind, Match, Scope};
 use super::args::{CommonArgs, InjectCommand, PacketArgs};
 use crate::error::ChaosError;
 
+impl super::args::TimingArgs {
+    fn apply(&self, fault: &mut Fault) {
+        fault.delay = Some(self.delay);
+        fault.jitter = self.jitter;
+        fault.distribution = self.distribution;
+    }
+}
+
 impl InjectCommand {
     pub fn common(&self) -> &CommonArgs {
         match self {
@@ -85,11 +93,7 @@ impl InjectCommand {
                 fault.errno = Some(args.errno);
                 fault.mechanism = args.mechanism;
             }
-            InjectCommand::Delay(args) => {
-                fault.delay = Some(args.delay);
-                fault.jitter = args.jitter;
-                fault.distribution = args.distribution;
-            }
+            InjectCommand::Delay(args) => args.timing.apply(&mut fault),
             InjectCommand::Corrupt(args) => fault.fix_checksum = args.fix_checksum,
             InjectCommand::DnsError(args) => {
                 fault.names = args.query.names.clone();
@@ -103,9 +107,7 @@ impl InjectCommand {
             InjectCommand::DnsDelay(args) => {
                 fault.names = args.query.names.clone();
                 fault.qtype = args.query.qtype;
-                fault.delay = Some(args.delay);
-                fault.jitter = args.jitter;
-                fault.distribution = args.distribution;
+                args.timing.apply(&mut fault);
             }
             InjectCommand::Kill(args) => {
                 fault.count = args.count;
