@@ -598,11 +598,10 @@ pub struct DnsWork {
     /// Where the DNS header starts: after the UDP header, or after TCP's length prefix.
     pub header: u32,
     pub qtype: u32,
-    /// The name's length, where the current label ends, and how far its bytes move.
+    /// The name's length, and where the label being copied ends.
     pub end: u32,
     pub next: u32,
-    pub shift: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 2],
     pub key: DnsKey,
     pub raw: [u8; DNS_NAME_BYTES],
     pub _tail: u32,

@@ -10,8 +10,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use chaos_common::{
-    AF_INET, DNS_ANY_RULE, DNS_NAME_BYTES, DnsKey, DnsName, FILTER_KEY_PREFIX_BITS, filter_field,
-    port_key, proto,
+    AF_INET, DNS_ANY_RULE, DNS_NAME_BYTES, DnsKey, DnsName, DnsWork, FILTER_KEY_PREFIX_BITS,
+    filter_field, port_key, proto,
 };
 
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
     matching::dns_armed,
 };
 
-/// The question of the packet at hand, as [`read_question`] or [`no_question`] left it.
+/// The question of the packet at hand, as [`read_question`] left it.
 #[derive(Clone, Copy)]
 pub struct Question {
     /// The DNS rules (one bit per rule's `dns_slot`) whose names cover the query's name: 0 when
@@ -39,15 +39,6 @@ pub fn current() -> Option<Question> {
         header: work.header,
         qtype: work.qtype,
     })
-}
-
-/// This packet is not read as a query: no DNS rule matches it.
-#[inline(always)]
-pub fn no_question() {
-    if let Some(work) = DNS_WORK.get_ptr_mut(0) {
-        // SAFETY: this CPU's scratch entry; a program runs to its end on one CPU.
-        unsafe { (*work).rules = 0 };
-    }
 }
 
 const ETH_HLEN: usize = 14;
@@ -79,10 +70,16 @@ pub fn read_question(skb: *mut __sk_buff) {
         // DNS rule is armed).
         return;
     }
-    no_question();
+    let Some(work) = DNS_WORK.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch entry; a program runs to its end on one CPU.
+    let work = unsafe { &mut *work };
+    // Until the question is read and matched, no DNS rule matches this packet.
+    work.rules = 0;
     let ctx = TcContext::new(skb);
     if let Some((l4_offset, tcp)) = query_transport(&ctx) {
-        let _ = question(&ctx, l4_offset, tcp);
+        let _ = question(&ctx, work, l4_offset, tcp);
     }
 }
 
@@ -115,7 +112,7 @@ fn query_transport(ctx: &TcContext) -> Option<(usize, bool)> {
 }
 
 #[inline(always)]
-fn question(ctx: &TcContext, l4_offset: usize, tcp: bool) -> Option<()> {
+fn question(ctx: &TcContext, work: &mut DnsWork, l4_offset: usize, tcp: bool) -> Option<()> {
     let header = if tcp {
         let data_offset: u8 = ctx.load(l4_offset + 12).ok()?;
         // DNS over TCP: a two-byte length, then the message.
@@ -128,9 +125,6 @@ fn question(ctx: &TcContext, l4_offset: usize, tcp: bool) -> Option<()> {
     if flags & (QR_RESPONSE | OPCODE) != 0 || questions != 1 {
         return None;
     }
-    let work = DNS_WORK.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch entry; a program runs to its end on one CPU.
-    let work = unsafe { &mut *work };
     let name_at = header + HEADER_BYTES;
     // As many of the name's bytes as there are, up to the buffer: a length in [1, 256] the
     // verifier can see, whatever the compiler makes of the comparisons.

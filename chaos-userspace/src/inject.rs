@@ -112,45 +112,26 @@ pub fn preflight(
                 "egress with --cgroup, or a veth (a pod's host-side end keeps the pod's socket)",
             ));
         }
-        if fault.dns.is_some() && fault.action.delay().is_some() && hooks.ingress {
-            return Err(ChaosError::input(
-                "scope",
-                "dns-delay holds queries back as they leave an interface under fq, and a pod's \
-                 queries leave it through its host-side veth's ingress",
-                "dns-delay on a cgroup, a container or pod on the host's network, or --iface; \
-                 for a pod's lookups, delay on its ingress with --src the DNS server",
-            ));
-        }
-        let only_egress = match fault.action {
-            crate::faults::tc_packet::PacketAction::Duplicate => {
-                Some("duplicate sends its copies as packets leave an interface")
-            }
-            crate::faults::tc_packet::PacketAction::Bandwidth { .. } => {
-                Some("bandwidth paces packets as they leave an interface, under fq")
-            }
-            _ => None,
-        };
-        if let Some(why) = only_egress.filter(|_| hooks.ingress) {
-            return Err(ChaosError::input(
-                "direction",
-                why,
-                if interface.pod_netns.is_some() {
-                    "ingress (the pod's ingress is its host-side veth's egress)"
-                } else {
-                    "egress"
-                },
-            ));
-        }
-        if fault.action.delay().is_some() && hooks.ingress {
-            return Err(ChaosError::input(
-                "direction",
-                "delay can only hold packets back as they leave an interface",
-                if interface.pod_netns.is_some() {
-                    "ingress (the pod's ingress is its host-side veth's egress)"
-                } else {
-                    "egress"
-                },
-            ));
+        if let Some(why) = fault.action.egress_only().filter(|_| hooks.ingress) {
+            // A DNS fault has no direction to choose: its queries leave a pod through the
+            // veth's ingress.
+            return Err(if fault.dns.is_some() {
+                ChaosError::input(
+                    "scope",
+                    format!("{why}, and a pod's queries leave it through its veth's ingress"),
+                    "dns-delay on a cgroup, a container or pod on the host's network, or --iface",
+                )
+            } else {
+                ChaosError::input(
+                    "direction",
+                    why,
+                    if interface.pod_netns.is_some() {
+                        "ingress (the pod's ingress is its host-side veth's egress)"
+                    } else {
+                        "egress"
+                    },
+                )
+            });
         }
     }
     if let Err(missing) = ensure_supported(Mechanism::Ringbuf) {

@@ -100,12 +100,13 @@ pub struct Instance {
     ebpf: Ebpf,
 }
 
-/// ENOENT from installing fq: this kernel has no fq qdisc, which delay needs.
-fn without_fq_delay_is_unsupported(err: ChaosError) -> ChaosError {
+/// ENOENT from installing fq: this kernel has no fq qdisc, which `fault` (delay, dns-delay,
+/// bandwidth) needs.
+fn without_fq_unsupported(fault: &'static str, err: ChaosError) -> ChaosError {
     match err {
         ChaosError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
             ChaosError::Unsupported {
-                fault: "delay",
+                fault,
                 mechanism: Mechanism::FqQdisc.name(),
                 reason: format!(
                     "the kernel has no fq qdisc (needs {})",
@@ -194,18 +195,17 @@ impl Instance {
         };
         let mut fq = Vec::new();
         if let Some(records) = &records {
-            let delayed = unique(
-                rules
-                    .iter()
-                    .filter(|r| {
-                        crate::faults::extra_requirements(r.spec.kind())
-                            .contains(&Mechanism::FqQdisc)
-                    })
-                    .flat_map(|r| &r.interfaces),
-            );
-            for interface in delayed {
+            // Rules that set departure times: delay, dns-delay, bandwidth.
+            let paced: Vec<&RuleSpec> = rules
+                .iter()
+                .filter(|r| {
+                    crate::faults::extra_requirements(r.spec.kind()).contains(&Mechanism::FqQdisc)
+                })
+                .collect();
+            let fault = paced.first().map_or("delay", |r| r.spec.name());
+            for interface in unique(paced.iter().flat_map(|r| &r.interfaces)) {
                 let installed = crate::net::fq::ensure(interface, &records.borrow())
-                    .map_err(without_fq_delay_is_unsupported)?;
+                    .map_err(|err| without_fq_unsupported(fault, err))?;
                 fq.extend(installed);
             }
         }
@@ -232,10 +232,7 @@ impl Instance {
                 .iter()
                 .any(|r| r.spec.kind() == chaos_common::FaultKind::Duplicate)
             {
-                let mut control: Array<&mut MapData, u32> = typed_map(&mut ebpf, maps::CONTROL)?;
-                control
-                    .set(chaos_common::CONTROL_DUPLICATE, 1, 0)
-                    .map_err(map_error(maps::CONTROL))?;
+                set_control(&mut ebpf, chaos_common::CONTROL_DUPLICATE)?;
             }
         }
         // The kernel's deadline: from here, whatever this process does (hangs, is stopped), the
@@ -368,12 +365,13 @@ pub(crate) fn read_counters(ebpf: &Ebpf, rule: u32) -> Result<Counters> {
 
 /// Sets the kill switch: no rule of the object injects from the programs' next run on.
 pub(crate) fn flip_kill_switch(ebpf: &mut Ebpf) -> Result<()> {
-    let map = ebpf
-        .map_mut(maps::CONTROL)
-        .ok_or_else(|| missing_map(maps::CONTROL))?;
-    let mut switch: Array<&mut MapData, u32> =
-        Array::try_from(map).map_err(map_error(maps::CONTROL))?;
-    switch.set(0, 1, 0).map_err(map_error(maps::CONTROL))
+    set_control(ebpf, chaos_common::CONTROL_KILL)
+}
+
+/// Sets one of the object's control entries (`chaos_common::CONTROL_*`).
+fn set_control(ebpf: &mut Ebpf, entry: u32) -> Result<()> {
+    let mut control: Array<&mut MapData, u32> = typed_map(ebpf, maps::CONTROL)?;
+    control.set(entry, 1, 0).map_err(map_error(maps::CONTROL))
 }
 
 /// A reader's handle on the event ring. The ring stays in the object (programs loaded later,
@@ -551,10 +549,7 @@ fn fill_dns<'a>(
             entry.rules,
         )?;
     }
-    let mut control: Array<&mut MapData, u32> = typed_map(ebpf, maps::CONTROL)?;
-    control
-        .set(chaos_common::CONTROL_DNS, 1, 0)
-        .map_err(map_error(maps::CONTROL))
+    set_control(ebpf, chaos_common::CONTROL_DNS)
 }
 
 fn fill_distributions(ebpf: &mut Ebpf) -> Result<()> {

@@ -58,6 +58,26 @@ impl Timing {
 }
 
 impl PacketAction {
+    /// Why the action works only as packets leave an interface, for those that do: departure
+    /// times are honoured on egress only, and a copy's second pass is synchronous only there.
+    pub fn egress_only(&self) -> Option<&'static str> {
+        match self {
+            PacketAction::Delay(_) => {
+                Some("delay can only hold packets back as they leave an interface")
+            }
+            PacketAction::DnsDelay(_) => {
+                Some("dns-delay holds queries back as they leave an interface, under fq")
+            }
+            PacketAction::Bandwidth { .. } => {
+                Some("bandwidth paces packets as they leave an interface, under fq")
+            }
+            PacketAction::Duplicate => {
+                Some("duplicate sends its copies as packets leave an interface")
+            }
+            _ => None,
+        }
+    }
+
     /// delay and dns-delay: their timing.
     pub fn delay(&self) -> Option<Timing> {
         match *self {
