@@ -325,6 +325,9 @@ pub enum FaultKind {
     /// TC egress: matching packets, all flows together, leave no faster than a rate (an EDT
     /// token bucket under fq).
     Bandwidth = 11,
+    /// cgroup_skb: the scope's sockets and their peers stop reaching each other (drop both
+    /// ways, silently); with [`flags::CONNECT_ONLY`] only connection attempts are lost.
+    Partition = 12,
 }
 
 impl FaultKind {
@@ -341,6 +344,7 @@ impl FaultKind {
             9 => Some(Self::DnsDelay),
             10 => Some(Self::Duplicate),
             11 => Some(Self::Bandwidth),
+            12 => Some(Self::Partition),
             _ => None,
         }
     }
@@ -377,6 +381,9 @@ pub mod flags {
     pub const DRY_RUN: u32 = 1 << 11;
     /// dns-error: the query is lost (the resolver times out) instead of answered.
     pub const DNS_DROP: u32 = 1 << 12;
+    /// partition --keep-established: only connection attempts match (TCP SYNs without ACK),
+    /// so flows established before the fault keep working.
+    pub const CONNECT_ONLY: u32 = 1 << 13;
 }
 
 /// IP protocol numbers used by the protocol filter (0 = any).

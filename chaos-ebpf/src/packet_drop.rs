@@ -1,7 +1,8 @@
 //! drop through cgroup_skb: packets of the target cgroup's sockets are dropped before they reach
 //! the wire (egress) or the socket (ingress). The filters see the remote peer: the destination on
 //! egress, the source on ingress. One loaded program per direction serves every drop fault, found
-//! by the socket's cgroup in the scope map, as for connect.
+//! by the socket's cgroup in the scope map, as for connect. partition is drop in both directions
+//! with its peers as the filter; with `--keep-established` only connection attempts are lost.
 use aya_ebpf::{
     helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
     macros::cgroup_skb,
@@ -44,7 +45,7 @@ fn decide(ctx: &SkBuffContext, hook: u32, direction_flag: u32, drop_verdict: i32
         return PASS;
     };
     let egress = hook == scope_hook::EGRESS;
-    let Some(peer) = parse_peer(ctx, egress) else {
+    let Some((peer, connection_attempt)) = parse_peer(ctx, egress) else {
         return PASS;
     };
     let direction = if egress {
@@ -55,7 +56,10 @@ fn decide(ctx: &SkBuffContext, hook: u32, direction_flag: u32, drop_verdict: i32
     let struck = first_strike(
         rules,
         &peer,
-        |rule| rule.config.flags & direction_flag != 0,
+        |rule| {
+            let flags = rule.config.flags;
+            flags & direction_flag != 0 && (flags & flags::CONNECT_ONLY == 0 || connection_attempt)
+        },
         |_| Subject {
             // SAFETY: the context is a valid skb for this program type.
             cgroup_id: unsafe { bpf_skb_cgroup_id(ctx.skb.skb) },
@@ -68,10 +72,15 @@ fn decide(ctx: &SkBuffContext, hook: u32, direction_flag: u32, drop_verdict: i32
     if struck.is_some() { drop_verdict } else { PASS }
 }
 
+/// TCP flags: a connection attempt is a SYN without ACK.
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
 /// Reads the remote peer from the IP and transport headers (cgroup_skb data starts at the
-/// network header). IPv6 extension headers are not walked: such packets carry no port.
+/// network header), and whether the packet opens a TCP connection. IPv6 extension headers are
+/// not walked: such packets carry no port.
 #[inline(always)]
-fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<Peer> {
+fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<(Peer, bool)> {
     let first: u8 = ctx.load(0).ok()?;
     let mut addr = [0u8; 16];
     let (family, proto, l4_offset) = match first >> 4 {
@@ -90,6 +99,10 @@ fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<Peer> {
         }
         _ => return None,
     };
+    let connection_attempt = proto == proto::TCP
+        && ctx
+            .load::<u8>(l4_offset + 13)
+            .is_ok_and(|bits| bits & (TCP_SYN | TCP_ACK) == TCP_SYN);
     let port = if proto == proto::TCP || proto == proto::UDP {
         // Source port first, then destination port; the peer's is the far end's.
         let ports: [u8; 4] = ctx.load(l4_offset).ok()?;
@@ -102,10 +115,13 @@ fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<Peer> {
     } else {
         0
     };
-    Some(Peer {
-        family,
-        addr,
-        port,
-        proto,
-    })
+    Some((
+        Peer {
+            family,
+            addr,
+            port,
+            proto,
+        },
+        connection_attempt,
+    ))
 }

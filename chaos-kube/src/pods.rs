@@ -20,12 +20,37 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
             })
         })
         .collect();
+    // podIPs where the API server has them; podIP alone on older ones. A hostNetwork pod's
+    // address is its node's, which no peer selector should take.
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.host_network)
+        .unwrap_or(false);
+    let ips = pod
+        .status
+        .as_ref()
+        .filter(|_| !host_network)
+        .map(|status| {
+            let listed = status.pod_ips.iter().flatten().map(|ip| ip.ip.as_str());
+            listed
+                .chain(status.pod_ip.as_deref())
+                .filter_map(|ip| ip.parse().ok())
+                .collect::<Vec<std::net::IpAddr>>()
+        })
+        .map(|mut ips| {
+            ips.sort_unstable();
+            ips.dedup();
+            ips
+        })
+        .unwrap_or_default();
     Some(PodInfo {
         uid: metadata.uid.clone()?,
         namespace: metadata.namespace.clone().unwrap_or_default(),
         name: metadata.name.clone().unwrap_or_default(),
         labels: metadata.labels.clone().unwrap_or_default(),
         containers,
+        ips,
     })
 }
 
@@ -53,7 +78,28 @@ mod tests {
         .unwrap();
         let info = pod_info(&pod).unwrap();
         assert_eq!(info.uid, "u-1");
+        assert!(
+            info.ips.is_empty(),
+            "a hostNetwork pod's address is its node's"
+        );
         assert_eq!(info.containers.len(), 1, "only running containers");
         assert_eq!(info.containers[0].id, "abc123");
+    }
+
+    #[test]
+    fn a_pods_ips_are_its_peers_addresses() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db-0", "namespace": "shop", "uid": "u-2"},
+            "spec": {"containers": [{"name": "db"}]},
+            "status": {"podIP": "10.244.1.7", "podIPs": [{"ip": "10.244.1.7"}, {"ip": "fd00::7"}]}
+        }))
+        .unwrap();
+        let ips: Vec<String> = pod_info(&pod)
+            .unwrap()
+            .ips
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(ips, ["10.244.1.7", "fd00::7"]);
     }
 }

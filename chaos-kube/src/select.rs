@@ -104,6 +104,7 @@ mod tests {
                         name: "exporter".into(),
                     },
                 ],
+                ips: Vec::new(),
             })
             .collect()
     }

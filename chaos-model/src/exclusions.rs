@@ -14,6 +14,21 @@ impl Match {
         without_addresses(&self.dst, &self.exclude_dst)
     }
 
+    /// The peers of a fault whose `peerSelector` chose `selected` (the pods' addresses as they
+    /// are now): `dst` and those addresses, without the excluded ones. Empty when both are: a
+    /// selector that matches no pod leaves no peer, never every address.
+    pub fn selected_peers(&self, selected: &[std::net::IpAddr]) -> Vec<Cidr> {
+        let mut given = self.dst.clone();
+        given.extend(selected.iter().map(|addr| Cidr {
+            addr: *addr,
+            prefix: if addr.is_ipv4() { 32 } else { 128 },
+        }));
+        if given.is_empty() {
+            return Vec::new();
+        }
+        without_addresses(&given, &self.exclude_dst)
+    }
+
     /// The ports the fault matches: `port` (or every port, 0 included, which packets without
     /// ports carry at TC) without the excluded ones. Empty when nothing is excluded and no
     /// `port` is given (any).
@@ -173,6 +188,23 @@ mod tests {
     fn covers(list: &[Cidr], addr: &str) -> bool {
         let one = cidr(addr);
         list.iter().any(|c| contains(*c, one))
+    }
+
+    #[test]
+    fn selected_peers_are_never_everyone() {
+        let mut matches = Match {
+            exclude_dst: vec![cidr("10.0.0.2/32")],
+            ..Match::default()
+        };
+        assert!(matches.selected_peers(&[]).is_empty(), "no pod: no peer");
+        let pods = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let peers = matches.selected_peers(&pods);
+        assert!(covers(&peers, "10.0.0.1/32"));
+        assert!(!covers(&peers, "10.0.0.2/32"), "excluded");
+        assert!(!covers(&peers, "10.0.0.3/32"));
+        matches.dst = vec![cidr("192.168.0.0/24")];
+        let peers = matches.selected_peers(&pods[..1]);
+        assert!(covers(&peers, "192.168.0.7/32") && covers(&peers, "10.0.0.1/32"));
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct Fault {
     /// delay, dns-delay: how the jitter is spread (default uniform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<Distribution>,
+    /// partition: only new connections are cut (TCP SYNs are lost); flows established before
+    /// the fault keep working. Other protocols have no connection to keep and pass.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_established: bool,
     /// corrupt: fix the L4 checksum so the corruption reaches the application.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fix_checksum: bool,
@@ -177,6 +181,14 @@ pub struct Match {
     /// The remote peer's address (syscall and cgroup faults), or the packet's destination (TC).
     #[serde(default, alias = "peer", skip_serializing_if = "Vec::is_empty")]
     pub dst: Vec<Cidr>,
+    /// The pods whose addresses are peers besides `dst`, by their labels (`{"app": "db"}`), in
+    /// `peerNamespace`: resolved to their pod IPs and followed while the fault runs, as pods
+    /// come and go (partition, socket-call faults, cgroup drop).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_selector: BTreeMap<String, String>,
+    /// The namespace `peerSelector` looks in (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_namespace: Option<String>,
     /// The remote peer's port (syscall and cgroup faults), or the destination port (TC).
     #[serde(default, alias = "dport", skip_serializing_if = "Vec::is_empty")]
     pub port: Vec<PortRange>,
@@ -211,6 +223,14 @@ pub struct Match {
 impl Match {
     pub fn is_empty(&self) -> bool {
         self == &Match::default()
+    }
+}
+
+impl Fault {
+    /// Whether planning needs the names of the node's workloads (CRI or Kubernetes): for its
+    /// scope, or for peers given by selector.
+    pub fn needs_names(&self) -> bool {
+        self.scope.needs_names() || !self.matches.peer_selector.is_empty()
     }
 }
 

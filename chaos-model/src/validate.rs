@@ -81,7 +81,8 @@ pub fn mechanisms_for(kind: FaultKind) -> &'static [MechanismRequest] {
     match kind {
         FaultKind::ConnectError => &[CgroupSockAddr, FmodRet, BpfLsm, KprobeOverride],
         FaultKind::RecvError | FaultKind::SendError => &[FmodRet, BpfLsm, KprobeOverride],
-        FaultKind::Kill => &[],
+        // partition is cgroup_skb's, which is not a mechanism to ask for.
+        FaultKind::Kill | FaultKind::Partition => &[],
         FaultKind::Drop
         | FaultKind::Reset
         | FaultKind::Delay
@@ -185,6 +186,10 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
     if fault.rcode.is_some() && kind != FaultKind::DnsError {
         return Err(only_for("rcode", "dns-error"));
     }
+    if fault.keep_established && kind != FaultKind::Partition {
+        return Err(only_for("keepEstablished", "partition"));
+    }
+    validate_peer_selector(fault)?;
     if fault.fix_checksum && kind != FaultKind::Corrupt {
         return Err(only_for("fixChecksum", "corrupt faults"));
     }
@@ -289,6 +294,91 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
     }
     if kind.is_dns() {
         validate_dns(fault)?;
+    }
+    if kind == FaultKind::Partition {
+        validate_partition(fault)?;
+    }
+    Ok(())
+}
+
+/// Peers by label: followed through the per-rule address filters, which the socket-call faults,
+/// cgroup drop and partition have (a TC rule's destinations are indexed when it is armed).
+fn validate_peer_selector(fault: &Fault) -> Result<(), FieldError> {
+    let m = &fault.matches;
+    if m.peer_namespace.is_some() && m.peer_selector.is_empty() {
+        return Err(FieldError::new(
+            "match.peerNamespace",
+            "given without match.peerSelector",
+            "match.peerNamespace with match.peerSelector",
+        ));
+    }
+    if m.peer_selector.is_empty() {
+        return Ok(());
+    }
+    let cgroup_drop = fault.kind == FaultKind::Drop
+        && fault.tc_only_option().is_none()
+        && fault.scope.iface.is_none()
+        && fault.scope.netns.is_none();
+    if !(fault.kind.is_socket_call() || fault.kind == FaultKind::Partition || cgroup_drop) {
+        return Err(FieldError::new(
+            "match.peerSelector",
+            format!("{} cannot follow peers by label", fault.kind),
+            "match.peerSelector with partition, connect-error, recv-error, send-error, or drop              on a cgroup without TC-only options (else match.dst)",
+        ));
+    }
+    for (key, value) in &m.peer_selector {
+        if !is_label_key(key) || !is_label_value(value) {
+            return Err(FieldError::new(
+                "match.peerSelector",
+                format!("{key}={value} is not a label"),
+                "labels as key=value, keys [prefix/]name and values of letters, digits, '-', \
+                 '_' and '.' (at most 63)",
+            ));
+        }
+    }
+    if let Some(namespace) = &m.peer_namespace
+        && !is_k8s_name(namespace)
+    {
+        return Err(FieldError::new(
+            "match.peerNamespace",
+            format!("{namespace:?} is not a namespace name"),
+            "a Kubernetes namespace name",
+        ));
+    }
+    Ok(())
+}
+
+/// A partition cuts a cgroup's sockets off from its peers, which it must be given; the TC
+/// layer's options mean nothing to it.
+fn validate_partition(fault: &Fault) -> Result<(), FieldError> {
+    if fault.matches.dst.is_empty() && fault.matches.peer_selector.is_empty() {
+        return Err(FieldError::new(
+            "match.dst",
+            "missing: a partition needs the peers to cut off",
+            "peer CIDRs (match.dst, --from-peers) or pods by label (match.peerSelector, \
+             --peer-selector app=db)",
+        ));
+    }
+    if !fault.scope.names_a_cgroup() {
+        return Err(FieldError::new(
+            "scope.cgroup",
+            "missing",
+            "the workload to cut off: scope.cgroup, scope.pid, scope.container, scope.podUid, \
+             scope.pod or scope.selector",
+        ));
+    }
+    let tc_only = fault
+        .tc_only_option()
+        .filter(|path| *path != "mechanism")
+        .or(fault.scope.iface.is_some().then_some("scope.iface"))
+        .or(fault.scope.netns.is_some().then_some("scope.netns"));
+    if let Some(path) = tc_only {
+        return Err(FieldError::new(
+            path,
+            "partition cuts the scope's own sockets off (cgroup-skb), not an interface's packets",
+            "partition with a cgroup, container or pod scope, peers, ports, proto, direction \
+             and keepEstablished",
+        ));
     }
     Ok(())
 }

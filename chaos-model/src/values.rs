@@ -447,6 +447,7 @@ keyword!(
         DnsDelay = "dns-delay",
         Duplicate = "duplicate",
         Bandwidth = "bandwidth",
+        Partition = "partition",
         Kill = "kill",
     }
 );
@@ -685,7 +686,8 @@ keyword!(
 
 keyword!(
     /// Which packets of the scope: sent, received, or both (as a pod sees it with a netns scope).
-    Direction, "direction" { Egress = "egress", Ingress = "ingress", Both = "both" }
+    /// A partition's `to` (the scope's packets to its peers) is egress, `from` ingress.
+    Direction, "direction" { Egress = "egress" | "to", Ingress = "ingress" | "from", Both = "both" }
 );
 
 keyword!(

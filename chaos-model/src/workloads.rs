@@ -20,6 +20,9 @@ pub struct PodInfo {
     /// Its running containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerInfo>,
+    /// Its pod IPs (none for a pod on the host's network, whose address is the node's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 /// A running container of a pod.
@@ -130,6 +133,26 @@ pub fn labels_match(wanted: &BTreeMap<String, String>, labels: &BTreeMap<String,
         .all(|(key, value)| labels.get(key) == Some(value))
 }
 
+/// The addresses of the pods `peerSelector` names (in `peerNamespace`, default `default`), in
+/// order and without repeats: the peers a partition cuts off, as the pods are now.
+pub fn peer_addresses(matches: &crate::Match, pods: &[PodInfo]) -> Vec<std::net::IpAddr> {
+    if matches.peer_selector.is_empty() {
+        return Vec::new();
+    }
+    let namespace = matches
+        .peer_namespace
+        .as_deref()
+        .unwrap_or(DEFAULT_NAMESPACE);
+    let mut addresses: Vec<std::net::IpAddr> = pods
+        .iter()
+        .filter(|p| p.namespace == namespace && labels_match(&matches.peer_selector, &p.labels))
+        .flat_map(|p| p.ips.iter().copied())
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    addresses
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +174,38 @@ mod tests {
                     name: c.to_string(),
                 })
                 .collect(),
+            ips: Vec::new(),
         }
+    }
+
+    #[test]
+    fn peers_by_label_are_the_pod_ips_of_the_namespace() {
+        let mut pods = node();
+        for (i, pod) in pods.iter_mut().enumerate() {
+            pod.ips = vec![format!("10.0.0.{}", 10 - i).parse().unwrap()];
+        }
+        let all_ips: Vec<_> = pods.iter().map(|p| p.ips[0]).collect();
+        let mut matches = crate::Match::default();
+        assert!(
+            peer_addresses(&matches, &pods).is_empty(),
+            "no selector, no peers"
+        );
+        let (first, rest) = pods.split_first().unwrap();
+        matches.peer_selector = first.labels.clone();
+        matches.peer_namespace = Some(first.namespace.clone());
+        let peers = peer_addresses(&matches, &pods);
+        assert!(peers.contains(&first.ips[0]));
+        let mut sorted = peers.clone();
+        sorted.sort();
+        assert_eq!(peers, sorted, "in order");
+        for other in rest {
+            let same =
+                other.namespace == first.namespace && labels_match(&first.labels, &other.labels);
+            assert_eq!(peers.contains(&other.ips[0]), same, "{}", other.name);
+        }
+        matches.peer_namespace = Some("elsewhere".into());
+        assert!(peer_addresses(&matches, &pods).is_empty());
+        assert_eq!(all_ips.len(), pods.len());
     }
 
     fn node() -> Vec<PodInfo> {

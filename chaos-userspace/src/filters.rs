@@ -12,6 +12,9 @@ pub struct Filters {
     pub probability: Probability,
     /// Count and report what would be hit, change nothing.
     pub dry_run: bool,
+    /// Some peers are pods chosen by label, followed while the fault runs: the peer filter
+    /// stays on even while no pod matches (then nothing does).
+    pub follows_peers: bool,
 }
 
 /// The kernel's protocol number to match, 0 for any.

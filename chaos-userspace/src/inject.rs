@@ -307,6 +307,18 @@ pub fn plan(fault: Fault, pods: Option<&[PodInfo]>, guard: &crate::guard::Guard)
     let armed_as = crate::guard::spare_node_reachability(fault);
     let fault = &armed_as;
     let mut spec = FaultSpec::from_model(fault)?;
+    if !fault.matches.peer_selector.is_empty() {
+        let pods = pods.ok_or_else(|| {
+            ChaosError::input(
+                "match.peerSelector",
+                "peers by label need the names of pods, and no source of them is known",
+                "--cri-socket (or a container runtime's default socket), or the agent on \
+                 Kubernetes",
+            )
+        })?;
+        let addresses = chaos_model::workloads::peer_addresses(&fault.matches, pods);
+        spec.set_peers(fault.matches.selected_peers(&addresses));
+    }
     let scope = &fault.scope;
     let (mut cgroups, workloads) = crate::workload::resolve::cgroups_of(scope, pods)?;
     guard.check(fault, &cgroups, &workloads)?;

@@ -38,6 +38,7 @@ pub fn vm_cases() -> Vec<(&'static str, &'static str)> {
     }
     cases.extend([
         ("drop", "cgroup-skb"),
+        ("partition", "cgroup-skb"),
         ("delay", "tc"),
         ("dns-error", "tc"),
         ("dns-delay", "tc"),
@@ -50,6 +51,7 @@ pub fn vm_cases() -> Vec<(&'static str, &'static str)> {
 pub fn vm_case(report: &serde_json::Value, fault: &str, mechanism: &str) -> Outcome {
     match (fault, mechanism) {
         ("drop", _) => drop_case(),
+        ("partition", _) => partition_case(),
         ("delay", _) => delay_case(report),
         ("dns-error" | "dns-delay", _) => dns_case(report, fault),
         ("bandwidth", _) => bandwidth_case(report),
@@ -377,6 +379,56 @@ fn run_drop() -> anyhow::Result<String> {
     }
     Ok(format!(
         "lost {lost}/{SENT} at p=0.5 (bound ±{bound:.0}), counters equal"
+    ))
+}
+
+/// partition of a cgroup from 127.0.0.1 both ways: its connect out and a connect in to its
+/// listener time out (2 s, the testkit's limit), a process outside connects; all heal.
+pub fn partition_case() -> Outcome {
+    match run_partition() {
+        Ok(detail) => Outcome::Pass(detail),
+        Err(err) => Outcome::Fail(format!("{err:#}")),
+    }
+}
+
+fn run_partition() -> anyhow::Result<String> {
+    let cgroup = TestCgroup::new("vm-partition");
+    let outside = crate::tcp_sink("127.0.0.1:0").to_string();
+    let (_listener, inside) = crate::serve_with({
+        let mut command = cgroup.command(testkit_bin());
+        command.args(["tcp-echo", "127.0.0.1:0"]);
+        command
+    });
+    let connects = |from: Option<&TestCgroup>, to: &str| -> bool {
+        let result = match from {
+            Some(cgroup) => cgroup.testkit(&["connect", to, "1"]),
+            None => Command::new(testkit_bin())
+                .args(["connect", to, "1"])
+                .output()
+                .map(|out| last_json_line(&out.stdout))
+                .unwrap_or_default(),
+        };
+        result["ok"] == 1
+    };
+    let run = ChaosRun::start(&[
+        "inject",
+        "partition",
+        "--cgroup",
+        cgroup.path.to_str().context("path")?,
+        "--from-peers",
+        "127.0.0.1/32",
+    ]);
+    let cut = [connects(Some(&cgroup), &outside), connects(None, &inside)];
+    let spared = connects(None, &outside);
+    let injected = run.stop().summary()["injected"]
+        .as_u64()
+        .context("injected")?;
+    let healed = [connects(Some(&cgroup), &outside), connects(None, &inside)];
+    ensure!(cut == [false, false], "still connected out/in: {cut:?}");
+    ensure!(spared, "a process outside the cgroup could not connect");
+    ensure!(healed == [true, true], "not healed out/in: {healed:?}");
+    Ok(format!(
+        "connects out and in timed out ({injected} SYNs lost), outside spared, healed"
     ))
 }
 

@@ -178,6 +178,51 @@ fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
         &["--delay"],
         &cgroup,
     );
+    let partition = |extra: &[&'static str]| {
+        let mut args = vec!["inject", "partition", "--cgroup", path];
+        args.extend_from_slice(extra);
+        args
+    };
+    assert_rejected(&partition(&[]), &["--dst", "--peer-selector"], &cgroup);
+    assert_rejected(
+        &partition(&["--peer-selector", "=db"]),
+        &["--peer-selector", "not a label"],
+        &cgroup,
+    );
+    assert_rejected(
+        &partition(&["--peer-selector", "app"]),
+        &["--peer-selector", "key=value"],
+        &cgroup,
+    );
+    assert_rejected(
+        &partition(&["--dst", "10.0.0.0/8", "--peer-namespace", "db"]),
+        &["--peer-namespace", "--peer-selector"],
+        &cgroup,
+    );
+    assert_rejected(
+        &partition(&["--dst", "10.0.0.0/8", "--direction", "around"]),
+        &["--direction", "egress"],
+        &cgroup,
+    );
+    assert_rejected(
+        &drop(&["--dst", "10.0.0.0/8", "--keep-established"]),
+        &["--keep-established"],
+        &cgroup,
+    );
+    assert_rejected(
+        &[
+            "inject",
+            "delay",
+            "--cgroup",
+            path,
+            "--delay",
+            "10ms",
+            "--peer-selector",
+            "app=db",
+        ],
+        &["--peer-selector", "cannot follow peers"],
+        &cgroup,
+    );
 }
 
 #[test]

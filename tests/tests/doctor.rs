@@ -47,6 +47,7 @@ fn doctor_json_covers_every_mechanism_and_fault() {
             "recv-error",
             "send-error",
             "drop",
+            "partition",
             "reset",
             "delay",
             "corrupt",

@@ -994,3 +994,97 @@ fn a_chaosfault_kill_of_mode_one_kills_the_same_pod_every_round() {
         containerd.stop_pod(pod);
     }
 }
+
+/// A partition between real pods: `a` is cut off from the pods labelled `app=b`. Connections
+/// between them time out both ways (a partition, not a refusal), `c` still reaches both and
+/// they reach it, a pod that joins `app=b` while the fault runs is cut off too, and everything
+/// heals when it ends.
+#[test]
+fn a_partition_cuts_two_pods_apart_both_ways_spares_a_third_and_follows_new_peers() {
+    require_root();
+    let _serial = one_at_a_time();
+    let containerd = Containerd::start();
+    const PORT: &str = "8080";
+    let server = |name: &str, app: &str| {
+        let mut spec = PodSpec::new(name, Qos::BestEffort);
+        spec.labels = [("app".to_string(), app.to_string())].into();
+        spec.containers = vec![ContainerSpec::new(
+            "web",
+            &["/bin/sh", "-c", "exec httpd -f -p 8080 -h /"],
+        )];
+        containerd.run_pod(&spec)
+    };
+    let a = server("a", "a");
+    let b = server("b", "b");
+    let c = server("c", "c");
+    // `None` when `from` connects to `to`, else what nc said and how long it took.
+    let reach = |from: &Pod, to: &Pod| -> Option<(String, Duration)> {
+        let ip = to.ip.expect("a pod ip").to_string();
+        let started = Instant::now();
+        let out = containerd.exec(
+            &from.container("web").id,
+            &["sh", "-c", &format!("nc -w 2 {ip} {PORT} </dev/null")],
+            Duration::from_secs(10),
+        );
+        (out.exit_code != 0).then(|| (format!("{}{}", out.stdout, out.stderr), started.elapsed()))
+    };
+    let cut_off = |x: &Pod, y: &Pod| {
+        for (from, to) in [(x, y), (y, x)] {
+            let (said, took) = reach(from, to)
+                .unwrap_or_else(|| panic!("{} still reaches {}", from.name, to.name));
+            assert!(
+                !said.contains("refused") && took >= Duration::from_millis(1900),
+                "{} → {}: a partition times out, it does not refuse: {said} after {took:?}",
+                from.name,
+                to.name
+            );
+        }
+    };
+    let connected = |x: &Pod, y: &Pod| {
+        for (from, to) in [(x, y), (y, x)] {
+            assert_eq!(reach(from, to), None, "{} → {}", from.name, to.name);
+        }
+    };
+    for (x, y) in [(&a, &b), (&a, &c), (&b, &c)] {
+        assert!(
+            eventually(Duration::from_secs(10), || reach(x, y).is_none()
+                && reach(y, x).is_none()),
+            "{} and {} reach each other before the fault",
+            x.name,
+            y.name
+        );
+    }
+    let mut run = ChaosRun::start(&[
+        "inject",
+        "partition",
+        "--cri-socket",
+        containerd.socket().to_str().expect("socket path"),
+        "--pod",
+        "default/a",
+        "--peer-selector",
+        "app=b",
+        "--duration",
+        "120s",
+    ]);
+    let b_ip = b.ip.expect("b's ip").to_string();
+    assert!(run.first_lines().contains(&b_ip), "{}", run.first_lines());
+    cut_off(&a, &b);
+    connected(&a, &c);
+    connected(&b, &c);
+    // A new peer: found by its label within the follower's period.
+    let b2 = server("b2", "b");
+    let b2_ip = b2.ip.expect("b2's ip").to_string();
+    let followed = run.wait_for_line(&b2_ip);
+    assert!(
+        followed.as_deref().is_some_and(|l| l.contains("peers now")),
+        "{followed:?}\n{}",
+        run.first_lines()
+    );
+    cut_off(&a, &b2);
+    connected(&b2, &c);
+    let summary = run.stop().summary();
+    assert!(summary["injected"].as_u64() >= Some(4), "{summary}");
+    for peer in [&b, &b2, &c] {
+        connected(&a, peer);
+    }
+}

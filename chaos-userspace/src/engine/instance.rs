@@ -456,7 +456,13 @@ fn insert_ports(
     Ok(())
 }
 
-fn insert_cidrs(ebpf: &mut Ebpf, rule: u32, field: u8, cidrs: &[Cidr], op: FilterOp) -> Result<()> {
+pub(crate) fn insert_cidrs(
+    ebpf: &mut Ebpf,
+    rule: u32,
+    field: u8,
+    cidrs: &[Cidr],
+    op: FilterOp,
+) -> Result<()> {
     for cidr in cidrs {
         let bytes = cidr.network_bytes();
         let prefix = FILTER_KEY_PREFIX_BITS + u32::from(cidr.prefix);

@@ -623,58 +623,97 @@ impl Engine {
     /// Brings faults whose scope names workloads (a pod name, a selector, a container name) to
     /// the cgroups those names have now: a container that restarted has a new id and a new
     /// cgroup, which the rule takes in place of the old one. (A pod's own cgroup never changes,
-    /// so a scope of whole pods covers restarts by construction.) Returns what was moved, by
-    /// fault id, with the workloads now covered.
-    pub fn follow(&mut self, pods: &[PodInfo]) -> Vec<(FaultId, Result<Vec<String>>)> {
+    /// so a scope of whole pods covers restarts by construction.) Faults with a peer selector
+    /// take the addresses its pods have now. Returns what changed, by fault id, in words.
+    pub fn follow(&mut self, pods: &[PodInfo]) -> Vec<(FaultId, Result<String>)> {
         let named: Vec<(FaultId, Fault, usize, u32)> = self
             .faults
             .iter()
-            .filter(|(_, f)| f.live() && f.spec.scope.needs_names())
+            .filter(|(_, f)| f.live() && f.spec.needs_names())
             .map(|(id, f)| (*id, f.spec.clone(), f.object, f.rule))
             .collect();
         let mut moved = Vec::new();
         for (id, spec, object, rule) in named {
-            // A name that resolves to nothing now (the container is between two lives) keeps
-            // the rule where it is until it resolves again.
-            let Ok((cgroups, workloads)) =
-                crate::workload::resolve::cgroups_of(&spec.scope, Some(pods))
-            else {
-                continue;
-            };
-            let Some(live) = self.objects.get_mut(&object) else {
-                continue;
-            };
-            let current: Vec<u64> = live
-                .loaded
-                .info(rule)
-                .map(|r| r.cgroups.iter().map(|c| c.id).collect())
-                .unwrap_or_default();
-            if current == cgroups.iter().map(|c| c.id).collect::<Vec<_>>() {
-                continue;
+            if spec.scope.needs_names()
+                && let Some(change) = self.follow_scope(id, &spec, object, rule, pods)
+            {
+                moved.push((id, change));
             }
-            let Some(fault) = self.faults.get_mut(&id) else {
-                continue;
-            };
-            // The new cgroups pass the same guard rails as the first ones did; the summary says
-            // where the rule is only once it is there.
-            let result = crate::guard::check(&spec, &cgroups, &workloads).and_then(|()| {
+            if !spec.matches.peer_selector.is_empty()
+                && let Some(change) = self.follow_peers(&spec, object, rule, pods)
+            {
+                moved.push((id, change));
+            }
+        }
+        moved
+    }
+
+    /// A fault's workloads' cgroups as they are now, where they changed.
+    fn follow_scope(
+        &mut self,
+        id: FaultId,
+        spec: &Fault,
+        object: usize,
+        rule: u32,
+        pods: &[PodInfo],
+    ) -> Option<Result<String>> {
+        // A name that resolves to nothing now (the container is between two lives) keeps the
+        // rule where it is until it resolves again.
+        let (cgroups, workloads) =
+            crate::workload::resolve::cgroups_of(&spec.scope, Some(pods)).ok()?;
+        let live = self.objects.get_mut(&object)?;
+        let current: Vec<u64> = live
+            .loaded
+            .info(rule)
+            .map(|r| r.cgroups.iter().map(|c| c.id).collect())
+            .unwrap_or_default();
+        if current == cgroups.iter().map(|c| c.id).collect::<Vec<_>>() {
+            return None;
+        }
+        let fault = self.faults.get_mut(&id)?;
+        // The new cgroups pass the same guard rails as the first ones did; the summary says
+        // where the rule is only once it is there.
+        Some(
+            crate::guard::check(spec, &cgroups, &workloads).and_then(|()| {
                 let mut next = fault.summary.clone();
                 next.set_cgroups(&cgroups);
                 next.workloads = workloads.clone();
                 live.loaded.retarget(rule, cgroups)?;
                 fault.summary = next;
-                Ok(workloads)
-            });
-            moved.push((id, result));
-        }
-        moved
+                Ok(format!("now on {}", workloads.join(", ")))
+            }),
+        )
     }
 
-    /// Whether any armed fault's scope names workloads ([`Engine::follow`] has work).
+    /// A fault's peers by selector as its pods are now, where they changed.
+    fn follow_peers(
+        &mut self,
+        spec: &Fault,
+        object: usize,
+        rule: u32,
+        pods: &[PodInfo],
+    ) -> Option<Result<String>> {
+        let addresses = chaos_model::workloads::peer_addresses(&spec.matches, pods);
+        let peers = spec.matches.selected_peers(&addresses);
+        let Loaded::Shared(shared) = &mut self.objects.get_mut(&object)?.loaded else {
+            return None;
+        };
+        if shared.rule(rule)?.spec.filters().peers == peers {
+            return None;
+        }
+        let words: Vec<String> = peers.iter().map(ToString::to_string).collect();
+        Some(
+            shared
+                .set_peers(rule, peers)
+                .map(|()| format!("peers now {}", or_none(&words))),
+        )
+    }
+
+    /// Whether any armed fault's scope or peers name workloads ([`Engine::follow`] has work).
     pub fn follows_names(&self) -> bool {
         self.faults
             .values()
-            .any(|f| f.live() && f.spec.scope.needs_names())
+            .any(|f| f.live() && f.spec.needs_names())
     }
 
     /// The earliest deadline of an armed fault.
@@ -1027,5 +1066,14 @@ fn drain(
             }
             sink.send(EngineEvent::Injection(record));
         }
+    }
+}
+
+/// A list in words, or "none".
+fn or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
     }
 }

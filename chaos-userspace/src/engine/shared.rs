@@ -15,7 +15,7 @@ use chaos_common::{Counter, EventBudget, FaultConfig, LossState, RuleList, Scope
 
 use crate::{
     engine::instance::{
-        FilterOp, RuleSpec, flip_kill_switch, map_error, monotonic_ns, read_counters,
+        FilterOp, RuleSpec, flip_kill_switch, insert_cidrs, map_error, monotonic_ns, read_counters,
         take_event_ring, typed_map, write_config, write_filters,
     },
     error::{ChaosError, Result},
@@ -223,6 +223,26 @@ impl SharedObject {
         }
         self.sync_scopes()?;
         self.sync_cgroup_links()
+    }
+
+    /// Gives an armed rule another set of peers (the pods of its peer selector changed): the
+    /// new addresses enter its filter before the gone ones leave, so a peer in both sets is
+    /// never let through. On an error the rule keeps the entries it had.
+    pub fn set_peers(&mut self, slot: Slot, peers: Vec<crate::filters::Cidr>) -> Result<()> {
+        let Some(rule) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let old = rule.spec.filters().peers.clone();
+        let added: Vec<_> = peers.iter().filter(|c| !old.contains(c)).copied().collect();
+        let gone: Vec<_> = old.iter().filter(|c| !peers.contains(c)).copied().collect();
+        let field = chaos_common::filter_field::PEER;
+        if let Err(err) = insert_cidrs(&mut self.ebpf, slot, field, &added, FilterOp::Insert) {
+            let _ = insert_cidrs(&mut self.ebpf, slot, field, &added, FilterOp::Remove);
+            return Err(err);
+        }
+        insert_cidrs(&mut self.ebpf, slot, field, &gone, FilterOp::Remove)?;
+        rule.spec.set_peers(peers);
+        Ok(())
     }
 
     /// Stops one rule at once (its configuration first, so every CPU skips it from its next

@@ -23,7 +23,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultSpec {
     SocketCall(socket_call::SocketCallError),
-    /// drop on a pure cgroup scope: cgroup_skb.
+    /// drop on a pure cgroup scope, and partition: cgroup_skb.
     Drop(packet_drop::PacketDrop),
     /// drop, reset, corrupt or delay at the TC layer: on an interface, a pod's veth, or a
     /// cgroup's packets on every interface.
@@ -48,6 +48,7 @@ pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
         FaultKind::Drop,
         &[Mechanism::CgroupSkb, Mechanism::Tcx, Mechanism::TcClsact],
     ),
+    (FaultKind::Partition, &[Mechanism::CgroupSkb]),
     (FaultKind::Reset, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::Delay, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::Corrupt, tc_packet::PacketFault::MECHANISMS),
@@ -103,9 +104,24 @@ impl FaultSpec {
             protocol: fault.matches.proto,
             probability: fault.probability.unwrap_or(Probability::ALWAYS),
             dry_run: fault.dry_run,
+            follows_peers: !fault.matches.peer_selector.is_empty(),
         };
         let mechanism = requested(fault.mechanism);
-        let direction = fault.direction.unwrap_or(Direction::Egress);
+        let partition = fault.kind == chaos_model::FaultKind::Partition;
+        // A partition cuts both ways unless told one.
+        let direction = fault.direction.unwrap_or(if partition {
+            Direction::Both
+        } else {
+            Direction::Egress
+        });
+        if partition {
+            return Ok(FaultSpec::Drop(packet_drop::PacketDrop {
+                direction,
+                filters,
+                partition: true,
+                connect_only: fault.keep_established,
+            }));
+        }
         let call = match fault.kind {
             chaos_model::FaultKind::ConnectError => Some(socket_call::SocketCall::Connect),
             chaos_model::FaultKind::RecvError => Some(socket_call::SocketCall::Recv),
@@ -131,6 +147,8 @@ impl FaultSpec {
                 return Ok(FaultSpec::Drop(packet_drop::PacketDrop {
                     direction,
                     filters,
+                    partition: false,
+                    connect_only: false,
                 }));
             }
             chaos_model::FaultKind::Reset => tc_packet::PacketAction::Reset,
@@ -177,7 +195,7 @@ impl FaultSpec {
     pub fn kind(&self) -> FaultKind {
         match self {
             FaultSpec::SocketCall(fault) => fault.call.kind(),
-            FaultSpec::Drop(_) => FaultKind::Drop,
+            FaultSpec::Drop(fault) => fault.kind(),
             FaultSpec::Packet(fault, _) => fault.kind(),
         }
     }
@@ -191,6 +209,16 @@ impl FaultSpec {
             FaultSpec::SocketCall(fault) => &fault.filters,
             FaultSpec::Drop(fault) => &fault.filters,
             FaultSpec::Packet(fault, _) => &fault.filters,
+        }
+    }
+
+    /// Replaces the peers (those of a peer selector, as its pods are now). Only the faults whose
+    /// peers live in per-rule filters take them; validation lets no other have a selector.
+    pub fn set_peers(&mut self, peers: Vec<Cidr>) {
+        match self {
+            FaultSpec::SocketCall(fault) => fault.filters.peers = peers,
+            FaultSpec::Drop(fault) => fault.filters.peers = peers,
+            FaultSpec::Packet(..) => {}
         }
     }
 
@@ -261,9 +289,9 @@ impl FaultSpec {
         let filters = self.filters();
         let mut flag_bits = match self {
             FaultSpec::SocketCall(_) | FaultSpec::Packet(..) => 0,
-            FaultSpec::Drop(fault) => fault.direction_flags(),
+            FaultSpec::Drop(fault) => fault.flags(),
         };
-        if !filters.peers.is_empty() {
+        if !filters.peers.is_empty() || filters.follows_peers {
             flag_bits |= flags::MATCH_PEER;
         }
         if !filters.ports.is_empty() {
@@ -298,6 +326,9 @@ impl FaultSpec {
             }
             FaultSpec::Drop(fault) => {
                 let _ = write!(text, " {}", format!("{:?}", fault.direction).to_lowercase());
+                if fault.connect_only {
+                    text.push_str(", new connections only (established ones kept)");
+                }
             }
             FaultSpec::Packet(fault, _) => {
                 let _ = write!(
@@ -366,6 +397,7 @@ pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
             mechanism,
             Mechanism::CgroupSkb | Mechanism::Tcx | Mechanism::TcClsact
         ),
+        FaultKind::Partition => mechanism == Mechanism::CgroupSkb,
         FaultKind::Reset
         | FaultKind::Delay
         | FaultKind::Corrupt
@@ -389,6 +421,7 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::DnsDelay => "dns-delay",
         FaultKind::Duplicate => "duplicate",
         FaultKind::Bandwidth => "bandwidth",
+        FaultKind::Partition => "partition",
     }
 }
 
@@ -423,6 +456,7 @@ mod tests {
             protocol: Some(crate::filters::Protocol::Tcp),
             probability: Probability(0.5),
             dry_run: false,
+            follows_peers: false,
         }
     }
 
@@ -466,6 +500,8 @@ mod tests {
         let spec = FaultSpec::Drop(packet_drop::PacketDrop {
             direction: Direction::Both,
             filters: filters(),
+            partition: false,
+            connect_only: false,
         });
         assert_eq!(spec.programs(Mechanism::CgroupSkb).unwrap().len(), 2);
         assert!(spec.programs(Mechanism::FmodRet).is_none());
@@ -477,6 +513,8 @@ mod tests {
         let egress = FaultSpec::Drop(packet_drop::PacketDrop {
             direction: Direction::Egress,
             filters: filters(),
+            partition: false,
+            connect_only: false,
         });
         assert_eq!(egress.programs(Mechanism::CgroupSkb).unwrap().len(), 1);
         assert_eq!(egress.config(1, 0).flags & flags::INGRESS, 0);

@@ -39,8 +39,9 @@ pub struct Refused {
 /// gets a new id and cgroup, which its rule then takes.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
-/// A fault that moved to its workloads' new cgroups (the workloads it covers now), or could not.
-pub type Moved = (FaultId, Result<Vec<String>>);
+/// A fault that followed its names (to its workloads' new cgroups, or its peers' new
+/// addresses), in words, or could not.
+pub type Moved = (FaultId, Result<String>);
 
 pub struct FaultService {
     engine: Mutex<Engine>,
@@ -228,7 +229,7 @@ pub fn moves_in_words(moves: std::result::Result<Vec<Moved>, ChaosError>) -> Vec
         Ok(moves) => moves
             .into_iter()
             .map(|(id, moved)| match moved {
-                Ok(workloads) => format!("fault {id} now on {}", workloads.join(", ")),
+                Ok(change) => format!("fault {id} {change}"),
                 Err(err) => format!("fault {id} could not follow its workloads: {err}"),
             })
             .collect(),

@@ -113,7 +113,7 @@ impl Injection {
                 Some(FaultKind::ConnectError | FaultKind::RecvError | FaultKind::SendError) => {
                     "failed".into()
                 }
-                Some(FaultKind::Drop) => "dropped".into(),
+                Some(FaultKind::Drop | FaultKind::Partition) => "dropped".into(),
                 Some(FaultKind::Reset) => "reset".into(),
                 Some(FaultKind::Delay | FaultKind::DnsDelay) => "delayed".into(),
                 // Answered with the fault's response code, or lost (timeout).

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest,
     ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
-    runtime_service_client::RuntimeServiceClient,
+    PodSandboxStatusRequest, runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -43,7 +43,7 @@ impl Cri {
         })
     }
 
-    /// The ready pods with their running containers.
+    /// The ready pods with their running containers and pod IPs.
     pub async fn pods(&mut self) -> Result<Vec<PodInfo>> {
         let sandboxes = self
             .client
@@ -78,6 +78,7 @@ impl Cri {
             let Some(metadata) = sandbox.metadata else {
                 continue;
             };
+            let ips = self.pod_ips(&sandbox.id).await;
             pods.push(PodInfo {
                 uid: metadata.uid,
                 namespace: metadata.namespace,
@@ -93,10 +94,36 @@ impl Cri {
                         })
                     })
                     .collect(),
+                ips,
             });
         }
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         Ok(pods)
+    }
+
+    /// A sandbox's IPs from its status (ListPodSandbox has none). A pod on the node's network
+    /// reports none; a sandbox gone meanwhile has none.
+    async fn pod_ips(&mut self, sandbox: &str) -> Vec<std::net::IpAddr> {
+        let Ok(status) = self
+            .client
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.to_string(),
+                verbose: false,
+            })
+            .await
+        else {
+            return Vec::new();
+        };
+        let Some(network) = status.into_inner().status.and_then(|s| s.network) else {
+            return Vec::new();
+        };
+        let mut ips: Vec<std::net::IpAddr> = std::iter::once(network.ip.as_str())
+            .chain(network.additional_ips.iter().map(|ip| ip.ip.as_str()))
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        ips
     }
 
     fn failed(&self, call: &str, status: tonic::Status) -> ChaosError {

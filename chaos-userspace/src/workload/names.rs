@@ -36,16 +36,16 @@ impl PodNames {
         names: Option<&Self>,
         faults: impl Iterator<Item = &'a Fault>,
     ) -> Result<Option<Vec<PodInfo>>> {
-        let scopes: Vec<&chaos_model::Scope> = faults.map(|f| &f.scope).collect();
+        let faults: Vec<&Fault> = faults.collect();
         let Some(names) = names else {
             return Ok(None);
         };
-        if scopes.iter().any(|s| s.needs_names()) {
+        if faults.iter().any(|f| f.needs_names()) {
             return Ok(Some(names.pods().await?));
         }
-        if scopes
+        if faults
             .iter()
-            .any(|s| s.pod_uid.is_some() || s.container.is_some())
+            .any(|f| f.scope.pod_uid.is_some() || f.scope.container.is_some())
         {
             return Ok(names.pods().await.ok());
         }

@@ -257,9 +257,27 @@ pub enum InjectCommand {
     DnsError(DnsErrorArgs),
     /// Delay DNS queries of some names as they leave (EDT under fq, as delay) (TC).
     DnsDelay(DnsDelayArgs),
+    /// Cut a cgroup, container or pods off from peers (--dst/--from-peers CIDRs, or pods by
+    /// --peer-selector, followed as they come and go): their packets are lost both ways, so
+    /// connections time out as in a real partition (cgroup-skb).
+    Partition(PartitionArgs),
     /// SIGKILL every process of a cgroup, container or pod: once, or --count times --interval
     /// apart (cgroup.kill where the kernel has it).
     Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// to (the scope's packets to its peers), from (the peers' packets to it), or both
+    /// (default).
+    #[arg(long, value_name = "DIRECTION")]
+    pub direction: Option<Direction>,
+    /// Only new connections fail (their SYNs are lost); connections open before the fault keep
+    /// working. UDP and other protocols then pass.
+    #[arg(long)]
+    pub keep_established: bool,
 }
 
 #[derive(Debug, Args)]
@@ -424,11 +442,18 @@ pub struct CommonArgs {
     /// Only peers in these CIDRs (repeat or comma-separate; IPv4 and IPv6).
     #[arg(
         long = "dst",
-        visible_alias = "peer",
+        visible_aliases = ["peer", "from-peers"],
         value_name = "CIDR",
         value_delimiter = ','
     )]
     pub dst: Vec<Cidr>,
+    /// Also the pods with all these labels as peers, in --peer-namespace: their pod IPs, followed
+    /// while the fault runs (partition, socket-call faults, cgroup drop).
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = selector_arg)]
+    pub peer_selector: Option<BTreeMap<String, String>>,
+    /// The namespace --peer-selector looks in (default: default).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub peer_namespace: Option<String>,
     /// Only these peer ports or ranges (repeat or comma-separate); for TC faults the destination port.
     #[arg(
         long,

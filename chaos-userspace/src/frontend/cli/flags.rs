@@ -29,6 +29,7 @@ impl InjectCommand {
             InjectCommand::Bandwidth(args) => &args.common,
             InjectCommand::DnsDelay(args) => &args.common,
             InjectCommand::Kill(args) => &args.common,
+            InjectCommand::Partition(args) => &args.common,
         }
     }
 
@@ -71,6 +72,8 @@ impl InjectCommand {
                 proto: common.proto,
                 exclude_dst: common.exclude_dst.clone(),
                 exclude_port: common.exclude_port.clone(),
+                peer_selector: common.peer_selector.clone().unwrap_or_default(),
+                peer_namespace: common.peer_namespace.clone(),
                 ..Match::default()
             },
             probability: common.probability,
@@ -113,6 +116,10 @@ impl InjectCommand {
                 fault.count = args.count;
                 fault.interval = args.interval;
             }
+            InjectCommand::Partition(args) => {
+                fault.direction = args.direction;
+                fault.keep_established = args.keep_established;
+            }
             InjectCommand::Drop(_) | InjectCommand::Reset(_) | InjectCommand::Duplicate(_) => {}
         }
         if let Some(packet) = self.packet() {
@@ -143,6 +150,7 @@ impl InjectCommand {
             InjectCommand::DnsError(_) => FaultKind::DnsError,
             InjectCommand::DnsDelay(_) => FaultKind::DnsDelay,
             InjectCommand::Kill(_) => FaultKind::Kill,
+            InjectCommand::Partition(_) => FaultKind::Partition,
         }
     }
 }
@@ -170,6 +178,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("match.excludePort", "--exclude-port"),
     ("match.excludeSrc", "--exclude-src"),
     ("match.excludeSport", "--exclude-sport"),
+    ("match.peerSelector", "--peer-selector"),
+    ("match.peerNamespace", "--peer-namespace"),
+    ("keepEstablished", "--keep-established"),
     ("loss", "--loss-model"),
     ("fixChecksum", "--fix-checksum"),
     ("errno", "--errno"),
