@@ -708,7 +708,7 @@ pub fn bandwidth_case(report: &serde_json::Value) -> Outcome {
 }
 
 /// A transfer of `bytes` to `sink` (which counts and replies): the achieved Mbit/s.
-fn transfer_mbit(sink: &std::net::SocketAddr, bytes: usize) -> anyhow::Result<f64> {
+pub(crate) fn transfer_mbit(sink: &std::net::SocketAddr, bytes: usize) -> anyhow::Result<f64> {
     let output = Command::new(testkit_bin())
         .args(["tcp-send", &sink.to_string(), &bytes.to_string()])
         .output()?;

@@ -278,6 +278,26 @@ fn refused_requests_change_nothing_in_the_kernel() {
             "rcode: missing",
         ),
         (
+            "partition without peers",
+            agent.post(
+                "/v1/faults",
+                &json!({"kind": "partition", "scope": {"cgroup": cgroup.path}}).to_string(),
+            ),
+            400,
+            "match.dst: missing",
+        ),
+        (
+            "peer selector without a key",
+            agent.post(
+                "/v1/faults",
+                &json!({"kind": "partition", "match": {"peerSelector": {"": "db"}},
+                        "scope": {"cgroup": cgroup.path}})
+                .to_string(),
+            ),
+            400,
+            "match.peerSelector: =db is not a label",
+        ),
+        (
             "unknown fault",
             agent.get("/v1/faults/999"),
             404,
@@ -364,6 +384,33 @@ fn dns_error_through_the_api() {
     );
     assert_eq!(query("payments.example.com")["rcodes"]["NOERROR"], 3);
     let _ = server.kill();
+}
+
+/// partition through the API: the cgroup's connects to its peer time out until the fault is
+/// deleted.
+#[test]
+fn partition_through_the_api() {
+    require_root();
+    let _serial = one_at_a_time();
+    let cgroup = TestCgroup::new("agent-partition");
+    let agent = Agent::start(&[]);
+    let addr = tcp_sink("127.0.0.1:0").to_string();
+    let view = agent.create(&json!({
+        "kind": "partition",
+        "match": {"dst": ["127.0.0.1/32"]},
+        "scope": {"cgroup": cgroup.path},
+    }));
+    assert_eq!(view["kind"], "partition", "{view}");
+    assert_eq!(
+        cgroup.testkit(&["connect", &addr, "1"])["errnos"],
+        json!({"-1": 1}),
+        "timed out"
+    );
+    let id = view["id"].as_u64().unwrap();
+    let stopped = agent.delete(&format!("/v1/faults/{id}"));
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert!(stopped.json()["counters"]["injected"].as_u64() >= Some(1));
+    assert_eq!(cgroup.testkit(&["connect", &addr, "1"])["ok"], 1);
 }
 
 /// The SIGSTOP test for the agent: frozen, it cannot end the fault, and the kernel does.

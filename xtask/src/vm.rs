@@ -93,11 +93,12 @@ struct Kernel {
     lsm_modes: &'static [LsmMode],
 }
 
-/// Modules the suite loads (none has dependencies): fq for delay, netem for comparisons with it,
-/// clsact and cls_bpf for TC before tcx, veth for namespaces.
+/// Modules the suite loads (none has dependencies): fq for delay, netem and tbf for the bench's
+/// comparisons, clsact and cls_bpf for TC before tcx, veth for namespaces.
 const MODULES: &[&str] = &[
     "kernel/net/sched/sch_fq.ko",
     "kernel/net/sched/sch_netem.ko",
+    "kernel/net/sched/sch_tbf.ko",
     "kernel/net/sched/sch_ingress.ko",
     "kernel/net/sched/cls_bpf.ko",
     "kernel/drivers/net/veth.ko",

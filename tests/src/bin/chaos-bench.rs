@@ -1336,5 +1336,64 @@ fn delay_in_vm(report: &mut Report, result: serde_json::Value) {
             ]);
         }
     }
+    let bandwidth = &result["bandwidth"];
+    report.section(
+        &format!(
+            "A TCP transfer on loopback held to {} Mbit/s, same VM (chaos-bpf on one port, no burst; \
+             tbf on all of lo, with the burst one 64 KiB segment needs)",
+            bandwidth["rate_mbit"]
+        ),
+        &["tool", "achieved Mbit/s", "error %", "burst bytes"],
+    );
+    for tool in ["chaos-bpf", "tbf"] {
+        let r = &bandwidth[tool];
+        report.row(&[
+            tool.to_string(),
+            r["achieved_mbit"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.3}")),
+            r["error_pct"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:+.1}")),
+            r["burst_bytes"].to_string(),
+        ]);
+    }
+    if let Some(error) = bandwidth["chaos-bpf"]["error_pct"].as_f64()
+        && error.abs() > 10.0
+    {
+        report.missed.push(format!(
+            "bandwidth: chaos-bpf's rate is {error:+.1}% off (goal: within 10%)"
+        ));
+    }
+    let duplicate = &result["duplicate"];
+    if let Some(off) = duplicate["chaos-bpf"]["sigmas_off"].as_f64()
+        && off.abs() > 3.0
+    {
+        report.missed.push(format!(
+            "duplicate: chaos-bpf's copies are {off:+.2} sigma off (goal: within 3)"
+        ));
+    }
+    report.section(
+        &format!(
+            "{} UDP datagrams on loopback, {} of them sent twice, same VM (3 sigma: ±{:.0} copies)",
+            duplicate["datagrams"],
+            duplicate["probability"],
+            duplicate["three_sigma_copies"].as_f64().unwrap_or(0.0)
+        ),
+        &["tool", "copies", "share", "sigmas off"],
+    );
+    for tool in ["chaos-bpf", "netem"] {
+        let r = &duplicate[tool];
+        report.row(&[
+            tool.to_string(),
+            r["copies"].to_string(),
+            r["share"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.4}")),
+            r["sigmas_off"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:+.2}")),
+        ]);
+    }
     report.json.insert("delay_vm", result);
 }

@@ -25,6 +25,8 @@ fn report(fault: &str, mechanism: &str, outcome: &Outcome) {
 fn bench(sizes: chaos_tests::vm_bench::VmSizes) {
     let report = chaos_tests::vm_bench::delay_versus_netem(sizes).and_then(|mut delay| {
         delay["per_call_cost"] = chaos_tests::vm_bench::per_call_cost(sizes)?;
+        delay["bandwidth"] = chaos_tests::vm_bench::bandwidth_versus_tbf(sizes)?;
+        delay["duplicate"] = chaos_tests::vm_bench::duplicate_versus_netem(sizes)?;
         Ok(delay)
     });
     match report {
