@@ -289,11 +289,21 @@ impl Plan {
     }
 }
 
-/// Validates one fault of the model, checks it against the kernel and resolves its scopes.
-/// `pods` are the node's workloads by name (from CRI or the Kubernetes API), which scopes by pod
-/// name, selector or container name need; `guard` holds what the guard rails compare with, read
-/// once per batch. Nothing is attached.
-pub fn plan(fault: Fault, pods: Option<&[PodInfo]>, guard: &crate::guard::Guard) -> Result<Plan> {
+/// The workloads a batch is planned against, read once for all of it.
+#[derive(Clone, Copy, Default)]
+pub struct Names<'a> {
+    /// The node's pods by name (from CRI or the Kubernetes API), which scopes by pod name,
+    /// selector or container name need.
+    pub pods: Option<&'a [PodInfo]>,
+    /// The pods peer selectors choose among (the cluster's, on Kubernetes).
+    pub peers: Option<&'a [PodInfo]>,
+}
+
+/// Validates one fault of the model, checks it against the kernel and resolves its scopes and
+/// peers; `guard` holds what the guard rails compare with, read once per batch. Nothing is
+/// attached.
+pub fn plan(fault: Fault, names: Names, guard: &crate::guard::Guard) -> Result<Plan> {
+    let pods = names.pods;
     if fault.kind.is_kill() {
         let kill = crate::faults::kill::KillFault::plan(&fault, pods, guard)?;
         return Ok(Plan {
@@ -308,7 +318,7 @@ pub fn plan(fault: Fault, pods: Option<&[PodInfo]>, guard: &crate::guard::Guard)
     let fault = &armed_as;
     let mut spec = FaultSpec::from_model(fault)?;
     if !fault.matches.peer_selector.is_empty() {
-        let pods = pods.ok_or_else(|| {
+        let pods = names.peers.ok_or_else(|| {
             ChaosError::input(
                 "match.peerSelector",
                 "peers by label need the names of pods, and no source of them is known",

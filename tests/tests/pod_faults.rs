@@ -1088,3 +1088,59 @@ fn a_partition_cuts_two_pods_apart_both_ways_spares_a_third_and_follows_new_peer
         connected(&a, peer);
     }
 }
+
+/// A ChaosFault partition through the agent, whose peers by label are on another node: the
+/// agent finds them in the cluster's pods (a watch it starts for the first peer selector), not
+/// in its node's. The peer here is a pod the API server places on node-b, whose address is the
+/// bridge's gateway, where a real server listens: `cache` (chosen) times out reaching it, `web`
+/// (not chosen) connects.
+#[test]
+fn a_chaosfault_partition_finds_peers_on_other_nodes() {
+    require_root();
+    let _serial = one_at_a_time();
+    let node = Node::start();
+    let api = FakeApiServer::start();
+    api.put_pod(pod_json(&node.web, &[("app", "web")], "node-a"));
+    api.put_pod(pod_json(&node.cache, &[("app", "cache")], "node-a"));
+    let gateway = node.containerd.gateway().to_string();
+    api.put_pod(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "default", "uid": "uid-db-0", "labels": {"app": "db"}},
+        "spec": {"nodeName": "node-b", "containers": [{"name": "db", "image": "postgres"}]},
+        "status": {"phase": "Running", "podIP": gateway, "podIPs": [{"ip": gateway}]},
+    }));
+    let agent = Agent::start_with_env(
+        &["--kubernetes", "--node-name", "node-a"],
+        &[("KUBECONFIG", api.kubeconfig().as_os_str())],
+    );
+    api.put_fault(json!({
+        "metadata": {"name": "cache-from-db", "namespace": "default"},
+        "spec": {
+            "selector": {"labelSelectors": {"app": "cache"}},
+            "mode": "All",
+            "fault": {"kind": "partition", "match": {"peerSelector": {"app": "db"}}},
+            "duration": "120s",
+        },
+    }));
+    let cache = &node.cache.container("redis").id;
+    let web = &node.web.container("app").id;
+    assert!(
+        eventually(Duration::from_secs(30), || node
+            .connect_error(cache)
+            .is_some()),
+        "cache still reaches db-0 on node-b: {:?}",
+        api.patches()
+    );
+    let said = node.connect_error(cache).unwrap_or_default();
+    assert!(!said.contains("refused"), "a partition times out: {said}");
+    assert_eq!(node.connect_error(web), None, "web is not chosen");
+    api.delete_fault("default", "cache-from-db");
+    assert!(
+        eventually(Duration::from_secs(30), || node
+            .connect_error(cache)
+            .is_none()),
+        "healed"
+    );
+    drop(agent);
+}

@@ -33,15 +33,64 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 /// How often cluster-wide candidates are listed again for modes other than All.
 const CANDIDATES_EVERY: Duration = Duration::from_secs(10);
 
-/// The pods of this node as the Kubernetes API reports them, for scopes by name.
-pub fn pod_names(store: reflector::Store<Pod>) -> PodNames {
-    PodNames::Snapshot(Arc::new(move || {
-        store
-            .state()
-            .iter()
-            .filter_map(|pod| pod_info(pod))
-            .collect()
-    }))
+/// The pods of this node as the Kubernetes API reports them, for scopes by name; and, for peers
+/// by label, every pod of the cluster, from a watch started the first time a fault asks.
+pub fn pod_names(store: reflector::Store<Pod>, client: Client) -> PodNames {
+    let cluster: Arc<tokio::sync::OnceCell<reflector::Store<Pod>>> = Arc::default();
+    PodNames::Snapshot {
+        node: Arc::new(move || {
+            store
+                .state()
+                .iter()
+                .filter_map(|pod| pod_info(pod))
+                .collect()
+        }),
+        cluster: Arc::new(move || {
+            let (cluster, client) = (Arc::clone(&cluster), client.clone());
+            Box::pin(async move {
+                let store = cluster
+                    .get_or_try_init(|| watch_cluster_pods(client))
+                    .await?;
+                Ok(store
+                    .state()
+                    .iter()
+                    .filter_map(|pod| pod_info(pod))
+                    .collect())
+            })
+        }),
+    }
+}
+
+/// Watches every pod of the cluster, keeping of each only what peers are chosen by (its names,
+/// labels, addresses, and whether it is on its node's network): a few hundred bytes a pod.
+async fn watch_cluster_pods(client: Client) -> Result<reflector::Store<Pod>, ChaosError> {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(Api::<Pod>::all(client), watcher::Config::default()).modify(|pod| {
+        pod.managed_fields_mut().clear();
+        pod.annotations_mut().clear();
+        let host_network = pod.spec.as_ref().and_then(|spec| spec.host_network);
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            host_network,
+            ..Default::default()
+        });
+        pod.status = pod
+            .status
+            .take()
+            .map(|status| k8s_openapi::api::core::v1::PodStatus {
+                pod_ip: status.pod_ip,
+                pod_ips: status.pod_ips,
+                ..Default::default()
+            });
+    });
+    let stream = reflector(writer, stream)
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(stream.for_each(|_| async {}));
+    reader
+        .wait_until_ready()
+        .await
+        .map_err(|err| ChaosError::io("watching the cluster's pods", std::io::Error::other(err)))?;
+    Ok(reader)
 }
 
 /// Watches this node's pods; returns their store once the first list is in.

@@ -113,7 +113,7 @@ pub async fn run(options: AgentOptions) -> Result<()> {
                 )
             })?;
             let pods = kubernetes::watch_node_pods(client.clone(), node).await?;
-            names = Some(kubernetes::pod_names(pods.clone()));
+            names = Some(kubernetes::pod_names(pods.clone(), client.clone()));
             eprintln!("chaos-bpf agent: watching the pods of node {node} and every ChaosFault");
             Some((client, node.clone(), pods))
         }

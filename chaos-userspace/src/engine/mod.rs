@@ -625,7 +625,11 @@ impl Engine {
     /// cgroup, which the rule takes in place of the old one. (A pod's own cgroup never changes,
     /// so a scope of whole pods covers restarts by construction.) Faults with a peer selector
     /// take the addresses its pods have now. Returns what changed, by fault id, in words.
-    pub fn follow(&mut self, pods: &[PodInfo]) -> Vec<(FaultId, Result<String>)> {
+    pub fn follow(
+        &mut self,
+        pods: &[PodInfo],
+        peers: &[PodInfo],
+    ) -> Vec<(FaultId, Result<String>)> {
         let named: Vec<(FaultId, Fault, usize, u32)> = self
             .faults
             .iter()
@@ -640,7 +644,7 @@ impl Engine {
                 moved.push((id, change));
             }
             if !spec.matches.peer_selector.is_empty()
-                && let Some(change) = self.follow_peers(&spec, object, rule, pods)
+                && let Some(change) = self.follow_peers(&spec, object, rule, peers)
             {
                 moved.push((id, change));
             }
@@ -711,9 +715,21 @@ impl Engine {
 
     /// Whether any armed fault's scope or peers name workloads ([`Engine::follow`] has work).
     pub fn follows_names(&self) -> bool {
+        self.follows_scopes() || self.follows_peers()
+    }
+
+    /// Whether any armed fault's scope names workloads.
+    pub fn follows_scopes(&self) -> bool {
         self.faults
             .values()
-            .any(|f| f.live() && f.spec.needs_names())
+            .any(|f| f.live() && f.spec.scope.needs_names())
+    }
+
+    /// Whether any armed fault has peers by label.
+    pub fn follows_peers(&self) -> bool {
+        self.faults
+            .values()
+            .any(|f| f.live() && !f.spec.matches.peer_selector.is_empty())
     }
 
     /// The earliest deadline of an armed fault.

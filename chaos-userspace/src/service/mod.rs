@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chaos_model::{Fault, workloads::PodInfo};
+use chaos_model::Fault;
 use tokio::sync::Mutex;
 
 use crate::{
@@ -90,9 +90,18 @@ impl FaultService {
         let pods = PodNames::for_faults(self.names.as_ref(), faults.iter())
             .await
             .map_err(|error| Refused { index: None, error })?;
-        let planned = blocking(move || plan_all(faults, pods.as_deref()))
+        let peers = PodNames::peers_for_faults(self.names.as_ref(), faults.iter())
             .await
             .map_err(|error| Refused { index: None, error })?;
+        let planned = blocking(move || {
+            let names = inject::Names {
+                pods: pods.as_deref(),
+                peers: peers.as_deref(),
+            };
+            plan_all(faults, names)
+        })
+        .await
+        .map_err(|error| Refused { index: None, error })?;
         if planned.is_err() {
             // What the probes verified for these faults will not be armed.
             crate::kernel::probe::drop_verified_objects();
@@ -187,8 +196,21 @@ impl FaultService {
         if !self.engine.lock().await.follows_names() {
             return Ok(Vec::new());
         }
-        let pods = names.pods().await?;
-        Ok(self.engine.lock().await.follow(&pods))
+        let (scopes, peers) = {
+            let engine = self.engine.lock().await;
+            (engine.follows_scopes(), engine.follows_peers())
+        };
+        let pods = if scopes {
+            names.pods().await?
+        } else {
+            Vec::new()
+        };
+        let peers = if peers {
+            names.peers().await?
+        } else {
+            Vec::new()
+        };
+        Ok(self.engine.lock().await.follow(&pods, &peers))
     }
 
     /// Whether some fault's scope names workloads, so [`FaultService::follow_names`] has work.
@@ -197,17 +219,14 @@ impl FaultService {
     }
 }
 
-fn plan_all(
-    faults: Vec<Fault>,
-    pods: Option<&[PodInfo]>,
-) -> std::result::Result<Vec<Plan>, Refused> {
+fn plan_all(faults: Vec<Fault>, names: inject::Names) -> std::result::Result<Vec<Plan>, Refused> {
     // The guard rails' view of the node, read once for the whole batch.
     let guard = crate::guard::Guard::default();
     // Each fault moves into its plan, and the plans' room is taken once: a batch of 10,000
     // held its faults twice and its plans in a vector grown by doubling.
     let mut plans = Vec::with_capacity(faults.len());
     for (index, fault) in faults.into_iter().enumerate() {
-        let plan = inject::plan(fault, pods, &guard).map_err(|error| Refused {
+        let plan = inject::plan(fault, names, &guard).map_err(|error| Refused {
             index: Some(index),
             error,
         })?;
