@@ -7,8 +7,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    ByteSize, Cidr, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, FaultKind,
-    HumanDuration, LossModel, MechanismRequest, PortRange, Probability, Protocol, Rate, TcpFlags,
+    ByteSize, Cidr, CpuShare, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno,
+    FaultKind, HumanDuration, LossModel, MechanismRequest, MemorySize, PortRange, Probability,
+    Protocol, Rate, TcpFlags,
 };
 
 /// One fault.
@@ -54,6 +55,16 @@ pub struct Fault {
     /// bandwidth: how much may leave at once after a quiet spell (default 0: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<ByteSize>,
+    /// cpu-pressure: the most CPU time the scope may use (0.2: a fifth of one CPU; 200m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuShare>,
+    /// memory-pressure: above this the scope's memory is reclaimed, and it is slowed down
+    /// (cgroup v2 memory.high; v1's soft limit, which acts under the node's pressure only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_high: Option<MemorySize>,
+    /// memory-pressure: above this the OOM killer acts in the scope (memory.max).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<MemorySize>,
     /// delay, dns-delay: how much later matching packets leave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<HumanDuration>,

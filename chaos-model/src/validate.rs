@@ -82,7 +82,10 @@ pub fn mechanisms_for(kind: FaultKind) -> &'static [MechanismRequest] {
         FaultKind::ConnectError => &[CgroupSockAddr, FmodRet, BpfLsm, KprobeOverride],
         FaultKind::RecvError | FaultKind::SendError => &[FmodRet, BpfLsm, KprobeOverride],
         // partition is cgroup_skb's, which is not a mechanism to ask for.
-        FaultKind::Kill | FaultKind::Partition => &[],
+        FaultKind::Kill
+        | FaultKind::Partition
+        | FaultKind::CpuPressure
+        | FaultKind::MemoryPressure => &[],
         FaultKind::Drop
         | FaultKind::Reset
         | FaultKind::Delay
@@ -268,6 +271,22 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
             "one of scope.iface and scope.netns",
         ));
     }
+    if kind != FaultKind::CpuPressure && fault.cpu.is_some() {
+        return Err(only_for("cpu", "cpu-pressure"));
+    }
+    if kind != FaultKind::MemoryPressure {
+        for (present, path) in [
+            (fault.memory_high.is_some(), "memoryHigh"),
+            (fault.memory_max.is_some(), "memoryMax"),
+        ] {
+            if present {
+                return Err(only_for(path, "memory-pressure"));
+            }
+        }
+    }
+    if kind.is_pressure() {
+        validate_pressure(fault)?;
+    }
     if kind.is_kill() {
         validate_kill(fault)?;
     } else if fault.interval.is_some() || fault.count.is_some() {
@@ -434,6 +453,84 @@ fn validate_dns(fault: &Fault) -> Result<(), FieldError> {
         }
     }
     Ok(())
+}
+
+/// cpu-pressure and memory-pressure set the scope's own cgroup knobs: they need a cgroup and
+/// their limit, and take no traffic or kernel options.
+fn validate_pressure(fault: &Fault) -> Result<(), FieldError> {
+    if !fault.scope.names_a_cgroup() {
+        return Err(FieldError::new(
+            "scope.cgroup",
+            "missing",
+            "the workload to starve: scope.cgroup, scope.pid, scope.container, scope.podUid, \
+             scope.pod or scope.selector",
+        ));
+    }
+    match fault.kind {
+        FaultKind::CpuPressure if fault.cpu.is_none() => {
+            return Err(FieldError::new(
+                "cpu",
+                "missing",
+                "the CPU time the scope may use: 0.2 (a fifth of one CPU), 200m",
+            ));
+        }
+        FaultKind::MemoryPressure if fault.memory_high.is_none() && fault.memory_max.is_none() => {
+            return Err(FieldError::new(
+                "memoryHigh",
+                "missing (memoryHigh, memoryMax or both)",
+                "a size such as 64Mi",
+            ));
+        }
+        _ => {}
+    }
+    if let (Some(high), Some(max)) = (fault.memory_high, fault.memory_max)
+        && high > max
+    {
+        return Err(FieldError::new(
+            "memoryHigh",
+            format!("{high} is above memoryMax {max}"),
+            "memoryHigh at most memoryMax",
+        ));
+    }
+    if let Some(path) = traffic_option(fault) {
+        return Err(FieldError::new(
+            path,
+            format!(
+                "{} sets the scope's cgroup knobs; it takes no traffic or kernel options",
+                fault.kind
+            ),
+            format!("{} with scope, its limit, duration and dryRun", fault.kind),
+        ));
+    }
+    Ok(())
+}
+
+/// The first traffic or kernel option given, for the kinds that take none.
+fn traffic_option(fault: &Fault) -> Option<&'static str> {
+    let m = &fault.matches;
+    [
+        (fault.scope.iface.is_some(), "scope.iface"),
+        (fault.scope.netns.is_some(), "scope.netns"),
+        (!m.dst.is_empty(), "match.dst"),
+        (!m.port.is_empty(), "match.port"),
+        (m.proto.is_some(), "match.proto"),
+        (!m.src.is_empty(), "match.src"),
+        (!m.sport.is_empty(), "match.sport"),
+        (m.tcp_flags.is_some(), "match.tcpFlags"),
+        (!m.exclude_dst.is_empty(), "match.excludeDst"),
+        (!m.exclude_port.is_empty(), "match.excludePort"),
+        (!m.exclude_src.is_empty(), "match.excludeSrc"),
+        (!m.exclude_sport.is_empty(), "match.excludeSport"),
+        (!m.peer_selector.is_empty(), "match.peerSelector"),
+        (fault.direction.is_some(), "direction"),
+        (fault.probability.is_some(), "probability"),
+        (fault.mechanism.is_some(), "mechanism"),
+        (fault.loss.is_some(), "loss"),
+        (fault.seed.is_some(), "seed"),
+        (fault.events.is_some(), "events"),
+    ]
+    .into_iter()
+    .find_map(|(present, path)| present.then_some(path))
 }
 
 /// kill takes a scope of processes (a cgroup, a process, a container, pods) and how often; the

@@ -448,6 +448,8 @@ keyword!(
         Duplicate = "duplicate",
         Bandwidth = "bandwidth",
         Partition = "partition",
+        CpuPressure = "cpu-pressure",
+        MemoryPressure = "memory-pressure",
         Kill = "kill",
     }
 );
@@ -464,6 +466,11 @@ impl FaultKind {
             self,
             FaultKind::ConnectError | FaultKind::RecvError | FaultKind::SendError
         )
+    }
+
+    /// cpu-pressure and memory-pressure: the scope's own cgroup knobs; no kernel rule.
+    pub fn is_pressure(self) -> bool {
+        matches!(self, FaultKind::CpuPressure | FaultKind::MemoryPressure)
     }
 
     /// dns-error and dns-delay: faults on DNS queries, matched by the name they ask for.
@@ -533,6 +540,102 @@ text_value!(
     "Rate",
     "string",
     "A rate: 1mbit, 500kbit, 10gbit (bits per second) or 125kbps (bytes per second, as tc)."
+);
+
+/// A share of CPU time: CPUs as a number (0.2 is a fifth of one CPU, 1.5 one and a half), or
+/// Kubernetes millicores (200m).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuShare(pub f64);
+
+impl FromStr for CpuShare {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let accepted = "CPUs as 0.2 or 1.5, or millicores as 200m: from 0.001 (1m) to 1024";
+        let trimmed = text.trim();
+        let cpus = match trimmed.strip_suffix('m') {
+            Some(millis) => millis.parse::<f64>().map(|m| m / 1000.0),
+            None => trimmed.parse::<f64>(),
+        }
+        .map_err(|_| ValueError::new(format!("{text:?} is not a CPU share"), accepted))?;
+        if !(0.001..=1024.0).contains(&cpus) {
+            return Err(ValueError::new(
+                format!("{text:?} is outside the range"),
+                accepted,
+            ));
+        }
+        Ok(CpuShare(cpus))
+    }
+}
+
+impl fmt::Display for CpuShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+text_value!(
+    CpuShare,
+    "CpuShare",
+    "string",
+    "A share of CPU time: 0.2 (a fifth of one CPU), 1.5, or millicores: 200m."
+);
+
+/// A memory size as Kubernetes writes it: 64Mi, 1Gi, 512Ki (powers of 1024), 100M, 1G (powers
+/// of 1000), or bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemorySize(pub u64);
+
+impl FromStr for MemorySize {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let accepted = "a size such as 64Mi, 1Gi, 512Ki, 100M or bytes, from 1Mi to 1Ti";
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let multiplier: u64 = match unit {
+            "" => 1,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            "Ti" => 1 << 40,
+            "k" => 1_000,
+            "M" => 1_000_000,
+            "G" => 1_000_000_000,
+            _ => return Err(ValueError::new(format!("{text:?} is not a size"), accepted)),
+        };
+        let value: u64 = number
+            .parse()
+            .map_err(|_| ValueError::new(format!("{text:?} is not a size"), accepted))?;
+        match value.checked_mul(multiplier) {
+            Some(bytes) if ((1 << 20)..=(1 << 40)).contains(&bytes) => Ok(MemorySize(bytes)),
+            _ => Err(ValueError::new(
+                format!("{text:?} is outside the range"),
+                accepted,
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            b if b % (1 << 30) == 0 => write!(f, "{}Gi", b >> 30),
+            b if b % (1 << 20) == 0 => write!(f, "{}Mi", b >> 20),
+            b if b % (1 << 10) == 0 => write!(f, "{}Ki", b >> 10),
+            b => write!(f, "{b}"),
+        }
+    }
+}
+
+text_value!(
+    MemorySize,
+    "MemorySize",
+    "string",
+    "A memory size: 64Mi, 1Gi, 512Ki, 100M, or bytes."
 );
 
 /// A size in bytes, as tc writes it: b, kb or k, mb or m, gb or g (powers of 1024).
@@ -872,6 +975,24 @@ text_value!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_shares_and_memory_sizes_parse_as_kubernetes_writes_them() {
+        assert_eq!("0.2".parse::<CpuShare>().unwrap().0, 0.2);
+        assert_eq!("200m".parse::<CpuShare>().unwrap().0, 0.2);
+        assert_eq!("1.5".parse::<CpuShare>().unwrap().0, 1.5);
+        for bad in ["0", "-1", "fast", "2000", "0m"] {
+            assert!(bad.parse::<CpuShare>().is_err(), "{bad}");
+        }
+        assert_eq!("64Mi".parse::<MemorySize>().unwrap().0, 64 << 20);
+        assert_eq!("1Gi".parse::<MemorySize>().unwrap().0, 1 << 30);
+        assert_eq!("100M".parse::<MemorySize>().unwrap().0, 100_000_000);
+        assert_eq!("1048576".parse::<MemorySize>().unwrap().0, 1 << 20);
+        for bad in ["64MB", "1Ki", "2Ti", "x", "64 Mi"] {
+            assert!(bad.parse::<MemorySize>().is_err(), "{bad}");
+        }
+        assert_eq!(MemorySize(64 << 20).to_string(), "64Mi");
+    }
 
     #[test]
     fn probabilities_are_fractions_or_percentages() {

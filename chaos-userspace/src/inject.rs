@@ -262,6 +262,8 @@ pub enum Realisation {
     },
     /// SIGKILL rounds (`cgroup.kill`), no kernel rule.
     Kill(crate::faults::kill::KillFault),
+    /// The scope's cgroup knobs (cpu-pressure, memory-pressure), no kernel rule.
+    Pressure(crate::faults::pressure::PressureFault),
 }
 
 impl Plan {
@@ -269,6 +271,12 @@ impl Plan {
     pub fn explain(&self) -> String {
         match &self.realisation {
             Realisation::Rule { spec, choice, .. } => choice.explain(spec.name()),
+            Realisation::Pressure(pressure) => {
+                format!(
+                    "chaos-bpf: {} via the cgroups' own knobs",
+                    pressure.describe()
+                )
+            }
             Realisation::Kill(kill) => format!(
                 "chaos-bpf: {} via cgroup.kill (a SIGKILL per process where the kernel lacks it)",
                 kill.describe()
@@ -304,6 +312,15 @@ pub struct Names<'a> {
 /// attached.
 pub fn plan(fault: Fault, names: Names, guard: &crate::guard::Guard) -> Result<Plan> {
     let pods = names.pods;
+    if fault.kind.is_pressure() {
+        let pressure = crate::faults::pressure::PressureFault::plan(&fault, pods, guard)?;
+        return Ok(Plan {
+            duration: fault.duration.map(|d| d.0),
+            realisation: Realisation::Pressure(pressure),
+            fault,
+            events_per_sec: 0,
+        });
+    }
     if fault.kind.is_kill() {
         let kill = crate::faults::kill::KillFault::plan(&fault, pods, guard)?;
         return Ok(Plan {

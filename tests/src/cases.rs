@@ -39,6 +39,8 @@ pub fn vm_cases() -> Vec<(&'static str, &'static str)> {
     cases.extend([
         ("drop", "cgroup-skb"),
         ("partition", "cgroup-skb"),
+        ("cpu-pressure", "cgroup-knob"),
+        ("memory-pressure", "cgroup-knob"),
         ("delay", "tc"),
         ("dns-error", "tc"),
         ("dns-delay", "tc"),
@@ -52,6 +54,7 @@ pub fn vm_case(report: &serde_json::Value, fault: &str, mechanism: &str) -> Outc
     match (fault, mechanism) {
         ("drop", _) => drop_case(),
         ("partition", _) => partition_case(),
+        ("cpu-pressure" | "memory-pressure", _) => pressure_case(fault),
         ("delay", _) => delay_case(report),
         ("dns-error" | "dns-delay", _) => dns_case(report, fault),
         ("bandwidth", _) => bandwidth_case(report),
@@ -429,6 +432,113 @@ fn run_partition() -> anyhow::Result<String> {
     ensure!(healed == [true, true], "not healed out/in: {healed:?}");
     Ok(format!(
         "connects out and in timed out ({injected} SYNs lost), outside spared, healed"
+    ))
+}
+
+/// cpu-pressure and memory-pressure through cgroup v2's knobs: a busy loop held to 0.2 CPU;
+/// an allocation over memory.high reclaimed (memory.events counts it) and one over memory.max
+/// killed; every knob put back.
+pub fn pressure_case(fault: &str) -> Outcome {
+    let result = if fault == "cpu-pressure" {
+        run_cpu_pressure()
+    } else {
+        run_memory_pressure()
+    };
+    match result {
+        Ok(detail) => Outcome::Pass(detail),
+        Err(err) => Outcome::Fail(format!("{err:#}")),
+    }
+}
+
+fn run_cpu_pressure() -> anyhow::Result<String> {
+    let cgroup = crate::KnobCgroup::new("vm-cpu-pressure");
+    let knob = cgroup.knob("cpu", "cpu.cfs_quota_us", "cpu.max");
+    let before = cgroup.read(&knob);
+    let mut busy = cgroup
+        .command("/bin/sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()?;
+    let run = ChaosRun::start(&[
+        "inject",
+        "cpu-pressure",
+        "--cgroup",
+        cgroup.cgroup.path.to_str().context("path")?,
+        "--cpu",
+        "0.2",
+    ]);
+    let set = cgroup.read(&knob);
+    std::thread::sleep(Duration::from_millis(300));
+    let held = crate::cpu_share(busy.id(), Duration::from_secs(2));
+    run.stop();
+    let after = cgroup.read(&knob);
+    let _ = busy.kill();
+    let _ = busy.wait();
+    ensure!(set.starts_with("20000"), "{}: {set}", knob.display());
+    ensure!((0.13..=0.27).contains(&held), "held to {held:.3} CPU");
+    ensure!(
+        after == before,
+        "{} is {after}, was {before}",
+        knob.display()
+    );
+    Ok(format!(
+        "{}: {set}; a busy loop held to {held:.2} CPU; put back to {after}",
+        knob.display()
+    ))
+}
+
+fn run_memory_pressure() -> anyhow::Result<String> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let cgroup = crate::KnobCgroup::new("vm-memory-pressure");
+    let max = cgroup.knob("memory", "memory.limit_in_bytes", "memory.max");
+    let high = cgroup.knob("memory", "memory.soft_limit_in_bytes", "memory.high");
+    let before = (cgroup.read(&max), cgroup.read(&high));
+    let high_events = || -> u64 {
+        std::fs::read_to_string(cgroup.cgroup.path.join("memory.events"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("high ")?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let allocate = |mib: &str| {
+        cgroup
+            .command(testkit_bin())
+            .args(["alloc", mib, "0"])
+            .stdout(std::process::Stdio::null())
+            .status()
+    };
+    let run = ChaosRun::start(&[
+        "inject",
+        "memory-pressure",
+        "--cgroup",
+        cgroup.cgroup.path.to_str().context("path")?,
+        "--high",
+        "32Mi",
+        "--max",
+        "64Mi",
+    ]);
+    let set = (cgroup.read(&max), cgroup.read(&high));
+    let reclaimed = allocate("48")?;
+    let events = high_events();
+    let killed = allocate("96")?;
+    run.stop();
+    let after = (cgroup.read(&max), cgroup.read(&high));
+    ensure!(
+        set == ((64u64 << 20).to_string(), (32u64 << 20).to_string()),
+        "knobs set to {set:?}"
+    );
+    ensure!(
+        reclaimed.success(),
+        "48 MiB over a 32 MiB high: {reclaimed:?}"
+    );
+    ensure!(events > 0, "memory.events counted no high breach");
+    ensure!(
+        killed.signal() == Some(9),
+        "96 MiB over a 64 MiB max: {killed:?}"
+    );
+    ensure!(after == before, "knobs {after:?}, were {before:?}");
+    Ok(format!(
+        "48 MiB over memory.high 32Mi: reclaimed ({events} high events); 96 MiB over memory.max \
+         64Mi: SIGKILL; knobs put back"
     ))
 }
 

@@ -138,6 +138,121 @@ impl TestCgroup {
     }
 }
 
+/// A test cgroup whose cpu and memory knobs exist: on a hybrid host (v1 controllers, as here)
+/// the v1 cgroups at the same path, as runc makes a container's; on a unified host the v2
+/// cgroup, with the controllers enabled in the root's subtree.
+pub struct KnobCgroup {
+    pub cgroup: TestCgroup,
+    /// The v1 directories, by controller.
+    pub v1: Vec<(String, PathBuf)>,
+}
+
+/// Where the v1 hierarchy of `controller` is mounted, if the host has one.
+pub fn v1_mount(controller: &str) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, point, "cgroup", options, ..] if options.split(',').any(|o| o == controller) => {
+                Some(PathBuf::from(point))
+            }
+            _ => None,
+        }
+    })
+}
+
+impl KnobCgroup {
+    pub fn new(name: &str) -> Self {
+        let cgroup = TestCgroup::new(name);
+        let relative = cgroup
+            .path
+            .strip_prefix(cgroup2_root())
+            .expect("below the cgroup2 root")
+            .to_path_buf();
+        let mut v1 = Vec::new();
+        for controller in ["cpu", "memory"] {
+            match v1_mount(controller) {
+                Some(mount) => {
+                    let dir = mount.join(&relative);
+                    std::fs::create_dir(&dir)
+                        .unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+                    v1.push((controller.to_string(), dir));
+                }
+                None => {
+                    let _ = std::fs::write(
+                        cgroup2_root().join("cgroup.subtree_control"),
+                        format!("+{controller}"),
+                    );
+                }
+            }
+        }
+        Self { cgroup, v1 }
+    }
+
+    /// The knob file: v1's `v1_file` where the controller is v1, else v2's `v2_file`.
+    pub fn knob(&self, controller: &str, v1_file: &str, v2_file: &str) -> PathBuf {
+        match self.v1.iter().find(|(c, _)| c == controller) {
+            Some((_, dir)) => dir.join(v1_file),
+            None => self.cgroup.path.join(v2_file),
+        }
+    }
+
+    pub fn read(&self, knob: &Path) -> String {
+        std::fs::read_to_string(knob)
+            .unwrap_or_else(|err| panic!("read {}: {err}", knob.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// A command that moves itself into the cgroup, v1 and v2, before exec.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut procs: Vec<PathBuf> = vec![self.cgroup.path.join("cgroup.procs")];
+        procs.extend(self.v1.iter().map(|(_, dir)| dir.join("cgroup.procs")));
+        let mut command = Command::new(program);
+        // SAFETY: only async-signal-safe work (open/write/close) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                for file in &procs {
+                    std::fs::write(file, b"0")?;
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+}
+
+impl Drop for KnobCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.cgroup.path.join("cgroup.kill"), b"1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, dir) in &self.v1 {
+            while std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// The CPU time a process has used, in seconds (utime + stime of /proc/PID/stat).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / per_second
+}
+
+/// The share of one CPU `pid` uses over `window`.
+pub fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let before = cpu_seconds(pid);
+    std::thread::sleep(window);
+    (cpu_seconds(pid) - before) / window.as_secs_f64()
+}
+
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         let _ = std::fs::write(self.path.join("cgroup.kill"), b"1");

@@ -223,6 +223,36 @@ fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
         &["--peer-selector", "cannot follow peers"],
         &cgroup,
     );
+    let pressure = |kind: &'static str, extra: &[&'static str]| {
+        let mut args = vec!["inject", kind, "--cgroup", path];
+        args.extend_from_slice(extra);
+        args
+    };
+    for (cpu, needle) in [("0", "outside the range"), ("fast", "not a CPU share")] {
+        let mut args = pressure("cpu-pressure", &["--cpu"]);
+        args.push(cpu);
+        assert_rejected(&args, &["--cpu", needle, "200m"], &cgroup);
+    }
+    assert_rejected(
+        &pressure("memory-pressure", &[]),
+        &["--high", "missing"],
+        &cgroup,
+    );
+    assert_rejected(
+        &pressure("memory-pressure", &["--max", "64MB"]),
+        &["--max", "not a size", "64Mi"],
+        &cgroup,
+    );
+    assert_rejected(
+        &pressure("memory-pressure", &["--high", "1Gi", "--max", "64Mi"]),
+        &["--high", "above"],
+        &cgroup,
+    );
+    assert_rejected(
+        &pressure("cpu-pressure", &["--cpu", "0.5", "--port", "80"]),
+        &["--port", "no traffic"],
+        &cgroup,
+    );
 }
 
 #[test]

@@ -1144,3 +1144,62 @@ fn a_chaosfault_partition_finds_peers_on_other_nodes() {
     );
     drop(agent);
 }
+
+/// cpu-pressure on a selector: each chosen pod's own cgroup gets its own quota (the v1 cgroup at
+/// the pod's path on this hybrid host, where runc put the pod), the other pod keeps its own,
+/// and every quota is put back.
+#[test]
+fn cpu_pressure_on_a_selector_sets_each_pods_own_knob() {
+    require_root();
+    let _serial = one_at_a_time();
+    let node = Node::start();
+    let knob = |pod: &Pod| {
+        let relative = pod
+            .cgroup()
+            .strip_prefix(chaos_tests::cgroup2_root())
+            .expect("below the cgroup2 root")
+            .to_path_buf();
+        match chaos_tests::v1_mount("cpu") {
+            Some(mount) => mount.join(relative).join("cpu.cfs_quota_us"),
+            None => pod.cgroup().join("cpu.max"),
+        }
+    };
+    let read = |pod: &Pod| {
+        std::fs::read_to_string(knob(pod))
+            .expect("the pod's cpu knob")
+            .trim()
+            .to_string()
+    };
+    let before: Vec<String> = [&node.web, &node.canary, &node.cache]
+        .iter()
+        .map(|p| read(p))
+        .collect();
+    let run = ChaosRun::start(&[
+        "inject",
+        "cpu-pressure",
+        "--cri-socket",
+        node.socket(),
+        "--selector",
+        "app=web",
+        "--cpu",
+        "0.3",
+        "--duration",
+        "60s",
+    ]);
+    for pod in [&node.web, &node.canary] {
+        assert!(
+            read(pod).starts_with("30000"),
+            "{}: {}",
+            pod.name,
+            read(pod)
+        );
+    }
+    assert_eq!(read(&node.cache), before[2], "not chosen");
+    let summary = run.stop().summary();
+    assert_eq!(summary["injected"], 2, "two pods: {summary}");
+    let after: Vec<String> = [&node.web, &node.canary, &node.cache]
+        .iter()
+        .map(|p| read(p))
+        .collect();
+    assert_eq!(after, before, "put back");
+}

@@ -98,6 +98,13 @@ enum Loaded {
         fault_id: FaultId,
         lifetime: Duration,
     },
+    /// cgroup knobs set for a pressure fault, put back when it ends or the object drops.
+    Pressure {
+        knobs: crate::faults::pressure::PressureObject,
+        fault: crate::faults::pressure::PressureFault,
+        fault_id: FaultId,
+        lifetime: Duration,
+    },
 }
 
 /// What the engine records of a rule as it registers it.
@@ -117,6 +124,7 @@ impl Loaded {
             Loaded::Batch(instance) => instance.mechanism.id(),
             Loaded::Shared(shared) => shared.mechanism.id(),
             Loaded::Kill { .. } => "cgroup-kill",
+            Loaded::Pressure { .. } => "cgroup-knob",
         }
     }
 
@@ -125,6 +133,12 @@ impl Loaded {
             Loaded::Batch(instance) => instance.counters(rule as usize),
             Loaded::Shared(shared) => shared.counters(rule),
             Loaded::Kill { kill, .. } => Ok(kill.counters()),
+            // Each cgroup whose knob was set (would be, in a dry run).
+            Loaded::Pressure { fault, .. } => Ok(Counters {
+                matched: fault.cgroups.len() as u64,
+                injected: fault.cgroups.len() as u64,
+                ..Counters::default()
+            }),
         }
     }
 
@@ -136,6 +150,7 @@ impl Loaded {
                 kill.stop();
                 Ok(())
             }
+            Loaded::Pressure { knobs, .. } => knobs.restore(),
         }
     }
 
@@ -156,6 +171,11 @@ impl Loaded {
                 kill.retarget(cgroups);
                 Ok(())
             }
+            Loaded::Pressure { fault, .. } => Err(ChaosError::Unsupported {
+                fault: faults_kind_name(fault.kind),
+                mechanism: "cgroup knobs",
+                reason: "a pressure fault's knobs are fixed while it runs".into(),
+            }),
         }
     }
 
@@ -168,6 +188,7 @@ impl Loaded {
                 kill.stop();
                 Ok(())
             }
+            Loaded::Pressure { knobs, .. } => knobs.restore(),
         }
     }
 
@@ -202,6 +223,19 @@ impl Loaded {
                 interfaces: &[],
                 lifetime: *lifetime,
             }),
+            Loaded::Pressure {
+                fault,
+                fault_id,
+                lifetime,
+                ..
+            } => Some(RuleInfo {
+                fault_id: *fault_id,
+                name: faults_kind_name(fault.kind),
+                cgroups: &fault.cgroups,
+                workloads: &fault.workloads,
+                interfaces: &[],
+                lifetime: *lifetime,
+            }),
         }
     }
 
@@ -227,6 +261,19 @@ impl Loaded {
                     humantime::format_duration(*lifetime)
                 ));
             }
+            Loaded::Pressure {
+                fault,
+                fault_id,
+                lifetime,
+                ..
+            } => {
+                return Some(format!(
+                    "chaos-bpf: armed {}#{fault_id}: {} for {}",
+                    faults_kind_name(fault.kind),
+                    fault.describe(),
+                    humantime::format_duration(*lifetime)
+                ));
+            }
         }
         .map(|spec| spec.armed_line(programs))
     }
@@ -236,9 +283,14 @@ impl Loaded {
         match self {
             Loaded::Batch(instance) => instance.programs.clone(),
             Loaded::Shared(shared) => shared.programs_of(rule),
-            Loaded::Kill { .. } => Vec::new(),
+            Loaded::Kill { .. } | Loaded::Pressure { .. } => Vec::new(),
         }
     }
+}
+
+/// A model kind's name, as views show it.
+fn faults_kind_name(kind: chaos_model::FaultKind) -> &'static str {
+    kind.name()
 }
 
 /// A loaded object while any of its faults is armed, with the task reading its events.
@@ -332,12 +384,17 @@ impl Engine {
         let mut tc: Option<TcBatch> = None;
         let mut shared = Vec::new();
         let mut kills = Vec::new();
+        let mut pressures = Vec::new();
         let batch = plans.len();
         for (offset, (plan, lifetime)) in plans.into_iter().zip(lifetimes).enumerate() {
             let fault_id = first_id + offset as FaultId;
             let (spec, scopes, choice) = match plan.realisation {
                 Realisation::Kill(kill) => {
                     kills.push((fault_id, lifetime, kill, plan.fault));
+                    continue;
+                }
+                Realisation::Pressure(pressure) => {
+                    pressures.push((fault_id, lifetime, pressure, plan.fault));
                     continue;
                 }
                 Realisation::Rule {
@@ -396,7 +453,9 @@ impl Engine {
         // Registered only once all succeeded: on an error the rules armed so far are removed,
         // and objects left without rules are dropped, with every attachment.
         let mut armed: Vec<(usize, u32, Fault)> = Vec::new();
-        let result = self.arm_rules(shared, tc, kills, &mut armed);
+        let result = self
+            .arm_pressures(pressures, &mut armed)
+            .and_then(|()| self.arm_rules(shared, tc, kills, &mut armed));
         if let Err(err) = result {
             for (object, rule, _) in &armed {
                 if let Some(live) = self.objects.get_mut(object) {
@@ -417,6 +476,30 @@ impl Engine {
             give_back_freed_memory();
         }
         Ok(ids)
+    }
+
+    /// Sets the knobs of pressure faults, each an object of its own: dropped, it puts them back.
+    fn arm_pressures(
+        &mut self,
+        pressures: Vec<(
+            FaultId,
+            Duration,
+            crate::faults::pressure::PressureFault,
+            Fault,
+        )>,
+        armed: &mut Vec<(usize, u32, Fault)>,
+    ) -> Result<()> {
+        for (fault_id, lifetime, fault, spec) in pressures {
+            let knobs = crate::faults::pressure::PressureObject::apply(&fault)?;
+            let object = self.adopt(Loaded::Pressure {
+                knobs,
+                fault,
+                fault_id,
+                lifetime,
+            })?;
+            armed.push((object, 0, spec));
+        }
+        Ok(())
     }
 
     fn arm_rules(
@@ -497,7 +580,7 @@ impl Engine {
         let ring = match &mut loaded {
             Loaded::Batch(instance) => Some(instance.take_events()?),
             Loaded::Shared(shared) => Some(shared.take_events()?),
-            Loaded::Kill { .. } => None,
+            Loaded::Kill { .. } | Loaded::Pressure { .. } => None,
         };
         let object = self.next_object;
         self.next_object += 1;

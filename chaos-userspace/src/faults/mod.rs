@@ -4,6 +4,7 @@ pub mod dns;
 pub mod doctor;
 pub mod kill;
 pub mod packet_drop;
+pub mod pressure;
 pub mod socket_call;
 pub mod tc_packet;
 
@@ -83,11 +84,15 @@ impl FaultSpec {
     /// What the kernel side makes of a fault of the model: checked by the one validation every
     /// front end goes through, then mapped to its programs and configuration.
     pub fn from_model(fault: &Fault) -> Result<FaultSpec, FieldError> {
-        if fault.kind.is_kill() {
+        if fault.kind.is_kill() || fault.kind.is_pressure() {
             return Err(FieldError::new(
                 "kind",
-                "kill is done by chaos-bpf itself (faults::kill), not armed as a kernel rule",
-                "chaos-bpf inject kill, or kill among an experiment's faults",
+                format!(
+                    "{} is done by chaos-bpf itself (faults::kill, faults::pressure), not armed \
+                     as a kernel rule",
+                    fault.kind
+                ),
+                "chaos-bpf inject, or the fault among an experiment's faults",
             ));
         }
         chaos_model::validate(fault)?;

@@ -4,11 +4,13 @@ use crate::{
     frontend::{cli::args::SchemaOf, to_json},
 };
 
-/// `chaos-bpf cleanup`: TC state left by runs that were killed, removed; the report as JSON.
+/// `chaos-bpf cleanup`: TC state left by runs that were killed, removed, and the cgroup knobs
+/// they set put back; the report as JSON.
 pub fn cleanup() -> Result<()> {
     require_root()?;
-    let report = crate::net::tc_records::cleanup_stale()
+    let mut report = crate::net::tc_records::cleanup_stale()
         .map_err(|err| ChaosError::io("cleaning up", err))?;
+    report.knobs_restored = crate::faults::pressure::cleanup_stale();
     println!("{}", to_json(&report, false)?);
     Ok(())
 }

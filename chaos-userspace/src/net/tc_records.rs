@@ -60,7 +60,7 @@ fn current_netns() -> u64 {
 }
 
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot.
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from its closing one.
     let after_name = &stat[stat.rfind(')')? + 1..];
@@ -70,8 +70,13 @@ fn start_time(pid: u32) -> Option<u64> {
 /// Whether the process that wrote `record` still runs: its pid, with its start time. This
 /// process's own records are therefore always live (every object of an agent keeps its own).
 fn owner_alive(record: &Record) -> bool {
-    match start_time(record.pid) {
-        Some(started) => record.started == 0 || started == record.started,
+    alive(record.pid, record.started)
+}
+
+/// Whether the process `pid` that started at `started` (0: unknown) still runs.
+pub(crate) fn alive(pid: u32, started: u64) -> bool {
+    match start_time(pid) {
+        Some(now) => started == 0 || now == started,
         None => false,
     }
 }
@@ -184,6 +189,8 @@ pub struct CleanupReport {
     pub qdiscs_removed: usize,
     /// Records of dead runs in other network namespaces, left for a cleanup run there.
     pub other_namespaces: usize,
+    /// cgroup knobs (cpu-pressure, memory-pressure) of dead runs put back.
+    pub knobs_restored: usize,
 }
 
 /// Undoes what dead runs in this network namespace left behind.

@@ -37,13 +37,14 @@ fn main() -> anyhow::Result<()> {
         "resolve" => resolve(arg(1), arg(2)),
         "dns-serve" => dns_serve(arg(1).parse()?),
         "dns-query" => dns_query(arg(1).parse()?, arg(2), arg(3).parse()?),
+        "alloc" => alloc(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
         other => bail!(
             "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
              udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS | \
              socket-call read|recv|recvfrom|recvmsg|write|send|sendto|sendmsg ADDR N | \
              udp-echo ADDR | udp-rtt ADDR N | udp-load ADDR MS | tcp-echo ADDR | tcp-rr ADDR MS | \
              udp-flood ADDR MS | resolve NAME inet|inet6|any | dns-serve ADDR | \
-             dns-query SERVER NAME N"
+             dns-query SERVER NAME N | alloc MIB HOLD_MS"
         ),
     }
 }
@@ -629,6 +630,25 @@ fn dns_query_packet(name: &str, id: u16) -> Vec<u8> {
 
 /// A minimal DNS server for the VM suite (which has no dnsmasq): every A query gets 10.9.9.9,
 /// anything else an empty NOERROR answer.
+/// Allocates MIB mebibytes one at a time, touching every page, holds them for HOLD_MS, and
+/// prints how long the allocation took (reclaim under memory.high slows it down; memory.max
+/// ends it with the OOM killer's SIGKILL).
+fn alloc(mib: usize, hold: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut held: Vec<Vec<u8>> = Vec::with_capacity(mib);
+    for _ in 0..mib {
+        held.push(vec![1u8; 1 << 20]);
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    std::thread::sleep(hold);
+    let total: usize = held
+        .iter()
+        .map(|chunk| chunk[chunk.len() / 2] as usize)
+        .sum();
+    println!("{}", json!({ "allocated_mib": total, "ms": ms }));
+    Ok(())
+}
+
 fn dns_serve(addr: SocketAddr) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(addr)?;
     println!("ready {}", socket.local_addr()?);

@@ -5,9 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::error::ChaosError;
 use chaos_model::{
-    ByteSize, Cidr, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, Events,
-    HumanDuration, LossModel, MechanismRequest, PortRange, Probability, Protocol, Rate, TcpFlags,
-    ValueError, validate::CONNECT_ERRNOS,
+    ByteSize, Cidr, CpuShare, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, Events,
+    HumanDuration, LossModel, MechanismRequest, MemorySize, PortRange, Probability, Protocol, Rate,
+    TcpFlags, ValueError, validate::CONNECT_ERRNOS,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -261,9 +261,37 @@ pub enum InjectCommand {
     /// --peer-selector, followed as they come and go): their packets are lost both ways, so
     /// connections time out as in a real partition (cgroup-skb).
     Partition(PartitionArgs),
+    /// Starve a cgroup, container or pods of CPU time through their own cgroup knob (cpu.max, or
+    /// v1 cpu.cfs_quota_us): no stressor runs. Put back when it ends.
+    CpuPressure(CpuPressureArgs),
+    /// Push a cgroup, container or pods into reclaim (memory.high) or the OOM killer
+    /// (memory.max) through their own cgroup knobs (v1: soft limit, limit). Put back when it
+    /// ends.
+    MemoryPressure(MemoryPressureArgs),
     /// SIGKILL every process of a cgroup, container or pod: once, or --count times --interval
     /// apart (cgroup.kill where the kernel has it).
     Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CpuPressureArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The most CPU time the scope may use: 0.2 (a fifth of one CPU), 1.5, or 200m.
+    #[arg(long, value_name = "CPUS")]
+    pub cpu: CpuShare,
+}
+
+#[derive(Debug, Args)]
+pub struct MemoryPressureArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Reclaim the scope's memory above this, slowing it down: 64Mi, 1Gi.
+    #[arg(long, value_name = "SIZE")]
+    pub high: Option<MemorySize>,
+    /// The OOM killer acts in the scope above this: 128Mi.
+    #[arg(long, value_name = "SIZE")]
+    pub max: Option<MemorySize>,
 }
 
 #[derive(Debug, Args)]

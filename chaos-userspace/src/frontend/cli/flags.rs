@@ -30,6 +30,8 @@ impl InjectCommand {
             InjectCommand::DnsDelay(args) => &args.common,
             InjectCommand::Kill(args) => &args.common,
             InjectCommand::Partition(args) => &args.common,
+            InjectCommand::CpuPressure(args) => &args.common,
+            InjectCommand::MemoryPressure(args) => &args.common,
         }
     }
 
@@ -120,6 +122,11 @@ impl InjectCommand {
                 fault.direction = args.direction;
                 fault.keep_established = args.keep_established;
             }
+            InjectCommand::CpuPressure(args) => fault.cpu = Some(args.cpu),
+            InjectCommand::MemoryPressure(args) => {
+                fault.memory_high = args.high;
+                fault.memory_max = args.max;
+            }
             InjectCommand::Drop(_) | InjectCommand::Reset(_) | InjectCommand::Duplicate(_) => {}
         }
         if let Some(packet) = self.packet() {
@@ -151,6 +158,8 @@ impl InjectCommand {
             InjectCommand::DnsDelay(_) => FaultKind::DnsDelay,
             InjectCommand::Kill(_) => FaultKind::Kill,
             InjectCommand::Partition(_) => FaultKind::Partition,
+            InjectCommand::CpuPressure(_) => FaultKind::CpuPressure,
+            InjectCommand::MemoryPressure(_) => FaultKind::MemoryPressure,
         }
     }
 }
@@ -181,6 +190,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("match.peerSelector", "--peer-selector"),
     ("match.peerNamespace", "--peer-namespace"),
     ("keepEstablished", "--keep-established"),
+    ("cpu", "--cpu"),
+    ("memoryHigh", "--high"),
+    ("memoryMax", "--max"),
     ("loss", "--loss-model"),
     ("fixChecksum", "--fix-checksum"),
     ("errno", "--errno"),
