@@ -82,14 +82,25 @@ async fn watch_cluster_pods(client: Client) -> Result<reflector::Store<Pod>, Cha
                 ..Default::default()
             });
     });
-    let stream = reflector(writer, stream)
+    keep_reflecting(reader, writer, stream, "watching the cluster's pods").await
+}
+
+/// Feeds a watch into its store for as long as the process runs; the store once the first list
+/// is in.
+async fn keep_reflecting(
+    reader: reflector::Store<Pod>,
+    writer: reflector::store::Writer<Pod>,
+    events: impl futures_util::Stream<Item = watcher::Result<watcher::Event<Pod>>> + Send + 'static,
+    what: &'static str,
+) -> Result<reflector::Store<Pod>, ChaosError> {
+    let stream = reflector(writer, events)
         .default_backoff()
         .touched_objects();
     tokio::spawn(stream.for_each(|_| async {}));
     reader
         .wait_until_ready()
         .await
-        .map_err(|err| ChaosError::io("watching the cluster's pods", std::io::Error::other(err)))?;
+        .map_err(|err| ChaosError::io(what, std::io::Error::other(err)))?;
     Ok(reader)
 }
 
@@ -100,15 +111,8 @@ pub async fn watch_node_pods(
 ) -> Result<reflector::Store<Pod>, ChaosError> {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let stream = reflector(writer, watcher(Api::<Pod>::all(client), config))
-        .default_backoff()
-        .touched_objects();
-    tokio::spawn(stream.for_each(|_| async {}));
-    reader
-        .wait_until_ready()
-        .await
-        .map_err(|err| ChaosError::io("watching this node's pods", std::io::Error::other(err)))?;
-    Ok(reader)
+    let events = watcher(Api::<Pod>::all(client), config);
+    keep_reflecting(reader, writer, events, "watching this node's pods").await
 }
 
 /// What this agent armed for one resource.

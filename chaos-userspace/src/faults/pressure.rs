@@ -162,19 +162,7 @@ fn knobs_of(path: &Path, pressure: Pressure) -> Result<Vec<Knob>> {
                 }]
             }
             Pressure::Memory { high, max } => {
-                let mut knobs = Vec::new();
-                for (name, limit) in [("memory.max", max), ("memory.high", high)] {
-                    if let Some(limit) = limit {
-                        let file = path.join(name);
-                        let previous = read_knob(&file)?;
-                        knobs.push(Knob {
-                            value: tighter_bytes(&previous, limit),
-                            path: file,
-                            previous,
-                        });
-                    }
-                }
-                knobs
+                byte_knobs(path, [("memory.max", max), ("memory.high", high)])?
             }
         });
     }
@@ -214,27 +202,32 @@ fn knobs_of(path: &Path, pressure: Pressure) -> Result<Vec<Knob>> {
                 value,
             }]
         }
-        Pressure::Memory { high, max } => {
-            let mut knobs = Vec::new();
-            // The hard limit first: v1 refuses a soft limit above it only in some kernels, and
-            // putting things back goes in reverse.
-            for (name, limit) in [
+        Pressure::Memory { high, max } => byte_knobs(
+            &v1,
+            [
                 ("memory.limit_in_bytes", max),
                 ("memory.soft_limit_in_bytes", high),
-            ] {
-                if let Some(limit) = limit {
-                    let file = v1.join(name);
-                    let previous = read_knob(&file)?;
-                    knobs.push(Knob {
-                        value: tighter_bytes(&previous, limit),
-                        path: file,
-                        previous,
-                    });
-                }
-            }
-            knobs
-        }
+            ],
+        )?,
     })
+}
+
+/// The byte limits given, hard limit first (putting things back goes in reverse), each the
+/// tighter of the fault's and the cgroup's own.
+fn byte_knobs(dir: &Path, limits: [(&str, Option<u64>); 2]) -> Result<Vec<Knob>> {
+    let mut knobs = Vec::new();
+    for (name, limit) in limits {
+        if let Some(limit) = limit {
+            let file = dir.join(name);
+            let previous = read_knob(&file)?;
+            knobs.push(Knob {
+                value: tighter_bytes(&previous, limit),
+                path: file,
+                previous,
+            });
+        }
+    }
+    Ok(knobs)
 }
 
 /// The quota of `share` CPUs in a period, at least the kernel's 1 ms.
@@ -378,25 +371,8 @@ fn put_back(knob: &Knob) -> Result<()> {
 
 /// Puts back the knobs of runs that died; how many knobs.
 pub fn cleanup_stale() -> usize {
-    let Ok(entries) = fs::read_dir(crate::net::tc_records::RECORDS_DIR) else {
-        return 0;
-    };
     let mut restored = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("knobs-") && n.ends_with(".json"))
-        {
-            continue;
-        }
-        let Ok(record) = fs::read(&path)
-            .map_err(drop)
-            .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(drop))
-        else {
-            continue;
-        };
+    for (path, record) in crate::net::tc_records::records::<Record>("knobs-") {
         if crate::net::tc_records::alive(record.pid, record.started) {
             continue;
         }

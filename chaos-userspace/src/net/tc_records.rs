@@ -197,24 +197,7 @@ pub struct CleanupReport {
 pub fn cleanup_stale() -> std::io::Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let netns = current_netns();
-    let Ok(entries) = fs::read_dir(RECORDS_DIR) else {
-        return Ok(report);
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("run-") && n.ends_with(".json"))
-        {
-            continue;
-        }
-        let Ok(record) = fs::read(&path)
-            .map_err(drop)
-            .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(drop))
-        else {
-            continue;
-        };
+    for (path, record) in records::<Record>("run-") {
         if owner_alive(&record) {
             continue;
         }
@@ -250,6 +233,26 @@ pub fn cleanup_stale() -> std::io::Result<CleanupReport> {
     }
     report.qdiscs_removed = remove_unused_qdiscs(netns)?;
     Ok(report)
+}
+
+/// The records under [`RECORDS_DIR`] named `PREFIX*.json` that parse as `T`, with their paths.
+pub(crate) fn records<T: serde::de::DeserializeOwned>(
+    prefix: &'static str,
+) -> impl Iterator<Item = (PathBuf, T)> {
+    fs::read_dir(RECORDS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(move |path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".json"))
+        })
+        .filter_map(|path| {
+            let record = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+            Some((path, record))
+        })
 }
 
 /// Whether any process or `ip netns` bind mount still holds the network namespace with this inode.
