@@ -439,6 +439,46 @@ fn run_partition() -> anyhow::Result<String> {
 /// an allocation just over memory.high reclaimed (memory.events counts it) and one over memory.max
 /// killed; every knob put back.
 pub fn pressure_case(fault: &str) -> Outcome {
+    // A kernel without the controller's knob (the project's own build has no CFS bandwidth
+    // control) must be refused by chaos-bpf with the reason, and the case skips.
+    let check = crate::KnobCgroup::new("vm-knob-check");
+    let (knob, args) = if fault == "cpu-pressure" {
+        (
+            check.knob("cpu", "cpu.cfs_quota_us", "cpu.max"),
+            ["--cpu", "0.2"],
+        )
+    } else {
+        (
+            check.knob("memory", "memory.limit_in_bytes", "memory.max"),
+            ["--max", "64Mi"],
+        )
+    };
+    if !knob.exists() {
+        let path = check.cgroup.path.to_string_lossy().into_owned();
+        let out = chaos(&[
+            "inject",
+            fault,
+            "--cgroup",
+            &path,
+            args[0],
+            args[1],
+            "--duration",
+            "1s",
+        ]);
+        let said = out.stderr.trim().to_string();
+        return if out.code == Some(2) && said.contains("controller") {
+            Outcome::Skip(format!(
+                "kernel lacks {}; chaos-bpf refuses with exit 2: {said}",
+                knob.display()
+            ))
+        } else {
+            Outcome::Fail(format!(
+                "no {} and chaos-bpf did not refuse it: {said}",
+                knob.display()
+            ))
+        };
+    }
+    drop(check);
     let result = if fault == "cpu-pressure" {
         run_cpu_pressure()
     } else {
