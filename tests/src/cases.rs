@@ -888,25 +888,30 @@ pub(crate) fn transfer_mbit(sink: &std::net::SocketAddr, bytes: usize) -> anyhow
     Ok(bytes as f64 * 8.0 / ms / 1000.0)
 }
 
+/// bandwidth at `rate` on lo's egress, for TCP to `port`.
+pub(crate) fn bandwidth_on_lo(rate: &str, port: u16) -> ChaosRun {
+    let port = port.to_string();
+    ChaosRun::start(&[
+        "inject",
+        "bandwidth",
+        "--iface",
+        "lo",
+        "--rate",
+        rate,
+        "--port",
+        &port,
+        "--proto",
+        "tcp",
+    ])
+}
+
 fn run_bandwidth() -> anyhow::Result<String> {
     let sink = crate::tcp_counter("127.0.0.1:0");
     let other = crate::tcp_counter("127.0.0.1:0");
     let before = qdiscs_of("lo")?;
     let mut details = Vec::new();
     for (rate, mbit) in [("1mbit", 1.0), ("10mbit", 10.0)] {
-        let port = sink.port().to_string();
-        let run = ChaosRun::start(&[
-            "inject",
-            "bandwidth",
-            "--iface",
-            "lo",
-            "--rate",
-            rate,
-            "--port",
-            &port,
-            "--proto",
-            "tcp",
-        ]);
+        let run = bandwidth_on_lo(rate, sink.port());
         // Two seconds' worth at the rate.
         let achieved = transfer_mbit(&sink, (mbit * 250_000.0) as usize)?;
         let unpaced = transfer_mbit(&other, 2_500_000)?;

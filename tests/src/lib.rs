@@ -147,19 +147,7 @@ pub struct KnobCgroup {
     pub v1: Vec<(String, PathBuf)>,
 }
 
-/// Where the v1 hierarchy of `controller` is mounted, if the host has one.
-pub fn v1_mount(controller: &str) -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            [_, point, "cgroup", options, ..] if options.split(',').any(|o| o == controller) => {
-                Some(PathBuf::from(point))
-            }
-            _ => None,
-        }
-    })
-}
+pub use chaos::faults::pressure::v1_mount;
 
 impl KnobCgroup {
     pub fn new(name: &str) -> Self {

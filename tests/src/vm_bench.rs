@@ -192,19 +192,7 @@ pub fn bandwidth_versus_tbf(sizes: VmSizes) -> anyhow::Result<serde_json::Value>
     const TBF_BURST: u32 = 70_000;
     let sink = crate::tcp_counter("127.0.0.1:0");
     let bytes = (MBIT * 125_000.0 * sizes.transfer_secs) as usize;
-    let port = sink.port().to_string();
-    let run = ChaosRun::start(&[
-        "inject",
-        "bandwidth",
-        "--iface",
-        "lo",
-        "--rate",
-        "10mbit",
-        "--port",
-        &port,
-        "--proto",
-        "tcp",
-    ]);
+    let run = crate::cases::bandwidth_on_lo("10mbit", sink.port());
     let chaos = crate::cases::transfer_mbit(&sink, bytes)?;
     run.stop();
     netlink::replace_root(

@@ -172,7 +172,7 @@ impl Loaded {
                 Ok(())
             }
             Loaded::Pressure { fault, .. } => Err(ChaosError::Unsupported {
-                fault: faults_kind_name(fault.kind),
+                fault: fault.kind.name(),
                 mechanism: "cgroup knobs",
                 reason: "a pressure fault's knobs are fixed while it runs".into(),
             }),
@@ -230,7 +230,7 @@ impl Loaded {
                 ..
             } => Some(RuleInfo {
                 fault_id: *fault_id,
-                name: faults_kind_name(fault.kind),
+                name: fault.kind.name(),
                 cgroups: &fault.cgroups,
                 workloads: &fault.workloads,
                 interfaces: &[],
@@ -269,7 +269,7 @@ impl Loaded {
             } => {
                 return Some(format!(
                     "chaos-bpf: armed {}#{fault_id}: {} for {}",
-                    faults_kind_name(fault.kind),
+                    fault.kind.name(),
                     fault.describe(),
                     humantime::format_duration(*lifetime)
                 ));
@@ -286,11 +286,6 @@ impl Loaded {
             Loaded::Kill { .. } | Loaded::Pressure { .. } => Vec::new(),
         }
     }
-}
-
-/// A model kind's name, as views show it.
-fn faults_kind_name(kind: chaos_model::FaultKind) -> &'static str {
-    kind.name()
 }
 
 /// A loaded object while any of its faults is armed, with the task reading its events.

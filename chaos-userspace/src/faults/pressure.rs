@@ -121,8 +121,8 @@ fn relative(path: &Path) -> Option<PathBuf> {
     path.strip_prefix(point).ok().map(Path::to_path_buf)
 }
 
-/// Where the v1 hierarchy with `controller` is mounted, if one is.
-fn v1_mount(controller: &str) -> Option<PathBuf> {
+/// Where the v1 hierarchy with `controller` is mounted, if one is (hybrid hosts).
+pub fn v1_mount(controller: &str) -> Option<PathBuf> {
     let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
     mounts.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
