@@ -477,8 +477,11 @@ fn boot_console(
     let log_path = vm_dir().join(format!("{}.log", boot.replace('/', "-")));
     let mut child = Command::new("qemu-system-x86_64")
         .args([
+            // One host thread for both vCPUs: with a thread each (MTTCG), a vCPU could still run
+            // an int3 the kernel had already patched out of a static branch (a 6.12 boot died
+            // with "Oops: int3" in the scheduler as cpu.max flipped the CFS bandwidth key).
             "-accel",
-            "tcg",
+            "tcg,thread=single",
             "-cpu",
             "max",
             "-m",
