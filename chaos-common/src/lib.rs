@@ -64,6 +64,21 @@ pub mod maps {
     /// through the same TC hook (synchronous, on egress) must leave it alone. Not the packet's
     /// mark, which CNIs own.
     pub const CLONING: &str = "CHAOS_CLONING";
+    /// `HashMap<[u32; 2], u64>`: connection-limit's seats, (rule, seat) → the socket cookie
+    /// holding it. A connection takes a free seat by inserting with `BPF_NOEXIST`, which the
+    /// kernel does atomically, so CPUs racing for the last seat cannot both get it.
+    pub const CONN_SEATS: &str = "CHAOS_CONN_SEAT";
+    /// `HashMap<u64, [u32; 2]>`: the seat each counted socket holds, by socket cookie: the
+    /// socket's release gives it back, however the socket ends (closed, reset, its process
+    /// killed), and a socket that connects again is not counted twice.
+    pub const CONN_HELD: &str = "CHAOS_CONN_HELD";
+    /// `HashMap<u32, u32>`: a connection-rate rule's lock (present while one CPU updates its
+    /// bucket), taken by inserting with `BPF_NOEXIST`.
+    pub const RATE_LOCK: &str = "CHAOS_RATE_LOCK";
+    /// `HashMap<[u64; 2], RuleList>`: io-error's paths as the (device, inode) of each path's
+    /// directory or file, each with the rules it belongs to. The programs walk a file's dentry
+    /// up through its parents, one lookup a level, so the number of paths costs nothing.
+    pub const FILE_PATHS: &str = "CHAOS_FILE_PATHS";
 
     /// Every map the object must define; a userspace test checks the object against this list.
     pub const ALL: &[&str] = &[
@@ -85,6 +100,10 @@ pub mod maps {
         DNS_NAMES,
         DNS_WORK,
         CLONING,
+        CONN_SEATS,
+        CONN_HELD,
+        RATE_LOCK,
+        FILE_PATHS,
     ];
 
     /// Maps sized by the number of rules of the object (the rest have fixed sizes).
@@ -93,6 +112,7 @@ pub mod maps {
         (LOSS_STATE, crate::LossState::COUNT),
         (COUNTERS, crate::Counter::COUNT),
         (EVENT_BUDGET, 1),
+        (RATE_LOCK, 1),
     ];
 }
 
@@ -122,6 +142,17 @@ pub mod programs {
     pub const TC_INGRESS: &str = "chaos_tc_in";
     /// Probe for `chaos-bpf doctor`: never alters anything.
     pub const TC_PROBE: &str = "chaos_tc_probe";
+    /// connection-limit: cgroup sock_addr connect hooks that admit or refuse a connection, and
+    /// the cgroup sock release hook that gives its seat back.
+    pub const LIMIT4: &str = "chaos_limit4";
+    pub const LIMIT6: &str = "chaos_limit6";
+    pub const LIMIT_RELEASE: &str = "chaos_limit_rel";
+    /// io-error: fmod_ret on `security_file_open` / `security_file_permission` (sections say
+    /// `fexit/`, as the socket ones), and the BPF LSM hooks of the same names.
+    pub const FMOD_RET_FILE_OPEN: &str = "chaos_fmr_fopen";
+    pub const FMOD_RET_FILE_ACCESS: &str = "chaos_fmr_faccess";
+    pub const LSM_FILE_OPEN: &str = "chaos_lsm_fopen";
+    pub const LSM_FILE_ACCESS: &str = "chaos_lsm_faccess";
 
     pub const ALL: &[&str] = &[
         CONNECT4,
@@ -140,6 +171,13 @@ pub mod programs {
         TC_EGRESS,
         TC_INGRESS,
         TC_PROBE,
+        LIMIT4,
+        LIMIT6,
+        LIMIT_RELEASE,
+        FMOD_RET_FILE_OPEN,
+        FMOD_RET_FILE_ACCESS,
+        LSM_FILE_OPEN,
+        LSM_FILE_ACCESS,
     ];
 }
 
@@ -176,6 +214,15 @@ pub const MAX_DNS_NAMES: u32 = 16384;
 /// Bytes of a [`DnsName`] key: a wire name is at most 255 bytes with its root label, and the key
 /// adds a terminator to exact names.
 pub const DNS_NAME_BYTES: usize = 256;
+/// connection-limit: the most connections one rule may hold at once. Taking a seat scans the
+/// rule's seats, so this bounds the scan (and the verifier's walk of it).
+pub const MAX_CONNECTION_SEATS: u32 = 1024;
+/// Connections held over all connection-limit rules of one object (entries of the seat maps).
+pub const MAX_HELD_CONNECTIONS: u32 = 65536;
+/// io-error: (device, inode) entries over all io-error rules of one object.
+pub const MAX_FILE_PATHS: u32 = 4096;
+/// io-error: how many directories above a file the programs look for a rule's path.
+pub const MAX_PATH_DEPTH: u32 = 32;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
 
@@ -221,6 +268,12 @@ pub mod scope_hook {
     pub const SEND: u32 = 3;
     pub const EGRESS: u32 = 4;
     pub const INGRESS: u32 = 5;
+    /// connection-limit's connect hooks: a cgroup can have connect-error and connection-limit
+    /// faults at once, each judged by its own program.
+    pub const CONNECT_LIMIT: u32 = 6;
+    /// io-error's open hooks and read/write hooks.
+    pub const FILE_OPEN: u32 = 7;
+    pub const FILE_ACCESS: u32 = 8;
 }
 
 /// Key of [`maps::SCOPES`].
@@ -328,6 +381,12 @@ pub enum FaultKind {
     /// cgroup_skb: the scope's sockets and their peers stop reaching each other (drop both
     /// ways, silently); with [`flags::CONNECT_ONLY`] only connection attempts are lost.
     Partition = 12,
+    /// cgroup sock_addr: connections beyond a number held at once, or beyond a rate, fail with
+    /// the errno.
+    ConnectionLimit = 13,
+    /// fmod_ret or BPF LSM on file hooks: opens, reads or writes of files under some paths
+    /// fail with the errno.
+    IoError = 14,
 }
 
 impl FaultKind {
@@ -345,6 +404,8 @@ impl FaultKind {
             10 => Some(Self::Duplicate),
             11 => Some(Self::Bandwidth),
             12 => Some(Self::Partition),
+            13 => Some(Self::ConnectionLimit),
+            14 => Some(Self::IoError),
             _ => None,
         }
     }
@@ -384,6 +445,11 @@ pub mod flags {
     /// partition --keep-established: only connection attempts match (TCP SYNs without ACK),
     /// so flows established before the fault keep working.
     pub const CONNECT_ONLY: u32 = 1 << 13;
+    /// io-error: the operations it fails: open(), read(), write() (and what else the file
+    /// hooks see for them: readdir is a read).
+    pub const FILE_OPEN: u32 = 1 << 14;
+    pub const FILE_READ: u32 = 1 << 15;
+    pub const FILE_WRITE: u32 = 1 << 16;
 }
 
 /// IP protocol numbers used by the protocol filter (0 = any).
@@ -430,6 +496,22 @@ pub struct FdOffsets {
     pub _pad: [u16; 3],
 }
 
+/// Byte offsets io-error's programs need to walk from a file to its directories: the file's
+/// dentry, each dentry's parent and inode, the inode's number and superblock, the superblock's
+/// device. Resolved from BTF like [`SockOffsets`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileOffsets {
+    /// `file.f_path.dentry`.
+    pub file_dentry: u16,
+    pub dentry_parent: u16,
+    pub dentry_inode: u16,
+    pub inode_ino: u16,
+    pub inode_sb: u16,
+    pub sb_dev: u16,
+    pub _pad: [u16; 2],
+}
+
 /// Packet-fault parameters (TC).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -464,6 +546,20 @@ pub struct PacketParams {
     /// bandwidth: the rate in bytes per second ...
     pub rate_bytes_per_sec: u64,
     /// ... and how far behind now the bucket may fall, as time: the burst sent at line rate.
+    pub burst_ns: u64,
+}
+
+/// connection-limit parameters: a number of seats, or a rate as a generic cell rate algorithm
+/// (a token bucket kept as the time its next token is due).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitParams {
+    /// Connections held at once; 0 when the rule limits the rate instead.
+    pub max_connections: u32,
+    pub _pad: u32,
+    /// The rate as the time between two connections; 0 when the rule limits seats.
+    pub interval_ns: u64,
+    /// How far ahead of now the bucket's due time may run: (burst - 1) intervals.
     pub burst_ns: u64,
 }
 
@@ -513,6 +609,8 @@ pub struct FaultConfig {
     pub sock_offsets: SockOffsets,
     pub fd_offsets: FdOffsets,
     pub packet: PacketParams,
+    pub limit: LimitParams,
+    pub file_offsets: FileOffsets,
 }
 
 /// Per-CPU state of the event rate limit.
@@ -642,7 +740,10 @@ pub fn dns_key(name: &str, suffix: bool) -> Option<(u32, DnsName)> {
 const _: () = assert!(core::mem::size_of::<SockOffsets>() == 16);
 const _: () = assert!(core::mem::size_of::<FdOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<PacketParams>() == 8 + 4 * 8 + 8 + 8 + 4 * 4 + 16);
-const _: () = assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 8 + 4 * 10 + 16 + 24 + 88);
+const _: () = assert!(core::mem::size_of::<LimitParams>() == 4 + 4 + 8 + 8);
+const _: () =
+    assert!(core::mem::size_of::<FaultConfig>() == 8 + 8 + 8 + 4 * 10 + 16 + 24 + 88 + 24 + 16);
+const _: () = assert!(core::mem::size_of::<FileOffsets>() == 16);
 const _: () = assert!(core::mem::size_of::<DnsNameRules>() == 8 + 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<DnsKey>() == 4 + DNS_NAME_BYTES);
 const _: () = assert!(core::mem::size_of::<DnsWork>() == 8 + 4 * 6 + 4 + 2 * DNS_NAME_BYTES + 4);
@@ -659,6 +760,8 @@ mod pod {
     unsafe impl aya::Pod for super::SockOffsets {}
     unsafe impl aya::Pod for super::FdOffsets {}
     unsafe impl aya::Pod for super::PacketParams {}
+    unsafe impl aya::Pod for super::LimitParams {}
+    unsafe impl aya::Pod for super::FileOffsets {}
     unsafe impl aya::Pod for super::RuleList {}
     unsafe impl aya::Pod for super::ScopeKey {}
     unsafe impl aya::Pod for super::EventBudget {}

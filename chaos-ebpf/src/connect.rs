@@ -14,25 +14,38 @@ use crate::{
     telemetry::Subject,
 };
 
-const ALLOW: i32 = 1;
+pub const ALLOW: i32 = 1;
 const REJECT: i32 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn chaos_connect4(ctx: SockAddrContext) -> i32 {
-    // SAFETY: the context pointer is valid for the program's run.
-    let sa = unsafe { &*ctx.sock_addr };
-    let mut addr = [0u8; 16];
-    addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-    decide(&Peer {
-        family: AF_INET,
-        addr,
-        port: u16::from_be(sa.user_port as u16),
-        proto: sa.protocol as u8,
-    })
+    decide(&peer_v4(&ctx))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn chaos_connect6(ctx: SockAddrContext) -> i32 {
+    decide(&peer_v6(&ctx))
+}
+
+/// The peer an IPv4 connect() names.
+#[inline(always)]
+pub fn peer_v4(ctx: &SockAddrContext) -> Peer {
+    // SAFETY: the context pointer is valid for the program's run.
+    let sa = unsafe { &*ctx.sock_addr };
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    Peer {
+        family: AF_INET,
+        addr,
+        port: u16::from_be(sa.user_port as u16),
+        proto: sa.protocol as u8,
+    }
+}
+
+/// The peer an IPv6 connect() names; an IPv4-mapped address (::ffff:a.b.c.d) is an IPv4 peer,
+/// matched against the IPv4 CIDRs.
+#[inline(always)]
+pub fn peer_v6(ctx: &SockAddrContext) -> Peer {
     // SAFETY: the context pointer is valid for the program's run.
     let sa = unsafe { &*ctx.sock_addr };
     let words = [
@@ -42,7 +55,6 @@ pub fn chaos_connect6(ctx: SockAddrContext) -> i32 {
         sa.user_ip6[3],
     ];
     let mut addr = [0u8; 16];
-    // An IPv4-mapped address (::ffff:a.b.c.d) is an IPv4 peer: match it against the IPv4 CIDRs.
     let family = if words[0] == 0 && words[1] == 0 && words[2] == 0xffffu32.to_be() {
         addr[..4].copy_from_slice(&words[3].to_ne_bytes());
         AF_INET
@@ -52,12 +64,21 @@ pub fn chaos_connect6(ctx: SockAddrContext) -> i32 {
         }
         AF_INET6
     };
-    decide(&Peer {
+    Peer {
         family,
         addr,
         port: u16::from_be(sa.user_port as u16),
         proto: sa.protocol as u8,
-    })
+    }
+}
+
+/// Rejects the connect with `errno` (at most 4095: userspace checks, so the negation cannot
+/// overflow).
+#[inline(always)]
+pub fn reject_with(errno: u32) -> i32 {
+    // SAFETY: the helper only sets the hook's return value.
+    unsafe { bpf_set_retval(-(errno as i32)) };
+    REJECT
 }
 
 #[inline(always)]
@@ -79,9 +100,5 @@ fn decide(peer: &Peer) -> i32 {
     ) else {
         return ALLOW;
     };
-    let errno = rule.config.errno;
-    // SAFETY: the helper only sets the hook's return value; errno is at most 4095 (userspace
-    // checks), so the negation cannot overflow.
-    unsafe { bpf_set_retval(-(errno as i32)) };
-    REJECT
+    reject_with(rule.config.errno)
 }

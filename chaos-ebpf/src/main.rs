@@ -7,7 +7,9 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod connect;
+mod connection_limit;
 mod dns;
+mod file_io;
 mod fmod_ret;
 mod kprobe_override;
 mod lsm;

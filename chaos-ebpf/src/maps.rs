@@ -9,7 +9,8 @@ use aya_ebpf::{
 use chaos_common::{
     AddrKey4, AddrKey6, CONTROL_ENTRIES, Counter, DIST_TABLE_SIZE, DnsName, DnsNameRules, DnsWork,
     EVENTS_RING_BYTES, EventBudget, FaultConfig, LossState, MAX_CIDRS, MAX_DNS_NAMES,
-    MAX_FILTER_ENTRIES, MAX_SCOPE_ENTRIES, PortKey, RuleList, ScopeKey, jitter,
+    MAX_FILE_PATHS, MAX_FILTER_ENTRIES, MAX_HELD_CONNECTIONS, MAX_SCOPE_ENTRIES, PortKey, RuleList,
+    ScopeKey, jitter,
 };
 
 #[map(name = "CHAOS_CONTROL")]
@@ -72,3 +73,19 @@ pub static CLONING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "CHAOS_DNS_WORK")]
 pub static DNS_WORK: PerCpuArray<DnsWork> = PerCpuArray::with_max_entries(1, 0);
+
+/// Allocated as connections take seats: an idle object holds no entries.
+#[map(name = "CHAOS_CONN_SEAT")]
+pub static CONN_SEATS: HashMap<[u32; 2], u64> =
+    HashMap::with_max_entries(MAX_HELD_CONNECTIONS, BPF_F_NO_PREALLOC);
+
+#[map(name = "CHAOS_CONN_HELD")]
+pub static CONN_HELD: HashMap<u64, [u32; 2]> =
+    HashMap::with_max_entries(MAX_HELD_CONNECTIONS, BPF_F_NO_PREALLOC);
+
+#[map(name = "CHAOS_RATE_LOCK")]
+pub static RATE_LOCK: HashMap<u32, u32> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+
+#[map(name = "CHAOS_FILE_PATHS")]
+pub static FILE_PATHS: HashMap<[u64; 2], RuleList> =
+    HashMap::with_max_entries(MAX_FILE_PATHS, BPF_F_NO_PREALLOC);

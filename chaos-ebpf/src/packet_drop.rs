@@ -45,7 +45,7 @@ fn decide(ctx: &SkBuffContext, hook: u32, direction_flag: u32, drop_verdict: i32
         return PASS;
     };
     let egress = hook == scope_hook::EGRESS;
-    let Some((peer, connection_attempt)) = parse_peer(ctx, egress) else {
+    let Some((peer, l4_offset)) = parse_peer(ctx, egress) else {
         return PASS;
     };
     let direction = if egress {
@@ -58,7 +58,10 @@ fn decide(ctx: &SkBuffContext, hook: u32, direction_flag: u32, drop_verdict: i32
         &peer,
         |rule| {
             let flags = rule.config.flags;
-            flags & direction_flag != 0 && (flags & flags::CONNECT_ONLY == 0 || connection_attempt)
+            // The TCP flags are read only for a rule that asks (partition --keep-established).
+            flags & direction_flag != 0
+                && (flags & flags::CONNECT_ONLY == 0
+                    || connection_attempt(ctx, peer.proto, l4_offset))
         },
         |_| Subject {
             // SAFETY: the context is a valid skb for this program type.
@@ -76,11 +79,20 @@ fn decide(ctx: &SkBuffContext, hook: u32, direction_flag: u32, drop_verdict: i32
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
-/// Reads the remote peer from the IP and transport headers (cgroup_skb data starts at the
-/// network header), and whether the packet opens a TCP connection. IPv6 extension headers are
-/// not walked: such packets carry no port.
+/// Whether the packet opens a TCP connection: a SYN without ACK.
 #[inline(always)]
-fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<(Peer, bool)> {
+fn connection_attempt(ctx: &SkBuffContext, proto: u8, l4_offset: usize) -> bool {
+    proto == proto::TCP
+        && ctx
+            .load::<u8>(l4_offset + 13)
+            .is_ok_and(|bits| bits & (TCP_SYN | TCP_ACK) == TCP_SYN)
+}
+
+/// Reads the remote peer from the IP and transport headers (cgroup_skb data starts at the
+/// network header), and where the transport header starts. IPv6 extension headers are not
+/// walked: such packets carry no port.
+#[inline(always)]
+fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<(Peer, usize)> {
     let first: u8 = ctx.load(0).ok()?;
     let mut addr = [0u8; 16];
     let (family, proto, l4_offset) = match first >> 4 {
@@ -99,10 +111,6 @@ fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<(Peer, bool)> {
         }
         _ => return None,
     };
-    let connection_attempt = proto == proto::TCP
-        && ctx
-            .load::<u8>(l4_offset + 13)
-            .is_ok_and(|bits| bits & (TCP_SYN | TCP_ACK) == TCP_SYN);
     let port = if proto == proto::TCP || proto == proto::UDP {
         // Source port first, then destination port; the peer's is the far end's.
         let ports: [u8; 4] = ctx.load(l4_offset).ok()?;
@@ -122,6 +130,6 @@ fn parse_peer(ctx: &SkBuffContext, egress: bool) -> Option<(Peer, bool)> {
             port,
             proto,
         },
-        connection_attempt,
+        l4_offset,
     ))
 }

@@ -7,9 +7,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    ByteSize, Cidr, CpuShare, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno,
-    FaultKind, HumanDuration, LossModel, MechanismRequest, MemorySize, PortRange, Probability,
-    Protocol, Rate, TcpFlags,
+    ByteSize, Cidr, ConnectionRate, CpuShare, Direction, Distribution, DnsName, DnsQtype, DnsRcode,
+    Errno, FaultKind, FileOp, HumanDuration, LossModel, MechanismRequest, MemorySize, PortRange,
+    Probability, Protocol, Rate, TcpFlags,
 };
 
 /// One fault.
@@ -18,8 +18,8 @@ use crate::values::{
 pub struct Fault {
     /// What the fault does.
     pub kind: FaultKind,
-    /// connect-error, recv-error, send-error: the errno the call fails with (connect-error:
-    /// ECONNREFUSED unless given).
+    /// connect-error, recv-error, send-error, connection-limit, io-error: the errno the call
+    /// fails with (connect-error and connection-limit: ECONNREFUSED unless given; io-error: EIO).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<Errno>,
     /// Where it acts.
@@ -65,6 +65,26 @@ pub struct Fault {
     /// memory-pressure: above this the OOM killer acts in the scope (memory.max).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_max: Option<MemorySize>,
+    /// connection-limit: the most connections the scope may hold to the matching peers at once
+    /// (from connect() until the socket is closed); more fail with the errno. A database pool
+    /// run dry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// connection-limit: the most new connections per unit of time; more fail with the errno.
+    /// A rate-limited third party, as the network sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_rate: Option<ConnectionRate>,
+    /// connection-limit with connectionRate: how many may connect at once after a quiet spell
+    /// (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_burst: Option<u32>,
+    /// io-error: the files hit: every file under these directories (or these files), as the
+    /// scope's processes see them (inside their container).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// io-error: the operations that fail (default open, read and write).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<FileOp>,
     /// delay, dns-delay: how much later matching packets leave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<HumanDuration>,

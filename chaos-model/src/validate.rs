@@ -81,6 +81,8 @@ pub fn mechanisms_for(kind: FaultKind) -> &'static [MechanismRequest] {
     match kind {
         FaultKind::ConnectError => &[CgroupSockAddr, FmodRet, BpfLsm, KprobeOverride],
         FaultKind::RecvError | FaultKind::SendError => &[FmodRet, BpfLsm, KprobeOverride],
+        FaultKind::ConnectionLimit => &[CgroupSockAddr],
+        FaultKind::IoError => &[FmodRet, BpfLsm],
         // partition is cgroup_skb's, which is not a mechanism to ask for.
         FaultKind::Kill
         | FaultKind::Partition
@@ -101,8 +103,11 @@ impl Fault {
     /// The errno a socket-call fault fails with (connect-error defaults to ECONNREFUSED).
     pub fn effective_errno(&self) -> Option<Errno> {
         match self.kind {
-            FaultKind::ConnectError => Some(self.errno.unwrap_or(Errno::ECONNREFUSED)),
+            FaultKind::ConnectError | FaultKind::ConnectionLimit => {
+                Some(self.errno.unwrap_or(Errno::ECONNREFUSED))
+            }
             FaultKind::RecvError | FaultKind::SendError => self.errno,
+            FaultKind::IoError => Some(self.errno.unwrap_or(Errno(5))),
             _ => None,
         }
     }
@@ -143,11 +148,35 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
         )
     };
     // Fields of one kind only.
-    if fault.errno.is_some() && !kind.is_socket_call() {
+    if fault.errno.is_some()
+        && !kind.is_socket_call()
+        && !matches!(kind, FaultKind::ConnectionLimit | FaultKind::IoError)
+    {
         return Err(only_for(
             "errno",
-            "connect-error, recv-error and send-error",
+            "connect-error, recv-error, send-error, connection-limit and io-error",
         ));
+    }
+    if kind != FaultKind::IoError {
+        for (present, path) in [
+            (!fault.paths.is_empty(), "paths"),
+            (!fault.ops.is_empty(), "ops"),
+        ] {
+            if present {
+                return Err(only_for(path, "io-error"));
+            }
+        }
+    }
+    if kind != FaultKind::ConnectionLimit {
+        for (present, path) in [
+            (fault.max_connections.is_some(), "maxConnections"),
+            (fault.connection_rate.is_some(), "connectionRate"),
+            (fault.connection_burst.is_some(), "connectionBurst"),
+        ] {
+            if present {
+                return Err(only_for(path, "connection-limit"));
+            }
+        }
     }
     if kind != FaultKind::Delay && kind != FaultKind::DnsDelay {
         for (present, path) in [
@@ -317,6 +346,184 @@ pub fn validate(fault: &Fault) -> Result<(), FieldError> {
     if kind == FaultKind::Partition {
         validate_partition(fault)?;
     }
+    if kind == FaultKind::ConnectionLimit {
+        validate_connection_limit(fault)?;
+    }
+    if kind == FaultKind::IoError {
+        validate_io_error(fault)?;
+    }
+    Ok(())
+}
+
+/// Errnos file operations really fail with: a failing disk (EIO), a full one (ENOSPC), a quota
+/// (EDQUOT), a filesystem remounted read-only (EROFS), a permission taken away (EACCES).
+pub const IO_ERRNOS: &[Errno] = &[
+    Errno(5),   // EIO
+    Errno(28),  // ENOSPC
+    Errno(122), // EDQUOT
+    Errno(30),  // EROFS
+    Errno(13),  // EACCES
+];
+
+/// io-error fails a cgroup's file operations under some paths: it needs a cgroup and absolute
+/// paths, and takes no traffic options.
+fn validate_io_error(fault: &Fault) -> Result<(), FieldError> {
+    if !fault.scope.names_a_cgroup() {
+        return Err(FieldError::new(
+            "scope.cgroup",
+            "missing",
+            "the workload whose file operations fail: scope.cgroup, scope.pid, \
+             scope.container, scope.podUid, scope.pod or scope.selector",
+        ));
+    }
+    if fault.paths.is_empty() {
+        return Err(FieldError::new(
+            "paths",
+            "missing",
+            "absolute paths of directories or files, such as /var/lib/postgresql",
+        ));
+    }
+    for (index, path) in fault.paths.iter().enumerate() {
+        if !path.starts_with('/') || path.contains('\0') || path.len() > 4096 {
+            return Err(FieldError::new(
+                format!("paths[{index}]"),
+                format!("{path:?} is not an absolute path"),
+                "absolute paths of directories or files, such as /var/lib/postgresql",
+            ));
+        }
+    }
+    if fault.paths.len() > 64 {
+        return Err(FieldError::new(
+            "paths",
+            format!("{} paths", fault.paths.len()),
+            "at most 64",
+        ));
+    }
+    if let Some(errno) = fault.errno
+        && !IO_ERRNOS.contains(&errno)
+    {
+        return Err(FieldError::new(
+            "errno",
+            format!("file operations do not fail with {errno} here"),
+            describe_list(IO_ERRNOS),
+        ));
+    }
+    let other = traffic_option(fault)
+        .filter(|path| !matches!(*path, "probability" | "mechanism" | "events"));
+    if let Some(path) = other {
+        return Err(FieldError::new(
+            path,
+            "io-error fails the scope's file operations; it takes no traffic options",
+            "io-error with scope, paths, ops, errno, probability, mechanism, events, duration \
+             and dryRun",
+        ));
+    }
+    Ok(())
+}
+
+/// Errnos a refused connection can really meet: the server's backlog full or a firewall's
+/// reject (ECONNREFUSED), a SYN never answered (ETIMEDOUT), a non-blocking pool out of local
+/// resources (EAGAIN).
+pub const CONNECTION_LIMIT_ERRNOS: &[Errno] = &[
+    Errno::ECONNREFUSED,
+    Errno(110), // ETIMEDOUT
+    Errno(11),  // EAGAIN
+];
+
+/// connection-limit counts a cgroup's TCP connections to its peers: it needs a cgroup and one
+/// limit, seats or a rate, and takes the peer filters but no packet or draw options.
+fn validate_connection_limit(fault: &Fault) -> Result<(), FieldError> {
+    if !fault.scope.names_a_cgroup() {
+        return Err(FieldError::new(
+            "scope.cgroup",
+            "missing",
+            "the workload whose connections are counted: scope.cgroup, scope.pid, \
+             scope.container, scope.podUid, scope.pod or scope.selector",
+        ));
+    }
+    let seats = chaos_common::MAX_CONNECTION_SEATS;
+    match (fault.max_connections, fault.connection_rate) {
+        (None, None) => {
+            return Err(FieldError::new(
+                "maxConnections",
+                "missing (maxConnections or connectionRate)",
+                format!("connections held at once, 1 to {seats}, or a rate such as 50/s"),
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(FieldError::new(
+                "connectionRate",
+                "given together with maxConnections",
+                "one limit: maxConnections (held at once) or connectionRate (new per second)",
+            ));
+        }
+        (Some(max), None) if max == 0 || max > seats => {
+            return Err(FieldError::new(
+                "maxConnections",
+                format!("{max}"),
+                format!("1 to {seats} connections held at once"),
+            ));
+        }
+        (Some(_), None) if fault.connection_burst.is_some() => {
+            return Err(FieldError::new(
+                "connectionBurst",
+                "given with maxConnections",
+                "connectionBurst with connectionRate",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(burst) = fault.connection_burst
+        && !(1..=1_000_000).contains(&burst)
+    {
+        return Err(FieldError::new(
+            "connectionBurst",
+            format!("{burst}"),
+            "1 to 1000000 connections at once",
+        ));
+    }
+    if let Some(errno) = fault.errno
+        && !CONNECTION_LIMIT_ERRNOS.contains(&errno)
+    {
+        return Err(FieldError::new(
+            "errno",
+            format!("a refused connection does not fail with {errno}"),
+            describe_list(CONNECTION_LIMIT_ERRNOS),
+        ));
+    }
+    if fault.matches.proto.is_some_and(|p| p != Protocol::Tcp) {
+        return Err(FieldError::new(
+            "match.proto",
+            "connection-limit counts TCP connections",
+            "tcp, or no proto",
+        ));
+    }
+    let m = &fault.matches;
+    let other = [
+        (fault.scope.iface.is_some(), "scope.iface"),
+        (fault.scope.netns.is_some(), "scope.netns"),
+        (fault.direction.is_some(), "direction"),
+        (fault.probability.is_some(), "probability"),
+        (!m.src.is_empty(), "match.src"),
+        (!m.sport.is_empty(), "match.sport"),
+        (m.tcp_flags.is_some(), "match.tcpFlags"),
+        (!m.exclude_src.is_empty(), "match.excludeSrc"),
+        (!m.exclude_sport.is_empty(), "match.excludeSport"),
+        (fault.loss.is_some(), "loss"),
+        (fault.seed.is_some(), "seed"),
+    ]
+    .into_iter()
+    .find_map(|(present, path)| present.then_some(path));
+    if let Some(path) = other {
+        return Err(FieldError::new(
+            path,
+            "connection-limit counts the scope's connections to its peers; it takes no packet \
+             or draw options",
+            "connection-limit with scope, match.dst, match.peerSelector, match.port, \
+             match.excludeDst, match.excludePort, maxConnections or connectionRate \
+             (connectionBurst), errno, duration and dryRun",
+        ));
+    }
     Ok(())
 }
 
@@ -338,11 +545,16 @@ fn validate_peer_selector(fault: &Fault) -> Result<(), FieldError> {
         && fault.tc_only_option().is_none()
         && fault.scope.iface.is_none()
         && fault.scope.netns.is_none();
-    if !(fault.kind.is_socket_call() || fault.kind == FaultKind::Partition || cgroup_drop) {
+    if !(fault.kind.is_socket_call()
+        || fault.kind == FaultKind::Partition
+        || fault.kind == FaultKind::ConnectionLimit
+        || cgroup_drop)
+    {
         return Err(FieldError::new(
             "match.peerSelector",
             format!("{} cannot follow peers by label", fault.kind),
-            "match.peerSelector with partition, connect-error, recv-error, send-error, or drop              on a cgroup without TC-only options (else match.dst)",
+            "match.peerSelector with partition, connection-limit, connect-error, recv-error, \
+             send-error, or drop on a cgroup without TC-only options (else match.dst)",
         ));
     }
     for (key, value) in &m.peer_selector {
@@ -544,33 +756,12 @@ fn validate_kill(fault: &Fault) -> Result<(), FieldError> {
              scope.pod or scope.selector",
         ));
     }
-    for (present, path) in [
-        (fault.scope.iface.is_some(), "scope.iface"),
-        (fault.scope.netns.is_some(), "scope.netns"),
-        (!fault.matches.dst.is_empty(), "match.dst"),
-        (!fault.matches.port.is_empty(), "match.port"),
-        (fault.matches.proto.is_some(), "match.proto"),
-        (!fault.matches.src.is_empty(), "match.src"),
-        (!fault.matches.sport.is_empty(), "match.sport"),
-        (fault.matches.tcp_flags.is_some(), "match.tcpFlags"),
-        (!fault.matches.exclude_dst.is_empty(), "match.excludeDst"),
-        (!fault.matches.exclude_port.is_empty(), "match.excludePort"),
-        (!fault.matches.exclude_src.is_empty(), "match.excludeSrc"),
-        (
-            !fault.matches.exclude_sport.is_empty(),
-            "match.excludeSport",
-        ),
-        (fault.direction.is_some(), "direction"),
-        (fault.probability.is_some(), "probability"),
-        (fault.mechanism.is_some(), "mechanism"),
-    ] {
-        if present {
-            return Err(FieldError::new(
-                path,
-                "kill SIGKILLs the scope's processes; it takes no traffic or kernel options",
-                "kill with scope, count, interval, duration and dryRun",
-            ));
-        }
+    if let Some(path) = traffic_option(fault) {
+        return Err(FieldError::new(
+            path,
+            "kill SIGKILLs the scope's processes; it takes no traffic or kernel options",
+            "kill with scope, count, interval, duration and dryRun",
+        ));
     }
     if fault.count == Some(0) {
         return Err(FieldError::new("count", "0", "1 or more"));
@@ -603,7 +794,8 @@ fn validate_workload_scope(scope: &crate::Scope) -> Result<(), FieldError> {
             return Err(FieldError::new(
                 format!("scope.selector.{key}"),
                 format!("{key}={value} is not a label"),
-                "labels as key=value, keys [prefix/]name and values of letters, digits, '-', '_'                  and '.' (at most 63)",
+                "labels as key=value, keys [prefix/]name and values of letters, digits, '-', '_' \
+                 and '.' (at most 63)",
             ));
         }
     }

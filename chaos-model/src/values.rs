@@ -434,6 +434,15 @@ macro_rules! keyword {
 }
 
 keyword!(
+    /// io-error: the file operations it fails.
+    FileOp, "file operation" {
+        Open = "open",
+        Read = "read",
+        Write = "write",
+    }
+);
+
+keyword!(
     /// What a fault does.
     FaultKind, "fault kind" {
         ConnectError = "connect-error",
@@ -448,6 +457,8 @@ keyword!(
         Duplicate = "duplicate",
         Bandwidth = "bandwidth",
         Partition = "partition",
+        ConnectionLimit = "connection-limit",
+        IoError = "io-error",
         CpuPressure = "cpu-pressure",
         MemoryPressure = "memory-pressure",
         Kill = "kill",
@@ -540,6 +551,69 @@ text_value!(
     "Rate",
     "string",
     "A rate: 1mbit, 500kbit, 10gbit (bits per second) or 125kbps (bytes per second, as tc)."
+);
+
+/// connection-limit: new connections per unit of time, `50/s`, `3000/min`, or `50` (per
+/// second). Kept as the time between two connections, which the kernel's bucket counts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionRate {
+    pub count: u32,
+    /// The unit's length in seconds: 1, 60 or 3600.
+    pub per_secs: u32,
+}
+
+impl ConnectionRate {
+    /// The time between two connections at this rate, in nanoseconds.
+    pub fn interval_ns(self) -> u64 {
+        u64::from(self.per_secs) * 1_000_000_000 / u64::from(self.count.max(1))
+    }
+}
+
+impl FromStr for ConnectionRate {
+    type Err = ValueError;
+
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        let accepted = "connections per unit of time, 1 to 1000000: 50/s, 3000/min, 100/h, or 50 \
+                        (per second)";
+        let lower = text.trim().to_ascii_lowercase();
+        let (number, unit) = lower.split_once('/').unwrap_or((&lower, "s"));
+        let per_secs = match unit.trim() {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            _ => {
+                return Err(ValueError::new(
+                    format!("{text:?} is not a connection rate"),
+                    accepted,
+                ));
+            }
+        };
+        match number.trim().parse::<u32>() {
+            Ok(count @ 1..=1_000_000) => Ok(ConnectionRate { count, per_secs }),
+            _ => Err(ValueError::new(
+                format!("{text:?} is not a connection rate"),
+                accepted,
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ConnectionRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per_secs {
+            60 => "min",
+            3600 => "h",
+            _ => "s",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+text_value!(
+    ConnectionRate,
+    "ConnectionRate",
+    ["string", "integer"],
+    "New connections per unit of time: 50/s, 3000/min, 100/h, or 50 (per second)."
 );
 
 /// A share of CPU time: CPUs as a number (0.2 is a fifth of one CPU, 1.5 one and a half), or

@@ -263,3 +263,64 @@ fn workload_scopes_have_their_own_rules() {
     );
     assert!(chaos_model::parse_selector("app").is_err());
 }
+
+#[test]
+fn connection_limits_take_seats_or_a_rate_and_name_what_is_wrong() {
+    let fault = parse_fault(
+        r#"{"kind": "connection-limit", "scope": {"pod": "shop/api"}, "match": {"port": [5432]},
+            "maxConnections": 5, "errno": "EAGAIN"}"#,
+        Format::Json,
+    )
+    .expect("seats");
+    assert_eq!(fault.max_connections, Some(5));
+    assert_eq!(fault.effective_errno(), Some(Errno(11)));
+    let yaml = "kind: connection-limit\nscope: {cgroup: x}\nconnectionRate: 3000/min\nconnectionBurst: 10\n";
+    let fault = parse_fault(yaml, Format::Yaml).expect("rate");
+    let rate = fault.connection_rate.unwrap();
+    assert_eq!(
+        (rate.count, rate.per_secs, rate.interval_ns()),
+        (3000, 60, 20_000_000)
+    );
+    assert_eq!(rate.to_string(), "3000/min");
+    assert_eq!(fault.effective_errno(), Some(Errno(111)));
+    for (text, path) in [
+        (r#""scope": {"cgroup": "x"}"#, "maxConnections"),
+        (
+            r#""scope": {"cgroup": "x"}, "maxConnections": 0"#,
+            "maxConnections",
+        ),
+        (
+            r#""scope": {"cgroup": "x"}, "maxConnections": 2, "connectionRate": "5/s""#,
+            "connectionRate",
+        ),
+        (
+            r#""scope": {"cgroup": "x"}, "connectionRate": "5/week""#,
+            "connectionRate",
+        ),
+        (
+            r#""scope": {"cgroup": "x"}, "maxConnections": 2, "connectionBurst": 3"#,
+            "connectionBurst",
+        ),
+        (
+            r#""scope": {"cgroup": "x"}, "maxConnections": 2, "errno": "EIO""#,
+            "errno",
+        ),
+        (
+            r#""scope": {"cgroup": "x"}, "maxConnections": 2, "direction": "ingress""#,
+            "direction",
+        ),
+        (
+            r#""scope": {"iface": "eth0"}, "maxConnections": 2"#,
+            "scope.cgroup",
+        ),
+    ] {
+        let error = json_error(&format!(r#"{{"kind": "connection-limit", {text}}}"#));
+        assert!(error.starts_with(&format!("{path}:")), "{text}: {error}");
+    }
+    // Other kinds do not take the limits.
+    let error = json_error(r#"{"kind": "drop", "scope": {"cgroup": "x"}, "maxConnections": 2}"#);
+    assert!(
+        error.starts_with("maxConnections: drop does not take it"),
+        "{error}"
+    );
+}

@@ -17,6 +17,20 @@ pub struct Filters {
     pub follows_peers: bool,
 }
 
+impl Filters {
+    /// No filter: every operation of the scope, always.
+    pub fn everything() -> Self {
+        Filters {
+            peers: Vec::new(),
+            ports: Vec::new(),
+            protocol: None,
+            probability: Probability::ALWAYS,
+            dry_run: false,
+            follows_peers: false,
+        }
+    }
+}
+
 /// The kernel's protocol number to match, 0 for any.
 pub fn protocol_number(protocol: Option<Protocol>) -> u32 {
     u32::from(match protocol {

@@ -3,6 +3,7 @@
 in front of PostgreSQL.
 
     python3 app.py --port P --redis-port R [--redis-host NAME] --pg-dsn DSN [--fallback]
+                   [--pg-pool-idle N]
 
 GET /items/<id>  200 {"id", "name", "source": "cache" | "db" | "db-fallback"}, or 503 {"error"}
 GET /healthz     200 "ok", touching neither Redis nor PostgreSQL
@@ -161,6 +162,12 @@ def main():
         action="store_true",
         help="on a Redis error serve from PostgreSQL (source db-fallback) instead of 503",
     )
+    parser.add_argument(
+        "--pg-pool-idle",
+        type=int,
+        default=4,
+        help="idle PostgreSQL connections kept for reuse (0: every query connects afresh)",
+    )
     args = parser.parse_args()
 
     logging.basicConfig(
@@ -169,7 +176,7 @@ def main():
     # No access log: experiments send thousands of requests, and the log should show the errors.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
-    pg = PgPool(args.pg_dsn)
+    pg = PgPool(args.pg_dsn, max_idle=args.pg_pool_idle)
     create_schema(pg)
     app = create_app(args.redis_host, args.redis_port, pg, args.fallback)
     log.info(

@@ -575,6 +575,60 @@ pub fn tcp_sink(addr: &str) -> std::net::SocketAddr {
     local
 }
 
+/// Closes a connection with a reset (SO_LINGER 0) instead of a FIN, so no TIME_WAIT socket is
+/// left: thousands of connects in a row do not run out of ports.
+pub fn close_without_time_wait(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd as _;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a live socket with a correctly sized struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// `testkit hold` in the cgroup: its report once every attempt is done, and the process, which
+/// holds its connections until killed or HOLD_MS pass.
+pub fn hold_connections(
+    cgroup: &TestCgroup,
+    addr: &str,
+    count: u32,
+    hold_ms: u32,
+) -> anyhow::Result<(serde_json::Value, std::process::Child)> {
+    use anyhow::Context as _;
+    use std::io::BufRead as _;
+    let mut child = cgroup
+        .command(testkit_bin())
+        .args(["hold", addr, &count.to_string(), &hold_ms.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawn testkit hold")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    Ok((serde_json::from_str(&line).context("hold report")?, child))
+}
+
+/// A TCP listener outside every test cgroup that resets each connection as soon as it accepts
+/// it (SO_LINGER 0): the client's connection is reset by the peer.
+pub fn tcp_resetter(addr: &str) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind(addr).expect("bind");
+    let local = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            close_without_time_wait(&stream);
+        }
+    });
+    local
+}
+
 /// A TCP server outside every test cgroup that counts the bytes of each connection and replies
 /// with the count.
 pub fn tcp_counter(addr: &str) -> std::net::SocketAddr {

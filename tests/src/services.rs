@@ -45,9 +45,18 @@ impl Redis {
 
     /// On a given port: a Redis started again after it was killed, as a supervisor would.
     pub fn start_on(cgroup: &TestCgroup, port: u16) -> Redis {
+        Self::start_command(cgroup.command("redis-server"), port)
+    }
+
+    /// In a cgroup whose cpu and memory knobs exist (v1 beside v2 on a hybrid host), for the
+    /// pressure faults.
+    pub fn start_with_knobs(cgroup: &crate::KnobCgroup) -> Redis {
+        Self::start_command(cgroup.command("redis-server"), free_port().port())
+    }
+
+    fn start_command(mut command: Command, port: u16) -> Redis {
         let begin = Instant::now();
         let dir = TempDir::new("redis");
-        let mut command = cgroup.command("redis-server");
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             // Nothing written to disk: a cache that loses everything when killed.
@@ -191,7 +200,27 @@ impl Postgres {
 
     /// Runs SQL through psql over TCP and returns its unaligned output (panics on an error).
     pub fn psql(&self, sql: &str) -> String {
-        let output = Command::new(self.bin.join("psql"))
+        let output = self
+            .psql_command(Command::new(self.bin.join("psql")), sql)
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql {sql:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.process.log()
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// psql running SQL from inside a cgroup, to be spawned by the caller: a client of the
+    /// workload under test.
+    pub fn psql_in(&self, cgroup: &TestCgroup, sql: &str) -> Command {
+        self.psql_command(cgroup.command(self.bin.join("psql")), sql)
+    }
+
+    fn psql_command(&self, mut command: Command, sql: &str) -> Command {
+        command
             // -X: no ~/.psqlrc; ON_ERROR_STOP: a failing statement fails psql.
             .args([
                 "-X",
@@ -203,16 +232,8 @@ impl Postgres {
                 "-d",
                 &self.dsn,
             ])
-            .args(["-c", sql])
-            .output()
-            .expect("run psql");
-        assert!(
-            output.status.success(),
-            "psql {sql:?}: {}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            self.process.log()
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+            .args(["-c", sql]);
+        command
     }
 }
 
@@ -282,7 +303,18 @@ impl WebApi {
     /// Starts the API on Redis and PostgreSQL; with `fallback` it serves from PostgreSQL when
     /// Redis fails, else it answers 503.
     pub fn start(cgroup: &TestCgroup, redis: &Redis, pg: &Postgres, fallback: bool) -> WebApi {
-        Self::start_with(cgroup, redis, pg, fallback, None)
+        Self::start_with(cgroup, redis, pg, fallback, None, &[])
+    }
+
+    /// `start` with more of app.py's options (`--pg-pool-idle 0`).
+    pub fn start_with_options(
+        cgroup: &TestCgroup,
+        redis: &Redis,
+        pg: &Postgres,
+        fallback: bool,
+        options: &[&str],
+    ) -> WebApi {
+        Self::start_with(cgroup, redis, pg, fallback, None, options)
     }
 
     /// `start`, reaching Redis by a DNS name that the resolv.conf given names a server for: the
@@ -295,7 +327,14 @@ impl WebApi {
         redis_name: &str,
         resolv_conf: &Path,
     ) -> WebApi {
-        Self::start_with(cgroup, redis, pg, fallback, Some((redis_name, resolv_conf)))
+        Self::start_with(
+            cgroup,
+            redis,
+            pg,
+            fallback,
+            Some((redis_name, resolv_conf)),
+            &[],
+        )
     }
 
     fn start_with(
@@ -304,6 +343,7 @@ impl WebApi {
         pg: &Postgres,
         fallback: bool,
         resolving: Option<(&str, &Path)>,
+        options: &[&str],
     ) -> WebApi {
         let begin = Instant::now();
         let dir = TempDir::new("webapi");
@@ -334,6 +374,7 @@ impl WebApi {
         if fallback {
             command.arg("--fallback");
         }
+        command.args(options);
         let url = format!("http://127.0.0.1:{port}");
         let mut api = WebApi {
             port,
@@ -573,13 +614,14 @@ fn run_as(command: &mut Command, uid: u32, gid: u32) {
     }
 }
 
-/// A directory for one service instance (its data, socket and log), removed on drop.
-struct TempDir {
-    path: PathBuf,
+/// A directory for one service instance (its data, socket and log), or a test's files, removed
+/// on drop.
+pub struct TempDir {
+    pub path: PathBuf,
 }
 
 impl TempDir {
-    fn new(kind: &str) -> TempDir {
+    pub fn new(kind: &str) -> TempDir {
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let path =
             std::env::temp_dir().join(format!("chaos-svc-{kind}-{}-{n}", std::process::id()));

@@ -298,6 +298,26 @@ fn refused_requests_change_nothing_in_the_kernel() {
             "match.peerSelector: =db is not a label",
         ),
         (
+            "connection-limit with two limits",
+            agent.post(
+                "/v1/faults",
+                &json!({"kind": "connection-limit", "maxConnections": 5,
+                        "connectionRate": "50/s", "scope": {"cgroup": cgroup.path}})
+                .to_string(),
+            ),
+            400,
+            "connectionRate: given together with maxConnections",
+        ),
+        (
+            "io-error without paths",
+            agent.post(
+                "/v1/faults",
+                &json!({"kind": "io-error", "scope": {"cgroup": cgroup.path}}).to_string(),
+            ),
+            400,
+            "paths: missing",
+        ),
+        (
             "unknown fault",
             agent.get("/v1/faults/999"),
             404,
@@ -411,6 +431,32 @@ fn partition_through_the_api() {
     assert_eq!(stopped.status, 200, "{}", stopped.body);
     assert!(stopped.json()["counters"]["injected"].as_u64() >= Some(1));
     assert_eq!(cgroup.testkit(&["connect", &addr, "1"])["ok"], 1);
+}
+
+/// connection-limit through the API: one seat for the cgroup, the second connection at once is
+/// refused until the fault is deleted.
+#[test]
+fn connection_limit_through_the_api() {
+    require_root();
+    let _serial = one_at_a_time();
+    let cgroup = TestCgroup::new("agent-limit");
+    let agent = Agent::start(&[]);
+    let addr = tcp_sink("127.0.0.1:0").to_string();
+    let view = agent.create(&json!({
+        "kind": "connection-limit",
+        "maxConnections": 1,
+        "errno": "ETIMEDOUT",
+        "scope": {"cgroup": cgroup.path},
+    }));
+    assert_eq!(view["kind"], "connection-limit", "{view}");
+    let held = cgroup.testkit(&["hold", &addr, "3", "0"]);
+    assert_eq!(held["ok"], 1, "{held}");
+    assert_eq!(held["errnos"]["110"], 2, "{held}");
+    let id = view["id"].as_u64().unwrap();
+    let stopped = agent.delete(&format!("/v1/faults/{id}"));
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert_eq!(stopped.json()["counters"]["injected"], 2);
+    assert_eq!(cgroup.testkit(&["hold", &addr, "3", "0"])["ok"], 3);
 }
 
 /// The SIGSTOP test for the agent: frozen, it cannot end the fault, and the kernel does.

@@ -223,12 +223,80 @@ fn every_bad_value_is_one_line_exit_2_and_attaches_nothing() {
         &["--peer-selector", "cannot follow peers"],
         &cgroup,
     );
+    let limit = |extra: &[&'static str]| {
+        let mut args = vec!["inject", "connection-limit", "--cgroup", path];
+        args.extend_from_slice(extra);
+        args
+    };
+    for (extra, needles) in [
+        (&[][..], &["--max", "missing", "--rate"][..]),
+        (&["--max", "0"][..], &["--max", "1 to 1024"][..]),
+        (&["--max", "5000"][..], &["--max", "1 to 1024"][..]),
+        (
+            &["--max", "5", "--rate", "50/s"][..],
+            &["--rate", "given together with --max"][..],
+        ),
+        (&["--rate", "50/fortnight"][..], &["--rate", "50/s"][..]),
+        (&["--rate", "0/s"][..], &["--rate", "1 to 1000000"][..]),
+        (
+            &["--max", "5", "--burst", "3"][..],
+            &["--burst", "--rate"][..],
+        ),
+        (
+            &["--max", "5", "--errno", "EIO"][..],
+            &["--errno", "ETIMEDOUT"][..],
+        ),
+        (
+            &["--max", "5", "--proto", "udp"][..],
+            &["--proto", "tcp"][..],
+        ),
+        (
+            &["--max", "5", "--probability", "0.5"][..],
+            &["--probability", "no packet or draw options"][..],
+        ),
+    ] {
+        assert_rejected(&limit(extra), needles, &cgroup);
+    }
+    let io = |extra: &[&'static str]| {
+        let mut args = vec!["inject", "io-error", "--cgroup", path];
+        args.extend_from_slice(extra);
+        args
+    };
+    for (extra, needles) in [
+        (&[][..], &["--path", "missing"][..]),
+        (
+            &["--path", "var/lib"][..],
+            &["--path", "not an absolute path"][..],
+        ),
+        (
+            &["--path", "/tmp", "--ops", "fsync"][..],
+            &["--ops", "open, read, write"][..],
+        ),
+        (
+            &["--path", "/tmp", "--errno", "EPIPE"][..],
+            &["--errno", "ENOSPC"][..],
+        ),
+        (
+            &["--path", "/tmp", "--dst", "10.0.0.0/8"][..],
+            &["--dst", "no traffic options"][..],
+        ),
+        (
+            &["--path", "/tmp", "--mechanism", "tcx"][..],
+            &["--mechanism", "fmod-ret"][..],
+        ),
+    ] {
+        assert_rejected(&io(extra), needles, &cgroup);
+    }
     let pressure = |kind: &'static str, extra: &[&'static str]| {
         let mut args = vec!["inject", kind, "--cgroup", path];
         args.extend_from_slice(extra);
         args
     };
-    for (cpu, needle) in [("0", "outside the range"), ("fast", "not a CPU share")] {
+    for (cpu, needle) in [
+        ("0", "outside the range"),
+        ("fast", "not a CPU share"),
+        ("512", "more than this node's"),
+    ] {
         let mut args = pressure("cpu-pressure", &["--cpu"]);
         args.push(cpu);
         assert_rejected(&args, &["--cpu", needle, "200m"], &cgroup);

@@ -48,6 +48,8 @@ fn doctor_json_covers_every_mechanism_and_fault() {
             "send-error",
             "drop",
             "partition",
+            "connection-limit",
+            "io-error",
             "reset",
             "delay",
             "corrupt",

@@ -7,7 +7,7 @@
 use std::{path::Path, process::Command};
 
 use chaos_tests::{
-    TempFile, TestCgroup, chaos_bin, require_root,
+    KnobCgroup, TempFile, TestCgroup, chaos_bin, require_root,
     services::{Postgres, Redis, WebApi},
 };
 use serde_yaml::Value;
@@ -18,24 +18,34 @@ struct Backend {
     _redis: Redis,
     _postgres: Postgres,
     redis_port: u16,
+    pg_port: u16,
     api_cgroup: TestCgroup,
-    _cgroups: [TestCgroup; 2],
+    /// Redis's cgroup, with its cpu and memory knobs.
+    redis_cgroup: KnobCgroup,
+    _pg_cgroup: TestCgroup,
 }
 
 impl Backend {
     fn start(fallback: bool) -> Self {
-        let (redis_cgroup, pg_cgroup) = (TestCgroup::new("exp-redis"), TestCgroup::new("exp-pg"));
+        Self::start_with(fallback, &[])
+    }
+
+    /// With more of app.py's options.
+    fn start_with(fallback: bool, options: &[&str]) -> Self {
+        let (redis_cgroup, pg_cgroup) = (KnobCgroup::new("exp-redis"), TestCgroup::new("exp-pg"));
         let api_cgroup = TestCgroup::new("exp-api");
-        let redis = Redis::start(&redis_cgroup);
+        let redis = Redis::start_with_knobs(&redis_cgroup);
         let postgres = Postgres::start(&pg_cgroup);
-        let api = WebApi::start(&api_cgroup, &redis, &postgres, fallback);
+        let api = WebApi::start_with_options(&api_cgroup, &redis, &postgres, fallback, options);
         Self {
             api,
             redis_port: redis.port,
+            pg_port: postgres.port,
             _redis: redis,
             _postgres: postgres,
             api_cgroup,
-            _cgroups: [redis_cgroup, pg_cgroup],
+            redis_cgroup,
+            _pg_cgroup: pg_cgroup,
         }
     }
 }
@@ -218,6 +228,74 @@ fn redis_refused_holds_with_a_fallback_and_fails_without_one() {
         assert_eq!(backend.api.get("/items/7").map(|(s, _)| s), Ok(200));
         assert!(verdict.html.contains("<svg") && verdict.html.contains("class=\"fault\""));
     }
+}
+
+/// examples/experiments/postgres-pool-limited.yaml: the API, connecting to Postgres afresh for
+/// every query (no idle pool), may hold 2 connections at once. Its probe needs one at a time, so
+/// the hypothesis holds, and the fault counted every connection the API opened meanwhile.
+#[test]
+fn an_api_needing_one_connection_at_a_time_holds_under_a_pool_of_two() {
+    require_root();
+    let backend = Backend::start_with(true, &["--pg-pool-idle", "0"]);
+    let pg_port = backend.pg_port;
+    let file = example(
+        "postgres-pool-limited.yaml",
+        &backend,
+        ("2s", "6s", "2s"),
+        |doc| {
+            doc["faults"][0]["fault"]["match"]["port"] = vec![Value::from(pg_port)].into();
+        },
+    );
+    let verdict = run_experiment(&file);
+    assert_eq!(verdict.code, Some(0), "{}", verdict.stderr);
+    let fault = &verdict.report["faults"][0];
+    assert_eq!(fault["kind"], "connection-limit", "{fault}");
+    // A cache miss a second at least over 6 s, each a connection of its own, all admitted.
+    assert!(fault["matched"].as_u64().unwrap_or(0) >= 3, "{fault}");
+    assert_eq!(fault["injected"], 0, "{fault}");
+    let injection = &verdict.report["stats"]["api"]["injection"];
+    assert_eq!(injection["failures"], 0, "{injection}");
+    assert!(
+        verdict
+            .junit
+            .contains("name=\"api.p99_latency &lt; 300ms\"")
+    );
+}
+
+/// examples/experiments/redis-cpu-starved.yaml: Redis held to a tenth of a CPU by its own
+/// cgroup knob still answers the API's light load; the knob is back afterwards.
+#[test]
+fn redis_at_a_tenth_of_a_cpu_keeps_the_api_under_1_percent_errors() {
+    require_root();
+    let backend = Backend::start(false);
+    let redis_cgroup = backend.redis_cgroup.cgroup.path.display().to_string();
+    let knob = backend
+        .redis_cgroup
+        .knob("cpu", "cpu.cfs_quota_us", "cpu.max");
+    let before = backend.redis_cgroup.read(&knob);
+    let file = example(
+        "redis-cpu-starved.yaml",
+        &backend,
+        ("2s", "6s", "2s"),
+        |doc| {
+            let fault = &mut doc["faults"][0]["fault"];
+            fault["scope"]["cgroup"] = redis_cgroup.clone().into();
+            if let Some(fault) = fault.as_mapping_mut() {
+                fault.remove("match");
+            }
+        },
+    );
+    let verdict = run_experiment(&file);
+    assert_eq!(verdict.code, Some(0), "{}", verdict.stderr);
+    let fault = &verdict.report["faults"][0];
+    assert_eq!(fault["kind"], "cpu-pressure", "{fault}");
+    let injection = &verdict.report["stats"]["api"]["injection"];
+    assert!(
+        injection["error_ratio"].as_f64().unwrap_or(1.0) < 0.01,
+        "{injection}"
+    );
+    assert_eq!(backend.redis_cgroup.read(&knob), before, "the knob is back");
+    assert!(verdict.junit.contains("name=\"api.error_ratio &lt; 0.01\""));
 }
 
 #[test]

@@ -1089,6 +1089,63 @@ fn a_partition_cuts_two_pods_apart_both_ways_spares_a_third_and_follows_new_peer
     }
 }
 
+/// connection-limit on a real pod: its container may hold 2 connections to the pods labelled
+/// `app=db` at once; of 4 opened together, 2 are refused at once (busybox nc's own words), and
+/// after the fault all 4 connect.
+#[test]
+fn a_pod_holds_at_most_max_connections_to_its_peers() {
+    require_root();
+    let _serial = one_at_a_time();
+    let containerd = Containerd::start();
+    let pod = |name: &str, app: &str, command: &str| {
+        let mut spec = PodSpec::new(name, Qos::BestEffort);
+        spec.labels = [("app".to_string(), app.to_string())].into();
+        spec.containers = vec![ContainerSpec::new("main", &["/bin/sh", "-c", command])];
+        containerd.run_pod(&spec)
+    };
+    let db = pod("db", "db", "exec httpd -f -p 8080 -h /");
+    let client = pod("client", "client", "exec sleep 3600");
+    let db_ip = db.ip.expect("db's ip").to_string();
+    // Four connections at once, each held ~3 s; prints REFUSED for each one refused.
+    let four_at_once = format!(
+        "for i in 1 2 3 4; do (sleep 3 | nc -w 2 {db_ip} 8080 >/dev/null 2>/tmp/e$i; \
+         grep -q refused /tmp/e$i && echo REFUSED) & done; wait"
+    );
+    let refused = || {
+        let out = containerd.exec(
+            &client.container("main").id,
+            &["sh", "-c", &four_at_once],
+            Duration::from_secs(20),
+        );
+        out.stdout.matches("REFUSED").count()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || refused() == 0),
+        "the client reaches db before the fault"
+    );
+    let run = ChaosRun::start(&[
+        "inject",
+        "connection-limit",
+        "--cri-socket",
+        containerd.socket().to_str().expect("socket path"),
+        "--pod",
+        "default/client",
+        "--peer-selector",
+        "app=db",
+        "--port",
+        "8080",
+        "--max",
+        "2",
+        "--duration",
+        "120s",
+    ]);
+    assert!(run.first_lines().contains(&db_ip), "{}", run.first_lines());
+    assert_eq!(refused(), 2);
+    let summary = run.stop().summary();
+    assert_eq!(summary["injected"], 2, "{summary}");
+    assert_eq!(refused(), 0, "all four connect once the fault is gone");
+}
+
 /// A ChaosFault partition through the agent, whose peers by label are on another node: the
 /// agent finds them in the cluster's pods (a watch it starts for the first peer selector), not
 /// in its node's. The peer here is a pod the API server places on node-b, whose address is the

@@ -416,6 +416,9 @@ pub(crate) fn write_filters(
     op: FilterOp,
 ) -> Result<()> {
     let filters = spec.filters();
+    if let FaultSpec::FileIo(fault) = spec {
+        return file_paths(ebpf, rule, &fault.inodes, op);
+    }
     if let FaultSpec::Packet(fault, _) = spec {
         insert_cidrs(ebpf, rule, filter_field::SOURCE, &fault.sources, op)?;
         insert_ports(ebpf, rule, filter_field::SOURCE, &fault.source_ports, op)?;
@@ -423,6 +426,49 @@ pub(crate) fn write_filters(
         insert_cidrs(ebpf, rule, filter_field::PEER, &filters.peers, op)?;
     }
     insert_ports(ebpf, rule, filter_field::PEER, &filters.ports, op)
+}
+
+/// Enters (or takes out) `rule` in the path map's list of each (device, inode): rules of several
+/// faults may share a directory.
+pub(crate) fn file_paths(
+    ebpf: &mut Ebpf,
+    rule: u32,
+    inodes: &[[u64; 2]],
+    op: FilterOp,
+) -> Result<()> {
+    let mut paths: aya::maps::HashMap<&mut MapData, [u64; 2], RuleList> =
+        typed_map(ebpf, maps::FILE_PATHS)?;
+    for inode in inodes {
+        let mut list = paths.get(inode, 0).unwrap_or_default();
+        let count = list.count as usize;
+        let listed: Vec<u32> = list.rules[..count].to_vec();
+        let rules: Vec<u32> = match op {
+            FilterOp::Insert if listed.contains(&rule) => continue,
+            FilterOp::Insert => listed.into_iter().chain([rule]).collect(),
+            FilterOp::Remove => listed.into_iter().filter(|r| *r != rule).collect(),
+        };
+        if rules.len() > chaos_common::MAX_RULES_PER_DESTINATION {
+            return Err(ChaosError::input(
+                "paths",
+                format!("{} io-error faults would act on one directory", rules.len()),
+                format!(
+                    "at most {} per directory or file",
+                    chaos_common::MAX_RULES_PER_DESTINATION
+                ),
+            ));
+        }
+        if rules.is_empty() {
+            let _ = paths.remove(inode);
+            continue;
+        }
+        list.count = rules.len() as u32;
+        list.rules = [0; chaos_common::MAX_RULES_PER_DESTINATION];
+        list.rules[..rules.len()].copy_from_slice(&rules);
+        paths
+            .insert(inode, list, 0)
+            .map_err(map_error(maps::FILE_PATHS))?;
+    }
+    Ok(())
 }
 
 fn insert_ports(

@@ -15,10 +15,11 @@ use chaos_common::{Counter, EventBudget, FaultConfig, LossState, RuleList, Scope
 
 use crate::{
     engine::instance::{
-        FilterOp, RuleSpec, flip_kill_switch, insert_cidrs, map_error, monotonic_ns, read_counters,
-        take_event_ring, typed_map, write_config, write_filters,
+        FilterOp, RuleSpec, file_paths, flip_kill_switch, insert_cidrs, map_error, monotonic_ns,
+        read_counters, take_event_ring, typed_map, write_config, write_filters,
     },
     error::{ChaosError, Result},
+    faults::FaultSpec,
     kernel::kernel_btf,
     kernel::mechanism::Mechanism,
     kernel::object,
@@ -117,7 +118,7 @@ impl SharedObject {
 
     /// Arms one fault in a free slot: filters, configuration (with the kernel's deadline), scope
     /// entries, then the attachments it still lacks. On an error nothing of it stays.
-    pub fn add(&mut self, rule: RuleSpec) -> Result<Slot> {
+    pub fn add(&mut self, mut rule: RuleSpec) -> Result<Slot> {
         if rule.cgroups.is_empty() {
             return Err(ChaosError::input(
                 "scope.cgroup",
@@ -137,6 +138,10 @@ impl SharedObject {
                 mechanism: self.mechanism.name(),
                 reason: "chaos-bpf has no programs for this pair".into(),
             })?;
+        // io-error's paths, found in each scoped cgroup's own filesystem.
+        if let FaultSpec::FileIo(fault) = &mut rule.spec {
+            fault.resolve(&rule.cgroups)?;
+        }
         let slot = self.free.pop_front().ok_or(ChaosError::Capacity {
             limit: self.slots.len(),
         })?;
@@ -150,6 +155,9 @@ impl SharedObject {
                 reason,
             };
             config.sock_offsets = kernel_btf::sock_offsets().map_err(unsupported)?;
+            if matches!(rule.spec, FaultSpec::FileIo(_)) {
+                config.file_offsets = kernel_btf::file_offsets().map_err(unsupported)?;
+            }
             if self.mechanism == Mechanism::KprobeOverride {
                 config.fd_offsets = kernel_btf::fd_offsets().map_err(unsupported)?;
             }
@@ -218,11 +226,43 @@ impl SharedObject {
             self.scope_slot(slot, &previous, &hooks)?;
             return Err(err);
         }
+        self.move_file_paths(slot, &cgroups)?;
         if let Some(rule) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
             rule.cgroups = cgroups;
         }
         self.sync_scopes()?;
         self.sync_cgroup_links()
+    }
+
+    /// io-error's paths in the new cgroups' filesystems (a restarted container has a new root):
+    /// the new (device, inode) entries go in before the gone ones come out. Paths the new
+    /// containers lack keep the old entries, which then match nothing of theirs.
+    fn move_file_paths(&mut self, slot: Slot, cgroups: &[crate::scope::CgroupScope]) -> Result<()> {
+        let Some(FaultSpec::FileIo(fault)) = self.rule(slot).map(|r| &r.spec) else {
+            return Ok(());
+        };
+        let mut moved = fault.clone();
+        if moved.resolve(cgroups).is_err() {
+            return Ok(());
+        }
+        let old = fault.inodes.clone();
+        let added: Vec<[u64; 2]> = moved
+            .inodes
+            .iter()
+            .filter(|i| !old.contains(i))
+            .copied()
+            .collect();
+        let gone: Vec<[u64; 2]> = old
+            .iter()
+            .filter(|i| !moved.inodes.contains(i))
+            .copied()
+            .collect();
+        file_paths(&mut self.ebpf, slot, &added, FilterOp::Insert)?;
+        file_paths(&mut self.ebpf, slot, &gone, FilterOp::Remove)?;
+        if let Some(rule) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            rule.spec = FaultSpec::FileIo(moved);
+        }
+        Ok(())
     }
 
     /// Gives an armed rule another set of peers (the pods of its peer selector changed): the
@@ -259,6 +299,7 @@ impl SharedObject {
         let synced = self.sync_scopes();
         let relinked = self.sync_cgroup_links();
         let _ = write_filters(&mut self.ebpf, slot, &rule.spec, FilterOp::Remove);
+        let _ = self.free_seats(slot);
         self.free.push_back(slot);
         disarmed.and(synced).and(relinked)
     }
@@ -297,6 +338,28 @@ impl SharedObject {
             state
                 .set(slot * LossState::COUNT + index, 0, 0)
                 .map_err(map_error(maps::LOSS_STATE))?;
+        }
+        self.free_seats(slot)
+    }
+
+    /// Empties a connection-limit rule's seats: its sockets stay open, but no longer count,
+    /// and a fault reusing the slot starts with every seat free. A socket released meanwhile
+    /// finds its entry gone, or its seat someone else's, and leaves both alone.
+    fn free_seats(&mut self, slot: Slot) -> Result<()> {
+        let mut held: HashMap<&mut MapData, u64, [u32; 2]> =
+            typed_map(&mut self.ebpf, maps::CONN_HELD)?;
+        let ours: Vec<(u64, [u32; 2])> = held
+            .iter()
+            .filter_map(std::result::Result::ok)
+            .filter(|(_, seat)| seat[0] == slot)
+            .collect();
+        for (cookie, _) in &ours {
+            let _ = held.remove(cookie);
+        }
+        let mut seats: HashMap<&mut MapData, [u32; 2], u64> =
+            typed_map(&mut self.ebpf, maps::CONN_SEATS)?;
+        for (_, seat) in &ours {
+            let _ = seats.remove(seat);
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! Fault kinds. Each module says which programs realise its fault with which mechanism, and how
 //! its options become the kernel's `FaultConfig`.
+pub mod connection_limit;
 pub mod dns;
 pub mod doctor;
+pub mod file_io;
 pub mod kill;
 pub mod packet_drop;
 pub mod pressure;
@@ -26,6 +28,10 @@ pub enum FaultSpec {
     SocketCall(socket_call::SocketCallError),
     /// drop on a pure cgroup scope, and partition: cgroup_skb.
     Drop(packet_drop::PacketDrop),
+    /// connection-limit: cgroup sock_addr connect hooks with a release hook.
+    ConnectionLimit(connection_limit::ConnectionLimit),
+    /// io-error: file hooks (fmod_ret or BPF LSM).
+    FileIo(file_io::FileIoError),
     /// drop, reset, corrupt or delay at the TC layer: on an interface, a pod's veth, or a
     /// cgroup's packets on every interface.
     Packet(tc_packet::PacketFault, crate::net::interface::Hooks),
@@ -50,6 +56,11 @@ pub const KINDS: &[(FaultKind, &[Mechanism])] = &[
         &[Mechanism::CgroupSkb, Mechanism::Tcx, Mechanism::TcClsact],
     ),
     (FaultKind::Partition, &[Mechanism::CgroupSkb]),
+    (
+        FaultKind::ConnectionLimit,
+        connection_limit::ConnectionLimit::MECHANISMS,
+    ),
+    (FaultKind::IoError, file_io::FileIoError::MECHANISMS),
     (FaultKind::Reset, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::Delay, tc_packet::PacketFault::MECHANISMS),
     (FaultKind::Corrupt, tc_packet::PacketFault::MECHANISMS),
@@ -133,6 +144,36 @@ impl FaultSpec {
             chaos_model::FaultKind::SendError => Some(socket_call::SocketCall::Send),
             _ => None,
         };
+        if fault.kind == chaos_model::FaultKind::ConnectionLimit {
+            let limit = match (fault.max_connections, fault.connection_rate) {
+                (Some(max), _) => connection_limit::Limit::Seats(max),
+                (None, Some(rate)) => connection_limit::Limit::Rate {
+                    interval_ns: rate.interval_ns(),
+                    burst: fault.connection_burst.unwrap_or(1),
+                },
+                // Validation requires one of the two.
+                (None, None) => {
+                    return Err(FieldError::new("maxConnections", "missing", "a number"));
+                }
+            };
+            return Ok(FaultSpec::ConnectionLimit(
+                connection_limit::ConnectionLimit {
+                    limit,
+                    errno: fault.effective_errno().unwrap_or(Errno(111)),
+                    filters,
+                },
+            ));
+        }
+        if fault.kind == chaos_model::FaultKind::IoError {
+            return Ok(FaultSpec::FileIo(file_io::FileIoError {
+                errno: fault.effective_errno().unwrap_or(Errno(5)),
+                paths: fault.paths.clone(),
+                ops: file_io::FileIoError::op_flags(&fault.ops),
+                filters,
+                mechanism,
+                inodes: Vec::new(),
+            }));
+        }
         if let Some(call) = call {
             // Validation requires it; a socket call without one is an error, never a packet fault.
             let errno = fault.effective_errno().ok_or_else(|| {
@@ -201,6 +242,8 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => fault.call.kind(),
             FaultSpec::Drop(fault) => fault.kind(),
+            FaultSpec::ConnectionLimit(_) => FaultKind::ConnectionLimit,
+            FaultSpec::FileIo(_) => FaultKind::IoError,
             FaultSpec::Packet(fault, _) => fault.kind(),
         }
     }
@@ -213,6 +256,8 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => &fault.filters,
             FaultSpec::Drop(fault) => &fault.filters,
+            FaultSpec::ConnectionLimit(fault) => &fault.filters,
+            FaultSpec::FileIo(fault) => &fault.filters,
             FaultSpec::Packet(fault, _) => &fault.filters,
         }
     }
@@ -223,7 +268,8 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => fault.filters.peers = peers,
             FaultSpec::Drop(fault) => fault.filters.peers = peers,
-            FaultSpec::Packet(..) => {}
+            FaultSpec::ConnectionLimit(fault) => fault.filters.peers = peers,
+            FaultSpec::Packet(..) | FaultSpec::FileIo(_) => {}
         }
     }
 
@@ -235,6 +281,11 @@ impl FaultSpec {
                 None => fault.call.mechanisms().to_vec(),
             },
             FaultSpec::Drop(_) => vec![Mechanism::CgroupSkb],
+            FaultSpec::ConnectionLimit(_) => connection_limit::ConnectionLimit::MECHANISMS.to_vec(),
+            FaultSpec::FileIo(fault) => match fault.mechanism {
+                Some(forced) => vec![forced],
+                None => file_io::FileIoError::MECHANISMS.to_vec(),
+            },
             FaultSpec::Packet(fault, _) => match fault.mechanism {
                 Some(forced) => vec![forced],
                 None => tc_packet::PacketFault::MECHANISMS.to_vec(),
@@ -247,7 +298,8 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => fault.mechanism.is_some(),
             FaultSpec::Packet(fault, _) => fault.mechanism.is_some(),
-            FaultSpec::Drop(_) => false,
+            FaultSpec::FileIo(fault) => fault.mechanism.is_some(),
+            FaultSpec::Drop(_) | FaultSpec::ConnectionLimit(_) => false,
         }
     }
 
@@ -256,6 +308,8 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => fault.call.programs(mechanism),
             FaultSpec::Drop(fault) => (mechanism == Mechanism::CgroupSkb).then(|| fault.programs()),
+            FaultSpec::ConnectionLimit(_) => connection_limit::ConnectionLimit::programs(mechanism),
+            FaultSpec::FileIo(_) => file_io::FileIoError::programs(mechanism),
             FaultSpec::Packet(_, hooks) => tc_packet::PacketFault::MECHANISMS
                 .contains(&mechanism)
                 .then(|| tc_packet::PacketFault::programs(*hooks)),
@@ -285,6 +339,8 @@ impl FaultSpec {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             FaultSpec::SocketCall(fault) => Some(fault.errno),
+            FaultSpec::ConnectionLimit(fault) => Some(fault.errno),
+            FaultSpec::FileIo(fault) => Some(fault.errno),
             FaultSpec::Drop(_) | FaultSpec::Packet(..) => None,
         }
     }
@@ -293,7 +349,8 @@ impl FaultSpec {
     pub fn config(&self, fault_id: u32, events_per_sec: u32) -> FaultConfig {
         let filters = self.filters();
         let mut flag_bits = match self {
-            FaultSpec::SocketCall(_) | FaultSpec::Packet(..) => 0,
+            FaultSpec::SocketCall(_) | FaultSpec::Packet(..) | FaultSpec::ConnectionLimit(_) => 0,
+            FaultSpec::FileIo(fault) => fault.ops,
             FaultSpec::Drop(fault) => fault.flags(),
         };
         if !filters.peers.is_empty() || filters.follows_peers {
@@ -315,8 +372,10 @@ impl FaultSpec {
             events_per_sec,
             ..FaultConfig::default()
         };
-        if let FaultSpec::Packet(fault, hooks) = self {
-            fault.apply(&mut config, *hooks);
+        match self {
+            FaultSpec::Packet(fault, hooks) => fault.apply(&mut config, *hooks),
+            FaultSpec::ConnectionLimit(fault) => fault.apply(&mut config),
+            FaultSpec::SocketCall(_) | FaultSpec::Drop(_) | FaultSpec::FileIo(_) => {}
         }
         config
     }
@@ -328,6 +387,12 @@ impl FaultSpec {
         match self {
             FaultSpec::SocketCall(fault) => {
                 let _ = write!(text, " errno {}", fault.errno);
+            }
+            FaultSpec::ConnectionLimit(fault) => {
+                let _ = write!(text, " {}, then errno {}", fault.describe(), fault.errno);
+            }
+            FaultSpec::FileIo(fault) => {
+                let _ = write!(text, " {}", fault.describe());
             }
             FaultSpec::Drop(fault) => {
                 let _ = write!(text, " {}", format!("{:?}", fault.direction).to_lowercase());
@@ -403,6 +468,10 @@ pub fn programs_for(kind: FaultKind, mechanism: Mechanism) -> bool {
             Mechanism::CgroupSkb | Mechanism::Tcx | Mechanism::TcClsact
         ),
         FaultKind::Partition => mechanism == Mechanism::CgroupSkb,
+        FaultKind::ConnectionLimit => {
+            connection_limit::ConnectionLimit::programs(mechanism).is_some()
+        }
+        FaultKind::IoError => file_io::FileIoError::programs(mechanism).is_some(),
         FaultKind::Reset
         | FaultKind::Delay
         | FaultKind::Corrupt
@@ -427,6 +496,8 @@ pub fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::Duplicate => "duplicate",
         FaultKind::Bandwidth => "bandwidth",
         FaultKind::Partition => "partition",
+        FaultKind::ConnectionLimit => "connection-limit",
+        FaultKind::IoError => "io-error",
     }
 }
 

@@ -64,7 +64,7 @@ impl PressureFault {
         }
         let pressure = match fault.kind {
             FaultKind::CpuPressure => Pressure::Cpu {
-                share: fault.cpu.map_or(1.0, |c| c.0),
+                share: within_the_node(fault.cpu.map_or(1.0, |c| c.0))?,
             },
             _ => Pressure::Memory {
                 high: fault.memory_high.map(|m| m.0),
@@ -228,6 +228,19 @@ fn byte_knobs(dir: &Path, limits: [(&str, Option<u64>); 2]) -> Result<Vec<Knob>>
         }
     }
     Ok(knobs)
+}
+
+/// A share above the node's CPUs limits nothing: it is refused rather than armed as a no-op.
+fn within_the_node(share: f64) -> Result<f64> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if share > cpus as f64 {
+        return Err(ChaosError::input(
+            "cpu",
+            format!("{share} CPUs is more than this node's {cpus}: it would limit nothing"),
+            format!("up to {cpus} CPUs (0.2, 200m)"),
+        ));
+    }
+    Ok(share)
 }
 
 /// The quota of `share` CPUs in a period, at least the kernel's 1 ms.

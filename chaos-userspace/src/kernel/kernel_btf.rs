@@ -3,7 +3,7 @@
 //! has no CO-RE relocations, so programs that read kernel structs get the offsets through their
 //! configuration; they are computed once, with btf-rs, because aya keeps its type walk private.
 use btf_rs::{Btf, Struct, Type};
-use chaos_common::{FdOffsets, SockOffsets};
+use chaos_common::{FdOffsets, FileOffsets, SockOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -12,7 +12,14 @@ pub struct KernelBtf {
     pub aya: aya::Btf,
     /// The struct layouts, walked only when a program that reads kernel structs is armed (the
     /// global hooks): a cgroup or TC fault never pays for them.
-    layouts: std::sync::OnceLock<(Result<SockOffsets, String>, Result<FdOffsets, String>)>,
+    layouts: std::sync::OnceLock<Layouts>,
+}
+
+/// Each layout, or why the kernel's BTF does not give it.
+struct Layouts {
+    sock: Result<SockOffsets, String>,
+    fd: Result<FdOffsets, String>,
+    file: Result<FileOffsets, String>,
 }
 
 /// The kernel's BTF, or why there is none.
@@ -31,7 +38,7 @@ pub fn kernel() -> Result<&'static KernelBtf, String> {
 }
 
 impl KernelBtf {
-    fn layouts(&self) -> &(Result<SockOffsets, String>, Result<FdOffsets, String>) {
+    fn layouts(&self) -> &Layouts {
         self.layouts.get_or_init(|| {
             // Read whole, then parsed in memory: btf-rs's file reader seeks once per read.
             let parsed = std::fs::read(VMLINUX_BTF)
@@ -40,8 +47,16 @@ impl KernelBtf {
                     Btf::from_bytes(&bytes).map_err(|err| format!("{VMLINUX_BTF}: {err}"))
                 });
             match parsed {
-                Ok(btf) => (read_sock_offsets(&btf), read_fd_offsets(&btf)),
-                Err(err) => (Err(err.clone()), Err(err)),
+                Ok(btf) => Layouts {
+                    sock: read_sock_offsets(&btf),
+                    fd: read_fd_offsets(&btf),
+                    file: read_file_offsets(&btf),
+                },
+                Err(err) => Layouts {
+                    sock: Err(err.clone()),
+                    fd: Err(err.clone()),
+                    file: Err(err),
+                },
             }
         })
     }
@@ -49,12 +64,29 @@ impl KernelBtf {
 
 /// Offsets of the socket fields the syscall-fault programs read.
 pub fn sock_offsets() -> Result<SockOffsets, String> {
-    kernel()?.layouts().0.clone()
+    kernel()?.layouts().sock.clone()
 }
 
 /// Offsets the kprobe programs need to go from a syscall's descriptor to its socket.
 pub fn fd_offsets() -> Result<FdOffsets, String> {
-    kernel()?.layouts().1.clone()
+    kernel()?.layouts().fd.clone()
+}
+
+/// Offsets io-error's programs need to walk from a file up its directories.
+pub fn file_offsets() -> Result<FileOffsets, String> {
+    kernel()?.layouts().file.clone()
+}
+
+fn read_file_offsets(btf: &Btf) -> Result<FileOffsets, String> {
+    Ok(FileOffsets {
+        file_dentry: member_offset(btf, "file", "f_path")? + member_offset(btf, "path", "dentry")?,
+        dentry_parent: member_offset(btf, "dentry", "d_parent")?,
+        dentry_inode: member_offset(btf, "dentry", "d_inode")?,
+        inode_ino: member_offset(btf, "inode", "i_ino")?,
+        inode_sb: member_offset(btf, "inode", "i_sb")?,
+        sb_dev: member_offset(btf, "super_block", "s_dev")?,
+        _pad: [0; 2],
+    })
 }
 
 fn read_sock_offsets(btf: &Btf) -> Result<SockOffsets, String> {

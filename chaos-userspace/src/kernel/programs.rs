@@ -79,6 +79,27 @@ program!(
     CONNECT
 );
 program!(
+    LIMIT4,
+    names::LIMIT4,
+    Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET4_CONNECT),
+    CgroupSockAddr,
+    CONNECT_LIMIT
+);
+program!(
+    LIMIT6,
+    names::LIMIT6,
+    Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET6_CONNECT),
+    CgroupSockAddr,
+    CONNECT_LIMIT
+);
+program!(
+    LIMIT_RELEASE,
+    names::LIMIT_RELEASE,
+    Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET_SOCK_RELEASE),
+    CgroupSockAddr,
+    CONNECT_LIMIT
+);
+program!(
     SKB_EGRESS,
     names::SKB_EGRESS,
     Hook::Cgroup(bpf_attach_type::BPF_CGROUP_INET_EGRESS),
@@ -135,6 +156,34 @@ program!(
     SEND
 );
 program!(
+    FMOD_RET_FILE_OPEN,
+    names::FMOD_RET_FILE_OPEN,
+    Hook::FmodRet("security_file_open"),
+    FmodRet,
+    FILE_OPEN
+);
+program!(
+    FMOD_RET_FILE_ACCESS,
+    names::FMOD_RET_FILE_ACCESS,
+    Hook::FmodRet("security_file_permission"),
+    FmodRet,
+    FILE_ACCESS
+);
+program!(
+    LSM_FILE_OPEN,
+    names::LSM_FILE_OPEN,
+    Hook::Lsm("file_open"),
+    BpfLsm,
+    FILE_OPEN
+);
+program!(
+    LSM_FILE_ACCESS,
+    names::LSM_FILE_ACCESS,
+    Hook::Lsm("file_permission"),
+    BpfLsm,
+    FILE_ACCESS
+);
+program!(
     KPROBE_RECV,
     names::KPROBE_RECV,
     Hook::SyscallKprobe(&["read", "readv", "recvfrom", "recvmsg", "recvmmsg"]),
@@ -173,6 +222,9 @@ program!(
 pub const REGISTRY: &[&ProgramSpec] = &[
     &CONNECT4,
     &CONNECT6,
+    &LIMIT4,
+    &LIMIT6,
+    &LIMIT_RELEASE,
     &SKB_EGRESS,
     &SKB_INGRESS,
     &FMOD_RET_CONNECT,
@@ -181,6 +233,10 @@ pub const REGISTRY: &[&ProgramSpec] = &[
     &LSM_CONNECT,
     &LSM_RECV,
     &LSM_SEND,
+    &FMOD_RET_FILE_OPEN,
+    &FMOD_RET_FILE_ACCESS,
+    &LSM_FILE_OPEN,
+    &LSM_FILE_ACCESS,
     &KPROBE_RECV,
     &KPROBE_SEND,
     &KPROBE_CONNECT,
@@ -263,6 +319,7 @@ pub fn load_cgroup_program<'a>(
     match program_mut(ebpf, name)? {
         aya::programs::Program::CgroupSockAddr(p) => p.load(),
         aya::programs::Program::CgroupSkb(p) => p.load(),
+        aya::programs::Program::CgroupSock(p) => p.load(),
         _ => {
             return Err(attach_failed(name, "is not a cgroup program"));
         }

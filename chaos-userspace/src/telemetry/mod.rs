@@ -121,6 +121,9 @@ impl Injection {
                 Some(FaultKind::Corrupt) => "corrupted".into(),
                 Some(FaultKind::Duplicate) => "duplicated".into(),
                 Some(FaultKind::Bandwidth) => "paced".into(),
+                // Over the limit: refused with the errno.
+                Some(FaultKind::ConnectionLimit) => "refused".into(),
+                Some(FaultKind::IoError) => "failed".into(),
                 None => "unknown".into(),
             },
         }

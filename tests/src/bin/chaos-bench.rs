@@ -181,7 +181,7 @@ fn main() -> anyhow::Result<()> {
         ),
         (
             "connect",
-            "connect() cost with a non-matching connect-error attached",
+            "connect() cost with a non-matching connect-error or connection-limit attached",
             connect_cost,
         ),
         (
@@ -636,7 +636,9 @@ fn drop_peers(report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// ns per connect() from inside a cgroup, bare and with a connect-error that matches nothing.
+/// ns per connect() from inside a cgroup: bare, with a connect-error that matches nothing, and
+/// with a connection-limit whose destination is elsewhere (its hook runs, finds no rule that
+/// matches, and takes no seat), side by side in each round.
 fn connect_cost(report: &mut Report) -> anyhow::Result<()> {
     let sink = tcp_sink("127.0.0.1:0").to_string();
     let cgroup = TestCgroup::new("bench-connect");
@@ -645,43 +647,60 @@ fn connect_cost(report: &mut Report) -> anyhow::Result<()> {
         let result = cgroup.testkit(&["connect", &sink, "2000"]);
         result["median_ns"].as_f64().context("median_ns")
     };
-    let attached_measure = || -> anyhow::Result<f64> {
-        let run = ChaosRun::start(&["inject", "connect-error", "--cgroup", &path, "--port", "9"]);
+    let attached = |kind: &str, limit: &[&str]| -> anyhow::Result<f64> {
+        let mut args = vec!["inject", kind, "--cgroup", &path, "--port", "9"];
+        args.extend_from_slice(limit);
+        let run = ChaosRun::start(&args);
         let with = measure();
         run.stop();
         with
     };
-    let (mut bare, mut attached, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    let with_error = || attached("connect-error", &[]);
+    let with_limit = || attached("connection-limit", &["--max", "5"]);
+    let (mut bare, mut error, mut limit) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..sizes().rounds * 2 {
-        // Alternate which goes first, so drift cannot favour either.
-        let (base, with) = if round % 2 == 0 {
-            let base = measure()?;
-            (base, attached_measure()?)
-        } else {
-            let with = attached_measure()?;
-            (measure()?, with)
+        // Rotate which goes first, so drift cannot favour any.
+        let (base, e, l) = match round % 3 {
+            0 => (measure()?, with_error()?, with_limit()?),
+            1 => {
+                let e = with_error()?;
+                let l = with_limit()?;
+                (measure()?, e, l)
+            }
+            _ => {
+                let l = with_limit()?;
+                let base = measure()?;
+                (base, with_error()?, l)
+            }
         };
         bare.push(base);
-        attached.push(with);
-        added.push(with - base);
+        error.push(e);
+        limit.push(l);
     }
-    let (bare, attached, added) = (Spread::of(bare), Spread::of(attached), Spread::of(added));
+    let added = |with: &[f64]| Spread::of(with.iter().zip(&bare).map(|(w, b)| w - b).collect());
+    let (error_added, limit_added) = (added(&error), added(&limit));
+    let (bare, error, limit) = (Spread::of(bare), Spread::of(error), Spread::of(limit));
     report.section(
         "connect() on loopback from the target cgroup: median of 2,000 calls per round",
         &[
             "bare ns",
             "with connect-error attached, not matching (ns)",
             "added ns",
+            "with connection-limit attached, other destination (ns)",
+            "added ns",
         ],
     );
     report.row(&[
         format!("{bare:.0}"),
-        format!("{attached:.0}"),
-        format!("{added:.0}"),
+        format!("{error:.0}"),
+        format!("{error_added:.0}"),
+        format!("{limit:.0}"),
+        format!("{limit_added:.0}"),
     ]);
     report.json.insert(
         "connect_cost",
-        json!({ "bare_ns": bare, "attached_ns": attached, "added_ns": added }),
+        json!({ "bare_ns": bare, "attached_ns": error, "added_ns": error_added,
+                "limit_attached_ns": limit, "limit_added_ns": limit_added }),
     );
     Ok(())
 }

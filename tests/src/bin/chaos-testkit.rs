@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use chaos_tests::close_without_time_wait;
 use serde_json::json;
 
 fn main() -> anyhow::Result<()> {
@@ -38,13 +39,26 @@ fn main() -> anyhow::Result<()> {
         "dns-serve" => dns_serve(arg(1).parse()?),
         "dns-query" => dns_query(arg(1).parse()?, arg(2), arg(3).parse()?),
         "alloc" => alloc(arg(1).parse()?, Duration::from_millis(arg(2).parse()?)),
+        "hold" => hold(
+            arg(1).parse()?,
+            arg(2).parse()?,
+            Duration::from_millis(arg(3).parse()?),
+        ),
+        "file-ops" => file_ops(arg(1)),
+        "sqlite-write" => sqlite_write(arg(1), arg(2).parse()?),
+        "connect-rate" => connect_rate(
+            arg(1).parse()?,
+            arg(2).parse()?,
+            Duration::from_millis(arg(3).parse()?),
+        ),
         other => bail!(
             "unknown command {other:?}; accepted: connect ADDR N | udp-send ADDR N | \
              udp-recv ADDR N IDLE_MS | tcp-send ADDR BYTES | http-serve ADDR | http-load ADDR MS | \
              socket-call read|recv|recvfrom|recvmsg|write|send|sendto|sendmsg ADDR N | \
              udp-echo ADDR | udp-rtt ADDR N | udp-load ADDR MS | tcp-echo ADDR | tcp-rr ADDR MS | \
              udp-flood ADDR MS | resolve NAME inet|inet6|any | dns-serve ADDR | \
-             dns-query SERVER NAME N | alloc MIB HOLD_MS"
+             dns-query SERVER NAME N | alloc MIB HOLD_MS | hold ADDR N HOLD_MS | \
+             connect-rate ADDR PER_SEC MS | file-ops PATH | sqlite-write DB ROWS"
         ),
     }
 }
@@ -75,6 +89,130 @@ fn connect(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
     println!(
         "{}",
         json!({ "ok": ok, "errnos": errnos, "ns_per_connect": ns_per_connect, "median_ns": median_ns })
+    );
+    Ok(())
+}
+
+/// N connections opened at once (one thread each, released together) and held open for the
+/// given time: a pool filling up. Prints how many connected and the errno of each failure, as
+/// soon as every attempt is done, then holds.
+fn hold(addr: SocketAddr, count: u32, hold: Duration) -> anyhow::Result<()> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(count as usize));
+    let attempts: Vec<_> = (0..count)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    let mut errnos: BTreeMap<i32, u32> = BTreeMap::new();
+    for attempt in attempts {
+        match attempt.join().expect("connect thread") {
+            Ok(stream) => held.push(stream),
+            Err(err) => *errnos.entry(err.raw_os_error().unwrap_or(-1)).or_default() += 1,
+        }
+    }
+    println!("{}", json!({ "ok": held.len(), "errnos": errnos }));
+    std::io::stdout().flush()?;
+    std::thread::sleep(hold);
+    Ok(())
+}
+
+/// Opens PATH (creating it), writes 4 KiB, reads them back: prints each step's errno (0 for
+/// success; a step after a failed open is not tried and reports -1).
+fn file_ops(path: &str) -> anyhow::Result<()> {
+    use std::io::{Seek as _, SeekFrom};
+    let errno = |err: std::io::Error| err.raw_os_error().unwrap_or(-1);
+    let mut report = json!({ "open": -1, "write": -1, "read": -1 });
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    {
+        Err(err) => report["open"] = json!(errno(err)),
+        Ok(mut file) => {
+            report["open"] = json!(0);
+            report["write"] = json!(file.write_all(&[7u8; 4096]).map_or_else(errno, |()| 0));
+            let mut back = Vec::new();
+            let read = file
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| file.read_to_end(&mut back));
+            report["read"] = json!(read.map_or_else(errno, |_| 0));
+        }
+    }
+    println!("{report}");
+    Ok(())
+}
+
+/// A real database writing: SQLite in WAL mode (exclusive locking) inserts ROWS rows in one
+/// transaction into DB.
+/// Prints whether it committed, and SQLite's own message and extended code if not.
+fn sqlite_write(path: &str, rows: u32) -> anyhow::Result<()> {
+    let result = (|| -> rusqlite::Result<()> {
+        let mut db = rusqlite::Connection::open(path)?;
+        // Exclusive locking keeps the WAL's index in memory rather than in a -shm file, whose
+        // sizing would otherwise be the first write to fail.
+        db.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.execute_batch("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, note TEXT)")?;
+        let tx = db.transaction()?;
+        for n in 0..rows {
+            tx.execute(
+                "INSERT INTO orders (note) VALUES (?1)",
+                [format!("order {n}")],
+            )?;
+        }
+        tx.commit()
+    })();
+    let report = match result {
+        Ok(()) => json!({ "ok": true }),
+        Err(err) => json!({
+            "ok": false,
+            "error": err.to_string(),
+            "code": err.sqlite_error().map(|e| e.extended_code),
+        }),
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// Connects at PER_SEC attempts a second for the given time, closing each at once, and prints
+/// how many connected in each whole second, and in all (the last attempt may start just before
+/// the end and finish just after).
+fn connect_rate(addr: SocketAddr, per_sec: u32, duration: Duration) -> anyhow::Result<()> {
+    let spacing = Duration::from_secs(1) / per_sec.max(1);
+    let started = Instant::now();
+    let seconds = duration.as_secs() as usize;
+    let mut per_second = vec![0u32; seconds.max(1)];
+    let mut attempts = 0u32;
+    let mut ok = 0u32;
+    let mut errnos: BTreeMap<i32, u32> = BTreeMap::new();
+    while started.elapsed() < duration {
+        let due = started + spacing * attempts;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        attempts += 1;
+        let second = started.elapsed().as_secs() as usize;
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => {
+                close_without_time_wait(&stream);
+                ok += 1;
+                if let Some(count) = per_second.get_mut(second) {
+                    *count += 1;
+                }
+            }
+            Err(err) => *errnos.entry(err.raw_os_error().unwrap_or(-1)).or_default() += 1,
+        }
+    }
+    println!(
+        "{}",
+        json!({ "attempts": attempts, "ok": ok, "per_second": per_second, "errnos": errnos })
     );
     Ok(())
 }
@@ -217,25 +355,6 @@ fn udp_send(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
         json!({ "sent": count, "send_errors": failed, "cpu_ns": cpu_ns() })
     );
     Ok(())
-}
-
-/// Closes with a reset instead of a FIN, so thousands of connects leave no TIME_WAIT sockets
-/// behind to slow down later port searches (and skew a benchmark's second half).
-fn close_without_time_wait(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a valid socket with a correctly sized struct.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
 }
 
 /// This process's CPU time so far, user and system (the kernel's send path included).

@@ -5,9 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::error::ChaosError;
 use chaos_model::{
-    ByteSize, Cidr, CpuShare, Direction, Distribution, DnsName, DnsQtype, DnsRcode, Errno, Events,
-    HumanDuration, LossModel, MechanismRequest, MemorySize, PortRange, Probability, Protocol, Rate,
-    TcpFlags, ValueError, validate::CONNECT_ERRNOS,
+    ByteSize, Cidr, ConnectionRate, CpuShare, Direction, Distribution, DnsName, DnsQtype, DnsRcode,
+    Errno, Events, FileOp, HumanDuration, LossModel, MechanismRequest, MemorySize, PortRange,
+    Probability, Protocol, Rate, TcpFlags, ValueError, validate::CONNECT_ERRNOS,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -261,6 +261,13 @@ pub enum InjectCommand {
     /// --peer-selector, followed as they come and go): their packets are lost both ways, so
     /// connections time out as in a real partition (cgroup-skb).
     Partition(PartitionArgs),
+    /// Limit a cgroup's, container's or pods' TCP connections to peers: --max held at once (a
+    /// pool run dry) or --rate new ones per second (a rate-limited third party); the rest fail
+    /// with --errno, counted in the kernel (cgroup sock_addr).
+    ConnectionLimit(ConnectionLimitArgs),
+    /// Fail a cgroup's, container's or pods' opens, reads and writes of files under --path with
+    /// --errno (EIO, ENOSPC, EDQUOT, EROFS, EACCES), through file hooks (fmod-ret or BPF LSM).
+    IoError(IoErrorArgs),
     /// Starve a cgroup, container or pods of CPU time through their own cgroup knob (cpu.max, or
     /// v1 cpu.cfs_quota_us): no stressor runs. Put back when it ends.
     CpuPressure(CpuPressureArgs),
@@ -271,6 +278,43 @@ pub enum InjectCommand {
     /// SIGKILL every process of a cgroup, container or pod: once, or --count times --interval
     /// apart (cgroup.kill where the kernel has it).
     Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IoErrorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// A directory (every file under it) or a file, as the scope's processes see it; repeatable.
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// The operations that fail: open, read, write (default all three).
+    #[arg(long, value_name = "OPS", value_delimiter = ',')]
+    pub ops: Vec<FileOp>,
+    /// Errno the operation fails with: EIO (default), ENOSPC, EDQUOT, EROFS, EACCES.
+    #[arg(long, value_name = "ERRNO")]
+    pub errno: Option<Errno>,
+    /// Kernel mechanism: auto (the best this kernel supports), fmod-ret, bpf-lsm (or lsm).
+    #[arg(long, value_name = "MECHANISM")]
+    pub mechanism: Option<MechanismRequest>,
+}
+
+/// One of --max and --rate: the one validation of the model says so, as for every front end.
+#[derive(Debug, Args)]
+pub struct ConnectionLimitArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The most connections held at once, from connect() until the socket is closed: 5.
+    #[arg(long, value_name = "N")]
+    pub max: Option<u32>,
+    /// The most new connections per unit of time: 50/s, 3000/min.
+    #[arg(long, value_name = "N/s")]
+    pub rate: Option<ConnectionRate>,
+    /// With --rate: how many may connect at once after a quiet spell (default 1).
+    #[arg(long, value_name = "B")]
+    pub burst: Option<u32>,
+    /// Errno the refused connect() fails with: ECONNREFUSED (default), ETIMEDOUT or EAGAIN.
+    #[arg(long, value_name = "ERRNO")]
+    pub errno: Option<Errno>,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,8 @@ impl InjectCommand {
             InjectCommand::Kill(args) => &args.common,
             InjectCommand::Partition(args) => &args.common,
             InjectCommand::CpuPressure(args) => &args.common,
+            InjectCommand::ConnectionLimit(args) => &args.common,
+            InjectCommand::IoError(args) => &args.common,
             InjectCommand::MemoryPressure(args) => &args.common,
         }
     }
@@ -123,6 +125,18 @@ impl InjectCommand {
                 fault.keep_established = args.keep_established;
             }
             InjectCommand::CpuPressure(args) => fault.cpu = Some(args.cpu),
+            InjectCommand::IoError(args) => {
+                fault.paths = args.paths.clone();
+                fault.ops = args.ops.clone();
+                fault.errno = args.errno;
+                fault.mechanism = args.mechanism;
+            }
+            InjectCommand::ConnectionLimit(args) => {
+                fault.max_connections = args.max;
+                fault.connection_rate = args.rate;
+                fault.connection_burst = args.burst;
+                fault.errno = args.errno;
+            }
             InjectCommand::MemoryPressure(args) => {
                 fault.memory_high = args.high;
                 fault.memory_max = args.max;
@@ -159,6 +173,8 @@ impl InjectCommand {
             InjectCommand::Kill(_) => FaultKind::Kill,
             InjectCommand::Partition(_) => FaultKind::Partition,
             InjectCommand::CpuPressure(_) => FaultKind::CpuPressure,
+            InjectCommand::ConnectionLimit(_) => FaultKind::ConnectionLimit,
+            InjectCommand::IoError(_) => FaultKind::IoError,
             InjectCommand::MemoryPressure(_) => FaultKind::MemoryPressure,
         }
     }
@@ -206,6 +222,11 @@ const FLAGS: &[(&str, &str)] = &[
     ("rcode", "--rcode"),
     ("rate", "--rate"),
     ("burst", "--burst"),
+    ("maxConnections", "--max"),
+    ("connectionRate", "--rate"),
+    ("connectionBurst", "--burst"),
+    ("paths", "--path"),
+    ("ops", "--ops"),
     ("mechanism", "--mechanism"),
     ("duration", "--duration"),
     ("direction", "--direction"),
@@ -233,7 +254,11 @@ fn flags_in(text: &str) -> String {
             let start = word.len() - word.trim_start_matches('(').len();
             let bare = word[start..].trim_end_matches([' ', ',', ')', ';', '.']);
             match flag_for(bare) {
-                Some(flag) if bare.contains('.') => {
+                // Paths (scope.cgroup) and camelCase fields (connectionRate); plain words such as
+                // "rate" or "delay" in prose stay words.
+                Some(flag)
+                    if bare.contains('.') || bare.contains(|c: char| c.is_ascii_uppercase()) =>
+                {
                     format!("{}{flag}{}", &word[..start], &word[start + bare.len()..])
                 }
                 _ => word.to_string(),
