@@ -78,7 +78,7 @@ pub mod maps {
     /// `HashMap<[u64; 2], RuleList>`: io-error's paths as the (device, inode) of each path's
     /// directory or file, each with the rules it belongs to. The programs walk a file's dentry
     /// up through its parents, one lookup a level, so the number of paths costs nothing.
-    pub const FILE_PATHS: &str = "CHAOS_FILE_PATHS";
+    pub const FILE_PATHS: &str = "CHAOS_FILE_PATH";
 
     /// Every map the object must define; a userspace test checks the object against this list.
     pub const ALL: &[&str] = &[
@@ -150,9 +150,9 @@ pub mod programs {
     /// io-error: fmod_ret on `security_file_open` / `security_file_permission` (sections say
     /// `fexit/`, as the socket ones), and the BPF LSM hooks of the same names.
     pub const FMOD_RET_FILE_OPEN: &str = "chaos_fmr_fopen";
-    pub const FMOD_RET_FILE_ACCESS: &str = "chaos_fmr_faccess";
+    pub const FMOD_RET_FILE_ACCESS: &str = "chaos_fmr_fperm";
     pub const LSM_FILE_OPEN: &str = "chaos_lsm_fopen";
-    pub const LSM_FILE_ACCESS: &str = "chaos_lsm_faccess";
+    pub const LSM_FILE_ACCESS: &str = "chaos_lsm_fperm";
 
     pub const ALL: &[&str] = &[
         CONNECT4,

@@ -61,7 +61,7 @@ pub fn chaos_fmr_fopen(ctx: *mut c_void) -> i64 {
 /// int security_file_permission(struct file *file, int mask)
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/security_file_permission")]
-pub fn chaos_fmr_faccess(ctx: *mut c_void) -> i64 {
+pub fn chaos_fmr_fperm(ctx: *mut c_void) -> i64 {
     let file = arg(ctx, 0) as *const c_void;
     negative_errno(decide(
         scope_hook::FILE_ACCESS,
@@ -79,7 +79,7 @@ pub fn chaos_lsm_fopen(ctx: LsmContext) -> i32 {
 
 /// file_permission(struct file *file, int mask)
 #[lsm(hook = "file_permission")]
-pub fn chaos_lsm_faccess(ctx: LsmContext) -> i32 {
+pub fn chaos_lsm_fperm(ctx: LsmContext) -> i32 {
     let file = ctx.arg::<u64>(0) as *const c_void;
     let op = access_op(ctx.arg::<u64>(1));
     negative_errno(decide(scope_hook::FILE_ACCESS, file, op)) as i32

@@ -86,6 +86,6 @@ pub static CONN_HELD: HashMap<u64, [u32; 2]> =
 #[map(name = "CHAOS_RATE_LOCK")]
 pub static RATE_LOCK: HashMap<u32, u32> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
-#[map(name = "CHAOS_FILE_PATHS")]
+#[map(name = "CHAOS_FILE_PATH")]
 pub static FILE_PATHS: HashMap<[u64; 2], RuleList> =
     HashMap::with_max_entries(MAX_FILE_PATHS, BPF_F_NO_PREALLOC);

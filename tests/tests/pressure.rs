@@ -7,6 +7,10 @@ use std::{process::Stdio, time::Duration};
 
 use chaos_tests::{ChaosRun, KnobCgroup, chaos, cpu_share, require_root, testkit_bin};
 
+/// Tests that leave a killed run's record behind, and count what is put back, one at a time:
+/// each would put back the other's knob too.
+static KILLED_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn busy(cgroup: &KnobCgroup) -> std::process::Child {
     cgroup
         .command("/bin/sh")
@@ -63,6 +67,7 @@ fn cpu_pressure_holds_a_busy_process_to_its_share_and_puts_the_knob_back() {
 #[test]
 fn cleanup_puts_back_the_knobs_of_a_killed_run() {
     require_root();
+    let _one = KILLED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
     let cgroup = KnobCgroup::new("cpu-pressure-kill");
     let knob = cgroup.knob("cpu", "cpu.cfs_quota_us", "cpu.max");
     let before = cgroup.read(&knob);
@@ -81,6 +86,50 @@ fn cleanup_puts_back_the_knobs_of_a_killed_run() {
     let again: serde_json::Value =
         serde_json::from_str(chaos(&["cleanup"]).stdout.trim()).expect("cleanup's JSON");
     assert_eq!(again["knobs_restored"], 0, "once: {again}");
+}
+
+/// The next run after a SIGKILL puts the dead run's knob back before it reads the value to
+/// restore, so the knob ends as it was before either; and a knob someone changes while a fault
+/// runs is theirs: left alone, and said so.
+#[test]
+fn the_next_run_restores_a_killed_one_and_a_knob_changed_meanwhile_is_left_alone() {
+    require_root();
+    let _one = KILLED_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let cgroup = KnobCgroup::new("cpu-pressure-next");
+    let knob = cgroup.knob("cpu", "cpu.cfs_quota_us", "cpu.max");
+    let before = cgroup.read(&knob);
+    let run = cpu_pressure(&cgroup, "300m");
+    run.kill_hard();
+    assert!(
+        cgroup.read(&knob).starts_with("30000"),
+        "a SIGKILL leaves it"
+    );
+    let run = cpu_pressure(&cgroup, "200m");
+    assert!(
+        run.first_lines().contains("put back 1 knob"),
+        "{}",
+        run.first_lines()
+    );
+    assert!(cgroup.read(&knob).starts_with("20000"));
+    let output = run.stop();
+    assert_eq!(cgroup.read(&knob), before, "{}", output.stderr);
+
+    let run = cpu_pressure(&cgroup, "200m");
+    // An operator raises the limit by hand while the fault runs.
+    let theirs = if knob.ends_with("cpu.max") {
+        "50000 100000"
+    } else {
+        "50000"
+    };
+    std::fs::write(&knob, theirs).expect("write the knob");
+    let output = run.stop();
+    assert_eq!(cgroup.read(&knob), theirs, "left alone");
+    assert!(
+        output.stderr.contains("left") && output.stderr.contains("someone changed it"),
+        "{}",
+        output.stderr
+    );
+    std::fs::write(&knob, &before).expect("put the knob back");
 }
 
 /// memory-pressure's limit: a real allocation past it ends with the OOM killer's SIGKILL, below
@@ -117,9 +166,17 @@ fn memory_pressure_meets_an_allocation_with_the_oom_killer_and_puts_the_knobs_ba
     assert_eq!(cgroup.read(&soft), (32u64 << 20).to_string());
     let killed = allocate("128");
     assert!(allocate("16").success(), "below the limit");
-    let summary = run.stop().summary();
+    let output = run.stop();
+    let summary = output.summary();
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(killed.signal(), Some(9), "the OOM killer: {killed:?}");
+    assert!(
+        output
+            .stderr
+            .contains("the OOM killer killed 1 process(es)"),
+        "the fault says so: {}",
+        output.stderr
+    );
     assert_eq!(cgroup.read(&limit), limit_before);
     assert_eq!(cgroup.read(&soft), soft_before);
     assert!(allocate("128").success(), "healed");

@@ -101,6 +101,18 @@ pub async fn run(options: AgentOptions) -> Result<()> {
             "unix:PATH (root only), or a TCP address with --token-file holding a bearer token",
         ));
     }
+    // What a killed agent left (clsact filters, qdiscs, cgroup knobs) is undone before anything
+    // new is armed.
+    let left = crate::net::tc_records::cleanup_stale()
+        .map_err(|err| ChaosError::io("cleaning up what a killed run left", err))?;
+    let knobs = crate::faults::pressure::cleanup_stale();
+    if left.filters_removed + left.qdiscs_removed + knobs > 0 {
+        eprintln!(
+            "chaos-bpf agent: undid what a killed run left: {} filter(s), {} qdisc(s), {knobs} \
+             knob(s)",
+            left.filters_removed, left.qdiscs_removed
+        );
+    }
     // In a cluster the pods of this node come from the API server, which also names them.
     let mut names = options.names;
     let cluster = match &options.kubernetes_node {

@@ -50,6 +50,15 @@ pub struct Knob {
     pub value: String,
 }
 
+impl Knob {
+    /// memory.max or v1's memory.limit_in_bytes: above it the OOM killer acts.
+    fn is_hard_memory_limit(&self) -> bool {
+        self.path
+            .file_name()
+            .is_some_and(|name| name == "memory.max" || name == "memory.limit_in_bytes")
+    }
+}
+
 impl PressureFault {
     pub fn plan(
         fault: &Fault,
@@ -61,6 +70,12 @@ impl PressureFault {
         guard.check(fault, &cgroups, &workloads)?;
         if !nix::unistd::geteuid().is_root() {
             return Err(ChaosError::NotRoot);
+        }
+        // A run killed before it could put its knobs back left them tightened: restored first,
+        // or its value would be read here as the one to put back.
+        let restored = cleanup_stale();
+        if restored > 0 {
+            eprintln!("chaos-bpf: put back {restored} knob(s) a killed run had set");
         }
         let pressure = match fault.kind {
             FaultKind::CpuPressure => Pressure::Cpu {
@@ -281,6 +296,8 @@ pub struct PressureObject {
     pub knobs: Vec<Knob>,
     record: Option<PathBuf>,
     restored: bool,
+    /// OOM kills counted in each cgroup whose memory.max the fault set, when it set it.
+    oom_kills: Vec<(PathBuf, u64)>,
 }
 
 /// The record of a run's knobs, for `chaos-bpf cleanup`.
@@ -301,6 +318,7 @@ impl PressureObject {
                 knobs: Vec::new(),
                 record: None,
                 restored: true,
+                oom_kills: Vec::new(),
             });
         }
         let pid = std::process::id();
@@ -322,6 +340,15 @@ impl PressureObject {
             knobs: Vec::new(),
             record: Some(record),
             restored: false,
+            oom_kills: fault
+                .knobs
+                .iter()
+                .filter(|k| k.is_hard_memory_limit())
+                .filter_map(|k| {
+                    let dir = k.path.parent()?.to_path_buf();
+                    Some((dir.clone(), oom_kills(&dir)?))
+                })
+                .collect(),
         };
         for knob in &fault.knobs {
             if let Err(err) = fs::write(&knob.path, &knob.value) {
@@ -344,10 +371,35 @@ impl PressureObject {
             return Ok(());
         }
         self.restored = true;
+        for (dir, before) in &self.oom_kills {
+            if let Some(after) = oom_kills(dir)
+                && after > *before
+            {
+                eprintln!(
+                    "chaos-bpf: the OOM killer killed {} process(es) in {} under the fault's \
+                     memory limit",
+                    after - before,
+                    dir.display()
+                );
+            }
+        }
         let mut failed = None;
         for knob in self.knobs.iter().rev() {
-            if let Err(err) = put_back(knob) {
-                failed.get_or_insert(err);
+            match fs::read_to_string(&knob.path) {
+                // Someone set the knob while the fault ran: theirs now, and said so.
+                Ok(now) if now.trim() != knob.value => eprintln!(
+                    "chaos-bpf: left {} alone: it reads {}, not the {} chaos-bpf set, so \
+                     someone changed it meanwhile (it was {} before the fault)",
+                    knob.path.display(),
+                    now.trim(),
+                    knob.value,
+                    knob.previous
+                ),
+                _ => {
+                    if let Err(err) = put_back(knob) {
+                        failed.get_or_insert(err);
+                    }
+                }
             }
         }
         if let Some(record) = self.record.take() {
@@ -380,6 +432,16 @@ fn put_back(knob: &Knob) -> Result<()> {
             err,
         )),
     }
+}
+
+/// OOM kills so far in a memory cgroup: `oom_kill` of v2's memory.events or v1's
+/// memory.oom_control.
+fn oom_kills(dir: &Path) -> Option<u64> {
+    ["memory.events", "memory.oom_control"]
+        .iter()
+        .find_map(|file| fs::read_to_string(dir.join(file)).ok())?
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
 }
 
 /// Puts back the knobs of runs that died; how many knobs.
